@@ -1,0 +1,189 @@
+"""The SQLite database: models, connection settings and schema creation.
+
+Everything the agent knows lives in one SQLite file: the event queue, the
+box's copy of each course, the sync history, the page's settings and the
+sync requests the page hands to the daemon. Written for peewee 3.14
+(bookworm) and peewee 4.x alike: only ``atomic()`` and the plain query API.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import peewee as pw
+
+# The database is bound at run time by open_db(): one file per process.
+database = pw.DatabaseProxy()
+
+PRAGMAS = {
+    "journal_mode": "wal",
+    # FULL: a commit is on the SD card before we tell anyone it happened;
+    # WAL with NORMAL could lose the last commits on a power cut.
+    "synchronous": "full",
+    "foreign_keys": 1,
+    "busy_timeout": 10000,
+    # Freed pages are zeroed, so an erased password does not linger in the file.
+    "secure_delete": 1,
+    # Lets retention give space back without a full VACUUM.
+    "auto_vacuum": "incremental",
+}
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """ISO 8601 UTC with a Z, second precision, or None."""
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+class JSONField(pw.TextField):
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+
+
+class Event(BaseModel):
+    """One learner event. ``key`` is the idempotency key: stored once."""
+
+    QUEUED, INFLIGHT, SENT, CONFLICT, DISCARDED = "queued", "inflight", "sent", "conflict", "discarded"
+
+    key = pw.CharField(max_length=64, unique=True)
+    type = pw.CharField(max_length=16, index=True)
+    course_id = pw.IntegerField(null=True, index=True)
+    username = pw.CharField(max_length=100)
+    cmid = pw.IntegerField(null=True)
+    data = JSONField()  # the validated event minus the password
+    event_time = pw.CharField(null=True)  # ISO 8601 UTC, as stamped by the app
+    clock_suspect = pw.BooleanField(default=False)
+    queued_at = pw.CharField()
+    status = pw.CharField(max_length=16, default=QUEUED, index=True)
+    attempts = pw.IntegerField(default=0)
+    last_error = pw.TextField(null=True)
+    sync_id = pw.CharField(max_length=36, null=True)  # the run that sent it
+    sent_at = pw.CharField(null=True, index=True)
+
+
+class Secret(BaseModel):
+    """A new account's password, kept apart from the event and erased once the
+    server confirmed the account (secure_delete overwrites the page)."""
+
+    event = pw.ForeignKeyField(Event, primary_key=True, on_delete="CASCADE")
+    password = pw.CharField(max_length=255)
+
+
+class Course(BaseModel):
+    id = pw.IntegerField(primary_key=True)
+    shortname = pw.CharField()
+    fullname = pw.CharField()
+    timemodified = pw.IntegerField()
+    cacherev = pw.IntegerField(null=True)
+    fetched_at = pw.CharField()
+    contents = JSONField()  # sections with their modules, as the server sent them
+
+
+class Activity(BaseModel):
+    cmid = pw.IntegerField(primary_key=True)
+    course = pw.ForeignKeyField(Course, backref="activities", on_delete="CASCADE")
+    section = pw.IntegerField()
+    name = pw.CharField()
+    modname = pw.CharField()
+    instance = pw.IntegerField(null=True)
+    completion = pw.IntegerField(default=0)  # 0 none, 1 manual, 2 automatic
+
+
+class SyncRun(BaseModel):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    SKIPPED_OFFLINE = "skipped_offline"
+    INTERRUPTED = "interrupted"
+
+    id = pw.CharField(max_length=36, primary_key=True, default=lambda: str(uuid.uuid4()))
+    trigger = pw.CharField(max_length=16)
+    force = pw.BooleanField(default=False)
+    status = pw.CharField(max_length=24, index=True)
+    started_at = pw.CharField(index=True)
+    completed_at = pw.CharField(null=True)
+    duration_s = pw.FloatField(null=True)
+    bytes_sent = pw.IntegerField(default=0)
+    bytes_received = pw.IntegerField(default=0)
+    courses = JSONField(default=list)
+    actions = JSONField(default=dict)
+    errors = JSONField(default=list)
+    clock_offset_s = pw.FloatField(null=True)
+    # Live progress, written while the run goes so the page can poll it.
+    pid = pw.IntegerField(null=True)
+    phase = pw.CharField(max_length=24, null=True)
+    courses_done = pw.IntegerField(default=0)
+    courses_total = pw.IntegerField(default=0)
+    events_sent = pw.IntegerField(default=0)
+    events_total = pw.IntegerField(default=0)
+    notified = pw.BooleanField(default=False)
+
+
+class Setting(BaseModel):
+    key = pw.CharField(primary_key=True)
+    value = JSONField()
+
+
+class SyncRequest(BaseModel):
+    """A sync asked for by the page or ``sync --via-agent``; the daemon runs it."""
+
+    requested_at = pw.CharField()
+    trigger = pw.CharField(max_length=16, default="manual")
+    force = pw.BooleanField(default=False)
+    picked_at = pw.CharField(null=True)
+    sync_id = pw.CharField(max_length=36, null=True)
+
+
+MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest]
+
+
+def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
+    """Open (and create) the database file and bind the models to it."""
+    path = Path(path)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    db = pw.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
+    database.initialize(db)
+    db.connect(reuse_if_open=True)
+    if create:
+        with db.atomic():
+            db.create_tables(MODELS, safe=True)
+            db.execute_sql(
+                "CREATE INDEX IF NOT EXISTS event_queue ON event (status, course_id, id)"
+            )
+            db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return db
+
+
+def close_db() -> None:
+    db = database.obj
+    if db is not None and not db.is_closed():
+        db.close()
