@@ -70,15 +70,17 @@ def parse_events(text: str | bytes) -> list:
     if not stripped:
         raise EventError("no events given (empty input)")
     try:
-        value = json.loads(stripped)
+        value = _loads(stripped)
     except json.JSONDecodeError as whole:
-        # Not one document: try JSON lines, naming the first bad line.
+        # Not one document: try JSON lines, naming the first bad line. Only
+        # "\n" ends a line: splitlines() would also cut at U+2028 and the like,
+        # which JSON allows unescaped inside strings.
         items = []
-        for lineno, line in enumerate(stripped.splitlines(), 1):
+        for lineno, line in enumerate(stripped.split("\n"), 1):
             if not line.strip():
                 continue
             try:
-                items.append(json.loads(line))
+                items.append(_loads(line))
             except json.JSONDecodeError as exc:
                 if lineno == 1:
                     raise EventError(f"not valid JSON: {whole.msg} at line {whole.lineno} column {whole.colno}") from None
@@ -89,6 +91,26 @@ def parse_events(text: str | bytes) -> list:
     return [value]
 
 
+def _loads(text: str) -> Any:
+    """json.loads, with its other failures (nesting deeper than the
+    interpreter's stack, integers of thousands of digits) as EventError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise EventError("not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            raise
+        raise EventError("not valid JSON: a number has too many digits") from None
+
+
+def _shown(value: Any) -> str:
+    """A bad value, short, for an error message."""
+    if isinstance(value, (list, dict)):
+        return "an array" if isinstance(value, list) else "an object"
+    return json.dumps(value)[:40]
+
+
 def _int(item: dict, name: str, index: int, required: bool = True) -> int | None:
     value = item.get(name)
     if value is None:
@@ -97,7 +119,7 @@ def _int(item: dict, name: str, index: int, required: bool = True) -> int | None
         return None
     # bool is an int in Python; a JSON true is not a course id.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise EventError(f"must be a positive whole number, got {json.dumps(value)[:40]}", index, name)
+        raise EventError(f"must be a positive whole number, got {_shown(value)}", index, name)
     if not 1 <= value <= 2**53:
         raise EventError(f"must be a positive whole number, got {value}", index, name)
     return value
@@ -111,14 +133,17 @@ def _str(item: dict, name: str, index: int, max_len: int, required: bool = True,
             raise EventError("is required", index, name)
         return None
     if not isinstance(value, str):
-        raise EventError(f"must be a string, got {json.dumps(value)[:40]}", index, name)
+        raise EventError(f"must be a string, got {_shown(value)}", index, name)
     if required and not value.strip():
         raise EventError("must not be empty", index, name)
     if len(value) > max_len:
         raise EventError(f"is too long ({len(value)} characters, at most {max_len})", index, name)
     if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
         raise EventError("contains control characters", index, name)
-    if pattern is not None and not pattern.match(value):
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):  # JSON's "\ud800": not storable as UTF-8
+        raise EventError("contains a lone surrogate (not valid Unicode)", index, name)
+    # fullmatch: re's "$" also matches before a final newline.
+    if pattern is not None and not pattern.fullmatch(value):
         raise EventError(f"is not a valid {what}: {value[:40]!r}", index, name)
     return value
 
@@ -135,7 +160,10 @@ def _time(item: dict, index: int) -> str | None:
         raise EventError(f"is not an ISO 8601 date and time: {value!r}", index, "time") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)  # apps on the box stamp UTC
-    return iso(dt)
+    try:
+        return iso(dt)
+    except OverflowError:  # year 1 or 9999 moved out of range by its UTC offset
+        raise EventError(f"is out of range: {value!r}", index, "time") from None
 
 
 COMMON = {"type", "id", "time"}
@@ -151,9 +179,9 @@ def validate_event(item: Any, index: int) -> NewEvent:
     if not isinstance(item, dict):
         raise EventError(f"must be a JSON object, got {type(item).__name__}", index)
     etype = item.get("type")
-    if etype not in FIELDS:
+    if not isinstance(etype, str) or etype not in FIELDS:
         allowed = ", ".join(sorted(FIELDS))
-        raise EventError(f"must be one of {allowed}, got {json.dumps(etype)[:40]}", index, "type")
+        raise EventError(f"must be one of {allowed}, got {_shown(etype)}", index, "type")
     unknown = sorted(set(item) - FIELDS[etype])
     if unknown:
         raise EventError(f"is not a field of a {etype} event", index, unknown[0])
@@ -192,8 +220,8 @@ def validate_event(item: Any, index: int) -> NewEvent:
         event.password = _str(item, "password", index, 255, required=False)
     elif etype == "enrolment":
         role = item.get("role", "student")
-        if role not in ROLES:
-            raise EventError(f"must be one of {', '.join(ROLES)}, got {json.dumps(role)[:40]}", index, "role")
+        if not isinstance(role, str) or role not in ROLES:
+            raise EventError(f"must be one of {', '.join(ROLES)}, got {_shown(role)}", index, "role")
         data["role"] = role
     event.data = data
     return event
@@ -237,19 +265,31 @@ def enqueue(events: list[NewEvent], now: datetime | None = None) -> EnqueueResul
         }
         for e in events
     ]
+    # A password belongs to the first event with its id, and only if this
+    # batch creates that event: a duplicate never gives another event its password.
+    first: dict[str, NewEvent] = {}
+    for e in events:
+        first.setdefault(e.key, e)
+    secrets = {key: e.password for key, e in first.items() if e.password}
     stored = 0
     db = database.obj
     with db.atomic():
-        for start in range(0, len(rows), 500):  # SQLite's variable limit on old builds
-            Event.insert_many(rows[start:start + 500]).on_conflict_ignore().execute()
+        existing = set()
+        for keys in _chunks(list(secrets)):
+            existing.update(k for (k,) in Event.select(Event.key).where(Event.key.in_(keys)).tuples())
+        for chunk in _chunks(rows):
+            Event.insert_many(chunk).on_conflict_ignore().execute()
             stored += db.execute_sql("SELECT changes()").fetchone()[0]
-        secrets = {e.key: e.password for e in events if e.password}
-        if secrets:
-            # Only for rows this batch created: a duplicate keeps its first password.
-            for ev in Event.select(Event.id, Event.key).where(
-                    Event.key.in_(list(secrets)), Event.queued_at == queued_at):
+        for keys in _chunks([k for k in secrets if k not in existing]):
+            for ev in Event.select(Event.id, Event.key).where(Event.key.in_(keys)):
                 Secret.insert(event=ev.id, password=secrets[ev.key]).on_conflict_ignore().execute()
     return EnqueueResult(received=len(events), stored=stored)
+
+
+def _chunks(items: list, size: int = 500) -> Iterator[list]:
+    """Slices small enough for SQLite's variable limit on old builds."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def count_by_status() -> dict[str, int]:
