@@ -31,6 +31,13 @@ def next_request() -> SyncRequest | None:
     return SyncRequest.select().where(SyncRequest.picked_at.is_null()).order_by(SyncRequest.id).first()
 
 
+def attach(request: SyncRequest, run_id: str) -> None:
+    """Let a run already going on serve the request: runs never overlap."""
+    request.picked_at = iso(utcnow())
+    request.sync_id = run_id
+    request.save()
+
+
 def serve_request(config: Config, request: SyncRequest, stop: threading.Event | None = None) -> SyncRun | None:
     """Run the sync a request asked for. A one-shot Force Sync set on the page
     applies to this run and is then cleared."""
