@@ -35,7 +35,7 @@ from .moodle import MoodleClient, MoodleError, Unreachable
 from .schedule import Attempt, Clock, Missed, Plan, Planner
 from .sync import AlreadyRunning, SyncDisabled, is_running, record_skipped, recover_stale_runs, run_sync
 
-log = logging.getLogger("moodle_sync_agent.daemon")
+log = logging.getLogger(__name__)
 
 STEP_S = 1  # settings reload, request pickup, schedule tick
 LOOP_SLEEP_S = 0.2
@@ -76,6 +76,7 @@ class Daemon:
         self.values: dict = {}
         self._plan: Plan | None = None
         self._check_client: tuple[datetime, MoodleClient] | None = None
+        self._step_error: str | None = None
         self.planner = Planner(parse_iso(settings.get(config, "schedule_last_slot")), rng,
                                on_handled=lambda slot: settings.put(schedule_last_slot=iso(slot)))
 
@@ -138,7 +139,14 @@ class Daemon:
     # -- the worker ------------------------------------------------------------
 
     def _start(self, job: Job, target: Callable[[Job], None]) -> None:
-        job.thread = threading.Thread(target=target, args=(job,), name="sync", daemon=True)
+        def work() -> None:
+            try:
+                target(job)
+            except Exception as exc:  # the database, a bug: the plan backs off, the agent goes on
+                log.exception("sync worker failed")
+                job.outcome = job.outcome or Offline(f"internal error: {type(exc).__name__}: {exc}", None)
+
+        job.thread = threading.Thread(target=work, name="sync", daemon=True)
         self.job = job
         job.thread.start()
 
@@ -247,8 +255,11 @@ class Daemon:
     def safe_step(self) -> None:
         try:
             self.step()
-        except Exception:  # a locked or full database: log, try again next second
-            log.exception("agent step failed")
+            self._step_error = None
+        except Exception as exc:  # a locked or full database: log, try again next second
+            if repr(exc) != self._step_error:  # once, not every second
+                log.exception("agent step failed")
+            self._step_error = repr(exc)
 
     def run_forever(self) -> int:
         signalled: list[int] = []

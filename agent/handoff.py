@@ -17,7 +17,10 @@ from .sync import AlreadyRunning, SyncDisabled, run_sync
 
 def request_sync(config: Config, trigger: str = "manual", force: bool = False) -> SyncRequest:
     """Queue a request; one already waiting absorbs the new one (force is kept)."""
-    with database.obj.atomic():
+    # IMMEDIATE: this reads, then writes; a deferred transaction whose snapshot
+    # a concurrent writer (the daemon) made stale fails at once with "database
+    # is locked" instead of waiting.
+    with database.obj.atomic("IMMEDIATE"):
         waiting = SyncRequest.select().where(SyncRequest.picked_at.is_null()).order_by(SyncRequest.id).first()
         if waiting is not None:
             if force and not waiting.force:

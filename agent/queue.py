@@ -267,7 +267,7 @@ def correct_event_times(offset_s: float | None) -> int:
     if offset_s is None or abs(offset_s) < MIN_CLOCK_CORRECTION_S:
         return 0
     corrected = 0
-    with database.obj.atomic():
+    with database.obj.atomic("IMMEDIATE"):  # read, then write: see handoff.request_sync
         for e in Event.select().where(Event.status == Event.QUEUED, Event.clock_suspect == True):  # noqa: E712
             if "time_as_stamped" in e.data or not e.event_time:
                 continue
