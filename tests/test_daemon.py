@@ -5,10 +5,12 @@ disk. Scheduled days run on an injected clock; requests, SIGTERM and
 from __future__ import annotations
 
 import json
+import logging
 import random
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -20,9 +22,8 @@ from agent.daemon import Daemon, LineFormatter, request_sync_via_agent
 from agent.db import Event, SyncRequest, SyncRun, close_db, open_db, parse_iso
 from agent.queue import enqueue, validate_events
 from agent.sync import run_sync
-from tests.helpers import Box, FakeClock, MoodleReader, drive
+from tests.helpers import TOKEN, Box, FakeClock, MoodleReader, drive
 
-TOKEN = "wstoken-5f0c2a9e77d1b3"  # distinctive, so a leak into a log is found
 D = datetime(2026, 12, 1, tzinfo=timezone.utc)  # after agent.BUILD_DATE
 C1 = 2
 
@@ -32,19 +33,8 @@ def at(day: int, hh: int, mm: int = 0, ss: int = 0) -> datetime:
 
 
 @pytest.fixture
-def sim():
-    from moodle_simulator import start_simulator
-
-    server = start_simulator(token=TOKEN)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def box(tmp_path, sim):
-    return Box(tmp_path, sim.url, token=TOKEN, batch_size=5, timeout=5,
+def box(tmp_path, simulator):
+    return Box(tmp_path, simulator.url, token=TOKEN, batch_size=5, timeout=5,
                extra="[schedule]\ntime_utc = 02:00\njitter_minutes = 0\ncatch_up_hours = 6\n")
 
 
@@ -101,27 +91,27 @@ def test_daily_run_at_the_set_utc_time_once_and_settings_followed_within_a_step(
     assert len(runs()) == 3
 
 
-def test_offline_at_the_time_then_back_inside_the_window_one_run(config, sim):
-    sim.faults.set(captive_portal=True)  # 200 with HTML: not online
+def test_offline_at_the_time_then_back_inside_the_window_one_run(config, simulator):
+    simulator.faults.set(captive_portal=True)  # 200 with HTML: not online
     daemon, fake = new_daemon(config, at(0, 1, 59))
     drive(daemon, fake, at(0, 2, 10), step_s=10)
     assert runs() == []  # no run and no history row per check
-    assert sim.stats.snapshot()["faults_fired"]["captive_portal"] == 4  # 02:00, :01, :03, :07
-    sim.faults.set(captive_portal=False)
+    assert simulator.stats.snapshot()["faults_fired"]["captive_portal"] == 4  # 02:00, :01, :03, :07
+    simulator.faults.set(captive_portal=False)
     drive(daemon, fake, at(0, 9), step_s=10)
     assert statuses() == ["completed"]
     assert parse_iso(settings.get(config, "schedule_last_slot")) == at(0, 2)
 
 
-def test_offline_through_the_window_one_skipped_row_and_no_run(config, sim):
-    sim.faults.set(captive_portal=True)
+def test_offline_through_the_window_one_skipped_row_and_no_run(config, simulator):
+    simulator.faults.set(captive_portal=True)
     daemon, fake = new_daemon(config, at(0, 1, 59))
     drive(daemon, fake, at(0, 9))
     [row] = runs()
     assert row.status == "skipped_offline"
     assert "captive portal" in row.errors[0] and row.bytes_sent > 0 and row.clock_offset_s is not None
-    assert sim.stats.snapshot()["faults_fired"]["captive_portal"] == 28
-    sim.faults.set(captive_portal=False)
+    assert simulator.stats.snapshot()["faults_fired"]["captive_portal"] == 28
+    simulator.faults.set(captive_portal=False)
     drive(daemon, fake, at(1, 3))
     assert statuses() == ["skipped_offline", "completed"]
 
@@ -141,12 +131,12 @@ def test_powered_off_across_the_time_caught_up_once_at_start(config):
     assert "not running" in runs()[-1].errors[0]
 
 
-def test_retry_after_on_the_online_check_is_honoured(config, sim):
-    sim.faults.set(status=503, retry_after=1800)
+def test_retry_after_on_the_online_check_is_honoured(config, simulator):
+    simulator.faults.set(status=503, retry_after=1800)
     daemon, fake = new_daemon(config, at(0, 1, 59))
     drive(daemon, fake, at(0, 2, 29), step_s=10)
-    assert sim.stats.snapshot()["requests"] == 1  # no check at +1, +2, +4 ... minutes
-    sim.faults.set(status=None, retry_after=None)
+    assert simulator.stats.snapshot()["requests"] == 1  # no check at +1, +2, +4 ... minutes
+    simulator.faults.set(status=None, retry_after=None)
     drive(daemon, fake, at(0, 2, 31), step_s=10)
     assert statuses() == ["completed"]
 
@@ -187,13 +177,13 @@ def test_clock_before_build_date_blocks_scheduled_runs_until_sane(config):
 
 # -- clock without RTC: the offset and the events stamped with a wrong clock ------
 
-def test_events_stamped_with_an_unknown_clock_are_corrected_by_the_servers_offset(config, sim):
+def test_events_stamped_with_an_unknown_clock_are_corrected_by_the_servers_offset(config, simulator):
     wrong = datetime(1970, 1, 1, 0, 5, tzinfo=timezone.utc)
     enqueue(validate_events([{"type": "user", "id": "u1", "user": "kid1", "firstname": "K", "lastname": "One",
                               "email": "k1@example.org", "time": "1970-01-01T00:04:00Z"}]), now=wrong)
     enqueue(validate_events([{"type": "user", "id": "u2", "user": "kid2", "firstname": "K", "lastname": "Two",
                               "email": "k2@example.org", "time": "2026-11-20T10:00:00Z"}]))
-    sim.faults.set(clock_offset_s=7200)  # the server's Date says our clock is two hours behind
+    simulator.faults.set(clock_offset_s=7200)  # the server's Date says our clock is two hours behind
     row = run_sync(config, trigger="cli")
     assert row.status == "completed"
     assert 7190 < row.clock_offset_s < 7210
@@ -204,7 +194,7 @@ def test_events_stamped_with_an_unknown_clock_are_corrected_by_the_servers_offse
     assert e1.status == e2.status == "sent"
 
 
-def test_a_small_offset_corrects_nothing(config, sim):
+def test_a_small_offset_corrects_nothing(config, simulator):
     enqueue(validate_events([{"type": "user", "id": "u1", "user": "kid1", "firstname": "K", "lastname": "One",
                               "email": "k1@example.org"}]), now=datetime(1970, 1, 1, tzinfo=timezone.utc))
     run_sync(config)
@@ -299,9 +289,9 @@ def sent_count(box: Box) -> int:
         return conn.execute("SELECT COUNT(*) FROM event WHERE status = 'sent'").fetchone()[0]
 
 
-def test_a_request_during_a_run_does_not_start_a_second_run(box, sim, config):
+def test_a_request_during_a_run_does_not_start_a_second_run(box, simulator, config):
     queue_a_long_push(box, 20)
-    sim.faults.set(latency_ms=100)
+    simulator.faults.set(latency_ms=100)
     agent = Agent(box)
     try:
         first = handoff.request_sync(config)
@@ -319,9 +309,9 @@ def test_a_request_during_a_run_does_not_start_a_second_run(box, sim, config):
         agent.stop()
 
 
-def test_sigterm_during_a_push_exits_within_10s_and_the_next_run_finishes_the_job(box, sim, config):
+def test_sigterm_during_a_push_exits_within_10s_and_the_next_run_finishes_the_job(box, simulator, config):
     queue_a_long_push(box, 30)
-    sim.faults.set(latency_ms=150, call_cost_ms=50)
+    simulator.faults.set(latency_ms=150, call_cost_ms=50)
     agent = Agent(box)
     try:
         handoff.request_sync(config)
@@ -335,7 +325,7 @@ def test_sigterm_during_a_push_exits_within_10s_and_the_next_run_finishes_the_jo
     assert 10 <= sent < 90
     assert TOKEN not in agent.text()
 
-    sim.faults.set(latency_ms=0, call_cost_ms=0)
+    simulator.faults.set(latency_ms=0, call_cost_ms=0)
     again = Agent(box)
     try:
         result = box.cli("sync", "--via-agent", "--json", timeout=60)
@@ -343,8 +333,8 @@ def test_sigterm_during_a_push_exits_within_10s_and_the_next_run_finishes_the_jo
         assert json.loads(result.stdout)["status"] == "completed"
     finally:
         again.stop()
-    moodle = MoodleReader(sim.url, TOKEN)
-    calls = sim.stats.snapshot()["calls"]
+    moodle = MoodleReader(simulator.url, TOKEN)
+    calls = simulator.stats.snapshot()["calls"]
     assert calls["core_user_create_users"] == 30  # none sent twice
     assert calls["enrol_manual_enrol_users"] == 30
     assert calls["core_completion_override_activity_completion_status"] == 30
@@ -357,9 +347,9 @@ def test_sigterm_during_a_push_exits_within_10s_and_the_next_run_finishes_the_jo
         assert conn.execute("SELECT status, COUNT(*) FROM event GROUP BY status").fetchall() == [("sent", 90)]
 
 
-def test_sigterm_while_a_request_hangs_still_exits_within_10s(box, sim, config):
-    box.write_config(sim.url, batch_size=5, timeout=60)
-    sim.faults.set(latency_ms=30_000)  # the server takes 30 s to answer
+def test_sigterm_while_a_request_hangs_still_exits_within_10s(box, simulator, config):
+    box.write_config(simulator.url, batch_size=5, timeout=60)
+    simulator.faults.set(latency_ms=30_000)  # the server takes 30 s to answer
     agent = Agent(box)
     try:
         handoff.request_sync(config)
@@ -385,14 +375,12 @@ def test_sync_via_agent_prints_the_run_and_fails_clearly_without_an_agent(box, c
 
 
 def test_log_lines_are_single_and_never_show_the_token():
-    import logging
-
-    formatter = LineFormatter([TOKEN], journal=True)
+    secret = "wstoken-5f0c2a9e77d1b3"
+    formatter = LineFormatter([secret], journal=True)
     try:
-        raise RuntimeError(f"boom with {TOKEN}\nsecond line")
+        raise RuntimeError(f"boom with {secret}\nsecond line")
     except RuntimeError:
-        import sys
-
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed %s", (TOKEN,), sys.exc_info())
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed %s", (secret,), sys.exc_info())
     line = formatter.format(record)
-    assert "\n" not in line and TOKEN not in line and line.startswith("<3>x: failed [hidden]")
+    assert "\n" not in line and secret not in line and line.startswith("<3>x: failed [hidden]")
+    assert "RuntimeError: boom with [hidden] | second line" in line

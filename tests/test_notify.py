@@ -19,9 +19,8 @@ from agent.daemon import Daemon
 from agent.db import SyncRun, close_db, open_db
 from agent.moodle import MoodleClient
 from agent.queue import enqueue, validate_events
-from tests.helpers import Box
+from tests.helpers import TOKEN, Box
 
-TOKEN = "wstoken-5f0c2a9e77d1b3"
 TEACHER = "teacher@school.example"
 
 
@@ -42,19 +41,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def sim():
-    from moodle_simulator import start_simulator
-
-    server = start_simulator(token=TOKEN)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def make_config(tmp_path, sim, smtp: str):
-    box = Box(tmp_path, sim.url, token=TOKEN, extra=f"[schedule]\nenabled = no\n\n[smtp]\n{smtp}\n")
+def make_config(tmp_path, simulator, smtp: str):
+    box = Box(tmp_path, simulator.url, token=TOKEN, extra=f"[schedule]\nenabled = no\n\n[smtp]\n{smtp}\n")
     config = load_config(box.config)
     open_db(config.agent.database)
     return config
@@ -66,8 +54,8 @@ def smtp_port():
 
 
 @pytest.fixture
-def config(tmp_path, sim, smtp_port):
-    cfg = make_config(tmp_path, sim, f"host = 127.0.0.1\nport = {smtp_port}\nsender = box@school.example\ntimeout = 2")
+def config(tmp_path, simulator, smtp_port):
+    cfg = make_config(tmp_path, simulator, f"host = 127.0.0.1\nport = {smtp_port}\nsender = box@school.example\ntimeout = 2")
     settings.put(notify_enabled=True, notify_email=TEACHER)
     yield cfg
     close_db()
@@ -166,7 +154,7 @@ def test_notices_off_nothing_is_owed_later(config, smtp_port):
     assert latest.id in msg.get_content()
 
 
-def test_starttls_and_login(tmp_path, sim, monkeypatch):
+def test_starttls_and_login(tmp_path, simulator, monkeypatch):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "2", "-subj", "/CN=localhost", "-addext",
@@ -186,7 +174,7 @@ def test_starttls_and_login(tmp_path, sim, monkeypatch):
     inbox = Inbox()
     server = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
                         auth_required=True, authenticator=authenticator)
-    config = make_config(tmp_path, sim, f"host = 127.0.0.1\nport = {port}\nstarttls = yes\n"
+    config = make_config(tmp_path, simulator, f"host = 127.0.0.1\nport = {port}\nstarttls = yes\n"
                                         "username = box1\npassword = mail-secret")
     settings.put(notify_enabled=True, notify_email=TEACHER)
     server.start()
