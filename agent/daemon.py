@@ -57,6 +57,7 @@ class Job:
     slot: datetime | None = None
     forced: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
+    client: MoodleClient | None = None  # for the online check
     run_id: str | None = None
     outcome: SyncRun | Offline | None = None
     thread: threading.Thread | None = None
@@ -101,7 +102,7 @@ class Daemon:
             log.warning("the wall clock jumped by %+.0f s: schedule re-planned from %s",
                         self.planner.jumps[-1], iso(self.clock.wall()))
         if isinstance(action, Attempt):
-            self._start(Job(slot=action.slot), self._scheduled)
+            self._start(Job(slot=action.slot, client=self._client_for(action.slot)), self._scheduled)
         elif isinstance(action, Missed):
             record_skipped("schedule", action.reason, self._client_for(action.slot, reuse_only=True))
             self._check_client = None
@@ -162,9 +163,8 @@ class Daemon:
             log.info("sync request %d not run: %s", job.request.id, exc)
 
     def _scheduled(self, job: Job) -> None:
-        client = self._client_for(job.slot)
         try:
-            client.site_info()
+            job.client.site_info()
         except Unreachable as exc:
             job.outcome = Offline(exc.reason, exc.retry_after)
             return
@@ -174,9 +174,8 @@ class Daemon:
         def started(row: SyncRun) -> None:
             job.run_id = row.id
 
-        try:
-            job.outcome = run_sync(self.config, trigger="schedule", stop=job.stop, client=client,
-                                   on_started=started)
+        try:  # with a client of its own: the run's row counts the run's traffic, like `sync`
+            job.outcome = run_sync(self.config, trigger="schedule", stop=job.stop, on_started=started)
         except AlreadyRunning as exc:
             job.outcome = Offline(str(exc), None)  # checked again with the backoff: never two at once
         except SyncDisabled:

@@ -347,6 +347,22 @@ def test_sigterm_during_a_push_exits_within_10s_and_the_next_run_finishes_the_jo
         assert conn.execute("SELECT status, COUNT(*) FROM event GROUP BY status").fetchall() == [("sent", 90)]
 
 
+def test_sync_turned_off_stops_the_running_sync_within_seconds(box, simulator, config):
+    queue_a_long_push(box, 20)
+    simulator.faults.set(latency_ms=100)
+    daemon = Daemon(config)
+    handoff.request_sync(config)
+    daemon.step()
+    wait_for(lambda: sent_count(box) >= 5)
+    settings.put(sync_enabled=False)
+    start = time.monotonic()
+    daemon.step()  # the loop's next step, within a second
+    daemon.wait_idle(10)
+    assert time.monotonic() - start < 3
+    [row] = SyncRun.select()
+    assert row.status == "interrupted" and sent_count(box) < 60
+
+
 def test_sigterm_while_a_request_hangs_still_exits_within_10s(box, simulator, config):
     box.write_config(simulator.url, batch_size=5, timeout=60)
     simulator.faults.set(latency_ms=30_000)  # the server takes 30 s to answer
