@@ -30,7 +30,7 @@ import schedule as pacing
 from . import __version__, handoff, history, notify, settings
 from .cli import EXIT_ERRORS, SYNC_EXIT, _print_json, format_run
 from .config import Config, parse_time_utc
-from .db import SyncRequest, SyncRun, iso, parse_iso
+from .db import SyncRequest, SyncRun, close_db, iso, parse_iso
 from .moodle import MoodleClient, MoodleError, Unreachable
 from .schedule import Attempt, Clock, Missed, Plan, Planner
 from .sync import AlreadyRunning, SyncDisabled, is_running, record_skipped, recover_stale_runs, run_sync
@@ -146,6 +146,8 @@ class Daemon:
             except Exception as exc:  # the database, a bug: the plan backs off, the agent goes on
                 log.exception("sync worker failed")
                 job.outcome = job.outcome or Offline(f"internal error: {type(exc).__name__}: {exc}", None)
+            finally:
+                close_db()  # this thread's connection: the agent runs for months
 
         job.thread = threading.Thread(target=work, name="sync", daemon=True)
         self.job = job
@@ -238,6 +240,7 @@ class Daemon:
             except Exception:  # a database error here must not end the agent
                 log.exception("e-mail notices failed")
             if not self._notify_again:
+                close_db()
                 return
 
     # -- running and stopping ---------------------------------------------------
