@@ -518,7 +518,18 @@ def clean_param(value, ptype):
     return s
 
 
+_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+
+
 def validate_value(desc: Value, value):
+    t = type(value)
+    if t is str:        # fast paths for the common cases (form fields, JSON strings)
+        if desc.type == "raw":
+            return value
+        if desc.type == "int" and _CANONICAL_INT.fullmatch(value) and value != "-0":
+            return int(value)
+    elif t is int and desc.type == "int":
+        return value
     if isinstance(value, (dict, list)):
         raise invalid_parameter("Scalar type expected, array or object received.")
     if desc.type == "bool":
@@ -869,7 +880,9 @@ class Moodle:
             self.sections = {}          # courseid -> list of section records (by number)
             self.cms = {}               # cmid -> cm record
             self.users = {}
-            self.users_by_username = {}
+            self.users_by_username = {}   # username -> id
+            self.users_by_idnumber = {}   # idnumber -> set(ids)
+            self.users_by_email = {}      # lower-case email -> set(ids)
             self.enrolments = {}        # courseid -> {userid: enrolment}
             self.user_courses = {}      # userid -> set(courseid)
             self.completions = {}       # (cmid, userid) -> {state, timemodified, overrideby}
@@ -922,8 +935,23 @@ class Moodle:
                  city="", country="", description="", institution="", calendartype="gregorian")
         u.update(extra)
         self.users[uid] = u
-        self.users_by_username[username] = uid
+        self._index_user(u)
         return u
+
+    def _index_user(self, u):
+        self.users_by_username[u.username] = u.id
+        self.users_by_idnumber.setdefault(php_str(u.idnumber), set()).add(u.id)
+        self.users_by_email.setdefault(u.email.lower(), set()).add(u.id)
+
+    def _unindex_user(self, u):
+        if self.users_by_username.get(u.username) == u.id:
+            del self.users_by_username[u.username]
+        for index, key in ((self.users_by_idnumber, php_str(u.idnumber)), (self.users_by_email, u.email.lower())):
+            ids = index.get(key)
+            if ids is not None:
+                ids.discard(u.id)
+                if not ids:
+                    del index[key]
 
     def _enrol(self, courseid, userid, roleid, timestart=0, timeend=0, status=0):
         enrol = self.enrolments.setdefault(courseid, {})
@@ -1278,19 +1306,20 @@ class Moodle:
                                         f"{php_str(cleaned)})")
             values.append(php_str(cleaned))
         wanted = set(values)
-        found = []
         if field == "id":
-            found = [self.users[int(v)] for v in wanted if int(v) in self.users]
+            ids = {int(v) for v in wanted if int(v) in self.users}
         elif field == "username":
-            found = [self.users[self.users_by_username[v]] for v in wanted if v in self.users_by_username]
-        else:
-            found = [u for u in self.users.values() if php_str(u[field]) in wanted]
+            ids = {self.users_by_username[v] for v in wanted if v in self.users_by_username}
+        elif field == "idnumber":
+            ids = {i for v in wanted for i in self.users_by_idnumber.get(v, ())}
+        else:   # email: exact match (PostgreSQL compares case-sensitively)
+            ids = {i for v in wanted for i in self.users_by_email.get(v.lower(), ()) if self.users[i].email == v}
+        found = [self.users[i] for i in ids]
         found = [u for u in found if not u.hidden and u[field] not in ("", None)]
         return [self._user_details(u) for u in sorted(found, key=lambda u: u.id)]
 
     def _email_taken(self, email, exclude=None):
-        e = email.lower()
-        return any(u.email.lower() == e and u.id != exclude for u in self.users.values())
+        return any(i != exclude for i in self.users_by_email.get(email.lower(), ()))
 
     def ws_core_user_create_users(self, p, userid):
         # One transaction: check everything first, then write.
@@ -1352,13 +1381,12 @@ class Moodle:
                                               "Error writing to database")
                 if "password" in user and existing.auth == "manual" and not check_password_policy(user["password"]):
                     raise invalid_parameter("password policy")
-                if "username" in user and user["username"] != existing.username:
-                    del self.users_by_username[existing.username]
-                    self.users_by_username[user["username"]] = uid
+                self._unindex_user(existing)
                 for k, v in user.items():
                     if k in ("id", "customfields", "preferences", "userpicture", "interests"):
                         continue
                     existing[k] = bool(v) if k == "suspended" else (php_str(v) if k == "idnumber" else v)
+                self._index_user(existing)
             except MoodleException as e:
                 warnings.append({"item": "user", "itemid": uid, "warningcode": e.errorcode, "message": e.message})
         return {"warnings": warnings}
@@ -1376,9 +1404,10 @@ class Moodle:
                     f"You don't have the permission to assign this role ({en['roleid']}) to this user "
                     f"({en['userid']}) in this course ({cid}).", module="enrol_manual")
             if not self.courses[cid].enrol_manual:
+                # Moodle passes the placeholder data as the link, so {$a->courseid} stays unreplaced.
                 raise moodle_exception("wsnoinstance",
-                                       f"Manual enrolment plugin instance doesn't exist or is disabled for the "
-                                       f"course (id = {cid})", module="enrol_manual")
+                                       "Manual enrolment plugin instance doesn't exist or is disabled for the "
+                                       "course (id = {$a->courseid})", module="enrol_manual")
             u = self.users.get(en["userid"])
             if u is None or u.hidden:
                 raise coding_exception("User ID does not exist or is deleted!")
@@ -1413,11 +1442,16 @@ class Moodle:
                  "fullname": f"{u.firstname} {u.lastname}", "email": u.email, "department": u.department,
                  "idnumber": u.idnumber, "firstaccess": 0, "lastaccess": 0, "lastcourseaccess": 0,
                  "profileimageurlsmall": self._pic("f2"), "profileimageurl": self._pic("f1"),
+                 # get_user_roles(): ordered by the roles' sortorder (same order as the ids by default)
                  "roles": [{"roleid": r, "name": "", "shortname": ROLES.get(r, f"role{r}"), "sortorder": 0}
-                           for r in e.roles],
-                 "enrolledcourses": [{"id": c.id, "fullname": c.fullname, "shortname": c.shortname}
-                                     for c in sorted((self.courses[x] for x in self.user_courses.get(u.id, ())
-                                                      if x in self.courses), key=lambda c: c.sortorder)]}
+                           for r in sorted(e.roles)]}
+            # enrol_get_users_courses($userid, true): active enrolments only, by course sortorder
+            mine = sorted((self.courses[x] for x in self.user_courses.get(u.id, ())
+                           if x in self.courses and self._is_active_enrolment(self.enrolments[x][u.id])),
+                          key=lambda c: (-c.visible, c.sortorder))
+            if mine:
+                d["enrolledcourses"] = [{"id": c.id, "fullname": c.fullname, "shortname": c.shortname}
+                                        for c in mine]
             if fields is not None:
                 d = {k: v for k, v in d.items() if k in fields or k == "id"}
             out.append(d)
@@ -1722,7 +1756,7 @@ class Moodle:
                 if u is None or uid in (ADMIN_ID, GUEST_ID):
                     continue
                 del self.users[uid]
-                self.users_by_username.pop(u.username, None)
+                self._unindex_user(u)
                 for cid in self.user_courses.pop(uid, set()):
                     self.enrolments.get(cid, {}).pop(uid, None)
                 for key in [k for k in self.completions if k[1] == uid]:
@@ -1963,6 +1997,10 @@ class Stats:
 # The REST server logic (independent of the HTTP plumbing)
 # ---------------------------------------------------------------------------
 
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")   # PHP's json_decode() does not accept NaN/Infinity
+
+
 class WebService:
     def __init__(self, state: Moodle, token: str, faults: Faults, stats: Stats,
                  max_input_vars=5000, post_max_size=8 * 1024 * 1024):
@@ -1997,7 +2035,7 @@ class WebService:
         self.stats.count("batch_sizes", len(p["requests"]))
         for req in p["requests"]:
             try:
-                args = json.loads(req["arguments"])
+                args = json.loads(req["arguments"], parse_constant=_reject_constant)
             except (ValueError, TypeError, RecursionError):
                 args = {}
             if not isinstance(args, (dict, list)):
@@ -2094,9 +2132,14 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "Apache"
     sys_version = ""
     timeout = 120
+    wbufsize = 256 * 1024     # headers and body leave in one write (no Nagle/delayed-ACK stall)
 
     def setup(self):
         sock = self.request
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         if isinstance(sock, ssl.SSLSocket):
             sock.settimeout(30)
             try:
@@ -2178,6 +2221,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method):
         sim = self.server.sim
+        self._clock_offset = 0
         url = urlsplit(self.path)
         body = self._read_body()
         if url.path.startswith(CONTROL_PREFIX):
