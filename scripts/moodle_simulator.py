@@ -1478,12 +1478,13 @@ class Moodle:
 
     def ws_core_completion_override_activity_completion_status(self, p, userid):
         cm = self._cm_or_fail(p["cmid"])
+        if not self.courses[cm.course].enablecompletion:
+            raise moodle_exception("completionnotenabled", "Completion is not enabled", module="completion")
         self._update_state(cm, p["newstate"], p["userid"], override=True, by=userid)
         data = self.completions.get((cm.id, p["userid"]))
-        tracking = cm.completion if self.courses[cm.course].enablecompletion else TRACKING_NONE
         return {"cmid": cm.id, "userid": p["userid"], "state": data["state"] if data else 0,
                 "timecompleted": data["timemodified"] if data else 0,
-                "overrideby": data["overrideby"] if data else None, "tracking": tracking}
+                "overrideby": data["overrideby"] if data else None, "tracking": cm.completion}
 
     def ws_core_completion_update_activity_completion_status_manually(self, p, userid):
         cm = self._cm_or_fail(p["cmid"])
@@ -1587,7 +1588,8 @@ class Moodle:
         course_row = {"id": courseitem, "itemname": None, "itemtype": "course", "itemmodule": None,
                       "iteminstance": catid, "itemnumber": None, "idnumber": None, "categoryid": None,
                       "outcomeid": None, "scaleid": None, "locked": False}
-        course_row.update(grade_fields(total, 0.0, summax if graded else 100.0, dategraded))
+        coursemax = summax if graded else (sum(it.grademax for it in items) if items else 100.0)
+        course_row.update(grade_fields(total, 0.0, coursemax, dategraded))
         rows.append(course_row)
         return {"courseid": course.id, "courseidnumber": course.idnumber, "userid": user.id,
                 "userfullname": f"{user.firstname} {user.lastname}", "useridnumber": user.idnumber,
@@ -1643,7 +1645,8 @@ class Moodle:
             cmid = self._next("cm")
             inst = self.next_ids["instance"][modname]
             self.next_ids["instance"][modname] += 1
-            completion = int(completion)
+            # add_moduleinfo() only keeps completion settings when the course has completion enabled
+            completion = int(completion) if c.enablecompletion else TRACKING_NONE
             cm = _Obj(id=cmid, course=courseid, modname=modname, instance=inst, contextid=self._next("context"),
                       name=name, completion=completion,
                       completionview=modname not in GRADED_MODULES and completion == TRACKING_AUTOMATIC,
@@ -1868,6 +1871,7 @@ class Faults:
         "status": None,
         "retry_after": None,
         "status_count": None,
+        "status_after_processing": False,
         "captive_portal": False,
         "redirect": None,
         "reject_token": False,
@@ -1925,7 +1929,8 @@ class Faults:
         """Decide, atomically, which faults apply to the request being served."""
         with self._lock:
             f = {"latency_ms": self.latency_ms or 0, "reset": False, "reset_after_processing": False,
-                 "status": None, "retry_after": None, "captive_portal": bool(self.captive_portal),
+                 "status": None, "retry_after": None, "status_after_processing": False,
+                 "captive_portal": bool(self.captive_portal),
                  "redirect": self.redirect, "mid_response": False, "truncated": False,
                  "clock_offset_s": self.clock_offset_s or 0}
             n = self.reset_after_requests
@@ -1938,6 +1943,7 @@ class Faults:
                     object.__setattr__(self, "reset_after_requests", n - 1)
             if not f["reset"] and self.status:
                 f["status"], f["retry_after"] = int(self.status), self.retry_after
+                f["status_after_processing"] = bool(self.status_after_processing)
                 if self.status_count is not None:
                     left = int(self.status_count) - 1
                     if left <= 0:
@@ -2148,6 +2154,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.sim.stats.add(connections=1)
                 raise
         super().setup()
+        self.connection.settimeout(self.server.sim.keepalive_timeout)   # KeepAliveTimeout
         self.server.sim.stats.add(connections=1)
         self.server.sim._track(self.connection, True)
         self._clock_offset = 0
@@ -2200,6 +2207,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status, ctype, body: bytes, extra=(), partial=None):
         self.send_response(status)
+        self._served = getattr(self, "_served", 0) + 1
+        limit = self.server.sim.max_keepalive_requests
+        if limit and self._served >= limit and not self.close_connection:
+            self.send_header("Connection", "close")      # MaxKeepAliveRequests reached
+            self.close_connection = True
         for k, v in extra:
             self.send_header(k, v)
         if ctype:
@@ -2211,6 +2223,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(out)
         self.wfile.flush()
         self.server.sim.stats.add(bytes_out=len(out))
+
+    def _send_status_fault(self, f):
+        self.server.sim.stats.count("faults_fired", f"status_{f['status']}")
+        extra = [("Retry-After", str(int(f["retry_after"])))] if f["retry_after"] is not None else []
+        self._send(f["status"], "text/html; charset=iso-8859-1", _status_page(f["status"]), extra)
 
     def _reset_connection(self):
         try:
@@ -2246,10 +2263,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(302, "text/html; charset=utf-8",
                               b"<html><body>Redirecting to the login portal</body></html>\n",
                               [("Location", target), ("Cache-Control", "no-cache")])
-        if f["status"]:
-            stats.count("faults_fired", f"status_{f['status']}")
-            extra = [("Retry-After", str(int(f["retry_after"])))] if f["retry_after"] is not None else []
-            return self._send(f["status"], "text/html; charset=iso-8859-1", _status_page(f["status"]), extra)
+        if f["status"] and not f["status_after_processing"]:
+            return self._send_status_fault(f)
         if url.path != WS_PATH:
             return self._send(404, "text/html; charset=iso-8859-1", _status_page(404))
         ctype, payload, calls = sim.ws.handle(method if method != "HEAD" else "GET", url.query, body,
@@ -2261,6 +2276,8 @@ class _Handler(BaseHTTPRequestHandler):
         if f["reset"]:
             stats.count("faults_fired", "reset_after_requests")
             return self._reset_connection()
+        if f["status"]:            # status_after_processing: e.g. a proxy timed out, the write went through
+            return self._send_status_fault(f)
         headers = [("Cache-Control", "private, must-revalidate, pre-check=0, post-check=0, max-age=0"),
                    ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"), ("Pragma", "no-cache"),
                    ("Accept-Ranges", "none"), ("Access-Control-Allow-Origin", "*")]
@@ -2329,11 +2346,14 @@ class SimServer:
 
     def __init__(self, host="127.0.0.1", port=0, token="TOKEN", *, request_cost_ms=0, call_cost_ms=0,
                  seed=True, without_functions=(), wwwroot=None, tls_cert=None, tls_key=None, debug=False,
-                 max_input_vars=5000, post_max_size=8 * 1024 * 1024, verbose=False):
+                 max_input_vars=5000, post_max_size=8 * 1024 * 1024, keepalive_timeout=5.0,
+                 max_keepalive_requests=100, verbose=False):
         if not token:
             raise ValueError("a token is required")
         self.verbose = verbose
         self.token = token
+        self.keepalive_timeout = keepalive_timeout
+        self.max_keepalive_requests = max_keepalive_requests
         self._conns = set()
         self._conns_lock = threading.Lock()
         service = [(n, v) for n, v in SERVICE_FUNCTIONS if n not in set(without_functions)]

@@ -305,6 +305,29 @@ def test_status_with_retry_after_for_next_n(simulator, code):
     assert simulator.faults.status is None
 
 
+def test_status_after_processing_commits_the_write(simulator):
+    simulator.faults.set(status=504, status_after_processing=True, status_count=1)
+    r = requests.post(simulator.url + WS, data={"wstoken": "TOKEN", "moodlewsrestformat": "json",
+                                                "wsfunction": "core_completion_override_activity_completion_status",
+                                                "userid": 3, "cmid": 2, "newstate": 1})
+    assert r.status_code == 504
+    assert simulator.state.get_completion(3, 2)["state"] == 1
+
+
+def test_keepalive_limits_like_apache():
+    sim = start_simulator(keepalive_timeout=0.3, max_keepalive_requests=3)
+    try:
+        s = requests.Session()
+        for _ in range(7):
+            ws(sim, "core_webservice_get_site_info", session=s)
+        assert sim.stats.snapshot()["connections"] == 3        # a new connection after every 3 answers
+        time.sleep(0.6)                                         # idle longer than KeepAliveTimeout
+        ws(sim, "core_webservice_get_site_info", session=s)
+        assert sim.stats.snapshot()["connections"] == 4
+    finally:
+        sim.stop()
+
+
 def test_captive_portal_answers_any_path(simulator):
     simulator.faults.set(captive_portal=True)
     for path in (WS, "/", "/login/token.php"):
@@ -634,6 +657,17 @@ def test_unexpected_and_wrong_shaped_parameters(simulator):
                       "moodlewsrestformat=json&field=idnumber&values[]=S001&values[]=S005",
                       headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert [u["id"] for u in r.json()] == [3, 7]
+
+
+def test_course_without_completion(simulator):
+    cid = simulator.state.add_course("NC", enablecompletion=0)
+    cmid = simulator.state.add_activity(cid, "page", "No completion here", completion=1)
+    assert ws(simulator, "core_completion_get_activities_completion_status", courseid=cid,
+              userid=3) == {"statuses": [], "warnings": []}
+    assert ws(simulator, "core_completion_override_activity_completion_status", userid=3, cmid=cmid,
+              newstate=1)["errorcode"] == "completionnotenabled"
+    module = ws(simulator, "core_course_get_contents", courseid=cid)[1]["modules"][0]
+    assert module["completion"] == 0 and "completiondata" not in module
 
 
 def test_get_courses_by_field_variants(simulator):
