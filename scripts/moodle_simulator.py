@@ -1,22 +1,59 @@
 """Moodle 4.5 Web Services (REST) simulator for moodle-sync-agent.
 
-Standard library only, so it runs anywhere Python 3.11 does.  It answers the
-REST endpoint ``/webservice/rest/server.php`` the way a real Moodle 4.5.6
-does (see ``shared/moodle-recordings``): same status codes, headers, JSON
-bytes (PHP ``json_encode`` style, ``\\/`` escaped), exception classes, error
-codes and messages, plus Moodle's XML format for site info and errors.
+Standard library only, so it runs anywhere Python 3.11 does.  It answers
+``/webservice/rest/server.php`` the way the recorded Moodle 4.5.6 does (see
+``shared/moodle-recordings``): same status codes, headers, JSON bytes (PHP
+``json_encode`` style, ``\\/`` escaped), exception classes, error codes and
+messages, XML by default, and the recorded test data (courses C1-C3, students
+3-7, the edge_sync service plus core_user_update_users).
 
 Python API (for tests)::
 
-    with start_simulator(token="TOKEN") as sim:
-        sim.url                      # http://127.0.0.1:<port>
-        sim.state                    # Moodle: data + content-change helpers
-        sim.faults.set(status=503, status_count=2, retry_after=5)
+    with start_simulator(token="TOKEN") as sim:      # port 0: a free port
+        sim.url                                      # http://127.0.0.1:<port>
+        sim.state.set_clock(1795334554)              # freeze the site clock (None: real time)
+        sim.state.edit_activity(1, name="Renamed")   # add_activity, delete_activity,
+                                                     # edit_course_settings, delete_course, add_course
+        sim.state.forget(userid=3, courseid=2)       # drop completions/grades (restored backup)
+        sim.state.get_completion(3, 1); sim.state.get_grade(4, 3); sim.state.dump()
+        sim.faults.set(status=503, retry_after=5, status_count=2)
         sim.stats.snapshot()
+        sim.reset()                                  # seed data, default faults, zero stats
+
+Options of start_simulator/SimServer: request_cost_ms, call_cost_ms, seed,
+without_functions, wwwroot (site URL to report), tls_cert/tls_key, debug
+(DEVELOPER debug level: debuginfo in errors), max_input_vars (5000),
+post_max_size (8 MiB), keepalive_timeout (5 s), max_keepalive_requests (100).
+
+Fault switches (``sim.faults.set(...)`` or POST /__sim/faults, null = off):
+latency_ms; reset_after_requests=N (answer N more, then close the next
+connection without answering; once) with reset_after_processing (the write
+happens first); reset_mid_response (True or next N: headers + half the body,
+then RST); status + retry_after + status_count, status_after_processing;
+captive_portal; redirect (URL or True); reject_token; truncated_json (True or
+next N); clock_offset_s (Date header); fail_function {function: errorcode or
+{errorcode, message, exception}}; request_cost_ms / call_cost_ms (cost model,
+REALISTIC_* = 32 / 8 ms); debug.
+
+Control endpoints (no token):
+  GET  /__sim/state[?only=completions,grades&userid=3&courseid=2]
+  GET  /__sim/stats            requests, connections, calls per function, errors,
+                               bytes in/out, batches and batch sizes, faults fired
+  GET  /__sim/faults           POST /__sim/faults {"status": 503, ...} or {"clear": true}
+  POST /__sim/reset            {} or {"seed": false}
+  POST /__sim/stats/reset
+  POST /__sim/clock            {"now": 1795334554} or {"now": null}
+  POST /__sim/edit             {"op": "edit_activity", "cmid": 1, "name": "x", "content": "..."}
+                               {"op": "add_activity", "courseid": 2, "modname": "page|url|assign",
+                                "name": "x", "completion": 0|1|2, "section": 1}
+                               {"op": "delete_activity", "cmid": 1}
+                               {"op": "edit_course_settings", "courseid": 2, "summary": "x", ...}
+                               {"op": "delete_course", "courseid": 4}
+                               {"op": "add_course", "shortname": "C4", "fullname": "..."}
+  POST /__sim/forget           {"userid": 3, "courseid": 2, "cmid": 1, "completions": true,
+                                "grades": true, "users": [8], "reuse_ids": false}
 
 Command line: ``scripts/moodle-simulator --host H --port P --token T``.
-Control endpoints (no token) live under ``/__sim/`` (state, stats, faults,
-reset, edit, forget, clock).
 """
 
 from __future__ import annotations
@@ -34,6 +71,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -221,10 +259,6 @@ def var_export_list(params) -> str:
 # ---------------------------------------------------------------------------
 # PHP-style form decoding: values[0]=a, users[0][username]=x, a[]=1
 # ---------------------------------------------------------------------------
-
-class InputLimitExceeded(Exception):
-    pass
-
 
 def _php_key_parts(name: str):
     """Split 'a[b][]' into ('a', ['b', None]) following PHP's rules."""
@@ -898,6 +932,8 @@ class Moodle:
             self._add_user_record(GUEST_ID, "guest", "Guest user", " ", "root@localhost", "", hidden=True)
             self._add_user_record(ADMIN_ID, "admin", "Admin", "User", "admin@example.invalid", "")
             if not seed:
+                self.next_ids.update({"course": 2, "cm": 1, "section": 1, "context": 3, "gradeitem": 1,
+                                      "gradecategory": 1, "instance": {"page": 1, "url": 1, "assign": 1}})
                 return
             for cid, secs in _SEED_SECTIONS.items():
                 self.sections[cid] = [_Obj(id=sid, section=num, name="General" if num == 0 else "New section",
@@ -1039,9 +1075,6 @@ class Moodle:
         return f"{self.wwwroot}/theme/image.php/boost/core/{THEMEREV}/u/{size}"
 
     # -- completion model (completion_info::update_state) ------------------------
-    def _completion_data(self, cmid, userid):
-        return self.completions.get((cmid, userid))
-
     def _has_grade(self, cm, userid):
         itemid = self.grade_item_keys.get((cm.course, cm.modname, cm.instance, 0))
         if itemid is None:
@@ -1177,7 +1210,7 @@ class Moodle:
         if field == "":
             courses = [self.courses[k] for k in sorted(self.courses)]
         elif field in ("id", "category", "sectionid"):
-            v = php_intval(value) if php_is_numeric(value) else 0
+            v = php_intval(value)           # clean_param(PARAM_INT) is (int)$value: "2abc" -> 2
             if field == "id":
                 courses = [self.courses[v]] if v in self.courses else []
             elif field == "category":
@@ -1410,7 +1443,7 @@ class Moodle:
                                        "course (id = {$a->courseid})", module="enrol_manual")
             u = self.users.get(en["userid"])
             if u is None or u.hidden:
-                raise coding_exception("User ID does not exist or is deleted!")
+                raise coding_exception("User ID does not exist or is deleted!", f"userid:{en['userid']}")
         for en in p["enrolments"]:
             self._enrol(en["courseid"], en["userid"], en["roleid"], en.get("timestart") or 0,
                         en.get("timeend") or 0, 1 if en.get("suspend") else 0)
@@ -1579,7 +1612,7 @@ class Moodle:
                 row["weightraw"] = phpnum(w)
                 row["weightformatted"] = format_float(w * 100.0, 2) + " %"
             value = g.finalgrade if g is not None else None
-            row.update(grade_fields(value, it.grademin, it.grademax, g.timemodified if g else None))
+            row.update(grade_fields(value, it.grademin, it.grademax, g.timemodified if value is not None else None))
             if g is not None and g.feedback:
                 row["feedback"] = g.feedback
             rows.append(row)
@@ -1802,7 +1835,21 @@ class Moodle:
                 "name": cm.name, "completion": cm.completion, "section": cm.section,
                 "timemodified": cm.timemodified, "visible": cm.visible}
 
-    def dump(self):
+    def dump(self, only=None, userid=None, courseid=None):
+        """Everything as plain JSON data; ``only`` picks sections, userid/courseid filter rows."""
+        full = self._dump()
+
+        def keep(section, row):
+            uid = row["id"] if section == "users" else row.get("userid", userid)
+            cid = row["id"] if section == "courses" else row.get("courseid", courseid)
+            return (userid is None or uid == userid) and (courseid is None or cid == courseid)
+        for section in ("users", "enrolments", "completions", "grades", "courses"):
+            full[section] = [row for row in full[section] if keep(section, row)]
+        if only:
+            full = {k: v for k, v in full.items() if k in set(only) | {"clock"}}
+        return full
+
+    def _dump(self):
         with self.lock:
             return {
                 "clock": self.now(),
@@ -2048,7 +2095,13 @@ class WebService:
                 args = {}
             if req["function"] in self.state.service:
                 try:
-                    data = self.call(req["function"], args, userid, calls)
+                    try:
+                        data = self.call(req["function"], args, userid, calls)
+                    except MoodleException:
+                        raise
+                    except Exception as e:   # a simulator bug: report it like PHP reports a Throwable
+                        traceback.print_exc()
+                        raise MoodleException(type(e).__name__, "generalexceptionmessage", f"Exception - {e}")
                     resp = {"error": False}
                     if data is not None:
                         resp["data"] = php_json_encode(data)
@@ -2101,6 +2154,14 @@ class WebService:
             if fmt == "json":
                 return "application/json", php_json_encode(e.rest_object(debug)).encode(), calls
             return "application/xml; charset=utf-8", xml_error(e, debug).encode(), calls
+        except Exception as e:      # a simulator bug: answer like Moodle does for a PHP Error
+            traceback.print_exc()
+            self.stats.count("errors", "simulator_bug")
+            if fmt == "json":
+                body = php_json_encode({"exception": type(e).__name__, "message": str(e)})
+                return "application/json", body.encode(), calls
+            return "application/xml; charset=utf-8", xml_error(
+                MoodleException(type(e).__name__, "", str(e))).encode(), calls
         if fmt == "json":
             return "application/json", php_json_encode(result).encode(), calls
         if fname == "core_webservice_get_site_info":
@@ -2243,7 +2304,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if url.path.startswith(CONTROL_PREFIX):
             sim.stats.add(control_requests=1)
-            return self._control(method, url.path, body)
+            return self._control(method, url.path, body, url.query)
         stats = sim.stats
         stats.add(requests=1, bytes_in=len(body) + len(self.path))
         f = sim.faults.take()
@@ -2293,7 +2354,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, ctype, payload, headers)
 
     # -- /__sim/ control endpoints --------------------------------------------------------
-    def _control(self, method, path, body):
+    def _control(self, method, path, body, url_query=""):
         sim = self.server.sim
         name = path[len(CONTROL_PREFIX):].strip("/")
         try:
@@ -2301,7 +2362,10 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(data, dict):
                 raise ValueError("the JSON body must be an object")
             if method in ("GET", "HEAD") and name == "state":
-                result = sim.state.dump()
+                q = dict(parse_qsl(url_query))
+                result = sim.state.dump(only=q["only"].split(",") if q.get("only") else None,
+                                        userid=int(q["userid"]) if q.get("userid") else None,
+                                        courseid=int(q["courseid"]) if q.get("courseid") else None)
             elif method in ("GET", "HEAD") and name == "stats":
                 result = sim.stats.snapshot()
             elif method in ("GET", "HEAD") and name == "faults":

@@ -425,6 +425,9 @@ def test_state_stats_reset_endpoints(simulator):
         {"cmid": 1, "courseid": 2, "userid": 4, "state": 1, "timecompleted": state["completions"][0]["timecompleted"],
          "overrideby": 2}]
     assert [u["username"] for u in state["users"]] == ["admin"] + [f"student{i}" for i in range(1, 6)]
+    only = requests.get(f"{simulator.url}/__sim/state?only=completions,enrolments&userid=4&courseid=2").json()
+    assert set(only) == {"clock", "completions", "enrolments"}
+    assert [(e["userid"], e["courseid"]) for e in only["enrolments"]] == [(4, 2)]
     stats = control(simulator, "stats")
     assert stats["requests"] == 2 and stats["batches"] == 1 and stats["batch_sizes"] == {"2": 1}
     assert stats["calls"]["core_course_get_contents"] == 2 and stats["bytes_out"] > stats["bytes_in"] > 0
@@ -524,7 +527,8 @@ def test_tls(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     try:
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(cert)],
                        check=True, capture_output=True, timeout=60)
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("openssl is not available to make a test certificate")
