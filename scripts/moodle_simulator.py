@@ -2194,6 +2194,30 @@ def _status_page(code):
             "</body></html>\n").encode()
 
 
+class _Counting:
+    """A file wrapper that adds the bytes read or written to a counter."""
+
+    def __init__(self, raw, wire: dict, key: str):
+        self._raw, self._wire, self._key = raw, wire, key
+
+    def read(self, *args):
+        data = self._raw.read(*args)
+        self._wire[self._key] += len(data)
+        return data
+
+    def readline(self, *args):
+        data = self._raw.readline(*args)
+        self._wire[self._key] += len(data)
+        return data
+
+    def write(self, data):
+        self._wire[self._key] += len(data)
+        return self._raw.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "Apache"
@@ -2216,6 +2240,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise
         super().setup()
         self.connection.settimeout(self.server.sim.keepalive_timeout)   # KeepAliveTimeout
+        self._wire = {"in": 0, "out": 0, "count": False}
+        self.rfile = _Counting(self.rfile, self._wire, "in")
+        self.wfile = _Counting(self.wfile, self._wire, "out")
         self.server.sim.stats.add(connections=1)
         self.server.sim._track(self.connection, True)
         self._clock_offset = 0
@@ -2236,10 +2263,16 @@ class _Handler(BaseHTTPRequestHandler):
         return email.utils.formatdate(timestamp + getattr(self, "_clock_offset", 0), usegmt=True)
 
     def handle_one_request(self):
+        # Bytes are counted at the socket, request line and headers included,
+        # so the agent's own count of bytes on the wire can be checked.
+        self._wire.update({"in": 0, "out": 0, "count": False})
         try:
             super().handle_one_request()
         except (ConnectionError, ssl.SSLError, socket.timeout, TimeoutError):
             self.close_connection = True
+        finally:
+            if self._wire["count"]:
+                self.server.sim.stats.add(bytes_in=self._wire["in"], bytes_out=self._wire["out"])
 
     def do_GET(self):
         self._dispatch("GET")
@@ -2283,7 +2316,6 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(out)
         self.wfile.flush()
-        self.server.sim.stats.add(bytes_out=len(out))
 
     def _send_status_fault(self, f):
         self.server.sim.stats.count("faults_fired", f"status_{f['status']}")
@@ -2306,7 +2338,8 @@ class _Handler(BaseHTTPRequestHandler):
             sim.stats.add(control_requests=1)
             return self._control(method, url.path, body, url.query)
         stats = sim.stats
-        stats.add(requests=1, bytes_in=len(body) + len(self.path))
+        self._wire["count"] = True
+        stats.add(requests=1)
         f = sim.faults.take()
         self._clock_offset = f["clock_offset_s"]
         if f["latency_ms"]:
