@@ -31,7 +31,8 @@ connection without answering; once) with reset_after_processing (the write
 happens first); reset_mid_response (True or next N: headers + half the body,
 then RST); status + retry_after + status_count, status_after_processing;
 captive_portal; redirect (URL or True); reject_token; truncated_json (True or
-next N); clock_offset_s (Date header); fail_function {function: errorcode or
+next N); clock_offset_s (the server's clock: Date header and the times it writes, unless
+frozen); fail_function {function: errorcode or
 {errorcode, message, exception}}; request_cost_ms / call_cost_ms (cost model,
 REALISTIC_* = 32 / 8 ms); debug.
 
@@ -895,12 +896,15 @@ class Moodle:
         self.lock = threading.RLock()
         self.wwwroot = wwwroot
         self._frozen_time = None
+        self.clock_offset = lambda: 0     # seconds; SimServer links it to the clock_offset_s fault
         self.service = dict(service_functions if service_functions is not None else SERVICE_FUNCTIONS)
         self.reset(seed=seed)
 
     # -- clock -------------------------------------------------------------
     def now(self) -> int:
-        return int(time.time()) if self._frozen_time is None else self._frozen_time
+        if self._frozen_time is not None:
+            return self._frozen_time
+        return int(time.time() + (self.clock_offset() or 0))
 
     def set_clock(self, timestamp=None):
         """Freeze the site clock at ``timestamp`` (None: follow the real clock)."""
@@ -2257,6 +2261,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.sim.verbose:
             sys.stderr.write("moodle-simulator: %s - %s\n" % (self.address_string(), fmt % args))
 
+    def version_string(self):
+        return self.server_version
+
     def date_time_string(self, timestamp=None):
         if timestamp is None:
             timestamp = time.time()
@@ -2470,6 +2477,7 @@ class SimServer:
         self.wwwroot = (wwwroot or self.url).rstrip("/")
         self.state = Moodle(seed=seed, wwwroot=self.wwwroot, service_functions=service)
         self.faults = Faults(request_cost_ms=request_cost_ms, call_cost_ms=call_cost_ms, debug=debug)
+        self.state.clock_offset = lambda: self.faults.clock_offset_s   # a skewed server stamps its own time
         self.stats = Stats()
         self.ws = WebService(self.state, token, self.faults, self.stats, max_input_vars, post_max_size)
         self._thread = None

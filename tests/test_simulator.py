@@ -370,6 +370,8 @@ def test_clock_offset_shifts_date_header(simulator):
     r = requests.post(simulator.url + WS, data={"wstoken": "TOKEN"})
     shift = parsedate_to_datetime(r.headers["Date"]).timestamp() - time.time()
     assert -7205 < shift < -7195
+    done = ws(simulator, "core_completion_override_activity_completion_status", userid=3, cmid=1, newstate=1)
+    assert -7205 < done["timecompleted"] - time.time() < -7195      # the skewed server stamps its own time
 
 
 def test_fail_function_top_level_and_in_batch(simulator):
