@@ -1,24 +1,323 @@
-"""The ``moodle-sync-agent`` command line."""
+"""The ``moodle-sync-agent`` command line.
+
+Exit status: 0 done; 1 a sync completed with errors or failed; 2 bad usage,
+configuration or input; 3 offline (sync skipped); 4 another sync is running.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
+import logging
 import sys
+from typing import Any, Callable
 
-from . import __version__
+from . import __version__, courses, history, settings
+from .config import Config, ConfigError, load_config
+from .db import Event, SyncRun, open_db
+from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
+from .queue import EventError, conflict_dicts, enqueue, parse_events, set_conflicts, validate_events
+from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS, AlreadyRunning, SyncDisabled, run_sync
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_OFFLINE, EXIT_RUNNING = 0, 1, 2, 3, 4
+
+SYNC_EXIT = {
+    SyncRun.COMPLETED: EXIT_OK,
+    SyncRun.COMPLETED_WITH_ERRORS: EXIT_ERRORS,
+    SyncRun.FAILED: EXIT_ERRORS,
+    SyncRun.INTERRUPTED: EXIT_ERRORS,
+    SyncRun.SKIPPED_OFFLINE: EXIT_OFFLINE,
+}
+
+log = logging.getLogger("moodle_sync_agent")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def human_bytes(n: int | None) -> str:
+    n = n or 0
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# -- commands ----------------------------------------------------------------
+
+def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
+    source = sys.stdin.buffer if args.file in (None, "-") else open(args.file, "rb")
+    with source:
+        data = source.read()
+    events = validate_events(parse_events(data))
+    result = enqueue(events)
+    print(f"queued {result.stored} event(s)" + (f", {result.duplicates} already queued" if result.duplicates else ""))
+    return EXIT_OK
+
+
+def cmd_courses(config: Config, args: argparse.Namespace) -> int:
+    if args.action == "add":
+        added = courses.add(MoodleClient(config.moodle), args.courses)
+        for c in added:
+            print(f"added {c.shortname} (id {c.id}): {len(list(c.activities))} activities")
+        return EXIT_OK
+    if args.action == "remove":
+        n = courses.remove(args.courses)
+        print(f"removed {n} course(s)")
+        return EXIT_OK if n else EXIT_USAGE
+    rows = [{"id": c.id, "shortname": c.shortname, "fullname": c.fullname, "timemodified": c.timemodified,
+             "cacherev": c.cacherev, "fetched_at": c.fetched_at,
+             "activities": [{"cmid": a.cmid, "name": a.name, "modname": a.modname} for a in c.activities]}
+            for c in courses.Course.select().order_by(courses.Course.id)]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['id']:>6}  {r['shortname']:<20} {len(r['activities']):>3} activities  fetched {r['fetched_at']}")
+        if not rows:
+            print("no courses on this box yet: moodle-sync-agent courses add ID_OR_SHORTNAME")
+    return EXIT_OK
+
+
+def format_run(run: dict) -> str:
+    lines = [
+        f"Sync {run['id']}  [{run['status']}]  trigger {run['trigger']}{' (forced)' if run['force'] else ''}",
+        f"  started {run['started_at']}  completed {run['completed_at']}  duration {run['duration_s']} s",
+        f"  data: {human_bytes(run['bytes_sent'])} sent, {human_bytes(run['bytes_received'])} received",
+    ]
+    if run["courses"]:
+        lines.append("  courses: " + ", ".join(f"{c['shortname']} ({c['outcome']})" for c in run["courses"]))
+    acts = {k: v for k, v in run["actions"].items() if v}
+    lines.append("  actions: " + (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in acts.items()) or "none"))
+    lines += [f"  error: {e}" for e in run["errors"]]
+    return "\n".join(lines)
+
+
+def cmd_sync(config: Config, args: argparse.Namespace) -> int:
+    if args.via_agent:
+        from .daemon import request_sync_via_agent  # the daemon owns the request queue
+        return request_sync_via_agent(config, force=args.force, as_json=args.json)
+    try:
+        row = run_sync(config, trigger="cli", force=args.force)
+    except AlreadyRunning as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_RUNNING
+    except SyncDisabled as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_ERRORS
+    run = history.run_dict(row)
+    if args.json:
+        _print_json(run)
+    else:
+        print(format_run(run))
+    return SYNC_EXIT.get(row.status, EXIT_ERRORS)
+
+
+def cmd_history(config: Config, args: argparse.Namespace) -> int:
+    runs = history.recent(args.limit)
+    if args.json:
+        _print_json(runs)
+    else:
+        print("\n\n".join(format_run(r) for r in runs) or "no sync has run yet")
+    return EXIT_OK
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    st = history.status(config)
+    if args.json:
+        _print_json(st)
+        return EXIT_OK
+    last = st["last_sync"]
+    print(f"queued events: {st['queued']}   conflicts: {st['conflicts']}   sent: {st['sent']}")
+    print(f"server: {st['server']['site_name'] or '?'} ({config.moodle.url})"
+          + ("  TOKEN REJECTED" if st["server"]["token_rejected"] else ""))
+    print(f"sync: {'on' if st['sync_enabled'] else 'OFF'}; scheduled daily at {st['schedule']['time_utc']} UTC "
+          f"({'on' if st['schedule']['enabled'] else 'off'})")
+    print(f"last sync: {last['started_at']} {last['status']}" if last else "last sync: never")
+    return EXIT_OK
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    client = MoodleClient(config.moodle)
+    result: dict[str, Any] = {"url": config.moodle.url, "online": False, "token_valid": None}
+    try:
+        info = client.site_info()
+        available = {f.get("name") for f in info.get("functions", [])}
+        result.update(online=True, token_valid=True, site_name=info.get("sitename"),
+                      release=info.get("release"), site_url=info.get("siteurl"),
+                      missing_functions=[f for f in REQUIRED_FUNCTIONS if f not in available],
+                      missing_optional=[f for f in OPTIONAL_FUNCTIONS if f not in available],
+                      clock_offset_s=client.clock_offset_s())
+        code = EXIT_OK
+    except TokenRejected:
+        result.update(online=True, token_valid=False, error="the server rejected the token")
+        code = EXIT_ERRORS
+    except Unreachable as exc:
+        result.update(error=f"offline: {exc.reason}")
+        code = EXIT_OFFLINE
+    if args.json:
+        _print_json(result)
+    elif result.get("token_valid"):
+        print(f"online: {result['site_name']} (Moodle {result['release']}) at {result['site_url']}")
+        missing = result["missing_functions"]
+        print("functions: all present" if not missing else "missing functions: " + ", ".join(missing))
+        if result["missing_optional"]:
+            print("no batching (the service lacks tool_mobile_call_external_functions): one request per event")
+    else:
+        print(result["error"])
+    return code
+
+
+def cmd_conflicts(config: Config, args: argparse.Namespace) -> int:
+    if args.action in ("retry", "discard"):
+        status = Event.QUEUED if args.action == "retry" else Event.DISCARDED
+        n = set_conflicts(args.ids, status)
+        print(f"{args.action}: {n} conflict(s)")
+        return EXIT_OK if n == len(set(args.ids)) else EXIT_USAGE
+    rows = conflict_dicts()
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['id']:>8}  {r['type']:<10} {r['user']:<20} course {r['course_id']}  {r['reason']}")
+        if not rows:
+            print("no conflicts")
+    return EXIT_OK
+
+
+def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
+    from .auth import hash_password  # werkzeug is only needed here and in the page
+
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("New admin password: ")
+        if password != getpass.getpass("Again: "):
+            raise UsageError("the two passwords differ")
+    if len(password) < 8:
+        raise UsageError("password: must be at least 8 characters")
+    settings.put(password_hash=hash_password(password))
+    print("admin password set")
+    return EXIT_OK
+
+
+# -- parser ------------------------------------------------------------------
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "enqueue": cmd_enqueue,
+    "courses": cmd_courses,
+    "sync": cmd_sync,
+    "history": cmd_history,
+    "status": cmd_status,
+    "check": cmd_check,
+    "conflicts": cmd_conflicts,
+    "set-password": cmd_set_password,
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moodle-sync-agent", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="moodle-sync-agent",
+        description="Queue learner events on an offline classroom box and sync them to Moodle.",
+        epilog="Exit status: 0 ok, 1 errors, 2 bad usage/config/input, 3 offline, 4 a sync is running.")
     parser.add_argument("--version", action="version", version=f"moodle-sync-agent {__version__}")
-    parser.add_argument("--config", metavar="PATH", help="INI file (default: $MOODLE_SYNC_AGENT_CONFIG, else /etc/moodle-sync-agent/agent.ini)")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--config", metavar="PATH",
+                        help="INI file (default: $MOODLE_SYNC_AGENT_CONFIG, else /etc/moodle-sync-agent/agent.ini)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("enqueue", help="queue learner events (one JSON event, a JSON array, or JSON lines)")
+    p.add_argument("file", nargs="?", metavar="FILE|-", help="read from FILE (default: standard input)")
+
+    p = sub.add_parser("courses", help="the courses kept on this box")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = csub.add_parser("add", help="fetch courses from the server and keep them on the box")
+    a.add_argument("courses", nargs="+", metavar="ID_OR_SHORTNAME")
+    a = csub.add_parser("list", help="list the box's courses")
+    a.add_argument("--json", action="store_true")
+    a = csub.add_parser("remove", help="stop keeping courses on the box")
+    a.add_argument("courses", nargs="+", metavar="ID_OR_SHORTNAME")
+
+    p = sub.add_parser("sync", help="run one sync now")
+    p.add_argument("--force", action="store_true",
+                   help="skip the check that courses are the same on both sides: refresh all, push all")
+    p.add_argument("--json", action="store_true", help="print the run as JSON")
+    p.add_argument("--via-agent", action="store_true", help="ask the running agent to sync, and wait for it")
+
+    p = sub.add_parser("history", help="the last syncs")
+    p.add_argument("--limit", type=_positive_int, default=5, metavar="N")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("status", help="queue, conflicts, last sync and server")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("check", help="is the server online, is the token valid, are all functions there")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("conflicts", help="events the server could not take")
+    p.add_argument("--json", action="store_true")
+    csub = p.add_subparsers(dest="action", metavar="ACTION")
+    for name, text in (("retry", "put conflicts back in the queue"), ("discard", "give up on conflicts")):
+        a = csub.add_parser(name, help=text)
+        a.add_argument("ids", nargs="+", type=_positive_int, metavar="ID")
+
+    p = sub.add_parser("set-password", help="set the admin password of the page")
+    p.add_argument("--stdin", action="store_true", help="read the password from standard input")
     return parser
 
 
+def register(name: str, handler: Callable[[Config, argparse.Namespace], int]) -> None:
+    COMMANDS[name] = handler
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        config = load_config(args.config)
+        open_db(config.agent.database)
+        return COMMANDS[args.command](config, args)
+    except (ConfigError, EventError, UsageError) as exc:
+        print(f"moodle-sync-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except courses.CourseNotFound as exc:
+        print(f"moodle-sync-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TokenRejected:
+        print("moodle-sync-agent: the server rejected the token", file=sys.stderr)
+        return EXIT_ERRORS
+    except Unreachable as exc:
+        print(f"moodle-sync-agent: offline: {exc.reason}", file=sys.stderr)
+        return EXIT_OFFLINE
+    except MoodleError as exc:
+        print(f"moodle-sync-agent: the server refused: {exc}", file=sys.stderr)
+        return EXIT_ERRORS
+    except OSError as exc:
+        print(f"moodle-sync-agent: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -1,0 +1,289 @@
+"""A client for Moodle's Web Services REST protocol, as a stock Moodle 4.x speaks it.
+
+Facts from the recordings in shared/moodle-recordings that shape this module:
+form-encoded POSTs with PHP bracket arrays; errors come back with HTTP 200 as
+``{"exception", "errorcode", "message"}``; ``tool_mobile_call_external_functions``
+answers with JSON *strings* inside JSON and stops at the first failing call.
+
+The token travels only in the POST body: it never appears in a URL, and so
+never in an exception message or a log line.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+
+from . import __version__
+from .config import MoodleConfig
+
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
+BATCH_FUNCTION = "tool_mobile_call_external_functions"
+
+# Error codes that mean the call itself can never succeed as sent: the event
+# becomes a conflict. Anything else from the server is treated the same way
+# unless listed in TRANSIENT_CODES.
+TRANSIENT_CODES = {"servicerequireslogin", "sitemaintenance", "dbwriteerror", "dbreaderror"}
+
+
+class MoodleError(Exception):
+    """The server answered, with an error for this call."""
+
+    def __init__(self, errorcode: str, message: str, function: str | None = None):
+        self.errorcode, self.message, self.function = errorcode or "unknown", message or "", function
+        prefix = f"{function}: " if function else ""
+        super().__init__(f"{prefix}{self.message} ({self.errorcode})")
+
+    @property
+    def transient(self) -> bool:
+        return self.errorcode in TRANSIENT_CODES
+
+
+class TokenRejected(MoodleError):
+    def __str__(self) -> str:
+        return "the server rejected the token"
+
+
+class Unreachable(Exception):
+    """No usable answer: network down, captive portal, TLS, time-out, 5xx."""
+
+    def __init__(self, reason: str, kind: str = "network", retry_after: float | None = None):
+        self.reason, self.kind, self.retry_after = reason, kind, retry_after
+        super().__init__(reason)
+
+
+@dataclass
+class Traffic:
+    """Bytes on the wire, request line and headers included, both ways."""
+
+    requests: int = 0
+    calls: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+@dataclass
+class CallResult:
+    ok: bool
+    data: Any = None
+    error: MoodleError | None = None
+
+
+def encode_params(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """Flatten nested dicts and lists into PHP bracket notation, in order."""
+    out: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}[{k}]", v)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(f"{prefix}[{i}]", v)
+        elif value is None:
+            return
+        elif isinstance(value, bool):
+            out.append((prefix, "1" if value else "0"))
+        else:
+            out.append((prefix, str(value)))
+
+    for key, value in params.items():
+        walk(key, value)
+    return out
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _header_bytes(headers) -> int:
+    return sum(len(k) + len(str(v)) + 4 for k, v in headers.items()) + 2
+
+
+class MoodleClient:
+    def __init__(self, config: MoodleConfig, session: requests.Session | None = None):
+        self.config = config
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = f"moodle-sync-agent/{__version__}"
+        self.traffic = Traffic()
+        self.server_date: datetime | None = None
+        self.local_date_at_answer: datetime | None = None
+
+    # -- transport ---------------------------------------------------------
+
+    def _post(self, fields: list[tuple[str, str]]) -> Any:
+        url = self.config.rest_url
+        request = requests.Request("POST", url, data=fields)
+        prepared = self.session.prepare_request(request)
+        body = prepared.body.encode() if isinstance(prepared.body, str) else (prepared.body or b"")
+        host = requests.utils.urlparse(url).netloc
+        path = requests.utils.urlparse(url).path
+        self.traffic.requests += 1
+        try:
+            response = self.session.send(
+                prepared, timeout=self.config.timeout, allow_redirects=False, stream=True,
+                verify=self.config.ca_bundle or True,
+            )
+            # Counted once the server has read it: a refused connection sent nothing.
+            self.traffic.bytes_sent += (len(f"POST {path} HTTP/1.1\r\n") + len(f"Host: {host}\r\n")
+                                        + _header_bytes(prepared.headers) + len(body))
+            raw = self._read(response)
+        except requests.exceptions.SSLError as exc:
+            raise Unreachable(f"TLS verification failed for {host}: {_short(exc)}", "tls") from None
+        except requests.exceptions.Timeout:
+            raise Unreachable(f"no answer from {host} within {self.config.timeout:g} s", "timeout") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise Unreachable(f"cannot reach {host}: {_short(exc)}", "network") from None
+        except requests.exceptions.RequestException as exc:
+            raise Unreachable(f"request to {host} failed: {_short(exc)}", "network") from None
+        return self._decode(response, raw, host)
+
+    def _read(self, response: requests.Response) -> bytes:
+        chunks, size = [], 0
+        try:
+            for chunk in response.raw.stream(65536, decode_content=False):
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise Unreachable(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB", "bad_answer")
+                chunks.append(chunk)
+        finally:
+            status_line = len(f"HTTP/1.1 {response.status_code} {response.reason}\r\n")
+            self.traffic.bytes_received += status_line + _header_bytes(response.headers) + size
+            response.close()
+        raw = b"".join(chunks)
+        if response.headers.get("Content-Encoding", "").lower() == "gzip":
+            raw = zlib.decompress(raw, 16 + zlib.MAX_WBITS)
+        elif response.headers.get("Content-Encoding", "").lower() == "deflate":
+            raw = zlib.decompress(raw)
+        return raw
+
+    def _decode(self, response: requests.Response, raw: bytes, host: str) -> Any:
+        date = response.headers.get("Date")
+        if date:
+            try:
+                self.server_date = email.utils.parsedate_to_datetime(date)
+                self.local_date_at_answer = datetime.now(timezone.utc)
+            except (TypeError, ValueError):
+                pass
+        status = response.status_code
+        if 300 <= status < 400:
+            where = response.headers.get("Location", "elsewhere")
+            raise Unreachable(f"{host} redirected to {_strip_query(where)} (captive portal or wrong URL)", "redirect")
+        if status in (429, 503) or status >= 500:
+            retry = _retry_after(response.headers.get("Retry-After"))
+            raise Unreachable(f"{host} answered HTTP {status}", "server", retry_after=retry)
+        if status != 200:
+            raise Unreachable(f"{host} answered HTTP {status}", "server")
+        ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            kind = "captive_portal" if ctype == "text/html" else "bad_answer"
+            what = "an HTML page (captive portal?)" if ctype == "text/html" else f"{ctype or 'no content type'}"
+            raise Unreachable(f"{host} answered with {what}, not Moodle's JSON", kind)
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise Unreachable(f"{host} sent an answer that is not valid JSON (cut short?)", "bad_answer") from None
+
+    # -- calls -------------------------------------------------------------
+
+    def call(self, function: str, params: dict[str, Any] | None = None) -> Any:
+        """One web service function; raises MoodleError, TokenRejected or Unreachable."""
+        fields = [("wstoken", self.config.token), ("wsfunction", function), ("moodlewsrestformat", "json")]
+        fields += encode_params(params or {})
+        answer = self._post(fields)
+        self.traffic.calls += 1
+        if isinstance(answer, dict) and "exception" in answer:
+            raise _error(answer, function)
+        return answer
+
+    def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[CallResult]:
+        """Several calls in one request. Moodle stops at the first failing call:
+        the answer holds results up to and including it, and nothing after."""
+        requests_param = [
+            {"function": fn, "arguments": json.dumps(args, separators=(",", ":"))} for fn, args in calls
+        ]
+        answer = self.call(BATCH_FUNCTION, {"requests": requests_param})
+        responses = answer.get("responses") if isinstance(answer, dict) else None
+        if not isinstance(responses, list) or len(responses) > len(calls):
+            raise Unreachable("the batch answer does not have Moodle's shape", "bad_answer")
+        self.traffic.calls += len(responses) - 1
+        results = []
+        for (fn, _), item in zip(calls, responses):
+            if item.get("error"):
+                try:
+                    exc = json.loads(item.get("exception") or "{}")
+                except json.JSONDecodeError:
+                    exc = {}
+                results.append(CallResult(False, error=_error(exc, fn)))
+            else:
+                try:
+                    data = json.loads(item["data"]) if item.get("data") is not None else None
+                except (json.JSONDecodeError, TypeError):
+                    raise Unreachable("a batch entry's data is not valid JSON", "bad_answer") from None
+                results.append(CallResult(True, data=data))
+        return results
+
+    def site_info(self) -> dict:
+        info = self.call("core_webservice_get_site_info")
+        if not isinstance(info, dict) or "sitename" not in info:
+            raise Unreachable("the server's site info does not look like Moodle's", "bad_answer")
+        return info
+
+    def clock_offset_s(self) -> float | None:
+        """Server clock minus ours, from the last answer's Date header."""
+        if self.server_date is None or self.local_date_at_answer is None:
+            return None
+        return (self.server_date - self.local_date_at_answer).total_seconds()
+
+
+def _error(answer: dict, function: str | None) -> MoodleError:
+    code = str(answer.get("errorcode") or "unknown")
+    message = str(answer.get("message") or "")
+    cls = TokenRejected if code == "invalidtoken" else MoodleError
+    return cls(code, message, function)
+
+
+CAUSES = [
+    ("refused", "connection refused"),
+    ("Name or service not known", "DNS lookup failed"),
+    ("Temporary failure in name resolution", "DNS lookup failed"),
+    ("No address associated", "DNS lookup failed"),
+    ("Network is unreachable", "network unreachable"),
+    ("No route to host", "no route to host"),
+    ("reset by peer", "the connection was reset"),
+    ("RemoteDisconnected", "the server closed the connection without answering"),
+    ("IncompleteRead", "the answer was cut off"),
+    ("ProtocolError", "the connection broke"),
+    ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed"),
+    ("hostname mismatch", "certificate is for another host"),
+    ("timed out", "timed out"),
+]
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    for needle, plain in CAUSES:
+        if needle in text:
+            return plain
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
+def _strip_query(url: str) -> str:
+    return url.split("?", 1)[0][:200]

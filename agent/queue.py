@@ -1,0 +1,288 @@
+"""The learner-event queue: parsing, validation and durable storage.
+
+A batch of events is validated whole before anything is written, then stored
+in one transaction: all of it or none of it. The same event id queued twice
+is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator
+
+from . import BUILD_DATE
+from .db import Event, Secret, database, iso, utcnow
+
+MAX_BATCH = 10_000
+MAX_INPUT_BYTES = 20 * 1024 * 1024
+
+# Moodle's role shortnames on a stock site, with their ids (recordings: 5 = student).
+ROLES = {"student": 5, "teacher": 4, "editingteacher": 3}
+
+USERNAME_RE = re.compile(r"^[a-z0-9_.@-]+$")  # Moodle's default username rule
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+KEY_RE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
+
+
+class EventError(ValueError):
+    """An invalid event; names the event's index in the batch and the field."""
+
+    def __init__(self, problem: str, index: int | None = None, field: str | None = None):
+        self.index, self.field, self.problem = index, field, problem
+        where = []
+        if index is not None:
+            where.append(f"event {index}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__(": ".join(where + [problem]))
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "field": self.field, "error": self.problem}
+
+
+@dataclass
+class NewEvent:
+    key: str
+    type: str
+    username: str
+    course_id: int | None = None
+    cmid: int | None = None
+    data: dict = field(default_factory=dict)
+    event_time: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def parse_events(text: str | bytes) -> list:
+    """Read one JSON event, a JSON array of events, or JSON lines."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_INPUT_BYTES:
+            raise EventError(f"input is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MB")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EventError(f"input is not UTF-8 (byte {exc.start})") from None
+    stripped = text.strip()
+    if not stripped:
+        raise EventError("no events given (empty input)")
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError as whole:
+        # Not one document: try JSON lines, naming the first bad line.
+        items = []
+        for lineno, line in enumerate(stripped.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                if lineno == 1:
+                    raise EventError(f"not valid JSON: {whole.msg} at line {whole.lineno} column {whole.colno}") from None
+                raise EventError(f"not valid JSON on line {lineno}: {exc.msg} at column {exc.colno}") from None
+        return items
+    if isinstance(value, list):
+        return value
+    return [value]
+
+
+def _int(item: dict, name: str, index: int, required: bool = True) -> int | None:
+    value = item.get(name)
+    if value is None:
+        if required:
+            raise EventError("is required", index, name)
+        return None
+    # bool is an int in Python; a JSON true is not a course id.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EventError(f"must be a positive whole number, got {json.dumps(value)[:40]}", index, name)
+    if not 1 <= value <= 2**53:
+        raise EventError(f"must be a positive whole number, got {value}", index, name)
+    return value
+
+
+def _str(item: dict, name: str, index: int, max_len: int, required: bool = True,
+         pattern: re.Pattern | None = None, what: str = "") -> str | None:
+    value = item.get(name)
+    if value is None:
+        if required:
+            raise EventError("is required", index, name)
+        return None
+    if not isinstance(value, str):
+        raise EventError(f"must be a string, got {json.dumps(value)[:40]}", index, name)
+    if required and not value.strip():
+        raise EventError("must not be empty", index, name)
+    if len(value) > max_len:
+        raise EventError(f"is too long ({len(value)} characters, at most {max_len})", index, name)
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+        raise EventError("contains control characters", index, name)
+    if pattern is not None and not pattern.match(value):
+        raise EventError(f"is not a valid {what}: {value[:40]!r}", index, name)
+    return value
+
+
+def _time(item: dict, index: int) -> str | None:
+    value = item.get("time")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 40:
+        raise EventError("must be an ISO 8601 date and time string", index, "time")
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise EventError(f"is not an ISO 8601 date and time: {value!r}", index, "time") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)  # apps on the box stamp UTC
+    return iso(dt)
+
+
+COMMON = {"type", "id", "time"}
+FIELDS = {
+    "completion": COMMON | {"course_id", "user", "cmid", "completed"},
+    "grade": COMMON | {"course_id", "user", "cmid", "grade", "feedback"},
+    "user": COMMON | {"user", "firstname", "lastname", "email", "idnumber", "password"},
+    "enrolment": COMMON | {"course_id", "user", "role"},
+}
+
+
+def validate_event(item: Any, index: int) -> NewEvent:
+    if not isinstance(item, dict):
+        raise EventError(f"must be a JSON object, got {type(item).__name__}", index)
+    etype = item.get("type")
+    if etype not in FIELDS:
+        allowed = ", ".join(sorted(FIELDS))
+        raise EventError(f"must be one of {allowed}, got {json.dumps(etype)[:40]}", index, "type")
+    unknown = sorted(set(item) - FIELDS[etype])
+    if unknown:
+        raise EventError(f"is not a field of a {etype} event", index, unknown[0])
+    key = _str(item, "id", index, 64, required=False, pattern=KEY_RE, what="id (printable, no spaces)")
+    username = _str(item, "user", index, 100, pattern=USERNAME_RE,
+                    what="Moodle username (lowercase letters, digits, _ . @ -)")
+    event = NewEvent(key=key or uuid.uuid4().hex, type=etype, username=username,
+                     event_time=_time(item, index))
+    data: dict[str, Any] = {}
+    if etype in ("completion", "grade", "enrolment"):
+        event.course_id = _int(item, "course_id", index)
+    if etype in ("completion", "grade"):
+        event.cmid = _int(item, "cmid", index)
+    if etype == "completion":
+        completed = item.get("completed")
+        if not isinstance(completed, bool):
+            raise EventError("must be true or false", index, "completed")
+        data["completed"] = completed
+    elif etype == "grade":
+        grade = item.get("grade")
+        if isinstance(grade, bool) or not isinstance(grade, (int, float)):
+            raise EventError("must be a number", index, "grade")
+        if not math.isfinite(grade) or not 0 <= grade <= 1_000_000:
+            raise EventError(f"must be a number from 0 to 1000000, got {grade}", index, "grade")
+        data["grade"] = grade
+        feedback = _str(item, "feedback", index, 10_000, required=False)
+        if feedback is not None:
+            data["feedback"] = feedback
+    elif etype == "user":
+        data["firstname"] = _str(item, "firstname", index, 100)
+        data["lastname"] = _str(item, "lastname", index, 100)
+        data["email"] = _str(item, "email", index, 100, pattern=EMAIL_RE, what="e-mail address")
+        idnumber = _str(item, "idnumber", index, 255, required=False)
+        if idnumber is not None:
+            data["idnumber"] = idnumber
+        event.password = _str(item, "password", index, 255, required=False)
+    elif etype == "enrolment":
+        role = item.get("role", "student")
+        if role not in ROLES:
+            raise EventError(f"must be one of {', '.join(ROLES)}, got {json.dumps(role)[:40]}", index, "role")
+        data["role"] = role
+    event.data = data
+    return event
+
+
+def validate_events(items: list) -> list[NewEvent]:
+    if not isinstance(items, list):
+        raise EventError("must be a JSON array of events")
+    if not items:
+        raise EventError("no events given (empty batch)")
+    if len(items) > MAX_BATCH:
+        raise EventError(f"too many events in one batch: {len(items)} (at most {MAX_BATCH})")
+    return [validate_event(item, i) for i, item in enumerate(items)]
+
+
+@dataclass
+class EnqueueResult:
+    received: int
+    stored: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.received - self.stored
+
+
+def clock_is_sane(now: datetime | None = None) -> bool:
+    now = now or utcnow()
+    return now >= datetime.fromisoformat(BUILD_DATE).replace(tzinfo=timezone.utc)
+
+
+def enqueue(events: list[NewEvent], now: datetime | None = None) -> EnqueueResult:
+    """Store a validated batch in one transaction; duplicates (by id) are skipped."""
+    now = now or utcnow()
+    queued_at = iso(now)
+    suspect = not clock_is_sane(now)
+    rows = [
+        {
+            "key": e.key, "type": e.type, "course_id": e.course_id, "username": e.username,
+            "cmid": e.cmid, "data": e.data, "event_time": e.event_time or queued_at,
+            "clock_suspect": suspect, "queued_at": queued_at, "status": Event.QUEUED,
+        }
+        for e in events
+    ]
+    stored = 0
+    db = database.obj
+    with db.atomic():
+        for start in range(0, len(rows), 500):  # SQLite's variable limit on old builds
+            Event.insert_many(rows[start:start + 500]).on_conflict_ignore().execute()
+            stored += db.execute_sql("SELECT changes()").fetchone()[0]
+        secrets = {e.key: e.password for e in events if e.password}
+        if secrets:
+            # Only for rows this batch created: a duplicate keeps its first password.
+            for ev in Event.select(Event.id, Event.key).where(
+                    Event.key.in_(list(secrets)), Event.queued_at == queued_at):
+                Secret.insert(event=ev.id, password=secrets[ev.key]).on_conflict_ignore().execute()
+    return EnqueueResult(received=len(events), stored=stored)
+
+
+def count_by_status() -> dict[str, int]:
+    counts = {s: 0 for s in (Event.QUEUED, Event.SENT, Event.CONFLICT, Event.DISCARDED)}
+    for status, n in database.obj.execute_sql("SELECT status, COUNT(*) FROM event GROUP BY status"):
+        counts[status] = n
+    return counts
+
+
+def conflict_dicts() -> list[dict]:
+    return [
+        {"id": e.id, "key": e.key, "type": e.type, "user": e.username, "course_id": e.course_id,
+         "cmid": e.cmid, "reason": e.last_error, "queued_at": e.queued_at}
+        for e in Event.select().where(Event.status == Event.CONFLICT).order_by(Event.id)
+    ]
+
+
+def set_conflicts(ids: Iterable[int], status: str) -> int:
+    """Retry (back to the queue) or discard conflicts by id; returns how many changed."""
+    with database.obj.atomic():
+        return (Event.update(status=status, last_error=None if status == Event.QUEUED else Event.last_error)
+                .where(Event.id.in_(list(ids)), Event.status == Event.CONFLICT).execute())
+
+
+def iter_queued(where=None, chunk: int = 1000) -> Iterator[Event]:
+    """Stream queued events in queue order without loading them all."""
+    last = 0
+    while True:
+        query = Event.select().where(Event.status == Event.QUEUED, Event.id > last)
+        if where is not None:
+            query = query.where(where)
+        rows = list(query.order_by(Event.id).limit(chunk))
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].id
