@@ -11,6 +11,7 @@ import peewee as pw
 
 from .db import Event, SyncRun
 from .queue import count_by_status
+from .sync import is_running
 
 SUCCESS = (SyncRun.COMPLETED,)
 
@@ -67,7 +68,7 @@ def status(config: Config) -> dict[str, Any]:
         "conflicts": counts[Event.CONFLICT],
         "sent": counts[Event.SENT],
         "oldest_queued_at": oldest.queued_at if oldest else None,
-        "running": last is not None and last.status == SyncRun.RUNNING,
+        "running": is_running(config),
         "last_sync": run_dict(last) if last else None,
         "last_success_at": ok.completed_at if ok else None,
         "server": {

@@ -94,14 +94,18 @@ def sync_lock(config: Config) -> Iterator[None]:
 
 
 def is_running(config: Config) -> bool:
-    fd = os.open(lock_path(config), os.O_RDWR | os.O_CREAT, 0o640)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    """Is a run going on now? A row marked running whose process still exists.
+    (Probing the flock instead would race with a sync starting at that moment.)"""
+    row = SyncRun.select().where(SyncRun.status == SyncRun.RUNNING).order_by(SyncRun.started_at.desc()).first()
+    if row is None or not row.pid:
         return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+    try:
+        os.kill(row.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        pass
+    return True
 
 
 @dataclass
@@ -486,6 +490,10 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
         except MoodleError as exc:
             row.status = SyncRun.FAILED
             run.errors.append(f"the server refused a request: {exc}")
+        except Exception as exc:  # a full disk, a bug: record it, never leave the run "running"
+            log.exception("sync %s failed", row.id)
+            row.status = SyncRun.FAILED
+            run.errors.append(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             if run.secrets_erased:
                 # The WAL still holds the pages with the passwords: fold it into
