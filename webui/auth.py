@@ -96,6 +96,8 @@ def check_csrf() -> None:
     """Before every request: a state-changing one must carry the session's token."""
     if request.method in SAFE_METHODS or request.endpoint in current_app.config["CSRF_EXEMPT"]:
         return
+    if request.routing_exception is not None:
+        return  # no such route or method: that answer (404/405) comes next
     sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD) or ""
     expected = session.get("csrf") or ""
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):

@@ -14,6 +14,8 @@ COOKIE = "lang"
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
+        "sync_card": "Sync control",
+        "time_format": "24-hour time, HH:MM.",
         "product": "Moodle Sync",
         "skip": "Skip to content",
         "language": "Language",
@@ -149,6 +151,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "back": "Back to Synchronization",
     },
     "fr": {
+        "sync_card": "Commande",
+        "time_format": "Format 24 h, HH:MM.",
         "product": "Moodle Sync",
         "skip": "Aller au contenu",
         "language": "Langue",
@@ -284,6 +288,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "back": "Retour à la synchronisation",
     },
     "de": {
+        "sync_card": "Steuerung",
+        "time_format": "24-Stunden-Format, HH:MM.",
         "product": "Moodle Sync",
         "skip": "Zum Inhalt springen",
         "language": "Sprache",

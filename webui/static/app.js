@@ -191,6 +191,7 @@
   function update(status) {
     var request = status.request;
     var run = status.last_sync;
+    setText("queued", String(status.queued));
     if (request && !request.picked_at) {
       if (!waitingSince) waitingSince = Date.now();
       note(Date.now() - waitingSince > SILENT_AFTER_MS ? t("agent_silent") : t("requested"));
