@@ -145,12 +145,18 @@
     if (icon) icon.classList.toggle("spin", busy);
   }
 
-  function showStarting() {
+  /* The panel shows and the button waits for as long as the request or its
+     run goes on, whatever a refreshed region said a moment before. */
+  function showBusy() {
     var p = panel();
     if (!p) return;
     p.hidden = false;
     p.setAttribute("data-active", "1");
     setButtonBusy(true);
+  }
+
+  function showStarting() {
+    showBusy();
     setText("phase", t("phase_starting"));
     note(t("requested"));
     poll();
@@ -192,7 +198,9 @@
     var request = status.request;
     var run = status.last_sync;
     setText("queued", String(status.queued));
+    setText("sent-count", String(status.sent));
     if (request && !request.picked_at) {
+      showBusy();
       if (!waitingSince) waitingSince = Date.now();
       note(Date.now() - waitingSince > SILENT_AFTER_MS ? t("agent_silent") : t("requested"));
       return true;
@@ -200,13 +208,16 @@
     waitingSince = 0;
     if (status.running && run && run.status === "running") {
       pickedWithoutRun = 0;
-      setButtonBusy(true);
+      var toastEl = document.getElementById("toast");
+      if (toastEl && toastEl.textContent === t("requested")) toastEl.hidden = true;  // the agent took it
+      showBusy();
       showRun(run);
       return true;
     }
     var mine = request && myRequest !== null && String(request.id) === String(myRequest);
     if (mine && !request.sync_id) {
       // Picked: its run should appear at once, unless the daemon refused it.
+      showBusy();
       if (++pickedWithoutRun < NOT_STARTED_POLLS) return true;
       finish(null);
       return false;
