@@ -103,20 +103,20 @@ def queued() -> int:
 
 # -- what changes state ----------------------------------------------------------
 
-STATE_CHANGING = {
-    "views.set_sync_enabled": {"enabled": ""},
-    "views.start_sync": {},
-    "views.set_schedule": {"enabled": "", "time_utc": "13:45"},
-    "views.set_notifications": {"enabled": "on", "email": "head@example.org"},
-    "views.set_force": {"enabled": "on"},
-    "views.conflicts": {"action": "discard", "all": "1"},
+STATE_CHANGING = {  # URL -> form that changes something
+    "/settings/sync": {"enabled": ""},
+    "/sync/start": {},
+    "/settings/schedule": {"enabled": "", "time_utc": "13:45"},
+    "/settings/notifications": {"enabled": "on", "email": "head@example.org"},
+    "/settings/force": {"enabled": "on"},
+    "/conflicts": {"action": "discard", "all": "1"},
 }
 
 
 def test_every_post_route_is_listed_here(app):
     """A new state-changing route must be added to the checks below."""
-    posts = {r.endpoint for r in app.url_map.iter_rules() if "POST" in r.methods}
-    assert posts == set(STATE_CHANGING) | {"auth.login", "auth.logout", "api.post_events"}
+    posts = {r.rule for r in app.url_map.iter_rules() if "POST" in r.methods}
+    assert posts == set(STATE_CHANGING) | {"/login", "/logout", "/api/v1/events"}
 
 
 def _with_a_conflict():
@@ -126,30 +126,28 @@ def _with_a_conflict():
     Event.update(status=Event.CONFLICT, last_error="refused").execute()
 
 
-@pytest.mark.parametrize("endpoint", sorted(STATE_CHANGING))
-def test_login_required_for_every_state_changing_route(app, client, config, endpoint):
+@pytest.mark.parametrize("url", sorted(STATE_CHANGING))
+def test_login_required_for_every_state_changing_route(app, client, config, url):
     _with_a_conflict()
-    url = {r.endpoint: r.rule for r in app.url_map.iter_rules()}[endpoint]
     before = snapshot(config)
     token = csrf_of(client)  # a valid CSRF token, but no login
-    answer = post(client, url, STATE_CHANGING[endpoint], token=token)
+    answer = post(client, url, STATE_CHANGING[url], token=token)
     assert answer.status_code == 401
     assert answer.get_json()["error"]
-    plain = post(client, url, STATE_CHANGING[endpoint], token=token, json_answer=False)
+    plain = post(client, url, STATE_CHANGING[url], token=token, json_answer=False)
     assert plain.status_code == 401
     assert snapshot(config) == before
 
 
-@pytest.mark.parametrize("endpoint", sorted(STATE_CHANGING))
-def test_csrf_token_required_for_every_state_changing_route(app, admin, config, endpoint):
+@pytest.mark.parametrize("url", sorted(STATE_CHANGING))
+def test_csrf_token_required_for_every_state_changing_route(app, admin, config, url):
     _with_a_conflict()
-    url = {r.endpoint: r.rule for r in app.url_map.iter_rules()}[endpoint]
     before = snapshot(config)
     for token in ("", "forged-token"):
-        answer = post(admin, url, STATE_CHANGING[endpoint], token=token)
+        answer = post(admin, url, STATE_CHANGING[url], token=token)
         assert answer.status_code == 403, answer.get_data(as_text=True)
     assert snapshot(config) == before
-    answer = post(admin, url, STATE_CHANGING[endpoint])  # the page's own token
+    answer = post(admin, url, STATE_CHANGING[url])  # the page's own token
     assert answer.status_code in (200, 202)
     assert snapshot(config) != before
 
@@ -520,8 +518,7 @@ def test_the_moodle_token_never_appears(tmp_path, leak_sim):
         answers.append(login(client))
         page = client.get("/")
         answers.append(page)
-        for endpoint, data in STATE_CHANGING.items():
-            url = {r.endpoint: r.rule for r in app.url_map.iter_rules()}[endpoint]
+        for url, data in STATE_CHANGING.items():
             answers.append(post(client, url, data))
             answers.append(post(client, url, data, json_answer=False))
             answers.append(post(client, url, data, token="bad"))

@@ -96,12 +96,17 @@ def index():
     )
 
 
-@bp.route("/settings/sync", methods=["POST"])
+# On/off settings with nothing else to check: setting key -> (text when on, text when off).
+SWITCHES = {"sync_enabled": ("sync_turned_on", "sync_turned_off"), "force_next": ("force_on", "force_off")}
+
+
+@bp.route("/settings/sync", methods=["POST"], defaults={"key": "sync_enabled"})
+@bp.route("/settings/force", methods=["POST"], defaults={"key": "force_next"})
 @login_required
-def set_sync_enabled():
+def set_switch(key: str):
     enabled = checked("enabled")
-    settings.put(sync_enabled=enabled)
-    return done("sync_turned_on" if enabled else "sync_turned_off")
+    settings.put(**{key: enabled})
+    return done(SWITCHES[key][0 if enabled else 1])
 
 
 @bp.route("/sync/start", methods=["POST"])
@@ -143,14 +148,6 @@ def set_notifications():
         return refuse(400, "email_required", field="email")
     settings.put(notify_enabled=enabled, notify_email=email or None)
     return done("notify_saved")
-
-
-@bp.route("/settings/force", methods=["POST"])
-@login_required
-def set_force():
-    enabled = checked("enabled")
-    settings.put(force_next=enabled)
-    return done("force_on" if enabled else "force_off")
 
 
 @bp.route("/conflicts", methods=["POST"])
