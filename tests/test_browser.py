@@ -69,7 +69,9 @@ class Stack:
         from moodle_simulator import start_simulator
 
         self.sim = start_simulator(token=TOKEN)
-        self.box = Box(tmp, self.sim.url, token=TOKEN, batch_size=5, extra=f"[web]\napi_key = k-{TOKEN[::-1]}\n")
+        # The daily schedule stays off, so that only the page starts syncs here.
+        self.box = Box(tmp, self.sim.url, token=TOKEN, batch_size=5,
+                       extra=f"[schedule]\nenabled = no\n\n[web]\napi_key = k-{TOKEN[::-1]}\n")
         assert self.box.cli("courses", "add", "C1", "C2", "C3").returncode == 0
         assert self.box.cli("set-password", "--stdin", input=PASSWORD + "\n").returncode == 0
         self.port = free_port()
@@ -87,8 +89,8 @@ class Stack:
         wait_http(self.url + "/login", self.web)
 
     def agent_argv(self) -> list[str]:
-        # The daemon that serves the page's requests (`moodle-sync-agent run`).
-        return [sys.executable, "-m", "tests.handoff_loop", str(self.box.config)]
+        # The daemon that serves the page's requests, as installed: `moodle-sync-agent run`.
+        return [sys.executable, "-m", "agent", "--config", str(self.box.config), "run"]
 
     def history(self) -> list[dict]:
         return self.box.history(5)
