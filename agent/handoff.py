@@ -17,7 +17,10 @@ from .sync import AlreadyRunning, SyncDisabled, run_sync
 
 def request_sync(config: Config, trigger: str = "manual", force: bool = False) -> SyncRequest:
     """Queue a request; one already waiting absorbs the new one (force is kept)."""
-    with database.obj.atomic():
+    # IMMEDIATE: this reads, then writes; a deferred transaction whose snapshot
+    # a concurrent writer (the daemon) made stale fails at once with "database
+    # is locked" instead of waiting.
+    with database.obj.atomic("IMMEDIATE"):
         waiting = SyncRequest.select().where(SyncRequest.picked_at.is_null()).order_by(SyncRequest.id).first()
         if waiting is not None:
             if force and not waiting.force:
@@ -29,6 +32,13 @@ def request_sync(config: Config, trigger: str = "manual", force: bool = False) -
 
 def next_request() -> SyncRequest | None:
     return SyncRequest.select().where(SyncRequest.picked_at.is_null()).order_by(SyncRequest.id).first()
+
+
+def attach(request: SyncRequest, run_id: str) -> None:
+    """Let a run already going on serve the request: runs never overlap."""
+    request.picked_at = iso(utcnow())
+    request.sync_id = run_id
+    request.save()
 
 
 def serve_request(config: Config, request: SyncRequest, stop: threading.Event | None = None) -> SyncRun | None:

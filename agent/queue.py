@@ -12,11 +12,11 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
 from . import BUILD_DATE
-from .db import Event, Secret, database, iso, utcnow
+from .db import Event, Secret, database, iso, parse_iso, utcnow
 
 MAX_BATCH = 10_000
 MAX_INPUT_BYTES = 20 * 1024 * 1024
@@ -273,7 +273,7 @@ def enqueue(events: list[NewEvent], now: datetime | None = None) -> EnqueueResul
     secrets = {key: e.password for key, e in first.items() if e.password}
     stored = 0
     db = database.obj
-    with db.atomic():
+    with db.atomic("IMMEDIATE"):  # read, then write: see handoff.request_sync
         existing = set()
         for keys in _chunks(list(secrets)):
             existing.update(k for (k,) in Event.select(Event.key).where(Event.key.in_(keys)).tuples())
@@ -292,26 +292,60 @@ def _chunks(items: list, size: int = 500) -> Iterator[list]:
         yield items[start:start + size]
 
 
+# A measured offset smaller than this is the network's delay, not a wrong clock.
+MIN_CLOCK_CORRECTION_S = 60.0
+
+
+def correct_event_times(offset_s: float | None) -> int:
+    """Shift the time of queued events stamped while the clock was unknown by
+    the offset just measured against the server (its Date header minus our
+    clock). Valid while our clock is still as wrong as when they were stamped,
+    which is the case a box without RTC and without a time server is in; once
+    a time server corrected the clock the offset is ~0 and they stay flagged.
+    The stamp is kept as ``data.time_as_stamped``, which also makes this run
+    at most once per event. Returns how many were corrected."""
+    if offset_s is None or abs(offset_s) < MIN_CLOCK_CORRECTION_S:
+        return 0
+    corrected = 0
+    with database.obj.atomic("IMMEDIATE"):  # read, then write: see handoff.request_sync
+        for e in Event.select().where(Event.status == Event.QUEUED, Event.clock_suspect == True):  # noqa: E712
+            if "time_as_stamped" in e.data or not e.event_time:
+                continue
+            e.data = {**e.data, "time_as_stamped": e.event_time}
+            e.event_time = iso(parse_iso(e.event_time) + timedelta(seconds=offset_s))
+            e.save()
+            corrected += 1
+    return corrected
+
+
 def count_by_status() -> dict[str, int]:
+    """Events per status, from the counters the database keeps (see db.py)."""
     counts = {s: 0 for s in (Event.QUEUED, Event.SENT, Event.CONFLICT, Event.DISCARDED)}
-    for status, n in database.obj.execute_sql("SELECT status, COUNT(*) FROM event GROUP BY status"):
+    for status, n in database.obj.execute_sql("SELECT status, n FROM event_count"):
         counts[status] = n
     return counts
 
 
-def conflict_dicts() -> list[dict]:
+def conflict_dicts(limit: int | None = None) -> list[dict]:
+    query = Event.select().where(Event.status == Event.CONFLICT).order_by(Event.id)
+    if limit is not None:
+        query = query.limit(limit)
     return [
         {"id": e.id, "key": e.key, "type": e.type, "user": e.username, "course_id": e.course_id,
          "cmid": e.cmid, "reason": e.last_error, "queued_at": e.queued_at}
-        for e in Event.select().where(Event.status == Event.CONFLICT).order_by(Event.id)
+        for e in query
     ]
 
 
-def set_conflicts(ids: Iterable[int], status: str) -> int:
-    """Retry (back to the queue) or discard conflicts by id; returns how many changed."""
+def set_conflicts(ids: Iterable[int] | None, status: str) -> int:
+    """Retry (back to the queue) or discard conflicts by id, or all of them
+    (ids None); returns how many changed."""
+    query = (Event.update(status=status, last_error=None if status == Event.QUEUED else Event.last_error)
+             .where(Event.status == Event.CONFLICT))
+    if ids is not None:
+        query = query.where(Event.id.in_(list(ids)))
     with database.obj.atomic():
-        return (Event.update(status=status, last_error=None if status == Event.QUEUED else Event.last_error)
-                .where(Event.id.in_(list(ids)), Event.status == Event.CONFLICT).execute())
+        return query.execute()
 
 
 def iter_queued(where=None, chunk: int = 1000) -> Iterator[Event]:

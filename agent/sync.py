@@ -29,7 +29,7 @@ from . import settings
 from .config import Config
 from .db import Activity, Course, Event, Secret, SyncRun, database, iso, utcnow
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from .queue import ROLES
+from .queue import ROLES, correct_event_times
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +187,18 @@ class Run:
             self.check_stop()
             chunk = pending[:batch_size]
             results = self.send_chunk(chunk)
-            for call, result in zip(chunk, results):
-                self.settle(call, result)
+            # One commit (one fsync) per batch, not per event: the SD card is slow.
+            stop_error = None
+            with database.obj.atomic():
+                for call, result in zip(chunk, results):
+                    stop_error = self.settle(call, result)
+                    if stop_error:
+                        break
+                self.save_progress()
+            if stop_error:  # raised after the commit: what was confirmed stays sent
+                raise stop_error
             # The batch stops at its first error: the rest go in the next one.
             pending = pending[len(results):]
-            self.save_progress()
 
     def send_chunk(self, chunk: list[Call]) -> list[CallResult]:
         for attempt in range(MAX_RETRIES + 1):
@@ -216,23 +223,25 @@ class Run:
                     raise Interrupted() from None
         raise AssertionError("unreachable")
 
-    def settle(self, call: Call, result: CallResult) -> None:
+    def settle(self, call: Call, result: CallResult) -> Exception | None:
+        """Record one call's result; return the error that must end the run, if any."""
         if result.ok:
             problem = grade_problem(call, result.data)
             if problem:
                 self.mark_conflict(call.events, problem)
-                return
+                return None
             self.mark_sent(call.events)
             self.actions[call.kind] += call.count
             if call.on_success:
                 call.on_success(result.data)
-            return
+            return None
         error = result.error
         if isinstance(error, TokenRejected):
-            raise error
+            return error
         if error.transient:
-            raise Unreachable(f"{error.function}: {error.message}", "server")
+            return Unreachable(f"{error.function}: {error.message}", "server")
         self.mark_conflict(call.events, f"the server refused {error.function}: {error.message} ({error.errorcode})")
+        return None
 
     # -- users --------------------------------------------------------------
 
@@ -439,10 +448,12 @@ def conflicts_for_missing_activities(run: Run, course_id: int, shortname: str) -
         run.errors.append(f"course {shortname}: {len(gone)} event(s) on removed activities kept as conflicts")
 
 
-def recover_stale_runs() -> None:
-    """A run still marked running while we hold the lock died with its process."""
+def recover_stale_runs(run_id: str | None = None) -> None:
+    """A run still marked running while we hold the lock died with its process.
+    With ``run_id``: the agent is leaving before that run could end itself."""
     now = iso(utcnow())
-    for stale in SyncRun.select().where(SyncRun.status == SyncRun.RUNNING):
+    query = SyncRun.select().where(SyncRun.status == SyncRun.RUNNING)
+    for stale in query.where(SyncRun.id == run_id) if run_id else query:
         stale.status = SyncRun.INTERRUPTED
         stale.completed_at = stale.completed_at or now
         stale.errors = (stale.errors or []) + ["the run was cut off (the agent stopped or lost power)"]
@@ -509,6 +520,19 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
         return row
 
 
+def record_skipped(trigger: str, reason: str, client: MoodleClient | None = None) -> SyncRun:
+    """The one history row for a scheduled sync that did not happen because
+    the server could not be reached: the checks before it record nothing."""
+    now = iso(utcnow())
+    row = SyncRun.create(trigger=trigger, status=SyncRun.SKIPPED_OFFLINE, started_at=now, completed_at=now,
+                         duration_s=0.0, phase="done", errors=[reason],
+                         bytes_sent=client.traffic.bytes_sent if client else 0,
+                         bytes_received=client.traffic.bytes_received if client else 0,
+                         clock_offset_s=client.clock_offset_s() if client else None)
+    log.info("sync %s recorded: %s (%s)", row.id, row.status, reason)
+    return row
+
+
 def execute(run: Run) -> str:
     try:
         info = run.client.site_info()
@@ -521,6 +545,10 @@ def execute(run: Run) -> str:
                  moodle_release=info.get("release"))
     pushable = check_courses(run)
     run.save_progress(phase="sending_events")
+    corrected = correct_event_times(run.row.clock_offset_s)
+    if corrected:
+        log.info("corrected the time of %d event(s) stamped while the clock was unknown, by %+.0f s",
+                 corrected, run.row.clock_offset_s)
     push_users(run)
     for course in pushable:
         push_enrolments(run, course.id)
