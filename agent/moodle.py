@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import requests
+import urllib3
 
 from . import __version__
 from .config import MoodleConfig
@@ -153,6 +154,16 @@ class MoodleClient:
             raise Unreachable(f"cannot reach {host}: {_short(exc)}", "network") from None
         except requests.exceptions.RequestException as exc:
             raise Unreachable(f"request to {host} failed: {_short(exc)}", "network") from None
+        # The body is read from urllib3's raw stream (to count the bytes on the
+        # wire), so a link lost in the middle of the answer raises urllib3's
+        # errors, which requests wraps only for what it reads itself.
+        except urllib3.exceptions.ReadTimeoutError:
+            raise Unreachable(f"no answer from {host} within {self.config.timeout:g} s", "timeout") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise Unreachable(f"the answer from {host} broke off: {_short(exc)}", "network") from None
+        except zlib.error:
+            raise Unreachable(f"{host} sent a compressed answer that does not decompress (cut short?)",
+                              "bad_answer") from None
         return self._decode(response, raw, host)
 
     def _read(self, response: requests.Response) -> bytes:
