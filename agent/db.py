@@ -174,7 +174,10 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
     database.initialize(db)
     db.connect(reuse_if_open=True)
     if create:
-        with db.atomic():
+        # IMMEDIATE: the schema check reads, then user_version writes; in a
+        # deferred transaction a process starting at the same moment (the
+        # daemon, the page, a CLI command) gets "database is locked" at once.
+        with db.atomic("IMMEDIATE"):
             db.create_tables(MODELS, safe=True)
             db.execute_sql(
                 "CREATE INDEX IF NOT EXISTS event_queue ON event (status, course_id, id)"
