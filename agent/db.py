@@ -212,7 +212,11 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
     db = pw.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
     database.initialize(db)
     db.connect(reuse_if_open=True)
-    if create:
+    # Only a database behind the current schema is written to here: every CLI
+    # call opens the database, often while the daemon is in the middle of a
+    # sync. IMMEDIATE takes the write lock before reading the schema, so two
+    # processes starting together wait for each other instead of failing.
+    if create and db.execute_sql("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
         with db.atomic("IMMEDIATE"):
             db.create_tables(MODELS, safe=True)
             db.execute_sql(
