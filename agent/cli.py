@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Any, Callable
 
-from . import __version__, courses, history, settings
+from . import __version__, courses, health, history, settings
 from .config import Config, ConfigError, load_config
 from .db import Event, SyncRun, open_db
 from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
@@ -57,7 +57,7 @@ def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
     with source:
         data = source.read()
     events = validate_events(parse_events(data))
-    result = enqueue(events)
+    result = enqueue(events, config=config)
     print(f"queued {result.stored} event(s)" + (f", {result.duplicates} already queued" if result.duplicates else ""))
     return EXIT_OK
 
@@ -131,6 +131,7 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     st = history.status(config)
+    st["health"] = health.gather(config)
     if args.json:
         _print_json(st)
         return EXIT_OK
@@ -141,6 +142,8 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     print(f"sync: {'on' if st['sync_enabled'] else 'OFF'}; scheduled daily at {st['schedule']['time_utc']} UTC "
           f"({'on' if st['schedule']['enabled'] else 'off'})")
     print(f"last sync: {last['started_at']} {last['status']}" if last else "last sync: never")
+    for name, reason in st["health"]["warnings"].items():
+        print(f"attention: {name}: {reason}")
     return EXIT_OK
 
 

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import peewee as pw
+
 from . import courses as courses_mod
-from . import settings
+from . import retention, settings
 from .config import Config
 from .db import Activity, Course, Event, Secret, SyncRun, database, iso, utcnow
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
@@ -504,6 +506,10 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
         row.courses = list(run.course_outcomes.values())
         row.errors = run.errors
         run.save_progress(phase="done")
+        try:
+            retention.prune(config)
+        except pw.DatabaseError as exc:  # e.g. a full disk: the next run tries again
+            log.warning("retention skipped: %s", exc)
         log.info("sync %s ended: %s in %.1f s, %d B sent, %d B received",
                  row.id, row.status, row.duration_s, row.bytes_sent, row.bytes_received)
         return row
