@@ -19,6 +19,7 @@ from .db import Event, SyncRun, open_db
 from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from .queue import EventError, conflict_dicts, enqueue, parse_events, set_conflicts, validate_events
 from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS, AlreadyRunning, SyncDisabled, run_sync
+from .verify import run_verify
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_OFFLINE, EXIT_RUNNING = 0, 1, 2, 3, 4
 
@@ -104,8 +105,13 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     if args.via_agent:
         from .daemon import request_sync_via_agent  # the daemon owns the request queue
         return request_sync_via_agent(config, force=args.force, as_json=args.json)
+    return run_and_report(lambda: run_sync(config, trigger="cli", force=args.force), args.json)
+
+
+def run_and_report(start: Callable[[], SyncRun], as_json: bool) -> int:
+    """Run a sync (or a verify), print its history entry, map its status to an exit code."""
     try:
-        row = run_sync(config, trigger="cli", force=args.force)
+        row = start()
     except AlreadyRunning as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_RUNNING
@@ -113,11 +119,15 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_ERRORS
     run = history.run_dict(row)
-    if args.json:
+    if as_json:
         _print_json(run)
     else:
         print(format_run(run))
     return SYNC_EXIT.get(row.status, EXIT_ERRORS)
+
+
+def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    return run_and_report(lambda: run_verify(config, course_id=args.course), args.json)
 
 
 def cmd_history(config: Config, args: argparse.Namespace) -> int:
@@ -222,6 +232,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "check": cmd_check,
     "conflicts": cmd_conflicts,
     "set-password": cmd_set_password,
+    "verify": cmd_verify,
 }
 
 
@@ -280,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("retry", "put conflicts back in the queue"), ("discard", "give up on conflicts")):
         a = csub.add_parser(name, help=text)
         a.add_argument("ids", nargs="+", type=_positive_int, metavar="ID")
+
+    p = sub.add_parser("verify", help="re-check that the server still holds the completions and grades sent; "
+                                      "queue again what it lost")
+    p.add_argument("--course", type=_positive_int, metavar="ID", help="only this course (by id)")
+    p.add_argument("--json", action="store_true", help="print the run as JSON")
 
     p = sub.add_parser("set-password", help="set the admin password of the page")
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")

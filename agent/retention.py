@@ -63,7 +63,9 @@ def prune(config: Config, now: datetime | None = None) -> Pruned:
                                      (SyncRun.status != SyncRun.RUNNING) & (SyncRun.started_at < runs_before))
     if pruned.anything:
         db = database.obj
-        db.execute_sql("PRAGMA incremental_vacuum")
+        # Through executescript: Python's cursor steps this pragma only once,
+        # which frees nothing; the script runs it to the end.
+        db.connection().executescript("PRAGMA incremental_vacuum;")
         # In WAL mode the file only shrinks once the WAL is folded back into it.
         db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return pruned
