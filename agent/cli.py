@@ -13,11 +13,14 @@ import logging
 import sys
 from typing import Any, Callable
 
+import peewee as pw
+
 from . import __version__, courses, health, history, settings
 from .config import Config, ConfigError, load_config
 from .db import Event, SyncRun, open_db
 from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from .queue import EventError, conflict_dicts, enqueue, parse_events, set_conflicts, validate_events
+from .storage import database_problem
 from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS, AlreadyRunning, SyncDisabled, run_sync
 from .verify import run_verify
 
@@ -336,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERRORS
     except OSError as exc:
         print(f"moodle-sync-agent: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    except pw.DatabaseError as exc:  # typically a full disk: SQLite cannot even open its WAL
+        print(f"moodle-sync-agent: {database_problem(config, exc)}", file=sys.stderr)
         return EXIT_USAGE
 
 

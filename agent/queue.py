@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 from . import BUILD_DATE
 from .config import AgentConfig, Config
 from .db import Event, Secret, database, iso, utcnow
-from .storage import disk_space, mb
+from .storage import DiskSpace, disk_space
 
 MAX_BATCH = 10_000
 MAX_INPUT_BYTES = 20 * 1024 * 1024
@@ -52,11 +52,10 @@ class StorageFull(EventError):
     """Too little free space on the data filesystem: new events are refused
     (the events already queued are kept, and syncing still runs)."""
 
-    def __init__(self, free_bytes: int, min_free_bytes: int, path: str):
-        self.free_bytes, self.min_free_bytes, self.path = free_bytes, min_free_bytes, path
-        super().__init__(
-            f"storage is full: {mb(free_bytes)} free on {path}, {mb(min_free_bytes)} must stay free; "
-            "new events are refused until space is freed (queued events are kept and still sync)")
+    def __init__(self, space: DiskSpace):
+        self.space = space
+        super().__init__(f"{space.shortage()}; new events are refused until space is freed "
+                         "(queued events are kept and still sync)")
 
 
 @dataclass
@@ -244,7 +243,7 @@ def check_storage(config: Config | None = None) -> None:
     agent = config.agent if config is not None else AgentConfig()
     space = disk_space(Path(database.obj.database).parent, agent)
     if space.full:
-        raise StorageFull(space.free_bytes, space.min_free_bytes, space.path)
+        raise StorageFull(space)
 
 
 def enqueue(events: list[NewEvent], now: datetime | None = None, *, config: Config | None = None) -> EnqueueResult:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from .config import AgentConfig
+from .config import AgentConfig, Config
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,10 @@ class DiskSpace:
     @property
     def full(self) -> bool:
         return self.free_bytes < self.min_free_bytes
+
+    def shortage(self) -> str:
+        return (f"storage is full: {mb(self.free_bytes)} free on {self.path}, "
+                f"{mb(self.min_free_bytes)} must stay free")
 
 
 def _existing(path: Path) -> Path:
@@ -46,3 +50,12 @@ def disk_space(directory: str | os.PathLike, agent: AgentConfig) -> DiskSpace:
 
 def mb(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
+
+
+def database_problem(config: Config, error: Exception) -> str:
+    """One line for a database that failed, naming a full disk when it is one."""
+    space = disk_space(config.agent.data_dir, config.agent)
+    text = f"database {config.agent.database}: {error}"
+    if space.full:
+        text += f"; {space.shortage()}: free some space (queued events are kept)"
+    return text
