@@ -148,3 +148,23 @@ def test_takes_the_sync_lock_and_answers_offline(box):
     code, run, _ = verify(box)
     assert code == 3 and run["status"] == "skipped_offline"
     assert queued_keys(box) == set()
+
+
+def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
+    from agent import handoff
+    from agent.db import open_db
+
+    control(simulator, "forget", {"userid": STUDENTS["student1"], "cmid": 1})
+    config = load_config(box.config)
+    db = open_db(config.agent.database)
+    try:
+        sync_request = handoff.request_sync(config, trigger="manual")
+        verify_request = handoff.request_sync(config, trigger="verify")
+        assert verify_request.id != sync_request.id  # a waiting sync does not swallow the verify
+        assert handoff.request_sync(config, trigger="verify").id == verify_request.id
+        row = handoff.serve_request(config, verify_request)
+    finally:
+        db.close()
+    assert (row.trigger, row.status, row.force) == ("verify", "completed", False)
+    assert row.actions == {"checked": 15, "matching": 14, "requeued": 1, "not_checked": 0}
+    assert queued_keys(box) == {"student1-c1"}
