@@ -189,11 +189,18 @@ class Run:
             self.check_stop()
             chunk = pending[:batch_size]
             results = self.send_chunk(chunk)
-            for call, result in zip(chunk, results):
-                self.settle(call, result)
+            # One commit (one fsync) per batch, not per event: the SD card is slow.
+            stop_error = None
+            with database.obj.atomic():
+                for call, result in zip(chunk, results):
+                    stop_error = self.settle(call, result)
+                    if stop_error:
+                        break
+                self.save_progress()
+            if stop_error:  # raised after the commit: what was confirmed stays sent
+                raise stop_error
             # The batch stops at its first error: the rest go in the next one.
             pending = pending[len(results):]
-            self.save_progress()
 
     def send_chunk(self, chunk: list[Call]) -> list[CallResult]:
         for attempt in range(MAX_RETRIES + 1):
@@ -218,20 +225,24 @@ class Run:
                     raise Interrupted() from None
         raise AssertionError("unreachable")
 
-    def settle(self, call: Call, result: CallResult) -> None:
+    def settle(self, call: Call, result: CallResult) -> Exception | None:
+        """Record one call's result; return the error that must end the run, if any."""
         if result.ok:
             problem = grade_problem(call, result.data)
             if problem:
                 self.mark_conflict(call.events, problem)
-                return
+                return None
             self.mark_sent(call.events)
             self.actions[call.kind] += call.count
             if call.on_success:
                 call.on_success(result.data)
-            return
+            return None
         error = result.error
-        raise_if_fatal(error)
+        fatal = fatal_error(error)
+        if fatal:
+            return fatal
         self.mark_conflict(call.events, f"the server refused {error.function}: {error.message} ({error.errorcode})")
+        return None
 
     def work(self) -> str:
         """The run's job; returns its final status. A sync by default."""
@@ -255,12 +266,14 @@ class Run:
         return self.enrolled[course_id]
 
 
-def raise_if_fatal(error: MoodleError) -> None:
-    """A rejected token or a passing server fault ends the run, not one call."""
+def fatal_error(error: MoodleError) -> Exception | None:
+    """The error that ends the run, not just one call: a rejected token or a
+    passing server fault. None for an error that settles only its call."""
     if isinstance(error, TokenRejected):
-        raise error
+        return error
     if error.transient:
-        raise Unreachable(f"{error.function}: {error.message}", "server")
+        return Unreachable(f"{error.function}: {error.message}", "server")
+    return None
 
 
 def grade_problem(call: Call, data: object) -> str | None:

@@ -21,7 +21,7 @@ from typing import Callable
 from .config import Config
 from .db import Course, Event, SyncRun, database, iso, utcnow
 from .moodle import CallResult, MoodleClient
-from .sync import Call, Run, check_connection, final_status, raise_if_fatal, run_sync
+from .sync import Call, Run, check_connection, fatal_error, final_status, run_sync
 
 TRIGGER = "verify"
 # What each event type is checked against.
@@ -125,17 +125,20 @@ class VerifyRun(Run):
         self.save_progress(courses_done=len(self.course_outcomes))
         return final_status(self)
 
-    def settle(self, call: Call, result: CallResult) -> None:
+    def settle(self, call: Call, result: CallResult) -> Exception | None:
         """Compare one read with the events it covers; queue again what differs."""
         group = [self.events[i] for i in call.events]
         if not result.ok:
-            raise_if_fatal(result.error)
+            fatal = fatal_error(result.error)
+            if fatal:
+                return fatal
             self.not_checked(group, f"{call.function} failed: {result.error.message} ({result.error.errorcode})")
-            return
+            return None
         server = server_values(call.function, result.data)
         reasons = {e.id: reason for e in group if (reason := mismatch(e, server))}
         requeued = requeue(reasons)
         self.count(group, checked=len(group), matching=len(group) - len(reasons), requeued=requeued)
+        return None
 
     def not_checked(self, group: list[Event], why: str) -> None:
         e = group[0]

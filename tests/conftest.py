@@ -3,16 +3,17 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
 
 
 @pytest.fixture
 def simulator():
-    """A Moodle simulator on loopback, seeded like the recordings' server."""
+    """A fresh Moodle simulator (token "TOKEN") on a free port, stopped afterwards."""
     from moodle_simulator import start_simulator
 
-    sim = start_simulator(token="TOKEN")
+    sim = start_simulator()
     try:
         yield sim
     finally:
