@@ -1,0 +1,47 @@
+"""gunicorn settings for the teacher's page (moodle-sync-agent-web.service).
+
+Used as: gunicorn --config /usr/share/moodle-sync-agent/gunicorn.conf.py \
+             --pythonpath /usr/share/moodle-sync-agent 'webui:create_app()'
+
+Address: $MOODLE_SYNC_AGENT_BIND (e.g. "0.0.0.0:8080"), else [web] host and
+port of the agent's INI file ($MOODLE_SYNC_AGENT_CONFIG, else
+/etc/moodle-sync-agent/agent.ini), else 127.0.0.1:8080.
+Workers: $MOODLE_SYNC_AGENT_WORKERS, else 2. Stdlib only: this file is read
+before the app is imported.
+"""
+
+import configparser
+import os
+
+DEFAULT_CONFIG = "/etc/moodle-sync-agent/agent.ini"
+
+
+def _bind_from_config():
+    path = os.environ.get("MOODLE_SYNC_AGENT_CONFIG") or DEFAULT_CONFIG
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except (OSError, configparser.Error, UnicodeDecodeError):
+        pass  # the app itself reports a bad config file, naming it
+    host = parser.get("web", "host", fallback="").strip() or "127.0.0.1"
+    port = parser.get("web", "port", fallback="").strip() or "8080"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return f"{host}:{port}"
+
+
+bind = [os.environ.get("MOODLE_SYNC_AGENT_BIND") or _bind_from_config()]
+workers = int(os.environ.get("MOODLE_SYNC_AGENT_WORKERS") or 2)
+worker_class = "sync"
+timeout = 60
+graceful_timeout = 10
+# The app is imported in each worker, after the fork: no SQLite connection
+# or lock is ever shared between processes.
+preload_app = False
+# Logs go to stdout/stderr, that is to the journal under systemd.
+accesslog = "-"
+errorlog = "-"
+loglevel = "info"
+capture_output = True
+proc_name = "moodle-sync-agent-web"
