@@ -224,6 +224,12 @@ def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from .daemon import run_daemon  # the daemon imports this module
+
+    return run_daemon(config)
+
+
 # -- parser ------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
@@ -236,6 +242,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "conflicts": cmd_conflicts,
     "set-password": cmd_set_password,
     "verify": cmd_verify,
+    "run": cmd_run,
 }
 
 
@@ -302,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("set-password", help="set the admin password of the page")
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
+
+    sub.add_parser("run", help="run the agent: daily schedule, the page's sync requests, e-mail notices "
+                               "(what systemd starts)")
     return parser
 
 

@@ -21,7 +21,10 @@ def request_sync(config: Config, trigger: str = "manual", force: bool = False) -
     """Queue a request; one of the same kind already waiting absorbs the new one
     (force is kept). Trigger "verify" asks for a full re-check instead of a sync."""
     same_kind = SyncRequest.trigger == VERIFY if trigger == VERIFY else SyncRequest.trigger != VERIFY
-    with database.obj.atomic():
+    # IMMEDIATE: this reads, then writes; a deferred transaction whose snapshot
+    # a concurrent writer (the daemon) made stale fails at once with "database
+    # is locked" instead of waiting.
+    with database.obj.atomic("IMMEDIATE"):
         waiting = (SyncRequest.select().where(SyncRequest.picked_at.is_null(), same_kind)
                    .order_by(SyncRequest.id).first())
         if waiting is not None:
@@ -34,6 +37,21 @@ def request_sync(config: Config, trigger: str = "manual", force: bool = False) -
 
 def next_request() -> SyncRequest | None:
     return SyncRequest.select().where(SyncRequest.picked_at.is_null()).order_by(SyncRequest.id).first()
+
+
+def attach(request: SyncRequest, run_id: str) -> bool:
+    """Let a run already going on serve the request: runs never overlap.
+    A run of the other kind (a sync for a verify, or the reverse) cannot:
+    the request waits for its own turn. Returns whether it was attached."""
+    run = SyncRun.get_or_none(SyncRun.id == run_id)
+    if run is not None and (run.trigger == VERIFY) != (request.trigger == VERIFY):
+        request.picked_at = request.sync_id = None
+        request.save()
+        return False
+    request.picked_at = iso(utcnow())
+    request.sync_id = run_id
+    request.save()
+    return True
 
 
 def serve_request(config: Config, request: SyncRequest, stop: threading.Event | None = None) -> SyncRun | None:

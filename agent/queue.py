@@ -12,13 +12,13 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from . import BUILD_DATE
 from .config import AgentConfig, Config
-from .db import Event, Secret, database, iso, utcnow
+from .db import Event, Secret, database, iso, parse_iso, utcnow
 from .storage import DiskSpace, disk_space
 
 MAX_BATCH = 10_000
@@ -274,6 +274,32 @@ def enqueue(events: list[NewEvent], now: datetime | None = None, *, config: Conf
                     Event.key.in_(list(secrets)), Event.queued_at == queued_at):
                 Secret.insert(event=ev.id, password=secrets[ev.key]).on_conflict_ignore().execute()
     return EnqueueResult(received=len(events), stored=stored)
+
+
+# A measured offset smaller than this is the network's delay, not a wrong clock.
+MIN_CLOCK_CORRECTION_S = 60.0
+
+
+def correct_event_times(offset_s: float | None) -> int:
+    """Shift the time of queued events stamped while the clock was unknown by
+    the offset just measured against the server (its Date header minus our
+    clock). Valid while our clock is still as wrong as when they were stamped,
+    which is the case a box without RTC and without a time server is in; once
+    a time server corrected the clock the offset is ~0 and they stay flagged.
+    The stamp is kept as ``data.time_as_stamped``, which also makes this run
+    at most once per event. Returns how many were corrected."""
+    if offset_s is None or abs(offset_s) < MIN_CLOCK_CORRECTION_S:
+        return 0
+    corrected = 0
+    with database.obj.atomic("IMMEDIATE"):  # read, then write: see handoff.request_sync
+        for e in Event.select().where(Event.status == Event.QUEUED, Event.clock_suspect == True):  # noqa: E712
+            if "time_as_stamped" in e.data or not e.event_time:
+                continue
+            e.data = {**e.data, "time_as_stamped": e.event_time}
+            e.event_time = iso(parse_iso(e.event_time) + timedelta(seconds=offset_s))
+            e.save()
+            corrected += 1
+    return corrected
 
 
 def count_by_status() -> dict[str, int]:

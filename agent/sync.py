@@ -31,7 +31,7 @@ from . import retention, settings
 from .config import Config
 from .db import Activity, Course, Event, Secret, SyncRun, database, iso, utcnow
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from .queue import ROLES
+from .queue import ROLES, correct_event_times
 
 log = logging.getLogger(__name__)
 
@@ -463,10 +463,12 @@ def conflicts_for_missing_activities(run: Run, course_id: int, shortname: str) -
         run.errors.append(f"course {shortname}: {len(gone)} event(s) on removed activities kept as conflicts")
 
 
-def recover_stale_runs() -> None:
-    """A run still marked running while we hold the lock died with its process."""
+def recover_stale_runs(run_id: str | None = None) -> None:
+    """A run still marked running while we hold the lock died with its process.
+    With ``run_id``: the agent is leaving before that run could end itself."""
     now = iso(utcnow())
-    for stale in SyncRun.select().where(SyncRun.status == SyncRun.RUNNING):
+    query = SyncRun.select().where(SyncRun.status == SyncRun.RUNNING)
+    for stale in query.where(SyncRun.id == run_id) if run_id else query:
         stale.status = SyncRun.INTERRUPTED
         stale.completed_at = stale.completed_at or now
         stale.errors = (stale.errors or []) + ["the run was cut off (the agent stopped or lost power)"]
@@ -539,6 +541,19 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
         return row
 
 
+def record_skipped(trigger: str, reason: str, client: MoodleClient | None = None) -> SyncRun:
+    """The one history row for a scheduled sync that did not happen because
+    the server could not be reached: the checks before it record nothing."""
+    now = iso(utcnow())
+    row = SyncRun.create(trigger=trigger, status=SyncRun.SKIPPED_OFFLINE, started_at=now, completed_at=now,
+                         duration_s=0.0, phase="done", errors=[reason],
+                         bytes_sent=client.traffic.bytes_sent if client else 0,
+                         bytes_received=client.traffic.bytes_received if client else 0,
+                         clock_offset_s=client.clock_offset_s() if client else None)
+    log.info("sync %s recorded: %s (%s)", row.id, row.status, reason)
+    return row
+
+
 def check_connection(run: Run) -> bool:
     """The online check; notes the clock offset, the service's functions and the site."""
     try:
@@ -558,6 +573,10 @@ def execute(run: Run) -> str:
         return SyncRun.SKIPPED_OFFLINE
     pushable = check_courses(run)
     run.save_progress(phase="sending_events")
+    corrected = correct_event_times(run.row.clock_offset_s)
+    if corrected:
+        log.info("corrected the time of %d event(s) stamped while the clock was unknown, by %+.0f s",
+                 corrected, run.row.clock_offset_s)
     push_users(run)
     for course in pushable:
         push_enrolments(run, course.id)

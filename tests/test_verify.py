@@ -153,7 +153,7 @@ def test_takes_the_sync_lock_and_answers_offline(box):
 
 def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
     from agent import handoff
-    from agent.db import open_db
+    from agent.db import SyncRun, iso, open_db, utcnow
 
     control(simulator, "forget", {"userid": STUDENTS["student1"], "cmid": 1})
     config = load_config(box.config)
@@ -163,6 +163,12 @@ def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
         verify_request = handoff.request_sync(config, trigger="verify")
         assert verify_request.id != sync_request.id  # a waiting sync does not swallow the verify
         assert handoff.request_sync(config, trigger="verify").id == verify_request.id
+        # A sync going on serves a waiting sync request, never a verify: that one waits its turn.
+        running = SyncRun.create(trigger="schedule", status=SyncRun.RUNNING, started_at=iso(utcnow()))
+        assert handoff.attach(sync_request, running.id) is True
+        assert handoff.attach(verify_request, running.id) is False
+        assert handoff.next_request().id == verify_request.id
+        running.delete_instance()
         row = handoff.serve_request(config, verify_request)
     finally:
         db.close()
