@@ -3,7 +3,6 @@ loopback, the agent serving the page's sync requests, the Moodle simulator."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket

@@ -10,6 +10,7 @@ import re
 import stat
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 
@@ -445,6 +446,34 @@ def test_force_next_and_conflicts(admin, config):
     assert [Event.get_by_id(i).status for i in ids] == ["queued", "discarded", "discarded"]
     assert count_by_status() == {"queued": 1, "sent": 0, "conflict": 0, "discarded": 2}
     assert post(admin, "/conflicts", {"action": "explode", "all": "1"}).status_code == 400
+
+
+def test_banners_for_a_rejected_token_and_an_old_last_success(admin, config):
+    assert 'class="banner"' not in admin.get("/").get_data(as_text=True)
+    from agent.queue import enqueue, validate_events
+    enqueue(validate_events([COMPLETION]), now=utcnow() - timedelta(days=9))
+    html = admin.get("/").get_data(as_text=True)
+    assert "No sync has succeeded yet, and events have been waiting since" in html
+    SyncRun.create(trigger="schedule", status=SyncRun.COMPLETED, started_at=iso(utcnow() - timedelta(days=8)),
+                   completed_at=iso(utcnow() - timedelta(days=8)))
+    html = admin.get("/").get_data(as_text=True)
+    assert "The last successful sync was 8 days ago" in html
+    assert "No sync has succeeded yet" not in html
+    settings.put(token_rejected=True)
+    html = admin.get("/").get_data(as_text=True)
+    assert html.count('class="banner"') == 2 and "rejected this box" in html
+    SyncRun.create(trigger="schedule", status=SyncRun.COMPLETED, started_at=iso(utcnow()), completed_at=iso(utcnow()))
+    settings.put(token_rejected=False)
+    assert 'class="banner"' not in admin.get("/").get_data(as_text=True)
+
+
+def test_public_page_hides_learners(tmp_path):
+    config = write_config(tmp_path, web="public_status = yes")
+    client = create_app(config).test_client()
+    _with_a_conflict()
+    html = client.get("/").get_data(as_text=True)
+    assert 'id="conflict-count">1<' in html
+    assert "student1" not in html and "refused" not in html
 
 
 def test_languages_from_browser_and_switch(client):

@@ -89,7 +89,8 @@ def index():
         status=status,
         values=values,
         runs=history.recent(5),
-        conflicts=conflict_dicts(limit=CONFLICTS_SHOWN) if status["conflicts"] else [],
+        # Learners' names only for the admin, not on a public status page.
+        conflicts=conflict_dicts(limit=CONFLICTS_SHOWN) if status["conflicts"] and admin else [],
         pending=next_request(),
         banners=banners(config, status, now),
         now=now,

@@ -191,7 +191,8 @@
   function finish(run) {
     polling = false;
     var message = run ? t("sync_finished", { status: t("status_" + run.status) }) : t("not_started");
-    refresh(["sync", "queue", "history", "banners", "server", "force"]).then(function () { toast(message, !run); });
+    var problem = !run || run.status !== "completed";
+    refresh(["sync", "queue", "history", "banners", "server", "force"]).then(function () { toast(message, problem); });
   }
 
   function update(status) {
