@@ -174,6 +174,10 @@ class MoodleClient:
                 if size > MAX_ANSWER_BYTES:
                     raise Unreachable(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB", "bad_answer")
                 chunks.append(chunk)
+            # urllib3 1.26 (bookworm) ends the stream quietly where the link broke.
+            expected = response.headers.get("Content-Length", "")
+            if expected.isdigit() and size < int(expected):
+                raise urllib3.exceptions.IncompleteRead(size, int(expected) - size)
         finally:
             status_line = len(f"HTTP/1.1 {response.status_code} {response.reason}\r\n")
             self.traffic.bytes_received += status_line + _header_bytes(response.headers) + size

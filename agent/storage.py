@@ -59,3 +59,36 @@ def database_problem(config: Config, error: Exception) -> str:
     if space.full:
         text += f"; {space.shortage()}: free some space (queued events are kept)"
     return text
+
+
+# Space set aside next to the database so that a sync cut off by a full disk
+# can still write its end into the history: SQLite needs a few free pages for
+# its WAL, and a full disk has none.
+RESERVE_BYTES = 256 * 1024
+
+
+def reserve_path(config: Config) -> Path:
+    return config.agent.database.with_name(config.agent.database.name + ".reserve")
+
+
+def keep_reserve(config: Config) -> None:
+    """Create the reserve if it is missing and there is room for it."""
+    path = reserve_path(config)
+    if path.exists() and path.stat().st_size >= RESERVE_BYTES:
+        return
+    try:
+        with open(path, "wb") as fh:
+            fh.write(b"\0" * RESERVE_BYTES)
+            fh.flush()
+            os.fsync(fh.fileno())  # really on the card, not a promise in the page cache
+    except OSError:
+        path.unlink(missing_ok=True)
+
+
+def release_reserve(config: Config) -> bool:
+    """Free the reserve; False if there was none to free."""
+    try:
+        reserve_path(config).unlink()
+    except FileNotFoundError:
+        return False
+    return True

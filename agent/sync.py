@@ -32,6 +32,7 @@ from .config import Config
 from .db import Activity, Course, Event, Secret, SyncRun, database, iso, utcnow
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from .queue import ROLES, correct_event_times
+from .storage import database_problem, keep_reserve, release_reserve
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +192,18 @@ class Run:
             results = self.send_chunk(chunk)
             # One commit (one fsync) per batch, not per event: the SD card is slow.
             stop_error = None
-            with database.obj.atomic():
-                for call, result in zip(chunk, results):
-                    stop_error = self.settle(call, result)
-                    if stop_error:
-                        break
-                self.save_progress()
+            counted = self.row.events_sent, self.conflicts, Counter(self.actions)
+            try:
+                with database.obj.atomic():
+                    for call, result in zip(chunk, results):
+                        stop_error = self.settle(call, result)
+                        if stop_error:
+                            break
+                    self.save_progress()
+            except pw.DatabaseError:
+                # Not committed (a full disk): the history must not count it either.
+                self.row.events_sent, self.conflicts, self.actions = counted
+                raise
             if stop_error:  # raised after the commit: what was confirmed stays sent
                 raise stop_error
             # The batch stops at its first error: the rest go in the next one.
@@ -492,6 +499,7 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
     if not settings.get(config, "sync_enabled"):
         raise SyncDisabled()
     with sync_lock(config):
+        keep_reserve(config)
         recover_stale_runs()
         started = time.monotonic()
         row = SyncRun.create(trigger=trigger, force=force, status=SyncRun.RUNNING, started_at=iso(utcnow()),
@@ -519,9 +527,14 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
             row.status = SyncRun.FAILED
             run.errors.append(f"the server refused a request: {exc}")
         except Exception as exc:  # a full disk, a bug: record it, never leave the run "running"
-            log.exception("sync %s failed", row.id)
             row.status = SyncRun.FAILED
-            run.errors.append(f"internal error: {type(exc).__name__}: {exc}")
+            full = disk_full_error(exc)
+            if full is not None:
+                log.error("sync %s: the database cannot be written: %s", row.id, full)
+                run.errors.append(f"{database_problem(config, full)}; the events not yet confirmed stay queued")
+            else:
+                log.exception("sync %s failed", row.id)
+                run.errors.append(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             if run.secrets_erased:
                 # The WAL still holds the pages with the passwords: fold it into
@@ -531,7 +544,12 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
         row.duration_s = round(time.monotonic() - started, 3)
         row.courses = list(run.course_outcomes.values())
         row.errors = run.errors
-        run.save_progress(phase="done")
+        try:
+            run.save_progress(phase="done")
+        except pw.OperationalError as exc:
+            if disk_full_error(exc) is None or not release_reserve(config):
+                raise
+            run.save_progress(phase="done")  # in the space the reserve held
         try:
             retention.prune(config)
         except pw.DatabaseError as exc:  # e.g. a full disk: the next run tries again
@@ -539,6 +557,18 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
         log.info("sync %s ended: %s in %.1f s, %d B sent, %d B received",
                  row.id, row.status, row.duration_s, row.bytes_sent, row.bytes_received)
         return row
+
+
+def disk_full_error(exc: BaseException | None) -> BaseException | None:
+    """SQLite's "database or disk is full", if that is what ``exc`` comes
+    from. SQLite rolls the transaction back itself on SQLITE_FULL, so the
+    error raised is often peewee's failed ROLLBACK, with the real one as its
+    context."""
+    while exc is not None:
+        if "database or disk is full" in str(exc):
+            return exc
+        exc = exc.__context__
+    return None
 
 
 def record_skipped(trigger: str, reason: str, client: MoodleClient | None = None) -> SyncRun:

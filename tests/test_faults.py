@@ -244,14 +244,21 @@ def test_tls_failure_is_clear_and_ca_bundle_fixes_it(tmp_path, monkeypatch):
         sim.stop()
 
 
+# A network namespace of its own for the agent: a loopback and a veth pair,
+# up (so the agent does not answer "no network" at once) but leading nowhere. The DNS lookup fails inside; no query leaves the box.
+ISOLATED = ("unshare", "-n", "sh", "-c",
+            'ip link add v0 type veth peer name v1 && ip link set v0 up && ip link set v1 up && exec "$@"',
+            "isolated")
+
+
 def test_dns_failure(box, simulator):
-    """The agent runs in a network namespace of its own, with only a loopback
-    interface: the lookup fails on the box, no query leaves it."""
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"]).returncode != 0:
-        pytest.skip("cannot make a network namespace here (needs root or user namespaces): "
+    probe = subprocess.run([*ISOLATED, "true"], capture_output=True, text=True) \
+        if shutil.which("unshare") and shutil.which("ip") else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("cannot make an isolated network namespace here (unshare/ip missing or not permitted): "
                     "a DNS lookup would go out to the real resolver")
     box.write_config(f"http://moodle.invalid:{simulator.port}", batch_size=10)
-    code, run = sync(box, argv_prefix=("unshare", "-n"))
+    code, run = sync(box, argv_prefix=ISOLATED)
     assert (code, run["status"]) == (3, "skipped_offline"), run
     assert run["errors"] == [f"offline: cannot reach moodle.invalid:{simulator.port}: DNS lookup failed"]
     assert assert_queue_intact(box) == len(EVENTS)
@@ -301,19 +308,29 @@ def fill(directory: Path) -> Path:
 
 
 def test_database_on_a_full_disk(small_disk, tmp_path, simulator):
-    """The disk fills up in the middle of a sync, just as a batch goes out."""
+    """The disk fills up in the middle of a sync, just as a batch goes out:
+    the batch the server took cannot be marked sent, so it stays queued, and
+    the run still records why it failed (in the space the agent reserved)."""
     box = Box(tmp_path, simulator.url, batch_size=10)
     box.seed = server_view(simulator)
     box.database = small_disk / "agent.db"
     proxy = Proxy(simulator.url)
-    box.write_config(proxy.url, batch_size=10)
+    # No storage budget: the point is SQLite meeting a really full disk.
+    box.write_config(proxy.url, batch_size=10, extra="min_free_mb = 0\nmin_free_percent = 0")
     assert box.enqueue(EVENTS).returncode == 0
     ballast = []
     proxy.on(BATCH, 2, lambda: ballast.append(fill(small_disk)))
-    result = subprocess.run(box.argv("sync", "--json"), capture_output=True, text=True, env=box.env(), cwd=box.dir)
-    print(result.returncode, result.stdout[-3000:], result.stderr[-3000:])
+    code, run = sync(box)
+    proxy.stop()
+    assert ballast and not (small_disk / "agent.db.reserve").exists()  # the reserve took the run's end
+    assert (code, run["status"]) == (1, "failed"), run
+    assert run["errors"] == [f"database {box.database}: database or disk is full; "
+                             "the events not yet confirmed stay queued"]
+    assert box.history(1)[0]["status"] == "failed"
+    assert run["progress"]["events_sent"] == len(KIDS) and run["actions"]["enrolments"] == 0
+    assert assert_queue_intact(box) == len(EVENTS) - len(KIDS)
+    assert kids_enrolled_in_c1(simulator, wait_s=0) == len(KIDS)  # taken by the server, not confirmed
     ballast[0].unlink()
-    print(queue_rows(box))
-    print(box.history(2))
+    box.write_config(simulator.url, batch_size=10, extra="min_free_mb = 0\nmin_free_percent = 0")
     finish_and_check(box, simulator)
-    print(box.history(2))
+    assert (small_disk / "agent.db.reserve").stat().st_size > 0  # set aside again for next time
