@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from agent.queue import ROLES
 from agent.schedule import Clock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,3 +138,36 @@ def drive(daemon, fake: FakeClock, until: datetime, step_s: float = 60) -> None:
         daemon.step()
         daemon.wait_idle()
         fake.advance(step_s)
+
+
+def server_view(sim) -> dict:
+    """The simulator's users, enrolments, completions and grades, keyed by
+    username, to compare with :func:`expected_view`."""
+    state = sim.state.dump()
+    name = {u["id"]: u["username"] for u in state["users"]}
+    return {
+        "usernames": sorted(name.values()),
+        "users": {u["username"]: (u["firstname"], u["lastname"], u["email"]) for u in state["users"]},
+        "enrolled": {(e["courseid"], name[e["userid"]]): e["roleids"] for e in state["enrolments"]},
+        "completions": {(name[c["userid"]], c["cmid"]): c["state"] for c in state["completions"]},
+        "grades": {(name[g["userid"]], g["cmid"]): g["rawgrade"] for g in state["grades"]},
+    }
+
+
+def expected_view(seed: dict, events: list[dict]) -> dict:
+    """The server view ``seed`` after every event applied exactly once, in
+    queue order (the last completion or grade of an activity is its state)."""
+    want = {key: dict(value) if isinstance(value, dict) else list(value) for key, value in seed.items()}
+    for e in events:
+        if e["type"] == "user":
+            want["users"][e["user"]] = (e["firstname"], e["lastname"], e["email"])
+            want["usernames"] = sorted(set(want["usernames"]) | {e["user"]})
+        elif e["type"] == "enrolment":
+            want["enrolled"].setdefault((e["course_id"], e["user"]), [ROLES[e.get("role", "student")]])
+        elif e["type"] == "completion":
+            want["completions"][(e["user"], e["cmid"])] = 1 if e["completed"] else 0
+        else:
+            want["grades"][(e["user"], e["cmid"])] = float(e["grade"])
+            # The simulator's assignments complete on a grade (as C1/C2's do on the recorded site).
+            want["completions"][(e["user"], e["cmid"])] = 1
+    return want

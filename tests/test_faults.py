@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Box, MoodleReader
+from tests.helpers import Box, MoodleReader, expected_view, server_view
 from tests.proxy import CUT, Proxy
 
 C1, C2 = 2, 3
@@ -52,34 +52,9 @@ def workload() -> list[dict]:
 EVENTS = workload()
 
 
-def server_view(sim) -> dict:
-    """Users, enrolments, completions and grades, keyed by username."""
-    state = sim.state.dump()
-    name = {u["id"]: u["username"] for u in state["users"]}
-    return {
-        "usernames": sorted(name.values()),
-        "users": {u["username"]: (u["firstname"], u["lastname"], u["email"]) for u in state["users"]},
-        "enrolled": {(e["courseid"], name[e["userid"]]): e["roleids"] for e in state["enrolments"]},
-        "completions": {(name[c["userid"]], c["cmid"]): c["state"] for c in state["completions"]},
-        "grades": {(name[g["userid"]], g["cmid"]): g["rawgrade"] for g in state["grades"]},
-    }
-
-
 def assert_applied_once(sim, seed: dict, events: list[dict] = EVENTS) -> None:
     """The server's state is exactly the seed's with every event applied once."""
-    got = server_view(sim)
-    want = {key: dict(value) if isinstance(value, dict) else list(value) for key, value in seed.items()}
-    for e in events:  # in queue order: the last one is the state
-        if e["type"] == "user":
-            want["users"][e["user"]] = (e["firstname"], e["lastname"], e["email"])
-            want["usernames"] = sorted(set(want["usernames"]) | {e["user"]})
-        elif e["type"] == "enrolment":
-            want["enrolled"].setdefault((e["course_id"], e["user"]), [5])
-        elif e["type"] == "completion":
-            want["completions"][(e["user"], e["cmid"])] = 1 if e["completed"] else 0
-        else:
-            want["grades"][(e["user"], e["cmid"])] = float(e["grade"])
-            want["completions"][(e["user"], e["cmid"])] = 1  # the assignments complete on a grade
+    got, want = server_view(sim), expected_view(seed, events)
     assert got["usernames"] == want["usernames"], "a user is missing, or there twice"
     assert got == want
     # The same through Moodle's own read functions, for a sample.
