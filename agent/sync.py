@@ -454,7 +454,11 @@ def check_courses(run: Run) -> list[Course]:
                 conflicts_for_missing_activities(run, cid, theirs.shortname)
             pushable.append(Course.get_by_id(cid))
         run.course_outcomes[cid] = outcome
-        run.save_progress(courses_done=done)
+        run.row.courses_done = done
+        if outcome["outcome"] != "unchanged" or done == len(wanted):
+            # One commit (an fsync on the SD card) per course that took a
+            # request, not per course: an unchanged one is done at once.
+            run.save_progress()
     return pushable
 
 
