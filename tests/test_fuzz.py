@@ -7,8 +7,8 @@ Properties, for every generated body, valid or not:
   is not a list of JSON objects);
 - a refused body stores nothing; an accepted body stores every event, once.
 
-Each property runs an inner ``@given`` function and counts its examples, so
-the test fails if hypothesis ran fewer bodies than promised (>= 10,000 in all).
+Each property runs at once on a set number of generated bodies, counted, so
+a test fails if hypothesis ran fewer than promised (10,000 in all).
 """
 
 from __future__ import annotations
@@ -207,6 +207,23 @@ def junk_bodies(draw) -> str | bytes:
 
 # -- the queue ---------------------------------------------------------------
 
+def examples(n: int, *strategies):
+    """Run the decorated property at once on ``n`` generated examples, and
+    fail if hypothesis ran fewer (the count of bodies is part of the proof)."""
+    def run(prop):
+        ran = []
+
+        @settings(max_examples=n, **FUZZ)
+        @given(*strategies)
+        def counted(*args):
+            ran.append(1)
+            prop(*args)
+
+        counted()
+        assert len(ran) >= n, f"hypothesis ran {len(ran)} examples, not {n}"
+    return run
+
+
 def without_fsync() -> None:
     """What is stored is the question here, not whether it survives a power
     cut (the crash matrix asks that): skip the fsyncs, 20 ms per example."""
@@ -300,13 +317,9 @@ def canonical(rows: list[dict]) -> list[str]:
 
 
 def test_valid_bodies_are_stored_whole_and_once(db):
-    seen = []
-
-    @settings(max_examples=1500, **FUZZ)
-    @given(valid_bodies())
+    @examples(1500, valid_bodies())
     def prop(generated):
         body, batch = generated
-        seen.append(1)
         empty_queue()
         result = submit(body)
         want = expected_rows(batch)
@@ -316,36 +329,22 @@ def test_valid_bodies_are_stored_whole_and_once(db):
             row["time"] = row["time"] or queued_at
         assert canonical(queue_rows(batch)) == canonical(want)
 
-    prop()
-    assert len(seen) >= 1500
-
 
 def test_one_wrong_field_is_named_and_nothing_is_stored(db):
-    seen = []
-
-    @settings(max_examples=2500, **FUZZ)
-    @given(one_wrong_field(), st.data())
+    @examples(2500, one_wrong_field(), st.data())
     def prop(generated, data):
         batch, index, name = generated
         body = encode(data.draw, batch)
-        seen.append(1)
         empty_queue()
         with pytest.raises(EventError) as caught:
             submit(body)
         assert (caught.value.index, caught.value.field) == (index, name), (caught.value, batch[index])
         assert stored() == (0, 0)
 
-    prop()
-    assert len(seen) >= 2500
-
 
 def test_any_input_is_refused_cleanly_or_stored_whole(db):
-    seen = []
-
-    @settings(max_examples=2500, **FUZZ)
-    @given(junk_bodies())
+    @examples(2500, junk_bodies())
     def prop(body):
-        seen.append(1)
         empty_queue()
         try:
             result = submit(body)
@@ -354,9 +353,6 @@ def test_any_input_is_refused_cleanly_or_stored_whole(db):
             assert stored() == (0, 0)
             return
         assert result.stored == stored()[0] and result.stored >= 1
-
-    prop()
-    assert len(seen) >= 2500
 
 
 # -- POST /api/v1/events -----------------------------------------------------
@@ -384,12 +380,8 @@ def post_events(client, body: str | bytes):
 
 
 def test_api_takes_any_body_whole_or_refuses_it_naming_the_field(client):
-    seen = []
-
-    @settings(max_examples=2000, **FUZZ)
-    @given(junk_bodies() | valid_bodies().map(lambda generated: generated[0]))
+    @examples(2000, junk_bodies() | valid_bodies().map(lambda generated: generated[0]))
     def prop(body):
-        seen.append(1)
         empty_queue()
         answer, reply = post_events(client, body)
         if answer.status_code == 201:
@@ -401,23 +393,13 @@ def test_api_takes_any_body_whole_or_refuses_it_naming_the_field(client):
             exc = EventError(reply["error"], reply["index"], reply["field"])
             assert_names_the_problem(exc, body)
 
-    prop()
-    assert len(seen) >= 2000
-
 
 def test_api_names_the_one_wrong_field(client):
-    seen = []
-
-    @settings(max_examples=1500, **FUZZ)
-    @given(one_wrong_field(), st.data())
+    @examples(1500, one_wrong_field(), st.data())
     def prop(generated, data):
         batch, index, name = generated
-        seen.append(1)
         empty_queue()
         answer, reply = post_events(client, encode(data.draw, batch, utf8=True))
         assert answer.status_code == 400
         assert (reply["index"], reply["field"]) == (index, name), (reply, batch[index])
         assert stored() == (0, 0)
-
-    prop()
-    assert len(seen) >= 1500
