@@ -121,6 +121,11 @@ def run_and_report(start: Callable[[], SyncRun], as_json: bool) -> int:
     except SyncDisabled as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERRORS
+    return report_run(row, as_json)
+
+
+def report_run(row: SyncRun, as_json: bool) -> int:
+    """Print a run's history entry; its status gives the exit code."""
     run = history.run_dict(row)
     if as_json:
         _print_json(run)

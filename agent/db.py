@@ -35,7 +35,7 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def utcnow() -> datetime:
@@ -166,7 +166,46 @@ class SyncRequest(BaseModel):
     sync_id = pw.CharField(max_length=36, null=True)
 
 
-MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest]
+class LoginAttempt(BaseModel):
+    """A failed login on the page, kept in the database so that the rate limit
+    holds across all gunicorn workers."""
+
+    address = pw.CharField(max_length=64, index=True)
+    at = pw.FloatField(index=True)  # Unix time
+
+
+MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest, LoginAttempt]
+
+# The page shows how many events wait; counting a million queued rows on each
+# request is too slow on an SD card, so triggers keep one counter per status,
+# in the same transaction as the change.
+EVENT_COUNTERS = [
+    "CREATE TABLE IF NOT EXISTS event_count (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+    """CREATE TRIGGER IF NOT EXISTS event_count_insert AFTER INSERT ON event BEGIN
+         INSERT OR IGNORE INTO event_count (status, n) VALUES (NEW.status, 0);
+         UPDATE event_count SET n = n + 1 WHERE status = NEW.status;
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS event_count_delete AFTER DELETE ON event BEGIN
+         UPDATE event_count SET n = n - 1 WHERE status = OLD.status;
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS event_count_update AFTER UPDATE OF status ON event
+       WHEN OLD.status IS NOT NEW.status BEGIN
+         UPDATE event_count SET n = n - 1 WHERE status = OLD.status;
+         INSERT OR IGNORE INTO event_count (status, n) VALUES (NEW.status, 0);
+         UPDATE event_count SET n = n + 1 WHERE status = NEW.status;
+       END""",
+]
+
+
+def _create_event_counters(db: pw.SqliteDatabase) -> None:
+    """Create the counters once, counting the rows already there. Runs inside
+    open_db's IMMEDIATE transaction, so two processes cannot both count."""
+    if db.execute_sql("SELECT 1 FROM sqlite_master WHERE name = 'event_count_insert'").fetchone():
+        return
+    for statement in EVENT_COUNTERS:
+        db.execute_sql(statement)
+    db.execute_sql("DELETE FROM event_count")
+    db.execute_sql("INSERT INTO event_count (status, n) SELECT status, COUNT(*) FROM event GROUP BY status")
 
 
 def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
@@ -179,12 +218,19 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
     db = pw.SqliteDatabase(str(path), pragmas=pragmas, check_same_thread=False)
     database.initialize(db)
     db.connect(reuse_if_open=True)
-    if create:
-        with db.atomic():
+    # Only a database behind the current schema is written to here: every CLI
+    # call opens the database, often while the daemon is in the middle of a
+    # sync. IMMEDIATE takes the write lock before reading the schema, so two
+    # processes starting together wait for each other instead of failing.
+    if create and db.execute_sql("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        with db.atomic("IMMEDIATE"):
             db.create_tables(MODELS, safe=True)
             db.execute_sql(
                 "CREATE INDEX IF NOT EXISTS event_queue ON event (status, course_id, id)"
             )
+            # "The last successful run" without sorting the whole history.
+            db.execute_sql("CREATE INDEX IF NOT EXISTS syncrun_status_started ON syncrun (status, started_at)")
+            _create_event_counters(db)
             db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
 

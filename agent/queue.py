@@ -303,25 +303,33 @@ def correct_event_times(offset_s: float | None) -> int:
 
 
 def count_by_status() -> dict[str, int]:
+    """Events per status, from the counters the database keeps (see db.py)."""
     counts = {s: 0 for s in (Event.QUEUED, Event.SENT, Event.CONFLICT, Event.DISCARDED)}
-    for status, n in database.obj.execute_sql("SELECT status, COUNT(*) FROM event GROUP BY status"):
+    for status, n in database.obj.execute_sql("SELECT status, n FROM event_count"):
         counts[status] = n
     return counts
 
 
-def conflict_dicts() -> list[dict]:
+def conflict_dicts(limit: int | None = None) -> list[dict]:
+    query = Event.select().where(Event.status == Event.CONFLICT).order_by(Event.id)
+    if limit is not None:
+        query = query.limit(limit)
     return [
         {"id": e.id, "key": e.key, "type": e.type, "user": e.username, "course_id": e.course_id,
          "cmid": e.cmid, "reason": e.last_error, "queued_at": e.queued_at}
-        for e in Event.select().where(Event.status == Event.CONFLICT).order_by(Event.id)
+        for e in query
     ]
 
 
-def set_conflicts(ids: Iterable[int], status: str) -> int:
-    """Retry (back to the queue) or discard conflicts by id; returns how many changed."""
+def set_conflicts(ids: Iterable[int] | None, status: str) -> int:
+    """Retry (back to the queue) or discard conflicts by id, or all of them
+    (ids None); returns how many changed."""
+    query = (Event.update(status=status, last_error=None if status == Event.QUEUED else Event.last_error)
+             .where(Event.status == Event.CONFLICT))
+    if ids is not None:
+        query = query.where(Event.id.in_(list(ids)))
     with database.obj.atomic():
-        return (Event.update(status=status, last_error=None if status == Event.QUEUED else Event.last_error)
-                .where(Event.id.in_(list(ids)), Event.status == Event.CONFLICT).execute())
+        return query.execute()
 
 
 def iter_queued(where=None, chunk: int = 1000) -> Iterator[Event]:
