@@ -107,6 +107,7 @@ def queued() -> int:
 STATE_CHANGING = {  # URL -> form that changes something
     "/settings/sync": {"enabled": ""},
     "/sync/start": {},
+    "/verify/start": {},
     "/settings/schedule": {"enabled": "", "time_utc": "13:45"},
     "/settings/notifications": {"enabled": "on", "email": "head@example.org"},
     "/settings/force": {"enabled": "on"},
