@@ -194,6 +194,7 @@ def test_verify_button_under_the_advanced_settings(box, simulator):
         page = client.get("/").get_data(as_text=True)
         advanced = page[page.index('id="advanced"'):page.index("</details>")]
         assert 'action="/verify/start"' in advanced and "Verify Now" in advanced
+        assert page.count('action="/verify/start"') == 1 and 'action="/sync/start"' in page
 
         control(simulator, "forget", {"userid": STUDENTS["student1"], "cmid": 1})
         answer = post(client, "/verify/start")

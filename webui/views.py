@@ -123,10 +123,19 @@ def set_switch(key: str):
 STARTS = {"manual": ("start", "requested"), "verify": ("verify", "verify_requested")}
 
 
-@bp.route("/sync/start", methods=["POST"], defaults={"trigger": "manual"})
-@bp.route("/verify/start", methods=["POST"], defaults={"trigger": "verify"})
+@bp.route("/sync/start", methods=["POST"])
 @login_required
-def start_sync(trigger: str):
+def start_sync():
+    return start_run("manual")
+
+
+@bp.route("/verify/start", methods=["POST"])
+@login_required
+def start_verify():
+    return start_run("verify")
+
+
+def start_run(trigger: str) -> Response:
     config = _config()
     field, message = STARTS[trigger]
     if not settings.get(config, "sync_enabled"):
