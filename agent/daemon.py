@@ -134,8 +134,8 @@ class Daemon:
         run_id = job.current_run()
         if request is None or run_id is None or (request.force and not job.forced):
             return  # none waiting, or it runs after this one
-        handoff.attach(request, run_id)
-        log.info("sync request %d served by the running sync %s", request.id, run_id)
+        if handoff.attach(request, run_id):
+            log.info("sync request %d served by the running sync %s", request.id, run_id)
 
     # -- the worker ------------------------------------------------------------
 

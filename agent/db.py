@@ -19,6 +19,9 @@ import peewee as pw
 database = pw.DatabaseProxy()
 
 PRAGMAS = {
+    # Lets retention give space back without a full VACUUM. First: SQLite
+    # ignores it once journal_mode=wal has written the new file's header.
+    "auto_vacuum": "incremental",
     "journal_mode": "wal",
     # FULL: a commit is on the SD card before we tell anyone it happened;
     # WAL with NORMAL could lose the last commits on a power cut.
@@ -27,8 +30,6 @@ PRAGMAS = {
     "busy_timeout": 10000,
     # Freed pages are zeroed, so an erased password does not linger in the file.
     "secure_delete": 1,
-    # Lets retention give space back without a full VACUUM.
-    "auto_vacuum": "incremental",
 }
 
 SCHEMA_VERSION = 2

@@ -13,10 +13,13 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from . import BUILD_DATE
+from .config import AgentConfig, Config
 from .db import Event, Secret, database, iso, parse_iso, utcnow
+from .storage import DiskSpace, disk_space
 
 MAX_BATCH = 10_000
 MAX_INPUT_BYTES = 20 * 1024 * 1024
@@ -43,6 +46,16 @@ class EventError(ValueError):
 
     def as_dict(self) -> dict:
         return {"index": self.index, "field": self.field, "error": self.problem}
+
+
+class StorageFull(EventError):
+    """Too little free space on the data filesystem: new events are refused
+    (the events already queued are kept, and syncing still runs)."""
+
+    def __init__(self, space: DiskSpace):
+        self.space = space
+        super().__init__(f"{space.shortage()}; new events are refused until space is freed "
+                         "(queued events are kept and still sync)")
 
 
 @dataclass
@@ -230,8 +243,19 @@ _INSERT_SQL = 'INSERT OR IGNORE INTO "{}" ({}) VALUES ({})'.format(
     Event._meta.table_name, ", ".join(f'"{f.column_name}"' for f in _INSERT_FIELDS), ", ".join("?" * len(_INSERT_FIELDS)))
 
 
-def enqueue(events: list[NewEvent], now: datetime | None = None) -> EnqueueResult:
-    """Store a validated batch in one transaction; duplicates (by id) are skipped."""
+def check_storage(config: Config | None = None) -> None:
+    """Raise StorageFull when the database's filesystem is under its budget.
+    Without a config the defaults apply: the budget is never skipped."""
+    agent = config.agent if config is not None else AgentConfig()
+    space = disk_space(Path(database.obj.database).parent, agent)
+    if space.full:
+        raise StorageFull(space)
+
+
+def enqueue(events: list[NewEvent], now: datetime | None = None, *, config: Config | None = None) -> EnqueueResult:
+    """Store a validated batch in one transaction; duplicates (by id) are skipped.
+    Raises StorageFull, before writing anything, when storage is under budget."""
+    check_storage(config)
     now = now or utcnow()
     queued_at = iso(now)
     suspect = not clock_is_sane(now)

@@ -108,6 +108,9 @@ class _Target:
 
 
 class Planner:
+    """The scheduled-sync state of one daemon: the slot it aims at, its checks
+    and backoff, and the last slot that needs nothing more (``handled``)."""
+
     def __init__(self, handled: datetime | None = None, rng: random.Random | None = None,
                  on_handled: Callable[[datetime], None] | None = None):
         # The latest slot that needs nothing more: run, recorded as skipped,

@@ -379,6 +379,13 @@ def test_sigterm_while_a_request_hangs_still_exits_within_10s(box, simulator, co
     assert "did not stop within" in agent.text()
 
 
+def test_commands_starting_together_with_the_agent_never_find_the_database_locked(box, config, agent):
+    procs = [subprocess.Popen(box.argv("status", "--json"), env=box.env(), cwd=box.dir, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(12)]
+    results = [(p.wait(60), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in results), [err for code, err in results if code]
+
+
 def test_sync_via_agent_prints_the_run_and_fails_clearly_without_an_agent(box, config, agent, capsys):
     result = box.cli("sync", "--via-agent", timeout=60)
     assert result.returncode == 0, result.stderr
