@@ -45,3 +45,6 @@ errorlog = "-"
 loglevel = "info"
 capture_output = True
 proc_name = "moodle-sync-agent-web"
+# No query strings in the access log: the request path only (%(U)s), and no
+# referrer, which could carry one.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(D)sus "%(a)s"'
