@@ -187,11 +187,18 @@ class Run:
             self.check_stop()
             chunk = pending[:batch_size]
             results = self.send_chunk(chunk)
-            for call, result in zip(chunk, results):
-                self.settle(call, result)
+            # One commit (one fsync) per batch, not per event: the SD card is slow.
+            stop_error = None
+            with database.obj.atomic():
+                for call, result in zip(chunk, results):
+                    stop_error = self.settle(call, result)
+                    if stop_error:
+                        break
+                self.save_progress()
+            if stop_error:  # raised after the commit: what was confirmed stays sent
+                raise stop_error
             # The batch stops at its first error: the rest go in the next one.
             pending = pending[len(results):]
-            self.save_progress()
 
     def send_chunk(self, chunk: list[Call]) -> list[CallResult]:
         for attempt in range(MAX_RETRIES + 1):
@@ -216,23 +223,25 @@ class Run:
                     raise Interrupted() from None
         raise AssertionError("unreachable")
 
-    def settle(self, call: Call, result: CallResult) -> None:
+    def settle(self, call: Call, result: CallResult) -> Exception | None:
+        """Record one call's result; return the error that must end the run, if any."""
         if result.ok:
             problem = grade_problem(call, result.data)
             if problem:
                 self.mark_conflict(call.events, problem)
-                return
+                return None
             self.mark_sent(call.events)
             self.actions[call.kind] += call.count
             if call.on_success:
                 call.on_success(result.data)
-            return
+            return None
         error = result.error
         if isinstance(error, TokenRejected):
-            raise error
+            return error
         if error.transient:
-            raise Unreachable(f"{error.function}: {error.message}", "server")
+            return Unreachable(f"{error.function}: {error.message}", "server")
         self.mark_conflict(call.events, f"the server refused {error.function}: {error.message} ({error.errorcode})")
+        return None
 
     # -- users --------------------------------------------------------------
 

@@ -1,0 +1,20 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+
+
+@pytest.fixture
+def simulator():
+    """A fresh Moodle simulator (token "TOKEN") on a free port, stopped afterwards."""
+    from moodle_simulator import start_simulator
+
+    sim = start_simulator()
+    try:
+        yield sim
+    finally:
+        sim.stop()
