@@ -13,12 +13,16 @@ import logging
 import sys
 from typing import Any, Callable
 
-from . import __version__, courses, history, settings
+import peewee as pw
+
+from . import __version__, courses, health, history, settings
 from .config import Config, ConfigError, load_config
 from .db import Event, SyncRun, open_db
 from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from .queue import EventError, conflict_dicts, enqueue, parse_events, set_conflicts, validate_events
+from .storage import database_problem
 from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS, AlreadyRunning, SyncDisabled, run_sync
+from .verify import run_verify
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_OFFLINE, EXIT_RUNNING = 0, 1, 2, 3, 4
 
@@ -57,7 +61,7 @@ def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
     with source:
         data = source.read()
     events = validate_events(parse_events(data))
-    result = enqueue(events)
+    result = enqueue(events, config=config)
     print(f"queued {result.stored} event(s)" + (f", {result.duplicates} already queued" if result.duplicates else ""))
     return EXIT_OK
 
@@ -104,20 +108,34 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     if args.via_agent:
         from .daemon import request_sync_via_agent  # the daemon owns the request queue
         return request_sync_via_agent(config, force=args.force, as_json=args.json)
+    return run_and_report(lambda: run_sync(config, trigger="cli", force=args.force), args.json)
+
+
+def run_and_report(start: Callable[[], SyncRun], as_json: bool) -> int:
+    """Run a sync (or a verify), print its history entry, map its status to an exit code."""
     try:
-        row = run_sync(config, trigger="cli", force=args.force)
+        row = start()
     except AlreadyRunning as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_RUNNING
     except SyncDisabled as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERRORS
+    return report_run(row, as_json)
+
+
+def report_run(row: SyncRun, as_json: bool) -> int:
+    """Print a run's history entry; its status gives the exit code."""
     run = history.run_dict(row)
-    if args.json:
+    if as_json:
         _print_json(run)
     else:
         print(format_run(run))
     return SYNC_EXIT.get(row.status, EXIT_ERRORS)
+
+
+def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    return run_and_report(lambda: run_verify(config, course_id=args.course), args.json)
 
 
 def cmd_history(config: Config, args: argparse.Namespace) -> int:
@@ -131,6 +149,7 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     st = history.status(config)
+    st["health"] = health.gather(config)
     if args.json:
         _print_json(st)
         return EXIT_OK
@@ -141,6 +160,8 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     print(f"sync: {'on' if st['sync_enabled'] else 'OFF'}; scheduled daily at {st['schedule']['time_utc']} UTC "
           f"({'on' if st['schedule']['enabled'] else 'off'})")
     print(f"last sync: {last['started_at']} {last['status']}" if last else "last sync: never")
+    for name, reason in st["health"]["warnings"].items():
+        print(f"attention: {name}: {reason}")
     return EXIT_OK
 
 
@@ -208,6 +229,12 @@ def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from .daemon import run_daemon  # the daemon imports this module
+
+    return run_daemon(config)
+
+
 # -- parser ------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
@@ -219,6 +246,8 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "check": cmd_check,
     "conflicts": cmd_conflicts,
     "set-password": cmd_set_password,
+    "verify": cmd_verify,
+    "run": cmd_run,
 }
 
 
@@ -278,8 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
         a = csub.add_parser(name, help=text)
         a.add_argument("ids", nargs="+", type=_positive_int, metavar="ID")
 
+    p = sub.add_parser("verify", help="re-check that the server still holds the completions and grades sent; "
+                                      "queue again what it lost")
+    p.add_argument("--course", type=_positive_int, metavar="ID", help="only this course (by id)")
+    p.add_argument("--json", action="store_true", help="print the run as JSON")
+
     p = sub.add_parser("set-password", help="set the admin password of the page")
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
+
+    sub.add_parser("run", help="run the agent: daily schedule, the page's sync requests, e-mail notices "
+                               "(what systemd starts)")
     return parser
 
 
@@ -317,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERRORS
     except OSError as exc:
         print(f"moodle-sync-agent: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    except pw.DatabaseError as exc:  # typically a full disk: SQLite cannot even open its WAL
+        print(f"moodle-sync-agent: {database_problem(config, exc)}", file=sys.stderr)
         return EXIT_USAGE
 
 

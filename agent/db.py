@@ -19,6 +19,9 @@ import peewee as pw
 database = pw.DatabaseProxy()
 
 PRAGMAS = {
+    # Lets retention give space back without a full VACUUM. First: SQLite
+    # ignores it once journal_mode=wal has written the new file's header.
+    "auto_vacuum": "incremental",
     "journal_mode": "wal",
     # FULL: a commit is on the SD card before we tell anyone it happened;
     # WAL with NORMAL could lose the last commits on a power cut.
@@ -27,11 +30,9 @@ PRAGMAS = {
     "busy_timeout": 10000,
     # Freed pages are zeroed, so an erased password does not linger in the file.
     "secure_delete": 1,
-    # Lets retention give space back without a full VACUUM.
-    "auto_vacuum": "incremental",
 }
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def utcnow() -> datetime:
@@ -162,7 +163,46 @@ class SyncRequest(BaseModel):
     sync_id = pw.CharField(max_length=36, null=True)
 
 
-MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest]
+class LoginAttempt(BaseModel):
+    """A failed login on the page, kept in the database so that the rate limit
+    holds across all gunicorn workers."""
+
+    address = pw.CharField(max_length=64, index=True)
+    at = pw.FloatField(index=True)  # Unix time
+
+
+MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest, LoginAttempt]
+
+# The page shows how many events wait; counting a million queued rows on each
+# request is too slow on an SD card, so triggers keep one counter per status,
+# in the same transaction as the change.
+EVENT_COUNTERS = [
+    "CREATE TABLE IF NOT EXISTS event_count (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+    """CREATE TRIGGER IF NOT EXISTS event_count_insert AFTER INSERT ON event BEGIN
+         INSERT OR IGNORE INTO event_count (status, n) VALUES (NEW.status, 0);
+         UPDATE event_count SET n = n + 1 WHERE status = NEW.status;
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS event_count_delete AFTER DELETE ON event BEGIN
+         UPDATE event_count SET n = n - 1 WHERE status = OLD.status;
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS event_count_update AFTER UPDATE OF status ON event
+       WHEN OLD.status IS NOT NEW.status BEGIN
+         UPDATE event_count SET n = n - 1 WHERE status = OLD.status;
+         INSERT OR IGNORE INTO event_count (status, n) VALUES (NEW.status, 0);
+         UPDATE event_count SET n = n + 1 WHERE status = NEW.status;
+       END""",
+]
+
+
+def _create_event_counters(db: pw.SqliteDatabase) -> None:
+    """Create the counters once, counting the rows already there. Runs inside
+    open_db's IMMEDIATE transaction, so two processes cannot both count."""
+    if db.execute_sql("SELECT 1 FROM sqlite_master WHERE name = 'event_count_insert'").fetchone():
+        return
+    for statement in EVENT_COUNTERS:
+        db.execute_sql(statement)
+    db.execute_sql("DELETE FROM event_count")
+    db.execute_sql("INSERT INTO event_count (status, n) SELECT status, COUNT(*) FROM event GROUP BY status")
 
 
 def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
@@ -173,12 +213,19 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
     db = pw.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
     database.initialize(db)
     db.connect(reuse_if_open=True)
-    if create:
-        with db.atomic():
+    # Only a database behind the current schema is written to here: every CLI
+    # call opens the database, often while the daemon is in the middle of a
+    # sync. IMMEDIATE takes the write lock before reading the schema, so two
+    # processes starting together wait for each other instead of failing.
+    if create and db.execute_sql("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        with db.atomic("IMMEDIATE"):
             db.create_tables(MODELS, safe=True)
             db.execute_sql(
                 "CREATE INDEX IF NOT EXISTS event_queue ON event (status, course_id, id)"
             )
+            # "The last successful run" without sorting the whole history.
+            db.execute_sql("CREATE INDEX IF NOT EXISTS syncrun_status_started ON syncrun (status, started_at)")
+            _create_event_counters(db)
             db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
 

@@ -12,13 +12,21 @@ import threading
 from . import settings
 from .config import Config
 from .db import SyncRequest, SyncRun, database, iso, utcnow
-from .sync import AlreadyRunning, SyncDisabled, run_sync
+from .sync import AlreadyRunning, Run, SyncDisabled, run_sync
+from .verify import TRIGGER as VERIFY
+from .verify import VerifyRun
 
 
 def request_sync(config: Config, trigger: str = "manual", force: bool = False) -> SyncRequest:
-    """Queue a request; one already waiting absorbs the new one (force is kept)."""
-    with database.obj.atomic():
-        waiting = SyncRequest.select().where(SyncRequest.picked_at.is_null()).order_by(SyncRequest.id).first()
+    """Queue a request; one of the same kind already waiting absorbs the new one
+    (force is kept). Trigger "verify" asks for a full re-check instead of a sync."""
+    same_kind = SyncRequest.trigger == VERIFY if trigger == VERIFY else SyncRequest.trigger != VERIFY
+    # IMMEDIATE: this reads, then writes; a deferred transaction whose snapshot
+    # a concurrent writer (the daemon) made stale fails at once with "database
+    # is locked" instead of waiting.
+    with database.obj.atomic("IMMEDIATE"):
+        waiting = (SyncRequest.select().where(SyncRequest.picked_at.is_null(), same_kind)
+                   .order_by(SyncRequest.id).first())
         if waiting is not None:
             if force and not waiting.force:
                 waiting.force = True
@@ -31,10 +39,26 @@ def next_request() -> SyncRequest | None:
     return SyncRequest.select().where(SyncRequest.picked_at.is_null()).order_by(SyncRequest.id).first()
 
 
+def attach(request: SyncRequest, run_id: str) -> bool:
+    """Let a run already going on serve the request: runs never overlap.
+    A run of the other kind (a sync for a verify, or the reverse) cannot:
+    the request waits for its own turn. Returns whether it was attached."""
+    run = SyncRun.get_or_none(SyncRun.id == run_id)
+    if run is not None and (run.trigger == VERIFY) != (request.trigger == VERIFY):
+        request.picked_at = request.sync_id = None
+        request.save()
+        return False
+    request.picked_at = iso(utcnow())
+    request.sync_id = run_id
+    request.save()
+    return True
+
+
 def serve_request(config: Config, request: SyncRequest, stop: threading.Event | None = None) -> SyncRun | None:
-    """Run the sync a request asked for. A one-shot Force Sync set on the page
-    applies to this run and is then cleared."""
-    force = request.force or bool(settings.get(config, "force_next"))
+    """Run the sync (or verify) a request asked for. A one-shot Force Sync set on
+    the page applies to the next sync and is then cleared."""
+    verify = request.trigger == VERIFY
+    force = not verify and (request.force or bool(settings.get(config, "force_next")))
 
     def started(row: SyncRun) -> None:
         request.sync_id = row.id
@@ -43,7 +67,8 @@ def serve_request(config: Config, request: SyncRequest, stop: threading.Event | 
     request.picked_at = iso(utcnow())
     request.save()
     try:
-        row = run_sync(config, trigger=request.trigger, force=force, stop=stop, on_started=started)
+        row = run_sync(config, trigger=request.trigger, force=force, stop=stop, on_started=started,
+                       make_run=VerifyRun if verify else Run)
     except (AlreadyRunning, SyncDisabled) as exc:
         request.sync_id = None
         request.save()

@@ -14,13 +14,13 @@ from __future__ import annotations
 import email.utils
 import json
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import requests
 
-from . import __version__
+from . import __version__, network
 from .config import MoodleConfig
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -241,6 +241,9 @@ class MoodleClient:
         return results
 
     def site_info(self) -> dict:
+        """The online check (sync, check, verify and the daemon all start here)."""
+        if not network.is_loopback_url(self.config.url) and not network.interfaces_up():
+            raise Unreachable("no network interface is up", "no_network")
         info = self.call("core_webservice_get_site_info")
         if not isinstance(info, dict) or "sitename" not in info:
             raise Unreachable("the server's site info does not look like Moodle's", "bad_answer")

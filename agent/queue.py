@@ -12,11 +12,14 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from . import BUILD_DATE
-from .db import Event, Secret, database, iso, utcnow
+from .config import AgentConfig, Config
+from .db import Event, Secret, database, iso, parse_iso, utcnow
+from .storage import DiskSpace, disk_space
 
 MAX_BATCH = 10_000
 MAX_INPUT_BYTES = 20 * 1024 * 1024
@@ -43,6 +46,16 @@ class EventError(ValueError):
 
     def as_dict(self) -> dict:
         return {"index": self.index, "field": self.field, "error": self.problem}
+
+
+class StorageFull(EventError):
+    """Too little free space on the data filesystem: new events are refused
+    (the events already queued are kept, and syncing still runs)."""
+
+    def __init__(self, space: DiskSpace):
+        self.space = space
+        super().__init__(f"{space.shortage()}; new events are refused until space is freed "
+                         "(queued events are kept and still sync)")
 
 
 @dataclass
@@ -224,8 +237,19 @@ def clock_is_sane(now: datetime | None = None) -> bool:
     return now >= datetime.fromisoformat(BUILD_DATE).replace(tzinfo=timezone.utc)
 
 
-def enqueue(events: list[NewEvent], now: datetime | None = None) -> EnqueueResult:
-    """Store a validated batch in one transaction; duplicates (by id) are skipped."""
+def check_storage(config: Config | None = None) -> None:
+    """Raise StorageFull when the database's filesystem is under its budget.
+    Without a config the defaults apply: the budget is never skipped."""
+    agent = config.agent if config is not None else AgentConfig()
+    space = disk_space(Path(database.obj.database).parent, agent)
+    if space.full:
+        raise StorageFull(space)
+
+
+def enqueue(events: list[NewEvent], now: datetime | None = None, *, config: Config | None = None) -> EnqueueResult:
+    """Store a validated batch in one transaction; duplicates (by id) are skipped.
+    Raises StorageFull, before writing anything, when storage is under budget."""
+    check_storage(config)
     now = now or utcnow()
     queued_at = iso(now)
     suspect = not clock_is_sane(now)
@@ -252,26 +276,60 @@ def enqueue(events: list[NewEvent], now: datetime | None = None) -> EnqueueResul
     return EnqueueResult(received=len(events), stored=stored)
 
 
+# A measured offset smaller than this is the network's delay, not a wrong clock.
+MIN_CLOCK_CORRECTION_S = 60.0
+
+
+def correct_event_times(offset_s: float | None) -> int:
+    """Shift the time of queued events stamped while the clock was unknown by
+    the offset just measured against the server (its Date header minus our
+    clock). Valid while our clock is still as wrong as when they were stamped,
+    which is the case a box without RTC and without a time server is in; once
+    a time server corrected the clock the offset is ~0 and they stay flagged.
+    The stamp is kept as ``data.time_as_stamped``, which also makes this run
+    at most once per event. Returns how many were corrected."""
+    if offset_s is None or abs(offset_s) < MIN_CLOCK_CORRECTION_S:
+        return 0
+    corrected = 0
+    with database.obj.atomic("IMMEDIATE"):  # read, then write: see handoff.request_sync
+        for e in Event.select().where(Event.status == Event.QUEUED, Event.clock_suspect == True):  # noqa: E712
+            if "time_as_stamped" in e.data or not e.event_time:
+                continue
+            e.data = {**e.data, "time_as_stamped": e.event_time}
+            e.event_time = iso(parse_iso(e.event_time) + timedelta(seconds=offset_s))
+            e.save()
+            corrected += 1
+    return corrected
+
+
 def count_by_status() -> dict[str, int]:
+    """Events per status, from the counters the database keeps (see db.py)."""
     counts = {s: 0 for s in (Event.QUEUED, Event.SENT, Event.CONFLICT, Event.DISCARDED)}
-    for status, n in database.obj.execute_sql("SELECT status, COUNT(*) FROM event GROUP BY status"):
+    for status, n in database.obj.execute_sql("SELECT status, n FROM event_count"):
         counts[status] = n
     return counts
 
 
-def conflict_dicts() -> list[dict]:
+def conflict_dicts(limit: int | None = None) -> list[dict]:
+    query = Event.select().where(Event.status == Event.CONFLICT).order_by(Event.id)
+    if limit is not None:
+        query = query.limit(limit)
     return [
         {"id": e.id, "key": e.key, "type": e.type, "user": e.username, "course_id": e.course_id,
          "cmid": e.cmid, "reason": e.last_error, "queued_at": e.queued_at}
-        for e in Event.select().where(Event.status == Event.CONFLICT).order_by(Event.id)
+        for e in query
     ]
 
 
-def set_conflicts(ids: Iterable[int], status: str) -> int:
-    """Retry (back to the queue) or discard conflicts by id; returns how many changed."""
+def set_conflicts(ids: Iterable[int] | None, status: str) -> int:
+    """Retry (back to the queue) or discard conflicts by id, or all of them
+    (ids None); returns how many changed."""
+    query = (Event.update(status=status, last_error=None if status == Event.QUEUED else Event.last_error)
+             .where(Event.status == Event.CONFLICT))
+    if ids is not None:
+        query = query.where(Event.id.in_(list(ids)))
     with database.obj.atomic():
-        return (Event.update(status=status, last_error=None if status == Event.QUEUED else Event.last_error)
-                .where(Event.id.in_(list(ids)), Event.status == Event.CONFLICT).execute())
+        return query.execute()
 
 
 def iter_queued(where=None, chunk: int = 1000) -> Iterator[Event]:

@@ -26,6 +26,8 @@ def defaults(config: Config) -> dict[str, Any]:
         "site_url": None,
         "moodle_release": None,
         "password_hash": None,
+        # The daemon's: the latest scheduled slot that needs nothing more (ISO).
+        "schedule_last_slot": None,
     }
 
 

@@ -18,18 +18,20 @@ import logging
 import os
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import peewee as pw
+
 from . import courses as courses_mod
-from . import settings
+from . import retention, settings
 from .config import Config
 from .db import Activity, Course, Event, Secret, SyncRun, database, iso, utcnow
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from .queue import ROLES
+from .queue import ROLES, correct_event_times
 
 log = logging.getLogger(__name__)
 
@@ -236,12 +238,15 @@ class Run:
                 call.on_success(result.data)
             return None
         error = result.error
-        if isinstance(error, TokenRejected):
-            return error
-        if error.transient:
-            return Unreachable(f"{error.function}: {error.message}", "server")
+        fatal = fatal_error(error)
+        if fatal:
+            return fatal
         self.mark_conflict(call.events, f"the server refused {error.function}: {error.message} ({error.errorcode})")
         return None
+
+    def work(self) -> str:
+        """The run's job; returns its final status. A sync by default."""
+        return execute(self)
 
     # -- users --------------------------------------------------------------
 
@@ -259,6 +264,16 @@ class Run:
             users = self.client.call("core_enrol_get_enrolled_users", {"courseid": course_id})
             self.enrolled[course_id] = {int(u["id"]) for u in users or []}
         return self.enrolled[course_id]
+
+
+def fatal_error(error: MoodleError) -> Exception | None:
+    """The error that ends the run, not just one call: a rejected token or a
+    passing server fault. None for an error that settles only its call."""
+    if isinstance(error, TokenRejected):
+        return error
+    if error.transient:
+        return Unreachable(f"{error.function}: {error.message}", "server")
+    return None
 
 
 def grade_problem(call: Call, data: object) -> str | None:
@@ -448,10 +463,12 @@ def conflicts_for_missing_activities(run: Run, course_id: int, shortname: str) -
         run.errors.append(f"course {shortname}: {len(gone)} event(s) on removed activities kept as conflicts")
 
 
-def recover_stale_runs() -> None:
-    """A run still marked running while we hold the lock died with its process."""
+def recover_stale_runs(run_id: str | None = None) -> None:
+    """A run still marked running while we hold the lock died with its process.
+    With ``run_id``: the agent is leaving before that run could end itself."""
     now = iso(utcnow())
-    for stale in SyncRun.select().where(SyncRun.status == SyncRun.RUNNING):
+    query = SyncRun.select().where(SyncRun.status == SyncRun.RUNNING)
+    for stale in query.where(SyncRun.id == run_id) if run_id else query:
         stale.status = SyncRun.INTERRUPTED
         stale.completed_at = stale.completed_at or now
         stale.errors = (stale.errors or []) + ["the run was cut off (the agent stopped or lost power)"]
@@ -468,8 +485,10 @@ def final_status(run: Run) -> str:
 def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
              stop: threading.Event | None = None, client: MoodleClient | None = None,
              progress_cb: Callable[[SyncRun], None] | None = None,
-             on_started: Callable[[SyncRun], None] | None = None) -> SyncRun:
-    """Run one sync and return its history row. Raises AlreadyRunning or SyncDisabled."""
+             on_started: Callable[[SyncRun], None] | None = None,
+             make_run: Callable[..., Run] = Run) -> SyncRun:
+    """Run one sync and return its history row. Raises AlreadyRunning or SyncDisabled.
+    ``make_run`` builds the Run whose ``work()`` is done (verify passes its own)."""
     if not settings.get(config, "sync_enabled"):
         raise SyncDisabled()
     with sync_lock(config):
@@ -480,11 +499,11 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
                              events_total=Event.select().where(Event.status == Event.QUEUED).count())
         if on_started:
             on_started(row)
-        run = Run(config=config, client=client or MoodleClient(config.moodle), row=row, force=force,
-                  stop=stop or threading.Event(), progress_cb=progress_cb)
+        run = make_run(config=config, client=client or MoodleClient(config.moodle), row=row, force=force,
+                       stop=stop or threading.Event(), progress_cb=progress_cb)
         log.info("sync %s started (trigger %s%s)", row.id, trigger, ", forced" if force else "")
         try:
-            row.status = execute(run)
+            row.status = run.work()
         except Interrupted:
             row.status = SyncRun.INTERRUPTED
             run.errors.append("interrupted: the agent was asked to stop; unsent events stay queued")
@@ -513,23 +532,51 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
         row.courses = list(run.course_outcomes.values())
         row.errors = run.errors
         run.save_progress(phase="done")
+        try:
+            retention.prune(config)
+        except pw.DatabaseError as exc:  # e.g. a full disk: the next run tries again
+            log.warning("retention skipped: %s", exc)
         log.info("sync %s ended: %s in %.1f s, %d B sent, %d B received",
                  row.id, row.status, row.duration_s, row.bytes_sent, row.bytes_received)
         return row
 
 
-def execute(run: Run) -> str:
+def record_skipped(trigger: str, reason: str, client: MoodleClient | None = None) -> SyncRun:
+    """The one history row for a scheduled sync that did not happen because
+    the server could not be reached: the checks before it record nothing."""
+    now = iso(utcnow())
+    row = SyncRun.create(trigger=trigger, status=SyncRun.SKIPPED_OFFLINE, started_at=now, completed_at=now,
+                         duration_s=0.0, phase="done", errors=[reason],
+                         bytes_sent=client.traffic.bytes_sent if client else 0,
+                         bytes_received=client.traffic.bytes_received if client else 0,
+                         clock_offset_s=client.clock_offset_s() if client else None)
+    log.info("sync %s recorded: %s (%s)", row.id, row.status, reason)
+    return row
+
+
+def check_connection(run: Run) -> bool:
+    """The online check; notes the clock offset, the service's functions and the site."""
     try:
         info = run.client.site_info()
     except Unreachable as exc:
         run.errors.append(f"offline: {exc.reason}")
-        return SyncRun.SKIPPED_OFFLINE
+        return False
     run.row.clock_offset_s = run.client.clock_offset_s()
     run.functions = {f.get("name") for f in info.get("functions", []) if isinstance(f, dict)}
     settings.put(token_rejected=False, site_name=info.get("sitename"), site_url=info.get("siteurl"),
                  moodle_release=info.get("release"))
+    return True
+
+
+def execute(run: Run) -> str:
+    if not check_connection(run):
+        return SyncRun.SKIPPED_OFFLINE
     pushable = check_courses(run)
     run.save_progress(phase="sending_events")
+    corrected = correct_event_times(run.row.clock_offset_s)
+    if corrected:
+        log.info("corrected the time of %d event(s) stamped while the clock was unknown, by %+.0f s",
+                 corrected, run.row.clock_offset_s)
     push_users(run)
     for course in pushable:
         push_enrolments(run, course.id)

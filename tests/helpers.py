@@ -8,10 +8,13 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from agent.schedule import Clock
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "TOKEN"
@@ -108,3 +111,29 @@ class MoodleReader:
             if item.get("cmid") == cmid:
                 return item["graderaw"], item.get("feedback") or ""
         raise AssertionError(f"no grade item for cmid {cmid}")
+
+
+class FakeClock:
+    """Injected time for the daemon: ``advance`` moves the wall and the
+    monotonic clock together, ``jump`` steps only the wall clock (a time
+    server correcting it)."""
+
+    def __init__(self, start: datetime):
+        self.now, self.mono = start, 1000.0
+        self.clock = Clock(wall=lambda: self.now, mono=lambda: self.mono)
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        self.mono += seconds
+
+    def jump(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def drive(daemon, fake: FakeClock, until: datetime, step_s: float = 60) -> None:
+    """Run the daemon's step at ``step_s`` intervals of fake time up to ``until``,
+    letting each sync it starts finish."""
+    while fake.now < until:
+        daemon.step()
+        daemon.wait_idle()
+        fake.advance(step_s)

@@ -1,0 +1,129 @@
+"""The teacher's page and the local events API: a Flask app factory.
+
+``gunicorn 'webui:create_app()'`` reads the same INI file as the command line
+($MOODLE_SYNC_AGENT_CONFIG, else the default path). Each gunicorn worker
+builds its own app after the fork, so no SQLite connection is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import Flask, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from agent import __version__
+from agent.cli import human_bytes
+from agent.config import Config, load_config
+from agent.db import database, open_db
+from agent.queue import MAX_INPUT_BYTES
+from agent.sync import ACTION_KINDS
+
+from . import api, auth, views
+from .i18n import LANGUAGES, TEXTS, pick_language, text
+
+log = logging.getLogger(__name__)
+
+# Texts the page's script needs (progress, messages); sent once with the page.
+SCRIPT_TEXTS = ["requested", "agent_silent", "not_started", "sync_finished", "sync_running", "start_sync",
+                "n_of_total", "phase_starting", "phase_checking_connection", "phase_checking_courses",
+                "phase_sending_events", "phase_done", "status_completed", "status_completed_with_errors",
+                "status_failed", "status_skipped_offline", "status_interrupted", "status_running",
+                "form_expired", "login_needed"]
+
+SECURITY_HEADERS = {
+    # Everything comes from the box itself: no outside address, no inline script.
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or load_config()
+    app = Flask(__name__)
+    db = open_db(config.agent.database)
+    app.config.update(
+        AGENT=config,
+        SECRET_KEY=auth.load_secret_key(config.agent.data_dir),
+        SESSION_COOKIE_NAME="msa_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        MAX_CONTENT_LENGTH=MAX_INPUT_BYTES + 1024,
+        CSRF_EXEMPT={"api.post_events"},  # the events API authenticates with its key, not a cookie
+    )
+    app.json.sort_keys = False  # keep the API's field order
+
+    @app.before_request
+    def bind_database():
+        # Several apps in one process (the tests) each keep their own file.
+        if database.obj is not db:
+            database.initialize(db)
+        db.connect(reuse_if_open=True)
+        g.lang = pick_language(request)
+
+    app.before_request(auth.check_csrf)
+
+    @app.after_request
+    def headers(response):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.path.startswith("/api/") or response.mimetype == "text/html":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.context_processor
+    def helpers():
+        return {
+            "_": text, "lang": g.get("lang", "en"), "languages": LANGUAGES, "csrf_token": auth.csrf_token,
+            "version": __version__, "box_name": config.agent.box_name, "action_kinds": ACTION_KINDS,
+            "script_texts": {k: TEXTS[g.get("lang", "en")].get(k, TEXTS["en"][k]) for k in SCRIPT_TEXTS},
+        }
+
+    app.jinja_env.filters["when"] = views.when
+    app.jinja_env.filters["bytes"] = human_bytes
+    app.jinja_env.filters["duration"] = duration
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return error_response(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("error in %s %s", request.method, request.path)
+        return error_response(500, InternalServerError.description)
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+    return app
+
+
+def error_response(code: int, description: str):
+    api = request.path.startswith("/api/") or auth.wants_json()
+    if code == 404 and not api:
+        description = "not_found"
+    message = text(description) if description in TEXTS["en"] else description
+    if api:
+        response = jsonify({"error": message})
+        response.status_code = code
+        return response
+    return render_template("error.html", code=code, message=message), code
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

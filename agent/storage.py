@@ -1,0 +1,61 @@
+"""Free space on the data directory's filesystem, and the budget that keeps
+the SD card from filling up: below it, new events are refused."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from .config import AgentConfig, Config
+
+
+@dataclass(frozen=True)
+class DiskSpace:
+    path: str
+    total_bytes: int
+    free_bytes: int
+    min_free_bytes: int  # the budget: below it, new events are refused
+
+    @property
+    def free_percent(self) -> float:
+        return 100.0 * self.free_bytes / self.total_bytes if self.total_bytes else 0.0
+
+    @property
+    def full(self) -> bool:
+        return self.free_bytes < self.min_free_bytes
+
+    def shortage(self) -> str:
+        return (f"storage is full: {mb(self.free_bytes)} free on {self.path}, "
+                f"{mb(self.min_free_bytes)} must stay free")
+
+
+def _existing(path: Path) -> Path:
+    # The data directory may not exist yet on a fresh box: ask its parent.
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def disk_space(directory: str | os.PathLike, agent: AgentConfig) -> DiskSpace:
+    """Free space for unprivileged writers (what the agent can really use)."""
+    path = _existing(Path(directory))
+    usage = psutil.disk_usage(str(path))
+    minimum = max(int(usage.total * agent.min_free_percent / 100), agent.min_free_mb * 1024 * 1024)
+    return DiskSpace(path=str(path), total_bytes=usage.total, free_bytes=usage.free, min_free_bytes=minimum)
+
+
+
+def mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def database_problem(config: Config, error: Exception) -> str:
+    """One line for a database that failed, naming a full disk when it is one."""
+    space = disk_space(config.agent.data_dir, config.agent)
+    text = f"database {config.agent.database}: {error}"
+    if space.full:
+        text += f"; {space.shortage()}: free some space (queued events are kept)"
+    return text

@@ -1,0 +1,167 @@
+"""Full re-check: does the server still hold what the box sent?
+
+Reads back, per course and user, the completion states and grades of every
+completion and grade event sent inside the retention window, and puts back
+in the queue each one the server no longer matches (say, after the server
+was restored from a backup); the next sync sends it again. Only the latest
+event per user and activity counts: that is the state the server should
+hold. It runs as a sync does (same lock, same history, same error handling),
+with trigger "verify".
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Callable
+
+from .config import Config
+from .db import Course, Event, SyncRun, database, iso, utcnow
+from .moodle import CallResult, MoodleClient
+from .sync import Call, Run, check_connection, fatal_error, final_status, run_sync
+
+TRIGGER = "verify"
+# What each event type is checked against.
+READS = {
+    "completion": "core_completion_get_activities_completion_status",
+    "grade": "gradereport_user_get_grade_items",
+}
+VERIFY_KINDS = ["checked", "matching", "requeued", "not_checked"]
+# Moodle keeps grades with five decimals.
+GRADE_TOLERANCE = 0.000005
+
+
+def latest_sent(config: Config, course_id: int | None = None, now: datetime | None = None) -> list[Event]:
+    """The latest completion or grade event per course, user and activity, if
+    it was sent inside the retention window. One still queued is skipped: the
+    next sync sends it anyway."""
+    since = iso((now or utcnow()) - timedelta(days=config.agent.retention_days))
+    query = Event.select().where(Event.type.in_(list(READS)), Event.status.in_([Event.SENT, Event.QUEUED]))
+    if course_id is not None:
+        query = query.where(Event.course_id == course_id)
+    latest: dict[tuple, Event] = {}
+    for event in query.order_by(Event.id).iterator():
+        latest[(event.type, event.course_id, event.username, event.cmid)] = event
+    return [e for e in latest.values() if e.status == Event.SENT and (e.sent_at or "") >= since]
+
+
+def server_values(function: str, data: object) -> dict[int, float | None]:
+    """cmid -> completion state, or cmid -> raw grade, from a read's answer."""
+    data = data if isinstance(data, dict) else {}
+    if function == READS["completion"]:
+        return {int(s["cmid"]): s.get("state") for s in data.get("statuses") or [] if "cmid" in s}
+    items = [i for ug in data.get("usergrades") or [] for i in ug.get("gradeitems") or []]
+    return {int(i["cmid"]): i.get("graderaw") for i in items if i.get("cmid") is not None}
+
+
+def mismatch(event: Event, server: dict[int, float | None]) -> str | None:
+    """Why the server no longer matches the event, or None when it does."""
+    cmid = event.cmid
+    if cmid not in server:
+        what = "completion state" if event.type == "completion" else "grade item"
+        return f"the server has no {what} for activity {cmid}"
+    value = server[cmid]
+    if event.type == "completion":
+        done = bool(value)  # 1 complete, 2 passed, 3 failed: all complete
+        if done != event.data["completed"]:
+            return f"the server shows activity {cmid} as {'complete' if done else 'not complete'}"
+        return None
+    if value is None:
+        return f"the server holds no grade for activity {cmid}"
+    if abs(float(value) - float(event.data["grade"])) > GRADE_TOLERANCE:
+        return f"the server holds grade {float(value):g} for activity {cmid}, not {event.data['grade']:g}"
+    return None
+
+
+def requeue(reasons: dict[int, str]) -> int:
+    """Back to the queue, the reason kept; only events still marked sent."""
+    changed = 0
+    with database.obj.atomic():
+        for event_id, reason in reasons.items():
+            changed += (Event.update(status=Event.QUEUED, last_error=f"verify: {reason}")
+                        .where(Event.id == event_id, Event.status == Event.SENT).execute())
+    return changed
+
+
+@dataclass
+class VerifyRun(Run):
+    course_id: int | None = None
+    events: dict[int, Event] = field(default_factory=dict)
+    per_course: dict[int, Counter] = field(default_factory=lambda: defaultdict(Counter))
+
+    def action_dict(self) -> dict[str, int]:
+        return {kind: self.actions.get(kind, 0) for kind in VERIFY_KINDS}
+
+    def work(self) -> str:
+        if not check_connection(self):
+            return SyncRun.SKIPPED_OFFLINE
+        missing = [fn for fn in READS.values() if fn not in self.functions]
+        if missing:
+            self.errors.append(f"the token's service lacks {', '.join(missing)}: nothing could be checked")
+            return SyncRun.FAILED
+        events = latest_sent(self.config, self.course_id)
+        self.events = {e.id: e for e in events}
+        groups: dict[tuple[int, str], list[Event]] = defaultdict(list)
+        for e in events:
+            groups[(e.course_id, e.username)].append(e)
+        self.save_progress(phase="verifying", events_total=len(events), events_sent=0,
+                           courses_total=len({cid for cid, _ in groups}), courses_done=0)
+        self.resolve_users({username for _, username in groups})
+        calls = []
+        for (course_id, username), group in sorted(groups.items()):
+            user_id = self.user_ids.get(username)
+            if user_id is None:
+                self.not_checked(group, f"user {username!r} is not on the server")
+                continue
+            for etype, function in READS.items():
+                ids = [e.id for e in group if e.type == etype]
+                if ids:
+                    calls.append(Call(function, {"courseid": course_id, "userid": user_id}, ids, "checked"))
+        self.push(calls)
+        self.course_outcomes = {cid: self.outcome(cid, counts) for cid, counts in sorted(self.per_course.items())}
+        self.save_progress(courses_done=len(self.course_outcomes))
+        return final_status(self)
+
+    def settle(self, call: Call, result: CallResult) -> Exception | None:
+        """Compare one read with the events it covers; queue again what differs."""
+        group = [self.events[i] for i in call.events]
+        if not result.ok:
+            fatal = fatal_error(result.error)
+            if fatal:
+                return fatal
+            self.not_checked(group, f"{call.function} failed: {result.error.message} ({result.error.errorcode})")
+            return None
+        server = server_values(call.function, result.data)
+        reasons = {e.id: reason for e in group if (reason := mismatch(e, server))}
+        requeued = requeue(reasons)
+        self.count(group, checked=len(group), matching=len(group) - len(reasons), requeued=requeued)
+        return None
+
+    def not_checked(self, group: list[Event], why: str) -> None:
+        e = group[0]
+        self.errors.append(f"course {e.course_id}, user {e.username}: {len(group)} event(s) not checked: {why}")
+        self.count(group, not_checked=len(group))
+
+    def count(self, group: list[Event], **kinds: int) -> None:
+        self.actions.update(kinds)
+        self.per_course[group[0].course_id].update(kinds)
+        self.row.events_sent += len(group)
+
+    def outcome(self, course_id: int, counts: Counter) -> dict:
+        course = Course.get_or_none(Course.id == course_id)
+        text = f"{counts['checked']} checked, {counts['matching']} matching, {counts['requeued']} queued again"
+        if counts["not_checked"]:
+            text += f", {counts['not_checked']} not checked"
+        return {"id": course_id, "shortname": course.shortname if course else str(course_id), "outcome": text}
+
+
+def run_verify(config: Config, course_id: int | None = None, *, stop: threading.Event | None = None,
+               client: MoodleClient | None = None,
+               on_started: Callable[[SyncRun], None] | None = None) -> SyncRun:
+    """Run one full re-check and return its history row (trigger "verify").
+    Raises AlreadyRunning or SyncDisabled, as a sync does."""
+    return run_sync(config, trigger=TRIGGER, stop=stop, client=client, on_started=on_started,
+                    make_run=partial(VerifyRun, course_id=course_id))

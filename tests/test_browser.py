@@ -1,0 +1,367 @@
+"""The teacher's page in headless Chromium: gunicorn with two workers on
+loopback, the agent serving the page's sync requests, the Moodle simulator."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import ROOT, Box, MoodleReader
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = ROOT / "test-output" / "screenshots"
+TOKEN = "browser-token-5e1f0c9d2b7a"
+PASSWORD = "teacher-pass-1"
+EVENTS = 60
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt install chromium)"),
+]
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            requests.get(url, timeout=5)
+            return
+        except requests.RequestException:  # not listening yet, or a worker still booting
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Stack:
+    """Everything the page needs, as on the box: one config file for all."""
+
+    def __init__(self, tmp: Path):
+        from moodle_simulator import start_simulator
+
+        self.sim = start_simulator(token=TOKEN)
+        # The daily schedule stays off, so that only the page starts syncs here.
+        self.box = Box(tmp, self.sim.url, token=TOKEN, batch_size=5,
+                       extra=f"[schedule]\nenabled = no\n\n[web]\napi_key = k-{TOKEN[::-1]}\n")
+        assert self.box.cli("courses", "add", "C1", "C2", "C3").returncode == 0
+        assert self.box.cli("set-password", "--stdin", input=PASSWORD + "\n").returncode == 0
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.logs = tmp / "logs"
+        self.logs.mkdir()
+        env = self.box.env()
+        env.pop("MOODLE_SYNC_AGENT_WORKERS", None)
+        self.web = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "packaging" / "gunicorn.conf.py"),
+             "--bind", f"127.0.0.1:{self.port}", "webui:create_app()"],
+            env=env, cwd=tmp, stdout=open(self.logs / "web.out", "w"), stderr=subprocess.STDOUT)
+        self.agent = subprocess.Popen(self.agent_argv(), env=env, cwd=tmp,
+                                      stdout=open(self.logs / "agent.out", "w"), stderr=subprocess.STDOUT)
+        wait_http(self.url + "/login", self.web)
+
+    def agent_argv(self) -> list[str]:
+        # The daemon that serves the page's requests, as installed: `moodle-sync-agent run`.
+        return [sys.executable, "-m", "agent", "--config", str(self.box.config), "run"]
+
+    def history(self) -> list[dict]:
+        return self.box.history(5)
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.box.database)
+
+    def close(self) -> None:
+        stop(self.agent)
+        stop(self.web)
+        self.sim.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = Stack(tmp_path_factory.mktemp("browser"))
+    yield stack
+    stack.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def new_page(browser, width: int, height: int):
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="en-GB",
+                                  reduced_motion="reduce")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # (A refused request logs "Failed to load resource": that is the page working.)
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    # Loopback only: any other address is a failure.
+    page.route(re.compile(r"^(?!http://127\.0\.0\.1:\d+/).*"), lambda route: (errors.append(route.request.url),
+                                                                              route.abort()))
+    page.js_errors = errors
+    return page
+
+
+def shot(page, name: str, full: bool = True) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full)
+
+
+def log_in(page, stack) -> None:
+    page.goto(stack.url + "/")
+    assert page.url.startswith(stack.url + "/login")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_selector("#start")
+
+
+def wait_for_run_end(page, before_id: str | None, timeout_s: float = 60, on_sending=None) -> list[tuple]:
+    """Watch the progress panel until a new row tops Last Syncs; returns what
+    the panel showed meanwhile. on_sending(page) is called once, mid-send."""
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = page.evaluate("""() => {
+            const p = document.getElementById('progress');
+            const b = document.getElementById('start');
+            const top = document.querySelector('#history tbody tr');
+            return [p && !p.hidden, document.getElementById('phase')?.textContent,
+                    document.getElementById('courses-count')?.textContent,
+                    document.getElementById('events-count')?.textContent,
+                    b && b.disabled, top && top.dataset.runId];
+        }""")
+        if state[0]:
+            seen.append(tuple(state[1:5]))
+            if on_sending and state[1] == "Sending events" and not state[3].startswith("0 of"):
+                on_sending(page)
+                on_sending = None
+        if state[5] and state[5] != before_id and not state[0]:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"no new sync row after {timeout_s} s; saw {seen[-5:]}")
+
+
+def top_run_id(page) -> str | None:
+    return page.evaluate("document.querySelector('#history tbody tr')?.dataset.runId || null")
+
+
+def expected_when(iso: str) -> str:
+    return iso.replace("T", " ").replace("Z", " UTC")
+
+
+def check_dialog(page, run: dict) -> None:
+    from agent.cli import human_bytes
+    from webui import duration
+
+    dialog = page.locator(f"#run-{run['id']}")
+    assert dialog.is_visible()
+    assert dialog.get_by_role("heading", name="Information").is_visible()
+    field = lambda name: dialog.locator(f'[data-field="{name}"]').first.inner_text().strip()  # noqa: E731
+    status_words = {"completed": "Success", "skipped_offline": "Skipped: server not reachable",
+                    "failed": "Failed", "completed_with_errors": "Completed with problems"}
+    assert field("status").startswith(status_words[run["status"]])
+    assert field("id") == run["id"]
+    assert field("started_at") == expected_when(run["started_at"])
+    assert field("completed_at") == expected_when(run["completed_at"])
+    assert field("duration") == duration(run["duration_s"])
+    assert field("bytes_sent") == f"{human_bytes(run['bytes_sent'])} sent"
+    assert field("bytes_received") == f"{human_bytes(run['bytes_received'])} received"
+    red = dialog.locator('[data-field="bytes_sent"]').evaluate("e => getComputedStyle(e).color")
+    green = dialog.locator('[data-field="bytes_received"]').evaluate("e => getComputedStyle(e).color")
+    r, g, b = map(int, re.findall(r"\d+", red)[:3])
+    assert r > 150 and g < 80 and b < 80, red
+    r, g, b = map(int, re.findall(r"\d+", green)[:3])
+    assert g > 100 and r < 60 and b < 90, green
+    courses = dialog.locator('[data-field="courses"] li').all_inner_texts()
+    outcome_words = {"unchanged": "unchanged", "fetched": "fetched from the server"}
+    assert courses == [f"{c['shortname']} — {outcome_words.get(c['outcome'], c['outcome'])}" for c in run["courses"]]
+    for kind, count in run["actions"].items():
+        assert dialog.locator(f'[data-field="actions"] li[data-kind="{kind}"] strong').inner_text() == str(count)
+    errors = dialog.locator('[data-field="errors"] li').all_inner_texts()
+    assert [e.strip() for e in errors] == run["errors"]
+
+
+def test_teacher_runs_a_sync_from_the_page(stack, browser):
+    page = new_page(browser, 1280, 900)
+    log_in(page, stack)
+    shot(page, "desktop-1-page")
+
+    # Sync off: the page says so and Start Sync Now is refused.
+    page.get_by_label("Enable Sync").click()
+    page.wait_for_selector("#sync-off-notice")
+    assert "no sync runs, neither scheduled nor manual" in page.locator("#sync-off-notice").inner_text()
+    assert "btn-off" in page.locator("#start").get_attribute("class")
+    assert "sync-off-notice" in page.locator("#start").get_attribute("aria-describedby")
+    page.locator("#start").click()
+    page.wait_for_selector("#start-error:not([hidden])")
+    assert "Sync is turned off" in page.locator("#start-error").inner_text()
+    shot(page, "desktop-2-sync-off")
+    with stack.db() as db:
+        assert db.execute("SELECT COUNT(*) FROM syncrequest").fetchone()[0] == 0
+    page.get_by_label("Enable Sync").click()
+    page.wait_for_selector("#sync-off-notice", state="detached")
+    assert "btn-off" not in page.locator("#start").get_attribute("class")
+
+    # The daily time is kept after a reload.
+    page.get_by_label("Daily at (UTC)").fill("14:35")
+    page.locator('[data-region="schedule"] button[type="submit"]').click()
+    playwright_api.expect(page.locator("#toast")).to_contain_text("14:35")
+    page.reload()
+    assert page.get_by_label("Daily at (UTC)").input_value() == "14:35"
+    assert "only runs when the box is online" in page.locator('[data-region="schedule"]').inner_text()
+
+    # Start Sync Now: live progress, then a new row with a check mark on top.
+    assert stack.box.enqueue([
+        {"type": "completion", "id": f"b{i}", "course_id": 2 if i % 2 else 3, "user": f"student{1 + i % 5}",
+         "cmid": (1 + i % 3) if i % 2 else (4 + i % 3), "completed": True} for i in range(EVENTS)]).returncode == 0
+    page.reload()
+    assert page.locator("#queued").inner_text() == str(EVENTS)
+    before = top_run_id(page)
+    stack.sim.faults.set(latency_ms=120)  # slow enough to watch
+    page.get_by_role("button", name="Start Sync Now").click()
+    page.wait_for_selector("#progress:not([hidden])")
+    assert page.locator("#start").is_disabled()
+    seen = wait_for_run_end(page, before, on_sending=lambda p: shot(p, "desktop-3-progress", full=False))
+    stack.sim.faults.set(latency_ms=0)
+    phases = {s[0] for s in seen}
+    assert phases & {"Checking connection", "Checking courses", "Sending events"}, seen
+    assert phases <= {"Starting", "Checking connection", "Checking courses", "Sending events", "Done"}, seen
+    assert all(s[3] for s in seen), "Start Sync Now must stay disabled while the run goes"
+    sent = {int(s[2].split(" of ")[0]) for s in seen if s[0] == "Sending events" and s[2].endswith(f"of {EVENTS}")}
+    assert sent & set(range(1, EVENTS)), f"no intermediate count of events seen: {seen}"
+    assert any(s[1] == "3 of 3" for s in seen), seen
+    assert not page.locator("#start").is_disabled()
+    assert page.js_errors == []
+
+    run = stack.history()[0]
+    assert run["status"] == "completed" and run["trigger"] == "manual"
+    assert run["actions"]["completions"] == EVENTS
+    with stack.db() as db:  # the daemon served exactly the page's request
+        assert db.execute("SELECT sync_id FROM syncrequest").fetchall() == [(run["id"],)]
+    top = page.locator("#history tbody tr").first
+    assert top.get_attribute("data-run-id") == run["id"]
+    assert top.locator(".status-ok svg").count() == 1
+    assert top.locator(".status-ok").inner_text() == "Success"  # the words a screen reader says
+    assert page.locator("#latest-sync").inner_text().startswith(expected_when(run["started_at"]))
+    assert page.locator("#queued").inner_text() == "0"
+
+    # Information dialog: every field holds the run's true values.
+    top.get_by_role("button", name=re.compile("^Information about the sync of")).click()
+    check_dialog(page, run)
+    shot(page, "desktop-4-information", full=False)
+    page.keyboard.press("Escape")
+    assert not page.locator(f"#run-{run['id']}").is_visible()
+    # Keyboard only: the info button opens the dialog, Escape gives focus back.
+    info = top.get_by_role("button", name=re.compile("^Information about"))
+    info.focus()
+    page.keyboard.press("Enter")
+    assert page.locator(f"#run-{run['id']}").is_visible()
+    page.keyboard.press("Escape")
+    assert info.evaluate("e => e === document.activeElement")
+
+    # Advanced settings: the server as it reported itself, notifications, Force Sync.
+    page.get_by_text("Show Advanced Settings").click()
+    site = MoodleReader(stack.sim.url, TOKEN).call("core_webservice_get_site_info")
+    assert page.locator("#site-name").inner_text() == site["sitename"]
+    assert page.locator("#site-url").inner_text() == site["siteurl"]
+    assert page.get_by_role("switch", name="Sync Notifications").is_visible()
+    assert "skips the check that the courses are identical" in page.locator("#force-warning").inner_text()
+    page.get_by_label("E-mail address").fill("not an address")
+    page.get_by_role("switch", name="Sync Notifications").check()
+    page.locator('[data-region="notify"] button[type="submit"]').click()
+    page.wait_for_selector("#email-error:not([hidden])")
+    assert page.get_by_label("E-mail address").get_attribute("aria-invalid") == "true"
+    page.get_by_label("E-mail address").fill("head@school.example")
+    page.locator('[data-region="notify"] button[type="submit"]').click()
+    page.wait_for_selector("#email-error", state="hidden")
+    shot(page, "desktop-5-advanced")
+
+    # The language switch.
+    page.get_by_role("link", name="FR", exact=True).click()
+    assert page.get_by_role("heading", level=1).inner_text() == "Synchronisation"
+    page.get_by_role("link", name="EN", exact=True).click()
+    assert page.js_errors == []
+    page.context.close()
+
+
+def test_phone_width(stack, browser):
+    page = new_page(browser, 360, 740)
+    log_in(page, stack)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    shot(page, "phone-1-page")
+    page.locator("#history tbody tr").first.get_by_role("button", name=re.compile("^Information about")).click()
+    dialog = page.locator("dialog[open]")
+    box = dialog.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 360
+    shot(page, "phone-2-information", full=False)
+    page.keyboard.press("Escape")
+    page.get_by_text("Show Advanced Settings").click()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    shot(page, "phone-3-advanced")
+    assert page.js_errors == []
+    page.context.close()
+
+
+def test_a_run_against_a_stopped_server_shows_the_alert_and_its_error(stack, browser):
+    page = new_page(browser, 1280, 900)
+    log_in(page, stack)
+    before = top_run_id(page)
+    stack.sim.stop()
+    page.get_by_role("button", name="Start Sync Now").click()
+    wait_for_run_end(page, before)
+    run = stack.history()[0]
+    assert run["status"] == "skipped_offline"
+    assert run["errors"] and run["errors"][0].startswith("offline:")
+    top = page.locator("#history tbody tr").first
+    assert top.get_attribute("data-run-id") == run["id"]
+    assert top.locator(".status-problem svg").count() == 1
+    assert top.locator(".status-problem").inner_text() == "Skipped: server not reachable"
+    top.get_by_role("button", name=re.compile("^Information about")).click()
+    check_dialog(page, run)
+    shot(page, "desktop-6-offline-information", full=False)
+    page.keyboard.press("Escape")
+    shot(page, "desktop-7-after-offline")
+    assert page.js_errors == []
+
+    # The access log has paths without query strings, and no secret anywhere.
+    requests.get(stack.url + "/api/v1/syncs?limit=3", timeout=5)
+    stop(stack.web)
+    log = (stack.logs / "web.out").read_text()
+    assert len(set(re.findall(r"Booting worker with pid: (\d+)", log))) >= 2
+    assert '"GET /api/v1/syncs HTTP/1.1" 401' in log
+    assert "limit=3" not in log
+    for path in stack.logs.iterdir():
+        assert TOKEN not in path.read_text()
+    page.context.close()

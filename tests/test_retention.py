@@ -1,0 +1,105 @@
+"""Retention: expired sent events and old history go; nothing else; the file shrinks."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+
+import pytest
+
+from agent import retention
+from agent.config import load_config
+from agent.db import Event, SyncRun, iso, open_db, utcnow
+from agent.sync import run_sync
+from tests.helpers import Box
+
+CLOSED_LOOPBACK = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def config(tmp_path):
+    config = load_config(Box(tmp_path, CLOSED_LOOPBACK, extra="retention_days = 30").config)
+    db = open_db(config.agent.database)
+    yield config
+    db.close()
+
+
+def add_events(status: str, age_days: float, n: int, tag: str) -> list[int]:
+    when = iso(utcnow() - timedelta(days=age_days))
+    rows = [{"key": f"{tag}-{i}", "type": "grade", "course_id": 2, "username": "student1", "cmid": 3,
+             "data": {"grade": 50, "feedback": "x" * 1000}, "event_time": when, "queued_at": when,
+             "status": status, "sent_at": when if status == Event.SENT else None}
+            for i in range(n)]
+    for start in range(0, n, 200):
+        Event.insert_many(rows[start:start + 200]).execute()
+    return [e.id for e in Event.select(Event.id).where(Event.key.startswith(f"{tag}-"))]
+
+
+def on_disk(config) -> int:
+    """Database file plus WAL, as they are on the card."""
+    path = config.agent.database
+    wal = path.with_name(path.name + "-wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+def test_deletes_exactly_the_expired_sent_events_and_the_file_shrinks(config):
+    expired = add_events(Event.SENT, 31, 3000, "expired")
+    kept = {
+        "recent sent": add_events(Event.SENT, 29, 50, "recent"),
+        "old queued": add_events(Event.QUEUED, 400, 50, "queued"),
+        "old conflict": add_events(Event.CONFLICT, 400, 50, "conflict"),
+        "old discarded": add_events(Event.DISCARDED, 400, 50, "discarded"),
+    }
+    db = sqlite3.connect(config.agent.database)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = on_disk(config)
+
+    pruned = retention.prune(config)
+
+    assert pruned.events == len(expired)
+    assert not Event.select().where(Event.id.in_(expired)).exists()
+    for what, ids in kept.items():
+        assert Event.select().where(Event.id.in_(ids)).count() == len(ids), what
+    after = on_disk(config)
+    assert after < before - 2 * 1024 * 1024, (before, after)  # ~3 MB of feedback given back
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
+
+    assert not retention.prune(config).anything  # a second pass finds nothing
+
+
+def test_history_is_kept_365_days_or_10000_runs(config):
+    now = utcnow()
+    old = SyncRun.create(trigger="cli", status=SyncRun.COMPLETED, started_at=iso(now - timedelta(days=366)))
+    stuck = SyncRun.create(trigger="cli", status=SyncRun.RUNNING, started_at=iso(now - timedelta(days=400)))
+    year = SyncRun.create(trigger="cli", status=SyncRun.COMPLETED, started_at=iso(now - timedelta(days=364)))
+    assert retention.prune(config).runs == 1
+    assert SyncRun.get_or_none(SyncRun.id == old.id) is None
+    assert SyncRun.get_or_none(SyncRun.id == stuck.id) is not None  # a running row is never deleted here
+    assert SyncRun.get_or_none(SyncRun.id == year.id) is not None
+
+    # 10,004 more runs, one a minute: the oldest beyond 10,000 go.
+    rows = [{"id": f"run-{i:05d}", "trigger": "schedule", "status": SyncRun.COMPLETED,
+             "started_at": iso(now - timedelta(minutes=20_000 - i))} for i in range(10_004)]
+    for start in range(0, len(rows), 500):
+        SyncRun.insert_many(rows[start:start + 500]).execute()
+    assert retention.prune(config).runs == 5  # the 364-day-old one and run-00000..00003
+    finished = SyncRun.select().where(SyncRun.status != SyncRun.RUNNING)
+    assert finished.count() == 10_000
+    assert SyncRun.get_or_none(SyncRun.id == "run-00003") is None
+    assert SyncRun.get_or_none(SyncRun.id == "run-00004") is not None
+
+
+def test_nothing_is_deleted_on_a_clock_that_was_never_set(config):
+    add_events(Event.SENT, 31, 5, "expired")
+    assert not retention.prune(config, now=utcnow().replace(year=2001)).anything
+    assert Event.select().count() == 5
+
+
+def test_each_sync_run_applies_retention(config):
+    expired = add_events(Event.SENT, 45, 10, "expired")
+    recent = add_events(Event.SENT, 1, 10, "recent")
+    row = run_sync(config, trigger="cli")  # the server is down: the run is skipped, retention still runs
+    assert row.status == SyncRun.SKIPPED_OFFLINE
+    assert not Event.select().where(Event.id.in_(expired)).exists()
+    assert Event.select().where(Event.id.in_(recent)).count() == 10

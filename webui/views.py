@@ -1,0 +1,178 @@
+"""The Synchronization screen and the forms on it.
+
+Every form works as a plain POST with a redirect; the page's script sends the
+same forms with fetch and gets JSON back, so nothing reloads. A sync is never
+run here: the page writes a request and the agent daemon runs it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+
+from agent import history, settings
+from agent.config import Config, parse_time_utc
+from agent.db import Event, parse_iso, utcnow
+from agent.handoff import next_request, request_sync
+from agent.queue import EMAIL_RE, conflict_dicts, set_conflicts
+
+from .auth import is_admin, login_required, safe_next, wants_json
+from .i18n import COOKIE, LANGUAGES, text
+
+bp = Blueprint("views", __name__)
+
+CONFLICTS_SHOWN = 50
+
+
+def _config() -> Config:
+    return current_app.config["AGENT"]
+
+
+def done(key: str, **values: Any) -> Response:
+    message = text(key, **values)
+    if wants_json():
+        return jsonify({"ok": True, "message": message})
+    flash(message, "info")
+    return redirect(url_for("views.index"), code=303)
+
+
+def refuse(status: int, key: str, field: str | None = None, **values: Any) -> Response:
+    message = text(key, **values)
+    if wants_json():
+        response = jsonify({"ok": False, "error": message, "field": field})
+        response.status_code = status
+        return response
+    flash(message, "error")
+    return redirect(url_for("views.index") + (f"#{field}" if field else ""), code=303)
+
+
+def checked(name: str) -> bool:
+    return request.form.get(name) in ("on", "1", "true", "yes")
+
+
+def banners(config: Config, status: dict, now: datetime) -> list[str]:
+    found = []
+    if status["server"]["token_rejected"]:
+        found.append(text("banner_token"))
+    last_ok = parse_iso(status["last_success_at"])
+    limit = timedelta(days=config.web.stale_days)
+    if last_ok is not None and now - last_ok > limit:
+        found.append(text("banner_stale", days=(now - last_ok).days, date=when(status["last_success_at"])))
+    oldest = parse_iso(status["oldest_queued_at"])
+    if last_ok is None and oldest is not None and now - oldest > limit:
+        found.append(text("banner_never", date=when(status["oldest_queued_at"])))
+    return found
+
+
+def when(value: str | None, seconds: bool = True) -> str:
+    """An ISO time as the page shows it: UTC, like the schedule."""
+    dt = parse_iso(value)
+    if dt is None:
+        return "—"
+    return dt.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+@bp.route("/")
+def index():
+    config = _config()
+    admin = is_admin()
+    if not admin and not config.web.public_status:
+        return redirect(url_for("auth.login"))
+    now = utcnow()
+    status = history.status(config)
+    values = settings.get_all(config)
+    return render_template(
+        "sync.html",
+        admin=admin,
+        status=status,
+        values=values,
+        runs=history.recent(5),
+        # Learners' names only for the admin, not on a public status page.
+        conflicts=conflict_dicts(limit=CONFLICTS_SHOWN) if status["conflicts"] and admin else [],
+        pending=next_request(),
+        banners=banners(config, status, now),
+        now=now,
+    )
+
+
+# On/off settings with nothing else to check: setting key -> (text when on, text when off).
+SWITCHES = {"sync_enabled": ("sync_turned_on", "sync_turned_off"), "force_next": ("force_on", "force_off")}
+
+
+@bp.route("/settings/sync", methods=["POST"], defaults={"key": "sync_enabled"})
+@bp.route("/settings/force", methods=["POST"], defaults={"key": "force_next"})
+@login_required
+def set_switch(key: str):
+    enabled = checked("enabled")
+    settings.put(**{key: enabled})
+    return done(SWITCHES[key][0 if enabled else 1])
+
+
+@bp.route("/sync/start", methods=["POST"])
+@login_required
+def start_sync():
+    config = _config()
+    if not settings.get(config, "sync_enabled"):
+        return refuse(409, "refused_off", field="start")
+    if history.status(config)["running"]:
+        return refuse(409, "refused_running", field="start")
+    req = request_sync(config, trigger="manual")
+    if wants_json():
+        return jsonify({"ok": True, "message": text("requested"), "request_id": req.id}), 202
+    flash(text("requested"), "info")
+    return redirect(url_for("views.index"), code=303)
+
+
+@bp.route("/settings/schedule", methods=["POST"])
+@login_required
+def set_schedule():
+    enabled = checked("enabled")
+    time_utc = request.form.get("time_utc", "").strip()
+    try:
+        parse_time_utc(time_utc)
+    except ValueError as exc:
+        return refuse(400, "bad_time", field="time_utc", problem=str(exc))
+    settings.put(schedule_enabled=enabled, schedule_time_utc=time_utc)
+    return done("schedule_saved", state=text("on" if enabled else "off").lower(), time=time_utc)
+
+
+@bp.route("/settings/notifications", methods=["POST"])
+@login_required
+def set_notifications():
+    enabled = checked("enabled")
+    email = request.form.get("email", "").strip()
+    if email and (len(email) > 254 or not EMAIL_RE.match(email)):
+        return refuse(400, "bad_email", field="email", value=email[:80])
+    if enabled and not email:
+        return refuse(400, "email_required", field="email")
+    settings.put(notify_enabled=enabled, notify_email=email or None)
+    return done("notify_saved")
+
+
+@bp.route("/conflicts", methods=["POST"])
+@login_required
+def conflicts():
+    action = request.form.get("action")
+    if action not in ("retry", "discard"):
+        abort(400)
+    status = Event.QUEUED if action == "retry" else Event.DISCARDED
+    if request.form.get("all"):
+        ids = None
+    else:
+        try:
+            ids = [int(i) for i in request.form.getlist("id")]
+        except ValueError:
+            abort(400)
+    n = set_conflicts(ids, status)
+    return done("conflicts_retried" if action == "retry" else "conflicts_discarded", n=n)
+
+
+@bp.route("/lang/<code>")
+def set_language(code: str):
+    """The language switch: a cookie, so it changes nothing on the box."""
+    response = redirect(safe_next(request.args.get("next")), code=303)
+    if code in LANGUAGES:
+        response.set_cookie(COOKIE, code, max_age=365 * 24 * 3600, samesite="Lax", httponly=True)
+    return response
