@@ -251,7 +251,10 @@ def test_secret_key_is_private_and_shared(config, tmp_path):
 
 def test_password_hash_from_the_cli_is_pbkdf2_that_werkzeug_2_2_verifies(tmp_path):
     config = write_config(tmp_path)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MOODLE_SYNC_AGENT_CONFIG=str(config.path))
+    # ROOT first, then any PYTHONPATH already set (the installed package's
+    # private directory, when scripts/test-package runs the suite).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               MOODLE_SYNC_AGENT_CONFIG=str(config.path))
     result = subprocess.run([sys.executable, "-m", "agent", "set-password", "--stdin"], input=PASSWORD + "\n",
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
