@@ -173,9 +173,7 @@ def test_status_api_and_page_show_health_with_red_marks_and_the_storage_banner(t
     from webui import create_app
 
     # Any disk here has less than 90 % free: the box is under its storage budget.
-    path = write_config(tmp_path, web="public_status = yes").path
-    path.write_text(path.read_text().replace("box_name = test-box", "box_name = test-box\nmin_free_percent = 90"))
-    config = load_config(path)
+    config = write_config(tmp_path, web="public_status = yes", agent="min_free_percent = 90")
     app = create_app(config)
     client = app.test_client()
     try:
