@@ -32,12 +32,12 @@ PASSWORD = "correct horse battery"
 COMPLETION = {"type": "completion", "course_id": 2, "user": "student1", "cmid": 1, "completed": True}
 
 
-def write_config(tmp_path, url="http://127.0.0.1:9", web="") -> object:
+def write_config(tmp_path, url="http://127.0.0.1:9", web="", agent="") -> object:
     (tmp_path / "token").write_text(MOODLE_TOKEN + "\n")
     path = tmp_path / "agent.ini"
     path.write_text(
         f"[moodle]\nurl = {url}\ntoken_file = {tmp_path / 'token'}\ntimeout = 5\n\n"
-        f"[agent]\ndatabase = {tmp_path / 'data' / 'agent.db'}\nbox_name = test-box\n\n"
+        f"[agent]\ndatabase = {tmp_path / 'data' / 'agent.db'}\nbox_name = test-box\n{agent}\n\n"
         f"[web]\napi_key = {API_KEY}\n{web}\n")
     return load_config(path)
 
@@ -331,6 +331,20 @@ def test_events_api_off_without_a_key(tmp_path):
     answer = api(client, [COMPLETION])
     assert answer.status_code == 503
     assert "api_key" in answer.get_json()["error"]
+    assert queued() == 0
+
+
+def test_events_api_refuses_when_storage_is_under_budget(tmp_path):
+    import psutil
+
+    usage = psutil.disk_usage(str(tmp_path))
+    if usage.free / usage.total > 0.9:
+        pytest.skip("this disk is more than 90 % free: the budget cannot be crossed by config")
+    config = write_config(tmp_path, agent="min_free_percent = 90")  # the real disk is "full" for this box
+    client = create_app(config).test_client()
+    answer = api(client, [COMPLETION])
+    assert answer.status_code == 507
+    assert answer.get_json()["error"].startswith("storage is full: ")
     assert queued() == 0
 
 
