@@ -20,7 +20,7 @@ from .config import Config, ConfigError, load_config
 from .db import Event, SyncRun, open_db
 from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from .queue import EventError, conflict_dicts, enqueue, parse_events, set_conflicts, validate_events
-from .storage import database_problem
+from .storage import database_problem, human_bytes
 from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS, AlreadyRunning, SyncDisabled, run_sync
 from .verify import run_verify
 
@@ -43,15 +43,6 @@ class UsageError(Exception):
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=False))
-
-
-def human_bytes(n: int | None) -> str:
-    n = n or 0
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 # -- commands ----------------------------------------------------------------
@@ -121,6 +112,11 @@ def run_and_report(start: Callable[[], SyncRun], as_json: bool) -> int:
     except SyncDisabled as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_ERRORS
+    return report_run(row, as_json)
+
+
+def report_run(row: SyncRun, as_json: bool) -> int:
+    """Print a run's history entry; its status gives the exit code."""
     run = history.run_dict(row)
     if as_json:
         _print_json(run)

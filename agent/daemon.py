@@ -27,8 +27,8 @@ from typing import Callable
 
 import schedule as pacing
 
-from . import __version__, handoff, history, notify, settings
-from .cli import EXIT_ERRORS, SYNC_EXIT, _print_json, format_run
+from . import __version__, handoff, notify, settings
+from .cli import EXIT_ERRORS, report_run
 from .config import Config, parse_time_utc
 from .db import SyncRequest, SyncRun, close_db, iso, parse_iso
 from .moodle import MoodleClient, MoodleError, Unreachable
@@ -392,9 +392,4 @@ def request_sync_via_agent(config: Config, force: bool = False, as_json: bool = 
                 return EXIT_ERRORS
             break
         time.sleep(poll_s)
-    run = history.run_dict(row)
-    if as_json:
-        _print_json(run)
-    else:
-        print(format_run(run))
-    return SYNC_EXIT.get(row.status, EXIT_ERRORS)
+    return report_run(row, as_json)

@@ -19,18 +19,21 @@ import peewee as pw
 database = pw.DatabaseProxy()
 
 PRAGMAS = {
-    # Lets retention give space back without a full VACUUM. First: SQLite
-    # ignores it once journal_mode=wal has written the new file's header.
-    "auto_vacuum": "incremental",
+    # First, so that the pragmas after it wait for a busy file instead of failing.
+    "busy_timeout": 10000,
     "journal_mode": "wal",
     # FULL: a commit is on the SD card before we tell anyone it happened;
     # WAL with NORMAL could lose the last commits on a power cut.
     "synchronous": "full",
     "foreign_keys": 1,
-    "busy_timeout": 10000,
     # Freed pages are zeroed, so an erased password does not linger in the file.
     "secure_delete": 1,
 }
+
+# Lets retention give space back without a full VACUUM. Only for a new file,
+# before journal_mode (SQLite ignores it once the WAL header is written); on
+# an existing file, setting it would take the write lock at every open.
+NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
 SCHEMA_VERSION = 2
 
@@ -210,7 +213,9 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
     path = Path(path)
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
-    db = pw.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
+    new_file = not path.exists() or path.stat().st_size == 0
+    pragmas = NEW_FILE_PRAGMAS if new_file else PRAGMAS
+    db = pw.SqliteDatabase(str(path), pragmas=pragmas, check_same_thread=False)
     database.initialize(db)
     db.connect(reuse_if_open=True)
     # Only a database behind the current schema is written to here: every CLI

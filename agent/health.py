@@ -19,7 +19,7 @@ from . import BUILD_DATE, network
 from .config import Config
 from .db import Event, SyncRun, iso, parse_iso, utcnow
 from .queue import clock_is_sane
-from .storage import disk_space, mb
+from .storage import disk_space, human_bytes
 
 # Past these a value gets a red mark. A Raspberry Pi throttles at 80-85 °C.
 HOT_CELSIUS = 80.0
@@ -71,12 +71,11 @@ def gather(config: Config, now: datetime | None = None) -> dict[str, Any]:
     warnings: dict[str, str] = {}
 
     space = disk_space(config.agent.data_dir, config.agent)
+    free, minimum = human_bytes(space.free_bytes), human_bytes(space.min_free_bytes)
     if space.full:
-        warnings["disk"] = (f"only {mb(space.free_bytes)} free, under the {mb(space.min_free_bytes)} "
-                            "that must stay free: new events are refused")
+        warnings["disk"] = f"only {free} free, under the {minimum} that must stay free: new events are refused"
     elif space.free_bytes < 2 * space.min_free_bytes:
-        warnings["disk"] = f"only {mb(space.free_bytes)} free: new events will be refused under " \
-                           f"{mb(space.min_free_bytes)}"
+        warnings["disk"] = f"only {free} free: new events will be refused under {minimum}"
 
     memory = psutil.virtual_memory()
     available_percent = 100.0 * memory.available / memory.total if memory.total else 0.0
@@ -112,7 +111,7 @@ def gather(config: Config, now: datetime | None = None) -> dict[str, Any]:
 
     rss = psutil.Process().memory_info().rss
     if rss > MAX_AGENT_RSS_BYTES:
-        warnings["agent"] = f"the agent uses {mb(rss)} of memory"
+        warnings["agent"] = f"the agent uses {human_bytes(rss)} of memory"
 
     boot = psutil.boot_time()
     return {

@@ -14,7 +14,7 @@ from __future__ import annotations
 import email.utils
 import json
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 

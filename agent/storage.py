@@ -28,8 +28,8 @@ class DiskSpace:
         return self.free_bytes < self.min_free_bytes
 
     def shortage(self) -> str:
-        return (f"storage is full: {mb(self.free_bytes)} free on {self.path}, "
-                f"{mb(self.min_free_bytes)} must stay free")
+        return (f"storage is full: {human_bytes(self.free_bytes)} free on {self.path}, "
+                f"{human_bytes(self.min_free_bytes)} must stay free")
 
 
 def _existing(path: Path) -> Path:
@@ -48,8 +48,13 @@ def disk_space(directory: str | os.PathLike, agent: AgentConfig) -> DiskSpace:
 
 
 
-def mb(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MB"
+def human_bytes(n: int | float | None) -> str:
+    n = n or 0
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 def database_problem(config: Config, error: Exception) -> str:

@@ -85,7 +85,11 @@ class Stack:
             env=env, cwd=tmp, stdout=open(self.logs / "web.out", "w"), stderr=subprocess.STDOUT)
         self.agent = subprocess.Popen(self.agent_argv(), env=env, cwd=tmp,
                                       stdout=open(self.logs / "agent.out", "w"), stderr=subprocess.STDOUT)
-        wait_http(self.url + "/login", self.web)
+        try:
+            wait_http(self.url + "/login", self.web)
+        except BaseException:
+            self.close()  # no gunicorn left behind when the page never came up
+            raise
 
     def agent_argv(self) -> list[str]:
         # The daemon that serves the page's requests, as installed: `moodle-sync-agent run`.

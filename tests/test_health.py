@@ -11,7 +11,7 @@ import pytest
 
 from agent import cli, health
 from agent.config import load_config
-from agent.db import SyncRun, iso, open_db, parse_iso, utcnow
+from agent.db import Event, SyncRun, close_db, iso, open_db, parse_iso, utcnow
 from agent.moodle import MoodleClient, Unreachable
 from agent.queue import enqueue, validate_events
 from agent.sync import run_sync
@@ -164,3 +164,43 @@ def test_loopback_server_is_still_tried_without_network(make_config, network_dow
 def test_loopback_url(url, loopback):
     from agent.network import is_loopback_url
     assert is_loopback_url(url) is loopback
+
+
+# -- on the page and in the API ------------------------------------------------------
+
+def test_status_api_and_page_show_health_with_red_marks_and_the_storage_banner(tmp_path):
+    from tests.test_web import API_KEY, api, write_config
+    from webui import create_app
+
+    # Any disk here has less than 90 % free: the box is under its storage budget.
+    config = write_config(tmp_path, web="public_status = yes", agent="min_free_percent = 90")
+    app = create_app(config)
+    client = app.test_client()
+    try:
+        status = client.get("/api/v1/status").get_json()
+        h = status["health"]
+        assert set(h) >= {"disk", "database", "memory", "cpu", "uptime_s", "network", "clock", "queue", "agent",
+                          "warnings"}
+        assert h["disk"]["full"] is True and "new events are refused" in h["warnings"]["disk"]
+
+        page = client.get("/").get_data(as_text=True)
+        assert 'data-region="health"' in page
+        disk_row = page[page.index('data-health="disk"'):]
+        disk_row = disk_row[:disk_row.index("</dd>")]
+        assert 'class="health-bad"' in disk_row and "new events are refused" in disk_row
+        database_row = page[page.index('data-health="database"'):]
+        assert "health-bad" not in database_row[:database_row.index("</dd>")]
+        assert "storage is nearly full" in page  # the banner
+
+        before = queued_count()
+        answer = api(client, [EVENT])
+        assert answer.status_code == 507
+        assert answer.get_json()["error"].startswith("storage is full: ")
+        assert queued_count() == before  # nothing stored, nothing dropped
+        assert API_KEY not in answer.get_data(as_text=True)
+    finally:
+        close_db()
+
+
+def queued_count() -> int:
+    return Event.select().where(Event.status == Event.QUEUED).count()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import pytest
@@ -175,3 +176,40 @@ def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
     assert (row.trigger, row.status, row.force) == ("verify", "completed", False)
     assert row.actions == {"checked": 15, "matching": 14, "requeued": 1, "not_checked": 0}
     assert queued_keys(box) == {"student1-c1"}
+
+
+def test_verify_button_under_the_advanced_settings(box, simulator):
+    from agent import handoff, settings
+    from agent.auth import hash_password
+    from agent.db import close_db
+    from tests.test_web import PASSWORD, login, post
+    from webui import create_app
+
+    config = load_config(box.config)
+    app = create_app(config)
+    settings.put(password_hash=hash_password(PASSWORD))
+    client = app.test_client()
+    try:
+        login(client)
+        page = client.get("/").get_data(as_text=True)
+        advanced = page[page.index('id="advanced"'):page.index("</details>")]
+        assert 'action="/verify/start"' in advanced and "Verify Now" in advanced
+        assert page.count('action="/verify/start"') == 1 and 'action="/sync/start"' in page
+
+        control(simulator, "forget", {"userid": STUDENTS["student1"], "cmid": 1})
+        answer = post(client, "/verify/start")
+        assert answer.status_code == 202
+        assert answer.get_json()["message"] == "Verify requested: waiting for the agent…"
+        request = handoff.next_request()
+        assert request.trigger == "verify"
+        row = handoff.serve_request(config, request)  # what the daemon does with it
+
+        page = client.get("/").get_data(as_text=True)
+        dialog = page[page.index(f'id="run-{row.id}"'):]
+        dialog = dialog[:dialog.index("</dialog>")]
+        assert re.search(r'data-field="trigger">\s*Verify\s*<', dialog)
+        counts = dict(re.findall(r'data-kind="(\w+)".*?<strong>(\d+)</strong>', dialog, re.S))
+        assert counts == {"checked": "15", "matching": "14", "requeued": "1", "not_checked": "0"}
+        assert queued_keys(box) == {"student1-c1"}
+    finally:
+        close_db()

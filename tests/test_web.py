@@ -32,12 +32,12 @@ PASSWORD = "correct horse battery"
 COMPLETION = {"type": "completion", "course_id": 2, "user": "student1", "cmid": 1, "completed": True}
 
 
-def write_config(tmp_path, url="http://127.0.0.1:9", web="") -> object:
+def write_config(tmp_path, url="http://127.0.0.1:9", web="", agent="") -> object:
     (tmp_path / "token").write_text(MOODLE_TOKEN + "\n")
     path = tmp_path / "agent.ini"
     path.write_text(
         f"[moodle]\nurl = {url}\ntoken_file = {tmp_path / 'token'}\ntimeout = 5\n\n"
-        f"[agent]\ndatabase = {tmp_path / 'data' / 'agent.db'}\nbox_name = test-box\n\n"
+        f"[agent]\ndatabase = {tmp_path / 'data' / 'agent.db'}\nbox_name = test-box\n{agent}\n\n"
         f"[web]\napi_key = {API_KEY}\n{web}\n")
     return load_config(path)
 
@@ -107,6 +107,7 @@ def queued() -> int:
 STATE_CHANGING = {  # URL -> form that changes something
     "/settings/sync": {"enabled": ""},
     "/sync/start": {},
+    "/verify/start": {},
     "/settings/schedule": {"enabled": "", "time_utc": "13:45"},
     "/settings/notifications": {"enabled": "on", "email": "head@example.org"},
     "/settings/force": {"enabled": "on"},
@@ -251,7 +252,10 @@ def test_secret_key_is_private_and_shared(config, tmp_path):
 
 def test_password_hash_from_the_cli_is_pbkdf2_that_werkzeug_2_2_verifies(tmp_path):
     config = write_config(tmp_path)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MOODLE_SYNC_AGENT_CONFIG=str(config.path))
+    # ROOT first, then any PYTHONPATH already set (the installed package's
+    # private directory, when scripts/test-package runs the suite).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               MOODLE_SYNC_AGENT_CONFIG=str(config.path))
     result = subprocess.run([sys.executable, "-m", "agent", "set-password", "--stdin"], input=PASSWORD + "\n",
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -328,6 +332,20 @@ def test_events_api_off_without_a_key(tmp_path):
     answer = api(client, [COMPLETION])
     assert answer.status_code == 503
     assert "api_key" in answer.get_json()["error"]
+    assert queued() == 0
+
+
+def test_events_api_refuses_when_storage_is_under_budget(tmp_path):
+    import psutil
+
+    usage = psutil.disk_usage(str(tmp_path))
+    if usage.free / usage.total > 0.9:
+        pytest.skip("this disk is more than 90 % free: the budget cannot be crossed by config")
+    config = write_config(tmp_path, agent="min_free_percent = 90")  # the real disk is "full" for this box
+    client = create_app(config).test_client()
+    answer = api(client, [COMPLETION])
+    assert answer.status_code == 507
+    assert answer.get_json()["error"].startswith("storage is full: ")
     assert queued() == 0
 
 

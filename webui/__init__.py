@@ -19,6 +19,7 @@ from agent.config import Config, load_config
 from agent.db import database, open_db
 from agent.queue import MAX_INPUT_BYTES
 from agent.sync import ACTION_KINDS
+from agent.verify import VERIFY_KINDS
 
 from . import api, auth, views
 from .i18n import LANGUAGES, TEXTS, pick_language, text
@@ -30,7 +31,7 @@ SCRIPT_TEXTS = ["requested", "agent_silent", "not_started", "sync_finished", "sy
                 "n_of_total", "phase_starting", "phase_checking_connection", "phase_checking_courses",
                 "phase_sending_events", "phase_done", "status_completed", "status_completed_with_errors",
                 "status_failed", "status_skipped_offline", "status_interrupted", "status_running",
-                "form_expired", "login_needed"]
+                "form_expired", "login_needed", "phase_verifying"]
 
 SECURITY_HEADERS = {
     # Everything comes from the box itself: no outside address, no inline script.
@@ -81,6 +82,7 @@ def create_app(config: Config | None = None) -> Flask:
         return {
             "_": text, "lang": g.get("lang", "en"), "languages": LANGUAGES, "csrf_token": auth.csrf_token,
             "version": __version__, "box_name": config.agent.box_name, "action_kinds": ACTION_KINDS,
+            "verify_kinds": VERIFY_KINDS,
             "script_texts": {k: TEXTS[g.get("lang", "en")].get(k, TEXTS["en"][k]) for k in SCRIPT_TEXTS},
         }
 

@@ -8,9 +8,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from agent import history
+from agent import health, history
 from agent.db import SyncRequest
-from agent.queue import MAX_BATCH, MAX_INPUT_BYTES, EventError, enqueue, parse_events, validate_events
+from agent.queue import (MAX_BATCH, MAX_INPUT_BYTES, EventError, StorageFull, enqueue, parse_events,
+                         validate_events)
 
 from .auth import is_admin
 
@@ -66,7 +67,10 @@ def post_events():
         events = validate_events(items)
     except EventError as exc:
         return error(400, exc.problem, index=exc.index, field=exc.field)
-    result = enqueue(events)
+    try:
+        result = enqueue(events, config=current_app.config["AGENT"])
+    except StorageFull as exc:  # nothing written; the events already queued still sync
+        return error(507, exc.problem)
     return jsonify({"stored": result.stored, "duplicates": result.duplicates}), 201
 
 
@@ -82,7 +86,8 @@ def latest_request() -> dict[str, Any] | None:
 def status():
     if not may_read():
         return unauthorized("login required")
-    return jsonify({**history.status(current_app.config["AGENT"]), "request": latest_request()})
+    config = current_app.config["AGENT"]
+    return jsonify({**history.status(config), "request": latest_request(), "health": health.gather(config)})
 
 
 @bp.route("/syncs")

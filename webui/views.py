@@ -12,7 +12,8 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 
-from agent import history, settings
+from agent import health, history, settings
+from agent.cli import human_bytes
 from agent.config import Config, parse_time_utc
 from agent.db import Event, parse_iso, utcnow
 from agent.handoff import next_request, request_sync
@@ -52,8 +53,12 @@ def checked(name: str) -> bool:
     return request.form.get(name) in ("on", "1", "true", "yes")
 
 
-def banners(config: Config, status: dict, now: datetime) -> list[str]:
+def banners(config: Config, status: dict, now: datetime, box: dict) -> list[str]:
     found = []
+    disk = box["disk"]
+    if disk["full"]:
+        found.append(text("banner_storage", free=human_bytes(disk["free_bytes"]),
+                          min=human_bytes(disk["min_free_bytes"])))
     if status["server"]["token_rejected"]:
         found.append(text("banner_token"))
     last_ok = parse_iso(status["last_success_at"])
@@ -83,6 +88,7 @@ def index():
     now = utcnow()
     status = history.status(config)
     values = settings.get_all(config)
+    box = health.gather(config, now)
     return render_template(
         "sync.html",
         admin=admin,
@@ -92,7 +98,9 @@ def index():
         # Learners' names only for the admin, not on a public status page.
         conflicts=conflict_dicts(limit=CONFLICTS_SHOWN) if status["conflicts"] and admin else [],
         pending=next_request(),
-        banners=banners(config, status, now),
+        banners=banners(config, status, now, box),
+        health=box,
+        retention_days=config.agent.retention_days,
         now=now,
     )
 
@@ -110,18 +118,34 @@ def set_switch(key: str):
     return done(SWITCHES[key][0 if enabled else 1])
 
 
+# Start Sync Now, and Verify (a full re-check) under the advanced settings:
+# both are runs the daemon does, asked for the same way.
+STARTS = {"manual": ("start", "requested"), "verify": ("verify", "verify_requested")}
+
+
 @bp.route("/sync/start", methods=["POST"])
 @login_required
 def start_sync():
+    return start_run("manual")
+
+
+@bp.route("/verify/start", methods=["POST"])
+@login_required
+def start_verify():
+    return start_run("verify")
+
+
+def start_run(trigger: str) -> Response:
     config = _config()
+    field, message = STARTS[trigger]
     if not settings.get(config, "sync_enabled"):
-        return refuse(409, "refused_off", field="start")
+        return refuse(409, "refused_off", field=field)
     if history.status(config)["running"]:
-        return refuse(409, "refused_running", field="start")
-    req = request_sync(config, trigger="manual")
+        return refuse(409, "refused_running", field=field)
+    req = request_sync(config, trigger=trigger)
     if wants_json():
-        return jsonify({"ok": True, "message": text("requested"), "request_id": req.id}), 202
-    flash(text("requested"), "info")
+        return jsonify({"ok": True, "message": text(message), "request_id": req.id}), 202
+    flash(text(message), "info")
     return redirect(url_for("views.index"), code=303)
 
 
