@@ -214,8 +214,8 @@ def examples(n: int, *strategies):
         ran = []
 
         @settings(max_examples=n, **FUZZ)
-        @given(*strategies)
-        def counted(*args):
+        @given(st.tuples(*strategies))
+        def counted(args):
             ran.append(1)
             prop(*args)
 
