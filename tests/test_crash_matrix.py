@@ -153,8 +153,8 @@ def test_sigkill_at_50_moments_of_a_5000_event_sync(tmp_path, sim, snapshot):
         assert statuses[0] == "completed" and "running" not in statuses, f"{label}: {statuses}"
         outcomes.append((cut, statuses[1] if len(statuses) > 1 else None))
         shutil.rmtree(box.dir)
-    # The moments really spread over the sync: some before anything was sent,
-    # some in the middle, some when most of it was done.
+    # The moments really spread over the sync: early, in the middle, late.
     cuts = sorted(cut for cut, _ in outcomes)
-    assert cuts[0] == 0 and cuts[-1] > N_EVENTS * 0.8 and any(0 < c < N_EVENTS * 0.5 for c in cuts), cuts
+    assert cuts[0] < N_EVENTS * 0.1 and cuts[-1] > N_EVENTS * 0.8, cuts
+    assert any(N_EVENTS * 0.2 < c < N_EVENTS * 0.6 for c in cuts), cuts
     assert sum(killed == "interrupted" for _, killed in outcomes) >= TRIALS * 0.6, outcomes
