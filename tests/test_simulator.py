@@ -167,7 +167,10 @@ def test_recordings_were_found():
 
 
 @needs_recordings
-@pytest.mark.parametrize("path", RECORDING_FILES, ids=lambda p: p.stem)
+# An empty list with an ids function breaks collection on older pytest
+# (Debian's 7.2): without the recordings, one skipped case stands in.
+@pytest.mark.parametrize("path", RECORDING_FILES or [pytest.param(None, marks=needs_recordings)],
+                         ids=lambda p: p.stem if p else "no-recordings")
 def test_recording_replay(replay_sim, path):
     sim = replay_sim
     name = path.name.split("_")[0]
