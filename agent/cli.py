@@ -45,6 +45,18 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=False))
 
 
+def print_rows(rows: list[dict], as_json: bool, empty: str, line: Callable[[dict], str]) -> int:
+    """A listing: JSON, or one line per row, or a hint when there is nothing."""
+    if as_json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(line(row))
+        if not rows:
+            print(empty)
+    return EXIT_OK
+
+
 # -- commands ----------------------------------------------------------------
 
 def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
@@ -71,14 +83,9 @@ def cmd_courses(config: Config, args: argparse.Namespace) -> int:
              "cacherev": c.cacherev, "fetched_at": c.fetched_at,
              "activities": [{"cmid": a.cmid, "name": a.name, "modname": a.modname} for a in c.activities]}
             for c in courses.Course.select().order_by(courses.Course.id)]
-    if args.json:
-        _print_json(rows)
-    else:
-        for r in rows:
-            print(f"{r['id']:>6}  {r['shortname']:<20} {len(r['activities']):>3} activities  fetched {r['fetched_at']}")
-        if not rows:
-            print("no courses on this box yet: moodle-sync-agent courses add ID_OR_SHORTNAME")
-    return EXIT_OK
+    return print_rows(rows, args.json, "no courses on this box yet: moodle-sync-agent courses add ID_OR_SHORTNAME",
+                      lambda r: f"{r['id']:>6}  {r['shortname']:<20} {len(r['activities']):>3} activities  "
+                                f"fetched {r['fetched_at']}")
 
 
 def format_run(run: dict) -> str:
@@ -193,15 +200,8 @@ def cmd_conflicts(config: Config, args: argparse.Namespace) -> int:
         n = set_conflicts(args.ids, status)
         print(f"{args.action}: {n} conflict(s)")
         return EXIT_OK if n == len(set(args.ids)) else EXIT_USAGE
-    rows = conflict_dicts()
-    if args.json:
-        _print_json(rows)
-    else:
-        for r in rows:
-            print(f"{r['id']:>8}  {r['type']:<10} {r['user']:<20} course {r['course_id']}  {r['reason']}")
-        if not rows:
-            print("no conflicts")
-    return EXIT_OK
+    return print_rows(conflict_dicts(), args.json, "no conflicts",
+                      lambda r: f"{r['id']:>8}  {r['type']:<10} {r['user']:<20} course {r['course_id']}  {r['reason']}")
 
 
 def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
