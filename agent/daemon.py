@@ -3,27 +3,32 @@
 About once a second (:meth:`Daemon.step`) it re-reads the page's settings,
 picks up a sync request, or asks the daily plan (agent/schedule.py) whether
 a scheduled sync is due. Syncs, and the server checks before them, run in a
-worker thread, so a request is still seen within two seconds and a switch
-turned off still stops a run while one goes on; e-mail notices go out in a
-thread of their own and never hold anything up.
+worker process (agent/worker.py) that a thread here waits for, so a request
+is still seen within two seconds, a switch turned off still stops a run while
+one goes on, and the daemon itself never loads the HTTP stack: it idles at
+its start-up size. E-mail notices go out in a thread of their own and never
+hold anything up.
 
-SIGTERM/SIGINT: the run's stop event is set, the current batch ends and the
-run is recorded as interrupted; after STOP_GRACE_S the agent leaves anyway
-(the run is then marked interrupted here and the kernel frees the lock).
+SIGTERM/SIGINT: the worker is told to stop, its current batch ends and the
+run is recorded as interrupted; after STOP_GRACE_S the agent kills it and
+leaves anyway (the run is then marked interrupted here and the kernel frees
+the lock).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import stat
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from pathlib import Path
 
 import schedule as pacing
 
@@ -31,9 +36,8 @@ from . import __version__, handoff, notify, settings
 from .cli import EXIT_ERRORS, report_run
 from .config import Config, parse_time_utc
 from .db import SyncRequest, SyncRun, close_db, iso, parse_iso
-from .moodle import MoodleClient, MoodleError, Unreachable
 from .schedule import Attempt, Clock, Missed, Plan, Planner
-from .sync import AlreadyRunning, SyncDisabled, is_running, record_skipped, recover_stale_runs, run_sync
+from .sync import SyncDisabled, is_running, record_skipped, recover_stale_runs
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +51,53 @@ PICKUP_TIMEOUT_S = 10.0
 class Offline:
     reason: str
     retry_after: float | None
+    bytes_sent: int = 0  # what the online check cost
+    bytes_received: int = 0
+    clock_offset_s: float | None = None
+
+
+@dataclass
+class SlotChecks:
+    """The online checks of one scheduled slot, for its row if it is skipped."""
+
+    slot: datetime
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    clock_offset_s: float | None = None
 
 
 @dataclass
 class Job:
-    """What the worker thread is doing: one request, or one scheduled attempt."""
+    """What the worker is doing: one request, or one scheduled attempt."""
 
     request: SyncRequest | None = None
     slot: datetime | None = None
     forced: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
-    client: MoodleClient | None = None  # for the online check
+    proc: subprocess.Popen | None = None
     run_id: str | None = None
     outcome: SyncRun | Offline | None = None
     thread: threading.Thread | None = None
 
-    def current_run(self) -> str | None:
-        return self.request.sync_id if self.request is not None else self.run_id
+    def halt(self) -> None:
+        """Ask the worker to end its run after the current batch."""
+        self.stop.set()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+
+def worker_command(config: Config, *job: str) -> list[str]:
+    # -P: nothing from the working directory on sys.path
+    return [sys.executable, "-P", "-m", "agent.worker", "--config", str(config.path), *job]
+
+
+def worker_env() -> dict[str, str]:
+    """Where this agent's modules are (a private directory in the package)."""
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    return env
 
 
 class Daemon:
@@ -76,7 +110,7 @@ class Daemon:
         self._notify_again = False
         self.values: dict = {}
         self._plan: Plan | None = None
-        self._check_client: tuple[datetime, MoodleClient] | None = None
+        self._checks: SlotChecks | None = None
         self._step_error: str | None = None
         self.planner = Planner(parse_iso(settings.get(config, "schedule_last_slot")), rng,
                                on_handled=lambda slot: settings.put(schedule_last_slot=iso(slot)))
@@ -93,8 +127,10 @@ class Daemon:
             return
         request = handoff.next_request()
         if request is not None:
+            log.info("sync request %d picked up (trigger %s)", request.id, request.trigger)
+            handoff.pick(request)
             self._start(Job(request=request, forced=request.force or bool(self.values["force_next"])),
-                        self._serve)
+                        "request", str(request.id))
             return
         jumps = len(self.planner.jumps)
         action = self.planner.tick(self.clock.wall(), self.clock.mono(), self.plan())
@@ -102,10 +138,12 @@ class Daemon:
             log.warning("the wall clock jumped by %+.0f s: schedule re-planned from %s",
                         self.planner.jumps[-1], iso(self.clock.wall()))
         if isinstance(action, Attempt):
-            self._start(Job(slot=action.slot, client=self._client_for(action.slot)), self._scheduled)
+            self._start(Job(slot=action.slot), "scheduled")
         elif isinstance(action, Missed):
-            record_skipped("schedule", action.reason, self._client_for(action.slot, reuse_only=True))
-            self._check_client = None
+            checks = self._checks if self._checks is not None and self._checks.slot == action.slot else None
+            record_skipped("schedule", action.reason, checks.bytes_sent if checks else 0,
+                           checks.bytes_received if checks else 0, checks.clock_offset_s if checks else None)
+            self._checks = None
             self._notify()
 
     def plan(self) -> Plan:
@@ -129,9 +167,9 @@ class Daemon:
         job = self.job
         if not self.values["sync_enabled"] and not job.stop.is_set():
             log.info("sync was turned off: stopping the running sync after its current batch")
-            job.stop.set()
+            job.halt()
         request = handoff.next_request()
-        run_id = job.current_run()
+        run_id = job.run_id
         if request is None or run_id is None or (request.force and not job.forced):
             return  # none waiting, or it runs after this one
         if handoff.attach(request, run_id):
@@ -139,13 +177,13 @@ class Daemon:
 
     # -- the worker ------------------------------------------------------------
 
-    def _start(self, job: Job, target: Callable[[Job], None]) -> None:
+    def _start(self, job: Job, *command: str) -> None:
         def work() -> None:
             try:
-                target(job)
-            except Exception as exc:  # the database, a bug: the plan backs off, the agent goes on
+                job.outcome = self._run_worker(job, command)
+            except Exception as exc:  # the database, no memory for a process: the plan backs off
                 log.exception("sync worker failed")
-                job.outcome = job.outcome or Offline(f"internal error: {type(exc).__name__}: {exc}", None)
+                job.outcome = Offline(f"internal error: {type(exc).__name__}: {exc}", None)
             finally:
                 close_db()  # this thread's connection: the agent runs for months
 
@@ -153,44 +191,28 @@ class Daemon:
         self.job = job
         job.thread.start()
 
-    def _serve(self, job: Job) -> None:
-        log.info("sync request %d picked up (trigger %s)", job.request.id, job.request.trigger)
-        try:
-            job.outcome = handoff.serve_request(self.config, job.request, job.stop)
-        except AlreadyRunning as exc:
-            if exc.run_id:
-                handoff.attach(job.request, exc.run_id)
-            log.info("sync request %d: %s", job.request.id, exc)
-        except SyncDisabled as exc:
-            log.info("sync request %d not run: %s", job.request.id, exc)
-
-    def _scheduled(self, job: Job) -> None:
-        try:
-            job.client.site_info()
-        except Unreachable as exc:
-            job.outcome = Offline(exc.reason, exc.retry_after)
-            return
-        except MoodleError:
-            pass  # it answered: the run records what is wrong (a rejected token ...)
-
-        def started(row: SyncRun) -> None:
-            job.run_id = row.id
-
-        try:  # with a client of its own: the run's row counts the run's traffic, like `sync`
-            job.outcome = run_sync(self.config, trigger="schedule", stop=job.stop, on_started=started)
-        except AlreadyRunning as exc:
-            job.outcome = Offline(str(exc), None)  # checked again with the backoff: never two at once
-        except SyncDisabled:
-            pass  # turned off a moment ago: the plan says so at the next step
-
-    def _client_for(self, slot: datetime, reuse_only: bool = False) -> MoodleClient | None:
-        """One client for all the checks of a slot: the skipped row then shows
-        their traffic and the last clock offset."""
-        if self._check_client is None or self._check_client[0] != slot:
-            if reuse_only:
-                return None
-            self._check_client = (slot, MoodleClient(self.config.moodle))
-        return self._check_client[1]
+    def _run_worker(self, job: Job, command: tuple[str, ...]) -> SyncRun | Offline | None:
+        """Run the worker process to its end; its last line of JSON is the outcome."""
+        proc = subprocess.Popen(worker_command(self.config, *command), env=worker_env(), cwd="/",
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        job.proc = proc
+        if job.stop.is_set():  # halted while it was starting
+            proc.send_signal(signal.SIGTERM)
+        last: dict = {}
+        for line in proc.stdout:
+            try:
+                last = json.loads(line)
+            except ValueError:
+                continue
+            if "run" in last:
+                job.run_id = last["run"]
+        code = proc.wait()
+        if "offline" in last:
+            return Offline(last["offline"], last["retry_after"], last["bytes_sent"], last["bytes_received"],
+                           last["clock_offset_s"])
+        if not last.get("done") or "error" in last:
+            return Offline(last.get("error") or f"internal error: the worker process ended with status {code}", None)
+        return SyncRun.get_or_none(SyncRun.id == job.run_id) if job.run_id else None
 
     def _collect(self) -> None:
         """Take the outcome of a finished worker back to the main thread."""
@@ -202,6 +224,7 @@ class Daemon:
         if job.slot is not None:
             now = self.clock.wall()
             if isinstance(out, Offline):
+                self._count_check(job.slot, out)
                 self.planner.offline(job.slot, now, out.reason, out.retry_after)
                 self._log_offline(out)
             elif isinstance(out, SyncRun) and out.status == SyncRun.SKIPPED_OFFLINE:
@@ -210,9 +233,17 @@ class Daemon:
                 pass  # the agent is stopping or sync was turned off: not done for the day
             elif out is not None:
                 self.planner.ran(job.slot)
-                self._check_client = None
-        if job.current_run() is not None:
+                self._checks = None
+        if job.run_id is not None:
             self._notify()
+
+    def _count_check(self, slot: datetime, out: Offline) -> None:
+        if self._checks is None or self._checks.slot != slot:
+            self._checks = SlotChecks(slot)
+        self._checks.bytes_sent += out.bytes_sent
+        self._checks.bytes_received += out.bytes_received
+        if out.clock_offset_s is not None:
+            self._checks.clock_offset_s = out.clock_offset_s
 
     def _log_offline(self, out: Offline) -> None:
         target = self.planner.target
@@ -295,13 +326,15 @@ class Daemon:
         deadline = time.monotonic() + grace_s
         job = self.job
         if job is not None:
-            job.stop.set()
+            job.halt()
             job.thread.join(grace_s)
             if job.thread.is_alive():
-                run_id = job.current_run()
                 log.warning("the sync did not stop within %.0f s: leaving it cut off", grace_s)
-                if run_id:
-                    recover_stale_runs(run_id)
+                if job.proc is not None:
+                    job.proc.kill()
+                job.thread.join(2.0)
+                if job.run_id:
+                    recover_stale_runs(job.run_id)
             else:
                 self._collect()
         if self.notifier is not None:

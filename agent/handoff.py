@@ -8,6 +8,7 @@ it. A worker restart or a second worker can neither start nor lose a run.
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 from . import settings
 from .config import Config
@@ -39,6 +40,12 @@ def next_request() -> SyncRequest | None:
     return SyncRequest.select().where(SyncRequest.picked_at.is_null()).order_by(SyncRequest.id).first()
 
 
+def pick(request: SyncRequest) -> None:
+    """The daemon has taken the request (its worker then serves it)."""
+    request.picked_at = iso(utcnow())
+    request.save()
+
+
 def attach(request: SyncRequest, run_id: str) -> bool:
     """Let a run already going on serve the request: runs never overlap.
     A run of the other kind (a sync for a verify, or the reverse) cannot:
@@ -54,7 +61,8 @@ def attach(request: SyncRequest, run_id: str) -> bool:
     return True
 
 
-def serve_request(config: Config, request: SyncRequest, stop: threading.Event | None = None) -> SyncRun | None:
+def serve_request(config: Config, request: SyncRequest, stop: threading.Event | None = None,
+                  on_started: Callable[[SyncRun], None] | None = None) -> SyncRun | None:
     """Run the sync (or verify) a request asked for. A one-shot Force Sync set on
     the page applies to the next sync and is then cleared."""
     verify = request.trigger == VERIFY
@@ -63,9 +71,11 @@ def serve_request(config: Config, request: SyncRequest, stop: threading.Event | 
     def started(row: SyncRun) -> None:
         request.sync_id = row.id
         request.save()
+        if on_started:
+            on_started(row)
 
-    request.picked_at = iso(utcnow())
-    request.save()
+    if request.picked_at is None:
+        pick(request)
     try:
         row = run_sync(config, trigger=request.trigger, force=force, stop=stop, on_started=started,
                        make_run=VerifyRun if verify else Run)

@@ -7,6 +7,10 @@ answers with JSON *strings* inside JSON and stops at the first failing call.
 
 The token travels only in the POST body: it never appears in a URL, and so
 never in an exception message or a log line.
+
+requests and urllib3 are imported when a client is made, not with this
+module: the daemon imports it for its exceptions and types but leaves every
+request to its worker process (agent/worker.py), and so idles ~10 MB lighter.
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ import json
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
-
-import requests
-import urllib3
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, network
 from .config import MoodleConfig
+
+if TYPE_CHECKING:
+    import requests
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
@@ -120,6 +124,8 @@ def _header_bytes(headers) -> int:
 
 class MoodleClient:
     def __init__(self, config: MoodleConfig, session: requests.Session | None = None):
+        import requests  # here, not at the top: see the module's docstring
+
         self.config = config
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"moodle-sync-agent/{__version__}"
@@ -130,6 +136,9 @@ class MoodleClient:
     # -- transport ---------------------------------------------------------
 
     def _post(self, fields: list[tuple[str, str]]) -> Any:
+        import requests
+        import urllib3
+
         url = self.config.rest_url
         request = requests.Request("POST", url, data=fields)
         prepared = self.session.prepare_request(request)
@@ -167,6 +176,8 @@ class MoodleClient:
         return self._decode(response, raw, host)
 
     def _read(self, response: requests.Response) -> bytes:
+        import urllib3
+
         chunks, size = [], 0
         try:
             for chunk in response.raw.stream(65536, decode_content=False):

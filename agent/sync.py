@@ -575,15 +575,15 @@ def disk_full_error(exc: BaseException | None) -> BaseException | None:
     return None
 
 
-def record_skipped(trigger: str, reason: str, client: MoodleClient | None = None) -> SyncRun:
+def record_skipped(trigger: str, reason: str, bytes_sent: int = 0, bytes_received: int = 0,
+                   clock_offset_s: float | None = None) -> SyncRun:
     """The one history row for a scheduled sync that did not happen because
-    the server could not be reached: the checks before it record nothing."""
+    the server could not be reached, with what its checks cost: the checks
+    themselves record nothing."""
     now = iso(utcnow())
     row = SyncRun.create(trigger=trigger, status=SyncRun.SKIPPED_OFFLINE, started_at=now, completed_at=now,
-                         duration_s=0.0, phase="done", errors=[reason],
-                         bytes_sent=client.traffic.bytes_sent if client else 0,
-                         bytes_received=client.traffic.bytes_received if client else 0,
-                         clock_offset_s=client.clock_offset_s() if client else None)
+                         duration_s=0.0, phase="done", errors=[reason], bytes_sent=bytes_sent,
+                         bytes_received=bytes_received, clock_offset_s=clock_offset_s)
     log.info("sync %s recorded: %s (%s)", row.id, row.status, reason)
     return row
 

@@ -407,3 +407,26 @@ def test_log_lines_are_single_and_never_show_the_token():
     line = formatter.format(record)
     assert "\n" not in line and secret not in line and line.startswith("<3>x: failed [hidden]")
     assert "RuntimeError: boom with [hidden] | second line" in line
+
+
+def test_the_daemon_leaves_the_http_stack_to_its_worker_process(box, config):
+    """What keeps the idle daemon small (scripts/bench, section 3): it syncs
+    in a worker process and never loads requests or urllib3 itself."""
+    script = (
+        "import sys\n"
+        "from agent import handoff\n"
+        "from agent.config import load_config\n"
+        "from agent.daemon import Daemon\n"
+        "from agent.db import SyncRun, open_db\n"
+        f"config = load_config({str(box.config)!r})\n"
+        "open_db(config.agent.database)\n"
+        "daemon = Daemon(config)\n"
+        "handoff.request_sync(config)\n"
+        "daemon.step()\n"
+        "daemon.wait_idle(60)\n"
+        "print([r.status for r in SyncRun.select()])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('requests', 'urllib3')))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=box.dir, env=box.env(), capture_output=True,
+                            text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["['completed']", "[]"], result.stdout + result.stderr

@@ -1,0 +1,121 @@
+"""One job of the daemon, in a process of its own: a page's sync request, or
+a scheduled attempt (the online check, then the sync).
+
+Why a process: the daemon idles 23 hours a day. Its jobs need the HTTP stack
+(requests, urllib3, TLS: ~12 MB) and grow the heap; a job that exits gives
+all of it back, and the daemon stays at its start-up size for months.
+
+    python -m agent.worker --config PATH request ID
+    python -m agent.worker --config PATH scheduled
+
+It prints lines of JSON on stdout for the daemon: ``{"run": ID}`` when its
+run has started, then its outcome as the last line. SIGTERM or SIGINT stops
+the run after its current batch, recorded as interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from . import handoff
+from .config import load_config
+from .db import SyncRequest, SyncRun, open_db
+from .moodle import MoodleClient, MoodleError, Unreachable
+from .sync import AlreadyRunning, SyncDisabled, run_sync
+
+log = logging.getLogger(__name__)
+
+
+def emit(**message) -> None:
+    print(json.dumps(message), flush=True)
+
+
+def started(row: SyncRun) -> None:
+    emit(run=row.id)
+
+
+def serve(config, request_id: int, stop: threading.Event) -> dict:
+    request = SyncRequest.get_by_id(request_id)
+    log.info("sync request %d picked up (trigger %s)", request.id, request.trigger)
+    try:
+        row = handoff.serve_request(config, request, stop, on_started=started)
+    except AlreadyRunning as exc:
+        if exc.run_id:
+            handoff.attach(request, exc.run_id)
+        log.info("sync request %d: %s", request.id, exc)
+        return {}
+    except SyncDisabled as exc:
+        log.info("sync request %d not run: %s", request.id, exc)
+        return {}
+    return {"status": row.status if row else None}
+
+
+def scheduled(config, stop: threading.Event) -> dict:
+    """The online check first: an offline box records nothing, the daemon
+    checks again on its backoff and records one row if the window ends."""
+    client = MoodleClient(config.moodle)
+
+    def offline(reason: str, retry_after: float | None = None) -> dict:
+        return {"offline": reason, "retry_after": retry_after, "bytes_sent": client.traffic.bytes_sent,
+                "bytes_received": client.traffic.bytes_received, "clock_offset_s": client.clock_offset_s()}
+
+    try:
+        client.site_info()
+    except Unreachable as exc:
+        return offline(exc.reason, exc.retry_after)
+    except MoodleError:
+        pass  # it answered: the run records what is wrong (a rejected token ...)
+    try:  # with a client of its own: the run's row counts the run's traffic, like `sync`
+        row = run_sync(config, trigger="schedule", stop=stop, on_started=started)
+    except AlreadyRunning as exc:
+        return offline(str(exc))  # checked again with the backoff: never two at once
+    except SyncDisabled:
+        return {}  # turned off a moment ago: the plan says so at the next step
+    return {"status": row.status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent.worker")
+    parser.add_argument("--config", required=True)
+    sub = parser.add_subparsers(dest="job", required=True)
+    sub.add_parser("request").add_argument("id", type=int)
+    sub.add_parser("scheduled")
+    args = parser.parse_args(argv)
+
+    signalled: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Only a flag: the job's thread may hold the stop event's lock.
+        signal.signal(sig, lambda signum, _frame: signalled.append(signum))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    config = load_config(args.config)
+    from .daemon import configure_logging  # the daemon's format and secret masking
+
+    configure_logging(config)
+    open_db(config.agent.database)
+    stop, outcome = threading.Event(), {}
+
+    def work() -> None:
+        try:
+            outcome.update(serve(config, args.id, stop) if args.job == "request" else scheduled(config, stop))
+        except Exception as exc:  # the database, a bug: the daemon's plan backs off and it goes on
+            log.exception("sync worker failed")
+            outcome["error"] = f"internal error: {type(exc).__name__}: {exc}"
+
+    job = threading.Thread(target=work, name="job")
+    job.start()
+    while job.is_alive():
+        if signalled:
+            stop.set()
+        job.join(0.2)
+    emit(done=True, **outcome)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
