@@ -212,7 +212,7 @@ class Run:
     def send_chunk(self, chunk: list[Call]) -> list[CallResult]:
         for attempt in range(MAX_RETRIES + 1):
             try:
-                if len(chunk) == 1 and BATCH_FUNCTION not in self.functions:
+                if len(chunk) == 1:  # no batch around a single call
                     try:
                         return [CallResult(True, data=self.client.call(chunk[0].function, chunk[0].args))]
                     except TokenRejected:
@@ -393,10 +393,12 @@ def push_learning(run: Run, course: Course, force: bool) -> None:
                 run.mark_conflict([e.id], f"activity {e.cmid} does not exist in course {course.shortname}, "
                                           "so its grade item is unknown")
             else:
-                # One update_grades call per activity; a later grade for the
-                # same student replaces the earlier one in that call.
+                # One update_grades call per activity, of up to batch_size
+                # grades (1: a call per event, as the Moodle app sends them);
+                # a later grade for the same student replaces the earlier one
+                # in that call, or follows it in the next call.
                 call = grade_calls.get(e.cmid)
-                if call is None:
+                if call is None or len(call.events) >= run.config.agent.batch_size:
                     call = Call("core_grades_update_grades",
                                 {"source": "moodle-sync-agent", "courseid": course.id,
                                  "component": f"mod_{activity.modname}", "activityid": e.cmid,

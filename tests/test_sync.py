@@ -340,6 +340,20 @@ def test_without_batching_each_event_is_its_own_call(tmp_path):
         assert snap["calls"]["core_completion_override_activity_completion_status"] == 3
 
 
+def test_batch_size_1_sends_every_event_in_a_request_of_its_own(tmp_path, simulator, moodle):
+    box = Box(tmp_path, simulator.url, batch_size=1)
+    box.enqueue([{"type": "grade", "id": f"g{i}", "course_id": C1, "user": f"student{1 + i % 2}", "cmid": 3,
+                  "grade": 10 * i} for i in range(5)]
+                + [{"type": "completion", "course_id": C1, "user": "student1", "cmid": 1, "completed": True}])
+    code, run, _ = sync(box)
+    assert code == 0 and run["actions"]["grades"] == 5 and run["actions"]["completions"] == 1
+    snap = stats(simulator)
+    assert snap["batches"] == 0
+    assert snap["calls"]["core_grades_update_grades"] == 5
+    assert snap["calls"]["core_completion_override_activity_completion_status"] == 1
+    assert moodle.grade(C1, STUDENT1, 3)[0] == 40 and moodle.grade(C1, STUDENT2, 3)[0] == 30  # the last ones
+
+
 def test_courses_add_list_remove(box):
     result = box.cli("courses", "add", "NOPE")
     assert result.returncode == 2 and "no course with short name 'NOPE'" in result.stderr
