@@ -155,6 +155,12 @@ class Run:
     def action_dict(self) -> dict[str, int]:
         return {kind: self.actions.get(kind, 0) for kind in ACTION_KINDS}
 
+    @property
+    def read_size(self) -> int:
+        """Queued events are read a multiple of this at a time: at least a
+        look-up's worth, so that small batches do not multiply the look-ups."""
+        return max(self.config.agent.batch_size, LOOKUP_CHUNK)
+
     def check_stop(self) -> None:
         if self.stop.is_set():
             raise Interrupted()
@@ -308,7 +314,7 @@ def _queued(*where):
 
 
 def push_users(run: Run) -> None:
-    size = run.config.agent.batch_size * 2
+    size = run.read_size * 2
     for rows in chunks_of(_queued(Event.type == "user"), size):
         run.check_stop()
         run.resolve_users({e.username for e in rows})
@@ -345,7 +351,7 @@ def push_users(run: Run) -> None:
 
 
 def push_enrolments(run: Run, course_id: int) -> None:
-    size = run.config.agent.batch_size * 4
+    size = run.read_size * 4
     for rows in chunks_of(_queued(Event.type == "enrolment", Event.course_id == course_id), size):
         run.check_stop()
         run.resolve_users({e.username for e in rows})
@@ -368,7 +374,7 @@ def push_enrolments(run: Run, course_id: int) -> None:
 
 def push_learning(run: Run, course: Course, force: bool) -> None:
     """Completions and grades of one course, in queue order."""
-    size = run.config.agent.batch_size * 4
+    size = run.read_size * 4
     activities = {a.cmid: a for a in Activity.select().where(Activity.course == course.id)}
     for rows in chunks_of(_queued(Event.type.in_(["completion", "grade"]), Event.course_id == course.id), size):
         run.check_stop()
