@@ -24,6 +24,7 @@ import threading
 
 from . import handoff
 from .config import load_config
+from .daemon import configure_logging  # its line format and secret masking
 from .db import SyncRequest, SyncRun, open_db
 from .moodle import MoodleClient, MoodleError, Unreachable
 from .sync import AlreadyRunning, SyncDisabled, run_sync
@@ -94,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     config = load_config(args.config)
-    from .daemon import configure_logging  # the daemon's format and secret masking
-
     configure_logging(config)
     open_db(config.agent.database)
     stop, outcome = threading.Event(), {}
