@@ -29,7 +29,7 @@ from .db import SyncRequest, SyncRun, open_db
 from .moodle import MoodleClient, MoodleError, Unreachable
 from .sync import AlreadyRunning, SyncDisabled, run_sync
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agent.worker")  # not "__main__" under -m
 
 
 def emit(**message) -> None:
@@ -41,8 +41,7 @@ def started(row: SyncRun) -> None:
 
 
 def serve(config, request_id: int, stop: threading.Event) -> dict:
-    request = SyncRequest.get_by_id(request_id)
-    log.info("sync request %d picked up (trigger %s)", request.id, request.trigger)
+    request = SyncRequest.get_by_id(request_id)  # the daemon logged its pickup
     try:
         row = handoff.serve_request(config, request, stop, on_started=started)
     except AlreadyRunning as exc:
