@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from .cli import EXIT_ERRORS, report_run
 from .config import Config, parse_time_utc
 from .db import SyncRequest, SyncRun, close_db, iso, parse_iso
 from .schedule import Attempt, Clock, Missed, Plan, Planner
-from .sync import SyncDisabled, is_running, record_skipped, recover_stale_runs
+from .sync import SyncDisabled, is_running, record_skipped, recover_stale_runs, running_run
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Job:
     request: SyncRequest | None = None
     slot: datetime | None = None
     forced: bool = False
-    stop: threading.Event = field(default_factory=threading.Event)
+    halted: bool = False
     proc: subprocess.Popen | None = None
     run_id: str | None = None
     outcome: SyncRun | Offline | None = None
@@ -81,7 +81,7 @@ class Job:
 
     def halt(self) -> None:
         """Ask the worker to end its run after the current batch."""
-        self.stop.set()
+        self.halted = True
         proc = self.proc
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -104,7 +104,6 @@ class Daemon:
     def __init__(self, config: Config, clock: Clock | None = None, rng=None):
         self.config = config
         self.clock = clock or Clock()
-        self.stopping = threading.Event()
         self.job: Job | None = None
         self.notifier: threading.Thread | None = None
         self._notify_again = False
@@ -123,9 +122,9 @@ class Daemon:
         if self.job is not None:
             self._while_busy()
             return
-        if self.stopping.is_set():
-            return
         request = handoff.next_request()
+        if request is not None and self._served_by_a_run(request):
+            return
         if request is not None:
             log.info("sync request %d picked up (trigger %s)", request.id, request.trigger)
             handoff.pick(request)
@@ -140,9 +139,10 @@ class Daemon:
         if isinstance(action, Attempt):
             self._start(Job(slot=action.slot), "scheduled")
         elif isinstance(action, Missed):
-            checks = self._checks if self._checks is not None and self._checks.slot == action.slot else None
-            record_skipped("schedule", action.reason, checks.bytes_sent if checks else 0,
-                           checks.bytes_received if checks else 0, checks.clock_offset_s if checks else None)
+            checks = self._checks if self._checks is not None and self._checks.slot == action.slot \
+                else SlotChecks(action.slot)
+            record_skipped("schedule", action.reason, checks.bytes_sent, checks.bytes_received,
+                           checks.clock_offset_s)
             self._checks = None
             self._notify()
 
@@ -165,15 +165,25 @@ class Daemon:
 
     def _while_busy(self) -> None:
         job = self.job
-        if not self.values["sync_enabled"] and not job.stop.is_set():
+        if not self.values["sync_enabled"] and not job.halted:
             log.info("sync was turned off: stopping the running sync after its current batch")
             job.halt()
         request = handoff.next_request()
-        run_id = job.run_id
-        if request is None or run_id is None or (request.force and not job.forced):
+        if request is None or job.run_id is None or (request.force and not job.forced):
             return  # none waiting, or it runs after this one
-        if handoff.attach(request, run_id):
-            log.info("sync request %d served by the running sync %s", request.id, run_id)
+        if handoff.attach(request, job.run_id):
+            log.info("sync request %d served by the running sync %s", request.id, job.run_id)
+
+    def _served_by_a_run(self, request: SyncRequest) -> bool:
+        """A run of a command (`sync`, `verify`) holds the lock: attach the
+        request to it, or leave it waiting, rather than start a worker that
+        would only find the lock taken."""
+        run = running_run()
+        if run is None:
+            return False
+        if not (request.force and not run.force) and handoff.attach(request, run.id):
+            log.info("sync request %d served by the running sync %s", request.id, run.id)
+        return True
 
     # -- the worker ------------------------------------------------------------
 
@@ -196,7 +206,7 @@ class Daemon:
         proc = subprocess.Popen(worker_command(self.config, *command), env=worker_env(), cwd="/",
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         job.proc = proc
-        if job.stop.is_set():  # halted while it was starting
+        if job.halted:  # halted while it was starting
             proc.send_signal(signal.SIGTERM)
         last: dict = {}
         for line in proc.stdout:
@@ -322,7 +332,6 @@ class Daemon:
         return 0
 
     def shutdown(self, grace_s: float = STOP_GRACE_S) -> None:
-        self.stopping.set()
         deadline = time.monotonic() + grace_s
         job = self.job
         if job is not None:

@@ -13,9 +13,9 @@ from typing import Callable
 from . import settings
 from .config import Config
 from .db import SyncRequest, SyncRun, database, iso, utcnow
-from .sync import AlreadyRunning, Run, SyncDisabled, run_sync
+from .sync import AlreadyRunning, SyncDisabled, run_sync
 from .verify import TRIGGER as VERIFY
-from .verify import VerifyRun
+from .verify import run_verify
 
 
 def request_sync(config: Config, trigger: str = "manual", force: bool = False) -> SyncRequest:
@@ -52,8 +52,9 @@ def attach(request: SyncRequest, run_id: str) -> bool:
     the request waits for its own turn. Returns whether it was attached."""
     run = SyncRun.get_or_none(SyncRun.id == run_id)
     if run is not None and (run.trigger == VERIFY) != (request.trigger == VERIFY):
-        request.picked_at = request.sync_id = None
-        request.save()
+        if request.picked_at is not None:  # back to waiting; no write (an fsync) when it already is
+            request.picked_at = request.sync_id = None
+            request.save()
         return False
     request.picked_at = iso(utcnow())
     request.sync_id = run_id
@@ -77,8 +78,10 @@ def serve_request(config: Config, request: SyncRequest, stop: threading.Event | 
     if request.picked_at is None:
         pick(request)
     try:
-        row = run_sync(config, trigger=request.trigger, force=force, stop=stop, on_started=started,
-                       make_run=VerifyRun if verify else Run)
+        if verify:
+            row = run_verify(config, stop=stop, on_started=started)
+        else:
+            row = run_sync(config, trigger=request.trigger, force=force, stop=stop, on_started=started)
     except (AlreadyRunning, SyncDisabled) as exc:
         request.sync_id = None
         request.save()

@@ -96,19 +96,23 @@ def sync_lock(config: Config) -> Iterator[None]:
         os.close(fd)  # closing releases the flock
 
 
-def is_running(config: Config) -> bool:
-    """Is a run going on now? A row marked running whose process still exists.
+def running_run() -> SyncRun | None:
+    """The run going on now: a row marked running whose process still exists.
     (Probing the flock instead would race with a sync starting at that moment.)"""
     row = SyncRun.select().where(SyncRun.status == SyncRun.RUNNING).order_by(SyncRun.started_at.desc()).first()
     if row is None or not row.pid:
-        return False
+        return None
     try:
         os.kill(row.pid, 0)
     except ProcessLookupError:
-        return False
+        return None
     except PermissionError:  # alive, under another user
         pass
-    return True
+    return row
+
+
+def is_running(config: Config) -> bool:
+    return running_run() is not None
 
 
 @dataclass

@@ -430,3 +430,28 @@ def test_the_daemon_leaves_the_http_stack_to_its_worker_process(box, config):
                             text=True, timeout=90)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["['completed']", "[]"], result.stdout + result.stderr
+
+
+def test_a_request_during_a_command_line_run_starts_no_worker(box, simulator, config):
+    """`sync` from a shell holds the lock: a sync request is served by that
+    run, a verify request waits for its end, and no worker is started."""
+    queue_a_long_push(box, 20)
+    simulator.faults.set(latency_ms=100)
+    cli = subprocess.Popen(box.argv("sync"), env=box.env(), cwd=box.dir, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        running = wait_for(lambda: SyncRun.get_or_none(SyncRun.status == "running"))
+        sync_request = handoff.request_sync(config)
+        verify_request = handoff.request_sync(config, trigger="verify")
+        daemon = Daemon(config)
+        for _ in range(3):
+            daemon.step()
+            assert daemon.job is None
+        assert SyncRequest.get_by_id(sync_request.id).sync_id == running.id
+        assert SyncRequest.get_by_id(verify_request.id).picked_at is None
+    finally:
+        cli.wait(60)
+    simulator.faults.set(latency_ms=0)
+    daemon.step()  # the lock is free: the verify runs now
+    daemon.wait_idle(60)
+    assert SyncRun.get_by_id(SyncRequest.get_by_id(verify_request.id).sync_id).trigger == "verify"
