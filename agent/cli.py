@@ -311,10 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def register(name: str, handler: Callable[[Config, argparse.Namespace], int]) -> None:
-    COMMANDS[name] = handler
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -14,10 +14,10 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from . import settings
-from .cli import human_bytes
 from .config import Config, SmtpConfig
 from .db import SyncRun, database
 from .history import run_dict
+from .storage import human_bytes
 
 log = logging.getLogger(__name__)
 

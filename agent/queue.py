@@ -375,16 +375,3 @@ def set_conflicts(ids: Iterable[int] | None, status: str) -> int:
     with database.obj.atomic():
         return query.execute()
 
-
-def iter_queued(where=None, chunk: int = 1000) -> Iterator[Event]:
-    """Stream queued events in queue order without loading them all."""
-    last = 0
-    while True:
-        query = Event.select().where(Event.status == Event.QUEUED, Event.id > last)
-        if where is not None:
-            query = query.where(where)
-        rows = list(query.order_by(Event.id).limit(chunk))
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1].id

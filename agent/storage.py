@@ -50,8 +50,8 @@ def disk_space(directory: str | os.PathLike, agent: AgentConfig) -> DiskSpace:
 
 def human_bytes(n: int | float | None) -> str:
     n = n or 0
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"

@@ -31,7 +31,7 @@ from . import retention, settings
 from .config import Config
 from .db import Activity, Course, Event, Secret, SyncRun, database, iso, utcnow
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from .queue import ROLES, correct_event_times
+from .queue import ROLES, correct_event_times, count_by_status
 from .storage import database_problem, keep_reserve, release_reserve
 
 log = logging.getLogger(__name__)
@@ -520,7 +520,7 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
         started = time.monotonic()
         row = SyncRun.create(trigger=trigger, force=force, status=SyncRun.RUNNING, started_at=iso(utcnow()),
                              pid=os.getpid(), phase="checking_connection",
-                             events_total=Event.select().where(Event.status == Event.QUEUED).count())
+                             events_total=count_by_status()[Event.QUEUED])
         if on_started:
             on_started(row)
         run = make_run(config=config, client=client or MoodleClient(config.moodle), row=row, force=force,
@@ -537,7 +537,7 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
             settings.put(token_rejected=True)
         except Unreachable as exc:
             row.status = SyncRun.FAILED
-            waiting = Event.select().where(Event.status == Event.QUEUED).count()
+            waiting = count_by_status()[Event.QUEUED]
             run.errors.append(f"lost the connection to the server: {exc.reason}; {waiting} event(s) kept in the queue")
         except MoodleError as exc:
             row.status = SyncRun.FAILED

@@ -14,7 +14,7 @@ from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from agent import __version__
-from agent.cli import human_bytes
+from agent.storage import human_bytes
 from agent.config import Config, load_config
 from agent.db import database, open_db
 from agent.queue import MAX_INPUT_BYTES

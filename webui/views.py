@@ -13,11 +13,12 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 
 from agent import health, history, settings
-from agent.cli import human_bytes
 from agent.config import Config, parse_time_utc
 from agent.db import Event, parse_iso, utcnow
 from agent.handoff import next_request, request_sync
 from agent.queue import EMAIL_RE, conflict_dicts, set_conflicts
+from agent.storage import human_bytes
+from agent.sync import is_running
 
 from .auth import is_admin, login_required, safe_next, wants_json
 from .i18n import COOKIE, LANGUAGES, text
@@ -71,12 +72,12 @@ def banners(config: Config, status: dict, now: datetime, box: dict) -> list[str]
     return found
 
 
-def when(value: str | None, seconds: bool = True) -> str:
+def when(value: str | None) -> str:
     """An ISO time as the page shows it: UTC, like the schedule."""
     dt = parse_iso(value)
     if dt is None:
         return "—"
-    return dt.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+    return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @bp.route("/")
@@ -140,7 +141,7 @@ def start_run(trigger: str) -> Response:
     field, message = STARTS[trigger]
     if not settings.get(config, "sync_enabled"):
         return refuse(409, "refused_off", field=field)
-    if history.status(config)["running"]:
+    if is_running(config):
         return refuse(409, "refused_running", field=field)
     req = request_sync(config, trigger=trigger)
     if wants_json():
