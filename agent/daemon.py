@@ -32,7 +32,7 @@ from pathlib import Path
 
 import schedule as pacing
 
-from . import __version__, handoff, notify, settings
+from . import __version__, handoff, health, notify, settings
 from .cli import EXIT_ERRORS, report_run
 from .config import Config, parse_time_utc
 from .db import SyncRequest, SyncRun, close_db, iso, parse_iso
@@ -313,6 +313,7 @@ class Daemon:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
+        health.register_agent()
         log.info("agent %s started: box %s, database %s, server %s", __version__, self.config.agent.box_name,
                  self.config.agent.database, self.config.moodle.url)
         pace = pacing.Scheduler()

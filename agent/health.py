@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from . import BUILD_DATE, network
+from . import BUILD_DATE, network, settings
 from .config import Config
 from .db import Event, SyncRun, iso, parse_iso, utcnow
 from .queue import clock_is_sane
@@ -65,6 +65,26 @@ def _days(seconds: float) -> str:
     return f"{days:.0f} days" if days >= 2 else f"{seconds / 3600:.0f} hours"
 
 
+def register_agent() -> None:
+    """Called by the daemon as it starts: the page's workers and the CLI
+    then report the daemon's memory, not their own."""
+    me = psutil.Process()
+    settings.put(agent_process=[me.pid, me.create_time()])
+
+
+def agent_rss(config: Config) -> tuple[int | None, int | None]:
+    """The daemon's pid and resident memory; (None, None) when it is not
+    running (its start time tells it from a process that reused the pid)."""
+    pid, started = settings.get(config, "agent_process") or (None, None)
+    try:
+        process = psutil.Process(pid)
+        if process.create_time() != started:
+            return None, None
+        return pid, process.memory_info().rss
+    except (psutil.Error, TypeError, ValueError):
+        return None, None
+
+
 def gather(config: Config, now: datetime | None = None) -> dict[str, Any]:
     """One snapshot of the box's health; never raises for a missing sensor."""
     now = now or utcnow()
@@ -109,8 +129,8 @@ def gather(config: Config, now: datetime | None = None) -> dict[str, Any]:
     if oldest_age is not None and oldest_age > config.web.stale_days * 86400:
         warnings["queue"] = f"the oldest queued event has waited {_days(oldest_age)} for a sync"
 
-    rss = psutil.Process().memory_info().rss
-    if rss > MAX_AGENT_RSS_BYTES:
+    pid, rss = agent_rss(config)
+    if rss is not None and rss > MAX_AGENT_RSS_BYTES:
         warnings["agent"] = f"the agent uses {human_bytes(rss)} of memory"
 
     boot = psutil.boot_time()
@@ -128,6 +148,6 @@ def gather(config: Config, now: datetime | None = None) -> dict[str, Any]:
                   "offset_measured_at": last.started_at if last else None},
         "queue": {"oldest_queued_at": oldest.queued_at if oldest else None,
                   "oldest_age_s": round(oldest_age) if oldest_age is not None else None},
-        "agent": {"pid": os.getpid(), "rss_bytes": rss},
+        "agent": {"pid": pid, "rss_bytes": rss},
         "warnings": warnings,
     }

@@ -28,6 +28,8 @@ def defaults(config: Config) -> dict[str, Any]:
         "password_hash": None,
         # The daemon's: the latest scheduled slot that needs nothing more (ISO).
         "schedule_last_slot": None,
+        # The daemon's process, [pid, start time]: the page shows its memory.
+        "agent_process": None,
     }
 
 

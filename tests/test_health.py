@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from datetime import timedelta
 
@@ -50,7 +51,17 @@ def network_down(monkeypatch):
 def test_status_json_has_typed_plausible_health(tmp_path):
     box = Box(tmp_path, CLOSED_LOOPBACK)
     assert box.enqueue([EVENT]).returncode == 0
-    h = box.status()["health"]
+    assert box.status()["health"]["agent"] == {"pid": None, "rss_bytes": None}  # no daemon yet
+    daemon = subprocess.Popen(box.argv("run"), env=box.env(), cwd=box.dir, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while (h := box.status()["health"])["agent"]["pid"] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert h["agent"]["pid"] == daemon.pid  # the daemon's memory, not the status command's
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
 
     disk = h["disk"]
     assert disk["path"] == str(box.database.parent)
