@@ -1042,23 +1042,23 @@ class Moodle:
             old = c.cacherev
             c.cacherev = now if (old is None or old < now or old > now + 3600) else old + 1
 
+    @staticmethod
+    def _record_or_fail(records, key, table, sql):
+        """Moodle's get_record(..., MUST_EXIST), with the query its error quotes."""
+        record = records.get(key)
+        if record is None:
+            raise missing_record(table, sql, [key])
+        return record
+
     def _course_or_fail(self, courseid):
-        c = self.courses.get(courseid)
-        if c is None:
-            raise missing_record("course", "SELECT * FROM {course} WHERE id = ?", [courseid])
-        return c
+        return self._record_or_fail(self.courses, courseid, "course", "SELECT * FROM {course} WHERE id = ?")
 
     def _user_or_fail(self, userid):
-        u = self.users.get(userid)
-        if u is None:
-            raise missing_record("user", "SELECT * FROM {user} WHERE id = ?", [userid])
-        return u
+        return self._record_or_fail(self.users, userid, "user", "SELECT * FROM {user} WHERE id = ?")
 
     def _cm_or_fail(self, cmid):
-        cm = self.cms.get(cmid)
-        if cm is None:
-            raise missing_record("course_modules", "SELECT id,course FROM {course_modules} WHERE id = ?", [cmid])
-        return cm
+        return self._record_or_fail(self.cms, cmid, "course_modules",
+                                    "SELECT id,course FROM {course_modules} WHERE id = ?")
 
     def _course_cms(self, courseid):
         for sec in self.sections.get(courseid, []):
