@@ -1,22 +1,34 @@
 """Configuration: one INI file, read in one place, passed down as dataclasses.
 
 Lookup order: ``--config PATH``, then ``$MOODLE_SYNC_AGENT_CONFIG``, then
-``/etc/moodle-sync-agent/agent.ini``. Every bad or missing value raises
-:class:`ConfigError` naming the file, the key and the problem.
+``/etc/moodle-sync-agent/agent.ini``. Every bad, missing or unknown value
+raises :class:`ConfigError` naming the file, the key and the problem.
+
+Each setting is declared once, as a field of its section's dataclass: the
+annotation is its type, the field's default its default, and the metadata
+added by :func:`setting` its range and help line. :data:`SETTINGS` is the
+table derived from them; the reader, ``packaging/etc/agent.ini`` and the man
+page's list (both written by ``scripts/gen-config``) all come from it.
+Stdlib only: gunicorn.conf.py imports this module in gunicorn's master.
 """
 
 from __future__ import annotations
 
 import configparser
+import difflib
+import math
 import os
 import re
-from dataclasses import dataclass, field
+import string
+import types
+import typing
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 DEFAULT_PATH = Path("/etc/moodle-sync-agent/agent.ini")
 ENV_VAR = "MOODLE_SYNC_AGENT_CONFIG"
-DEFAULT_DATABASE = "/var/lib/moodle-sync-agent/agent.db"
 
 
 class ConfigError(Exception):
@@ -27,12 +39,117 @@ class ConfigError(Exception):
         super().__init__(f"{path}: {key}: {problem}")
 
 
+# -- special checks: each takes the parsed value, returns it (maybe normalised)
+# -- or raises ValueError with the problem in words.
+
+TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def parse_time_utc(value: str) -> str:
+    """Validate HH:MM (24 h, UTC); raise ValueError with the problem."""
+    if not TIME_RE.match(value or ""):
+        raise ValueError(f"must be a time as HH:MM (00:00 to 23:59), got {value!r}")
+    return value
+
+
+def _site_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"must be an http:// or https:// address, got {url!r}")
+    if parsed.query or parsed.fragment:
+        raise ValueError("must be the site's base address, without ? or #")
+    return url.rstrip("/")
+
+
+def _existing_file(path: str) -> str:
+    if not Path(path).is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+# An events API key must carry 128 bits. Only its length and alphabet can be
+# checked: hex digits count 4 bits each, the other characters allowed in a
+# Bearer token (RFC 6750) 6 bits, as base64 does.
+_HEX_DIGITS = frozenset(string.hexdigits)
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-._~+/")
+KEY_BITS = 128
+NEW_KEY_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_hex(16))'"
+
+
+def _api_key(key: str) -> str:
+    body = key.rstrip("=")  # base64 padding carries nothing
+    if not body or not set(body) <= _TOKEN_CHARS:
+        raise ValueError(f"must be hex digits or base64/base64url characters (A-Z a-z 0-9 - . _ ~ + /); "
+                         f"{NEW_KEY_HINT}")
+    bits = len(body) * (4 if set(body) <= _HEX_DIGITS else 6)
+    if bits < KEY_BITS:
+        # The key itself is never echoed: only its length.
+        raise ValueError(f"must be at least 32 hex characters or 22 base64url characters ({KEY_BITS} bits), "
+                         f"got a key of length {len(key)}; {NEW_KEY_HINT}")
+    return key
+
+
+# -- the declaration -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingMeta:
+    """What a field's annotation and default do not say."""
+
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    required: bool = False
+    check: Callable[[Any], Any] | None = None
+    # Shown (commented out) in the sample file instead of the default, when
+    # the default is unset or depends on the box.
+    example: str | None = None
+    # Set (not commented out) in the packaged agent.ini.
+    packaged: str | None = None
+
+
+def setting(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None,
+            lo: float | None = None, hi: float | None = None, required: bool = False,
+            check: Callable[[Any], Any] | None = None, example: str | None = None,
+            packaged: str | None = None, secret: bool = False) -> Any:
+    """A dataclass field that is also a setting of the INI file. A secret is
+    left out of repr(), so that it is never printed with its config."""
+    meta = {"setting": SettingMeta(help=help, lo=lo, hi=hi, required=required, check=check,
+                                   example=example, packaged=packaged)}
+    if factory is not None:
+        return field(default_factory=factory, repr=not secret, metadata=meta)
+    if default is MISSING:
+        return field(repr=not secret, metadata=meta)
+    return field(default=default, repr=not secret, metadata=meta)
+
+
+def _host_name() -> str:
+    return os.uname().nodename
+
+
 @dataclass(frozen=True)
 class MoodleConfig:
-    url: str
-    token: str = field(repr=False)  # never printed: repr hides it
-    timeout: float = 30.0
-    ca_bundle: str | None = None
+    """The school's Moodle site."""
+
+    url: str = setting(
+        required=True, check=_site_url, packaged="https://moodle.example.org",
+        help="The site's base address, without /webservice/...")
+    # Read from token, or from the file token_file names: see _read_token.
+    token: str = setting(
+        secret=True,
+        help="The web-service token itself, if not in token_file below (set only one).")
+    token_file: str | None = setting(
+        None, packaged="/etc/moodle-sync-agent/token",
+        help="The Moodle web-service token goes in this file, alone on one line\n"
+             "(readable only by root and the moodle-sync-agent group, mode 0640):\n"
+             "  echo 'TOKEN' > /etc/moodle-sync-agent/token\n"
+             "The two services stay stopped while this file is empty.")
+    timeout: float = setting(
+        30.0, lo=0.1, hi=600.0,
+        help="Seconds to wait for the server before counting it as offline.")
+    ca_bundle: str | None = setting(
+        None, check=_existing_file, example="/etc/moodle-sync-agent/ca.pem",
+        help="A CA certificate (PEM) for a server with a private certificate authority.")
     # Fixed prefix of the REST endpoint; a real Moodle always uses this path.
     endpoint: str = "/webservice/rest/server.php"
 
@@ -43,12 +160,29 @@ class MoodleConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    database: Path = Path(DEFAULT_DATABASE)
-    batch_size: int = 100
-    box_name: str = "classroom-box"
-    retention_days: int = 30
-    min_free_mb: int = 200
-    min_free_percent: float = 5.0
+    """The box's own data."""
+
+    database: Path = setting(
+        Path("/var/lib/moodle-sync-agent/agent.db"),
+        help="The queue and the history (SQLite); the page's secret key lives beside it.")
+    batch_size: int = setting(
+        100, lo=1, hi=1000,
+        help="Web-service calls per batched request (tool_mobile_call_external_functions),\n"
+             "and grades per core_grades_update_grades call. 1 sends every event in a\n"
+             "request of its own, the way the Moodle app syncs.")
+    box_name: str = setting(
+        factory=_host_name, example="classroom-box-1",
+        help="The name this box uses in e-mails and on the page (default: host name).")
+    retention_days: int = setting(
+        30, lo=1, hi=3650,
+        help="Sent events are kept this many days as an audit trail.")
+    min_free_mb: int = setting(
+        200, lo=0, hi=1_000_000,
+        help="New events are refused when free space on the data directory falls under\n"
+             "the larger of this (in MB) and min_free_percent.")
+    min_free_percent: float = setting(
+        5.0, lo=0.0, hi=90.0,
+        help="The same budget as a share of the filesystem, in percent.")
 
     @property
     def data_dir(self) -> Path:
@@ -57,30 +191,73 @@ class AgentConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    enabled: bool = True
-    time_utc: str = "02:00"
-    jitter_minutes: float = 10.0
-    catch_up_hours: float = 6.0
+    """The defaults a fresh box starts with; the page changes them afterwards."""
+
+    enabled: bool = setting(
+        True,
+        help="yes: one sync a day at time_utc.")
+    time_utc: str = setting(
+        "02:00", check=parse_time_utc,
+        help="Daily sync time, in UTC (HH:MM); it runs only when the server is reachable.")
+    jitter_minutes: float = setting(
+        10.0, lo=0.0, hi=720.0,
+        help="Random delay before a scheduled sync, so that a fleet of boxes does not\n"
+             "hit the server in the same second.")
+    catch_up_hours: float = setting(
+        6.0, lo=0.0, hi=23.0,
+        help="After a missed scheduled time, keep trying for this many hours.")
 
 
 @dataclass(frozen=True)
 class WebConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    api_key: str | None = field(default=None, repr=False)
-    public_status: bool = False
-    stale_days: int = 7
+    """The teacher's page and the events API."""
+
+    host: str = setting(
+        "127.0.0.1", packaged="0.0.0.0",
+        help="The address the page listens on. 0.0.0.0 makes it reachable from the\n"
+             "classroom Wi-Fi; 127.0.0.1 keeps it on the box itself.")
+    port: int = setting(
+        8080, lo=1, hi=65535, packaged="8080",
+        help="Its port. $MOODLE_SYNC_AGENT_BIND, when set, overrides host and port.")
+    api_key: str | None = setting(
+        None, check=_api_key, secret=True,
+        help="Key that the local learning apps send as \"Authorization: Bearer KEY\" to\n"
+             "POST /api/v1/events. Unset: the events API is closed. At least 128 bits:\n"
+             "32 hex digits or 22 base64url characters, e.g. from\n"
+             "  python3 -c 'import secrets; print(secrets.token_hex(16))'")
+    public_status: bool = setting(
+        False,
+        help="yes: the status can be read without logging in.")
+    stale_days: int = setting(
+        7, lo=1, hi=365,
+        help="Warn on the page when the last successful sync is older than this.")
 
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    host: str | None = None
-    port: int = 25
-    starttls: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    sender: str = "moodle-sync-agent@localhost"
-    timeout: float = 10.0
+    """E-mail notifications after each sync (address set on the page)."""
+
+    host: str | None = setting(
+        None, example="localhost",
+        help="The mail server; unset: no e-mail is sent.")
+    port: int = setting(
+        25, lo=1, hi=65535,
+        help="Its port (587 for mail submission, usually with starttls).")
+    starttls: bool = setting(
+        False,
+        help="yes: switch to TLS before logging in; the server's certificate is verified.")
+    username: str | None = setting(
+        None,
+        help="The login at the mail server; unset: no login.")
+    password: str | None = setting(
+        None, secret=True,
+        help="Its password.")
+    sender: str = setting(
+        "moodle-sync-agent@localhost",
+        help="The From: address of the notices.")
+    timeout: float = setting(
+        10.0, lo=0.5, hi=120.0,
+        help="Seconds to wait for the mail server.")
 
 
 @dataclass(frozen=True)
@@ -93,6 +270,88 @@ class Config:
     smtp: SmtpConfig = SmtpConfig()
 
 
+# -- the table, derived from the declaration --------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    kind: type  # str, int, float, bool or Path (the annotation may add "| None": unset)
+    default: Any  # the value when the key is unset; MISSING: none (required, or from factory)
+    factory: Callable[[], Any] | None
+    meta: SettingMeta
+
+    @property
+    def help(self) -> str:
+        return self.meta.help
+
+    def default_value(self) -> Any:
+        if self.factory is not None:
+            return self.factory()
+        return None if self.default is MISSING else self.default
+
+
+def _setting(section: str, f: Field, hint: Any) -> Setting:
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    kinds = [a for a in args if a is not type(None)]
+    assert len(kinds) == 1 and kinds[0] in (str, int, float, bool, Path), (section, f.name, hint)
+    factory = None if f.default_factory is MISSING else f.default_factory
+    return Setting(section=section, key=f.name, kind=kinds[0], default=f.default, factory=factory,
+                   meta=f.metadata["setting"])
+
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config) if f.name != "path"}
+
+
+# Section name -> its dataclass, in the file's order.
+SECTIONS: dict[str, type] = _sections()
+
+
+def _table() -> tuple[Setting, ...]:
+    table = []
+    for name, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        table += [_setting(name, f, hints[f.name]) for f in fields(cls) if "setting" in f.metadata]
+    return tuple(table)
+
+
+SETTINGS: tuple[Setting, ...] = _table()
+
+
+def find(section: str, key: str) -> Setting:
+    for s in SETTINGS:
+        if (s.section, s.key) == (section, key):
+            return s
+    raise KeyError(f"[{section}] {key}")
+
+
+def default(section: str, key: str) -> Any:
+    """The value a setting has when the file leaves it unset."""
+    return find(section, key).default_value()
+
+
+def format_number(number: float) -> str:
+    """A number without exponent or trailing .0: 1000000, 0.1, 600."""
+    return str(int(number)) if math.isfinite(number) and number == int(number) else f"{number:g}"
+
+
+def format_value(value: Any) -> str:
+    """A value as the INI file writes it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return format_number(value)
+    return str(value)
+
+
+# -- reading -----------------------------------------------------------------
+
+
 def config_path(explicit: str | os.PathLike | None = None) -> Path:
     if explicit:
         return Path(explicit)
@@ -101,7 +360,7 @@ def config_path(explicit: str | os.PathLike | None = None) -> Path:
 
 
 class _Reader:
-    """Typed getters over one parsed file; each failure names file and key."""
+    """Typed values from one parsed file; each failure names file and key."""
 
     def __init__(self, path: Path, parser: configparser.ConfigParser):
         self.path, self.parser = path, parser
@@ -109,67 +368,75 @@ class _Reader:
     def error(self, section: str, key: str, problem: str) -> ConfigError:
         return ConfigError(self.path, f"[{section}] {key}", problem)
 
-    def raw(self, section: str, key: str) -> str | None:
-        if not self.parser.has_option(section, key):
-            return None
-        value = self.parser.get(section, key, raw=True).strip()
-        return value or None
+    def refuse_unknown(self) -> None:
+        """A misspelt section or key would otherwise be ignored in silence."""
+        if self.parser.defaults():
+            raise ConfigError(self.path, "[DEFAULT]", "unknown section; the sections are " + ", ".join(SECTIONS))
+        for section in self.parser.sections():
+            if section not in SECTIONS:
+                raise ConfigError(self.path, f"[{section}]",
+                                  "unknown section" + _did_you_mean(section, SECTIONS, "[{}]"))
+            known = [s.key for s in SETTINGS if s.section == section]
+            for key in self.parser.options(section):
+                if key not in known:
+                    raise self.error(section, key, "unknown key" + _did_you_mean(key, known, "{}"))
 
-    def str(self, section: str, key: str, default: str | None = None, required: bool = False) -> str | None:
-        value = self.raw(section, key)
-        if value is None and required:
-            raise self.error(section, key, "missing (required)")
-        return default if value is None else value
-
-    def int(self, section: str, key: str, default: int, lo: int, hi: int) -> int:
-        value = self.raw(section, key)
-        if value is None:
-            return default
+    def value(self, s: Setting) -> Any:
+        raw = None
+        if self.parser.has_option(s.section, s.key):
+            raw = self.parser.get(s.section, s.key, raw=True).strip() or None
+        if raw is None:
+            if s.meta.required:
+                raise self.error(s.section, s.key, "missing (required)")
+            return s.default_value()
         try:
-            number = int(value)
-        except ValueError:
-            raise self.error(section, key, f"must be a whole number, got {value!r}") from None
-        if not lo <= number <= hi:
-            raise self.error(section, key, f"must be between {lo} and {hi}, got {number}")
-        return number
+            value = _parse(s, raw)
+            return s.meta.check(value) if s.meta.check else value
+        except ValueError as exc:
+            raise self.error(s.section, s.key, str(exc)) from None
 
-    def float(self, section: str, key: str, default: float, lo: float, hi: float) -> float:
-        value = self.raw(section, key)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise self.error(section, key, f"must be a number, got {value!r}") from None
-        if not lo <= number <= hi:
-            raise self.error(section, key, f"must be between {lo:g} and {hi:g}, got {number:g}")
-        return number
+    def section(self, name: str) -> dict[str, Any]:
+        return {s.key: self.value(s) for s in SETTINGS if s.section == name}
 
-    def bool(self, section: str, key: str, default: bool) -> bool:
-        value = self.raw(section, key)
-        if value is None:
-            return default
-        lowered = value.lower()
+
+def _did_you_mean(name: str, known: typing.Iterable[str], form: str) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f" (did you mean {form.format(close[0])}?)"
+    return "; known: " + ", ".join(form.format(k) for k in known)
+
+
+def _parse(s: Setting, raw: str) -> Any:
+    """The text of one value as its setting's type; ValueError says why not."""
+    if s.kind is bool:
+        lowered = raw.lower()
         if lowered in ("1", "yes", "true", "on"):
             return True
         if lowered in ("0", "no", "false", "off"):
             return False
-        raise self.error(section, key, f"must be yes or no, got {value!r}")
+        raise ValueError(f"must be yes or no, got {raw!r}")
+    if s.kind is int:
+        try:
+            number: float = int(raw)
+        except ValueError:
+            raise ValueError(f"must be a whole number, got {raw!r}") from None
+    elif s.kind is float:
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number, got {raw!r}") from None
+    else:
+        return s.kind(raw)  # str or Path
+    lo, hi = s.meta.lo, s.meta.hi
+    if lo is not None and hi is not None and not lo <= number <= hi:
+        raise ValueError(f"must be between {format_number(lo)} and {format_number(hi)}, "
+                         f"got {format_number(number)}")
+    return number
 
 
-TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-
-
-def parse_time_utc(value: str) -> str:
-    """Validate HH:MM (24 h, UTC); raise ValueError with the problem."""
-    if not TIME_RE.match(value or ""):
-        raise ValueError(f"must be a time as HH:MM (00:00 to 23:59), got {value!r}")
-    return value
-
-
-def _read_token(r: _Reader) -> str:
-    inline = r.raw("moodle", "token")
-    token_file = r.raw("moodle", "token_file")
+def _read_token(r: _Reader, moodle: dict[str, Any]) -> str:
+    inline, token_file = moodle["token"], moodle["token_file"]
     if inline and token_file:
         raise r.error("moodle", "token", "set either token or token_file, not both")
     if token_file:
@@ -183,72 +450,6 @@ def _read_token(r: _Reader) -> str:
     if inline:
         return inline
     raise r.error("moodle", "token_file", "missing (set token_file, or token)")
-
-
-def _moodle(r: _Reader) -> MoodleConfig:
-    url = r.str("moodle", "url", required=True)
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise r.error("moodle", "url", f"must be an http:// or https:// address, got {url!r}")
-    if parsed.query or parsed.fragment:
-        raise r.error("moodle", "url", "must be the site's base address, without ? or #")
-    ca_bundle = r.str("moodle", "ca_bundle")
-    if ca_bundle and not Path(ca_bundle).is_file():
-        raise r.error("moodle", "ca_bundle", f"no such file: {ca_bundle}")
-    return MoodleConfig(
-        url=url.rstrip("/"),
-        token=_read_token(r),
-        timeout=r.float("moodle", "timeout", 30.0, 0.1, 600.0),
-        ca_bundle=ca_bundle,
-    )
-
-
-def _agent(r: _Reader) -> AgentConfig:
-    database = r.str("agent", "database", DEFAULT_DATABASE)
-    return AgentConfig(
-        database=Path(database),
-        batch_size=r.int("agent", "batch_size", 100, 1, 1000),
-        box_name=r.str("agent", "box_name", os.uname().nodename),
-        retention_days=r.int("agent", "retention_days", 30, 1, 3650),
-        min_free_mb=r.int("agent", "min_free_mb", 200, 0, 1_000_000),
-        min_free_percent=r.float("agent", "min_free_percent", 5.0, 0.0, 90.0),
-    )
-
-
-def _schedule(r: _Reader) -> ScheduleConfig:
-    time_utc = r.str("schedule", "time_utc", "02:00")
-    try:
-        parse_time_utc(time_utc)
-    except ValueError as exc:
-        raise r.error("schedule", "time_utc", str(exc)) from None
-    return ScheduleConfig(
-        enabled=r.bool("schedule", "enabled", True),
-        time_utc=time_utc,
-        jitter_minutes=r.float("schedule", "jitter_minutes", 10.0, 0.0, 720.0),
-        catch_up_hours=r.float("schedule", "catch_up_hours", 6.0, 0.0, 23.0),
-    )
-
-
-def _web(r: _Reader) -> WebConfig:
-    return WebConfig(
-        host=r.str("web", "host", "127.0.0.1"),
-        port=r.int("web", "port", 8080, 1, 65535),
-        api_key=r.str("web", "api_key"),
-        public_status=r.bool("web", "public_status", False),
-        stale_days=r.int("web", "stale_days", 7, 1, 365),
-    )
-
-
-def _smtp(r: _Reader) -> SmtpConfig:
-    return SmtpConfig(
-        host=r.str("smtp", "host"),
-        port=r.int("smtp", "port", 25, 1, 65535),
-        starttls=r.bool("smtp", "starttls", False),
-        username=r.str("smtp", "username"),
-        password=r.str("smtp", "password"),
-        sender=r.str("smtp", "sender", "moodle-sync-agent@localhost"),
-        timeout=r.float("smtp", "timeout", 10.0, 0.5, 120.0),
-    )
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
@@ -266,11 +467,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         problem = str(exc).splitlines()[0]
         raise ConfigError(path, "file", f"not a valid INI file: {problem}") from None
     r = _Reader(path, parser)
-    return Config(
-        path=path,
-        moodle=_moodle(r),
-        agent=_agent(r),
-        schedule=_schedule(r),
-        web=_web(r),
-        smtp=_smtp(r),
-    )
+    r.refuse_unknown()
+    values = {name: r.section(name) for name in SECTIONS}
+    values["moodle"]["token"] = _read_token(r, values["moodle"])
+    return Config(path=path, **{name: cls(**values[name]) for name, cls in SECTIONS.items()})

@@ -103,7 +103,7 @@ def main() -> int:
         (tmp / "token").write_text("bench-token\n")
         (tmp / "agent.ini").write_text(
             f"[moodle]\nurl = http://127.0.0.1:9\ntoken_file = {tmp / 'token'}\n\n"
-            f"[agent]\ndatabase = {tmp / 'agent.db'}\n\n[web]\napi_key = bench-key\n")
+            f"[agent]\ndatabase = {tmp / 'agent.db'}\n\n[web]\napi_key = 6d0b9c1e7a2f48d3b5e0c4a19f7e2d86\n")
         config = load_config(tmp / "agent.ini")
         start = time.perf_counter()
         fill(config.agent.database, args.events, args.runs)
@@ -132,7 +132,7 @@ def main() -> int:
                                 "user": f"student{i % 50}", "cmid": 1 + i % 3, "completed": True,
                                 "time": "2026-11-20T08:00:00Z"} for i in range(BATCH)])
                    for b in range(args.batches)]
-        headers = {"Authorization": "Bearer bench-key", "Content-Type": "application/json"}
+        headers = {"Authorization": "Bearer 6d0b9c1e7a2f48d3b5e0c4a19f7e2d86", "Content-Type": "application/json"}
         start = time.perf_counter()
         for body in batches:
             answer = client.post("/api/v1/events", data=body, headers=headers)

@@ -82,3 +82,74 @@ def test_every_subcommand_has_help(tmp_path):
                 ["history"], ["status"], ["check"], ["conflicts"], ["conflicts", "retry"], ["set-password"]):
         result = box.cli(*cmd, "--help")
         assert result.returncode == 0 and "usage: moodle-sync-agent" in result.stdout, cmd
+
+
+# -- unknown sections and keys ------------------------------------------------
+
+BASE = "[moodle]\nurl = http://127.0.0.1:9\ntoken = x\n"
+
+
+@pytest.mark.parametrize("extra, named, hint", [
+    ("[agent]\nbatch_sise = 7\n", "[agent] batch_sise", "unknown key (did you mean batch_size?)"),
+    ("[shedule]\nenabled = no\n", "[shedule]", "unknown section (did you mean [schedule]?)"),
+])
+def test_cli_refuses_unknown_section_or_key_with_closest_name(tmp_path, extra, named, hint):
+    box = Box(tmp_path, "http://127.0.0.1:9")
+    box.config.write_text(BASE + extra)
+    result = box.cli("status")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"moodle-sync-agent: {box.config}: {named}: {hint}"]
+
+
+def test_unknown_key_without_close_match_lists_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE + "[web]\ncolour = blue\n"))
+    assert "[web] colour: unknown key; known: host, port, api_key, public_status, stale_days" in str(err.value)
+
+
+def test_default_section_is_refused(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "[DEFAULT]\ntimeout = 5\n" + BASE))
+    assert "[DEFAULT]: unknown section" in str(err.value)
+
+
+def test_unknown_key_is_named_before_a_missing_one(tmp_path):
+    # "urll" is the reason url is missing: say so, not "url missing".
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "[moodle]\nurll = http://x\ntoken = x\n"))
+    assert "[moodle] urll: unknown key (did you mean url?)" in str(err.value)
+
+
+def test_ranges_are_written_without_exponent(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE + "[agent]\nmin_free_mb = -1\n"))
+    assert "must be between 0 and 1000000, got -1" in str(err.value)
+
+
+# -- [web] api_key: at least 128 bits ----------------------------------------
+
+@pytest.mark.parametrize("key", [
+    "1",
+    "0123456789abcdef0123456789abcde",  # 31 hex digits: 124 bits
+    "aB3-_xY9zQ0pL7mN4vR2t",  # 21 base64url characters: 126 bits
+    "key with spaces in it that is long enough",
+    "ünïcödé-ünïcödé-ünïcödé-ünïcödé",
+    "==========================",  # padding only
+])
+def test_short_or_odd_api_key_is_refused_without_echoing_it(tmp_path, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE + f"[web]\napi_key = {key}\n"))
+    message = str(err.value)
+    assert "[web] api_key" in message and "secrets.token_hex(16)" in message
+    assert (key if len(key) > 3 else repr(key)) not in message  # the key is never echoed
+
+
+@pytest.mark.parametrize("key", [
+    "0123456789abcdef0123456789abcdef",  # 32 hex digits (secrets.token_hex(16))
+    "aB3-_xY9zQ0pL7mN4vR2tW",  # 22 base64url characters (secrets.token_urlsafe(16))
+    "aB3+/xY9zQ0pL7mN4vR2tW==",  # base64 with padding
+])
+def test_api_key_of_128_bits_is_accepted(tmp_path, key):
+    assert load_config(write(tmp_path, BASE + f"[web]\napi_key = {key}\n")).web.api_key == key
+
