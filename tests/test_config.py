@@ -1,9 +1,13 @@
 """Configuration errors exit 2 with one line naming the file, the key and the problem."""
 
+import re
+
 import pytest
 
+from agent import config as config_module
+from agent import config_docs
 from agent.config import ConfigError, load_config
-from tests.helpers import Box
+from tests.helpers import ROOT, Box
 
 
 def write(tmp_path, text):
@@ -152,4 +156,60 @@ def test_short_or_odd_api_key_is_refused_without_echoing_it(tmp_path, key):
 ])
 def test_api_key_of_128_bits_is_accepted(tmp_path, key):
     assert load_config(write(tmp_path, BASE + f"[web]\napi_key = {key}\n")).web.api_key == key
+
+
+# -- one declaration: the sample file and the man page come from the table ---
+
+def test_packaged_files_match_the_table():
+    ini = ROOT / "packaging" / "etc" / "agent.ini"
+    man = ROOT / "packaging" / "moodle-sync-agent.1"
+    assert ini.read_text() == config_docs.sample_ini(), "run scripts/gen-config"
+    page = man.read_text()
+    assert page == config_docs.with_man_settings(page), "run scripts/gen-config"
+    for s in config_module.SETTINGS:  # the man page lists every key, each with its help line
+        assert s.help.strip(), s.key
+        assert f"\n.B {s.key}\n" in page or f"\n.BR {s.key} " in page, s.key
+
+
+def test_gen_config_rewrites_a_drifted_file(tmp_path):
+    (tmp_path / "packaging" / "etc").mkdir(parents=True)
+    (tmp_path / "packaging" / "etc" / "agent.ini").write_text("[agent]\n#batch_size = 7\n")
+    page = (ROOT / "packaging" / "moodle-sync-agent.1").read_text()
+    (tmp_path / "packaging" / "moodle-sync-agent.1").write_text(page.replace(".BR batch_size", ".BR batch_sise"))
+    changed = config_docs.write(tmp_path)
+    assert [p.name for p in changed] == ["agent.ini", "moodle-sync-agent.1"]
+    assert (tmp_path / "packaging" / "etc" / "agent.ini").read_text() == config_docs.sample_ini()
+    assert (tmp_path / "packaging" / "moodle-sync-agent.1").read_text() == page
+    assert config_docs.write(tmp_path) == []
+
+
+def packaged_sample(tmp_path, uncomment: bool):
+    """packaging/etc/agent.ini with a token file that exists; uncomment: every
+    commented-out default set, as written."""
+    (tmp_path / "token").write_text("T\n")
+    text = (ROOT / "packaging" / "etc" / "agent.ini").read_text()
+    text = text.replace("token_file = /etc/moodle-sync-agent/token", f"token_file = {tmp_path / 'token'}")
+    if uncomment:
+        text = re.sub(r"^#(\w+ = \S.*)$", r"\1", text, flags=re.M)
+        # Examples, not defaults: a file that exists elsewhere, a box's own name, a mail server.
+        text = text.replace("ca_bundle = ", "#ca_bundle = ").replace("box_name = ", "#box_name = ")
+        text = text.replace("\nhost = localhost", "\n#host = localhost")
+    return write(tmp_path, text)
+
+
+@pytest.mark.parametrize("uncomment", [False, True])
+def test_packaged_sample_loads_and_its_comments_tell_the_defaults(tmp_path, uncomment):
+    cfg = load_config(packaged_sample(tmp_path, uncomment))
+    assert cfg.moodle.url == "https://moodle.example.org" and cfg.moodle.token == "T"
+    assert cfg.web.host == "0.0.0.0"  # the package's own choice: the page on the classroom Wi-Fi
+    assert cfg.agent == config_module.AgentConfig()
+    assert cfg.schedule == config_module.ScheduleConfig()
+    assert cfg.smtp == config_module.SmtpConfig()
+    assert (cfg.moodle.timeout, cfg.moodle.ca_bundle) == (30.0, None)
+    assert (cfg.web.port, cfg.web.api_key, cfg.web.public_status, cfg.web.stale_days) == (8080, None, False, 7)
+
+
+def test_sample_lines_fit_a_terminal():
+    long = [line for line in config_docs.sample_ini().splitlines() if len(line) > 79]
+    assert long == []
 
