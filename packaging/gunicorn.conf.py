@@ -5,27 +5,33 @@ Used as: gunicorn --config /usr/share/moodle-sync-agent/gunicorn.conf.py \
 
 Address: $MOODLE_SYNC_AGENT_BIND (e.g. "0.0.0.0:8080"), else [web] host and
 port of the agent's INI file ($MOODLE_SYNC_AGENT_CONFIG, else
-/etc/moodle-sync-agent/agent.ini), else 127.0.0.1:8080.
-Workers: $MOODLE_SYNC_AGENT_WORKERS, else 2. Stdlib only: this file is read
-before the app is imported.
+/etc/moodle-sync-agent/agent.ini), else their defaults in agent/config.py.
+Workers: $MOODLE_SYNC_AGENT_WORKERS, else 2. Only agent.config (stdlib only)
+is imported here, in the master: the app is imported in each worker.
 """
 
 import configparser
 import os
+import sys
 
-DEFAULT_CONFIG = "/etc/moodle-sync-agent/agent.ini"
+# gunicorn runs this file before it applies --pythonpath: the package puts
+# agent/ beside this file (/usr/share/moodle-sync-agent), so that goes first.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if os.path.isdir(os.path.join(_HERE, "agent")) and _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from agent.config import config_path, default  # noqa: E402
 
 
 def _bind_from_config():
-    path = os.environ.get("MOODLE_SYNC_AGENT_CONFIG") or DEFAULT_CONFIG
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(config_path(), encoding="utf-8") as fh:
             parser.read_file(fh)
     except (OSError, configparser.Error, UnicodeDecodeError):
         pass  # the app itself reports a bad config file, naming it
-    host = parser.get("web", "host", fallback="").strip() or "127.0.0.1"
-    port = parser.get("web", "port", fallback="").strip() or "8080"
+    host = parser.get("web", "host", fallback="").strip() or default("web", "host")
+    port = parser.get("web", "port", fallback="").strip() or str(default("web", "port"))
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 address
     return f"{host}:{port}"

@@ -1,6 +1,9 @@
 """Configuration errors exit 2 with one line naming the file, the key and the problem."""
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -213,3 +216,21 @@ def test_sample_lines_fit_a_terminal():
     long = [line for line in config_docs.sample_ini().splitlines() if len(line) > 79]
     assert long == []
 
+
+# -- gunicorn.conf.py: [web] host and port, else the table's defaults ---------
+
+@pytest.mark.parametrize("web, bind", [
+    ("", "127.0.0.1:8080"),
+    ("[web]\nhost = ::1\n", "[::1]:8080"),
+    ("[web]\nhost = 0.0.0.0\nport = 9090\n", "0.0.0.0:9090"),
+])
+def test_gunicorn_conf_binds_from_the_config_file(tmp_path, web, bind):
+    path = write(tmp_path, BASE + web)
+    env = {**os.environ, "MOODLE_SYNC_AGENT_CONFIG": str(path), "PYTHONPATH": str(ROOT)}
+    env.pop("MOODLE_SYNC_AGENT_BIND", None)
+    result = subprocess.run(
+        [sys.executable, "-c", "import runpy, sys; print(runpy.run_path(sys.argv[1])['bind'])",
+         str(ROOT / "packaging" / "gunicorn.conf.py")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == repr([bind])
