@@ -117,7 +117,7 @@ class Daemon:
     # -- the step ------------------------------------------------------------
 
     def step(self) -> None:
-        self.values = settings.get_all(self.config)
+        self.values = settings.preferences(self.config)
         self._collect()
         if self.job is not None:
             self._while_busy()

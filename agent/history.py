@@ -58,7 +58,7 @@ def last_successful() -> SyncRun | None:
 
 def status(config: Config) -> dict[str, Any]:
     counts = count_by_status()
-    values = settings.get_all(config)
+    values = settings.preferences(config) | settings.state(config)
     last = SyncRun.select().order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).first()
     ok = last_successful()
     oldest = (Event.select(Event.queued_at).where(Event.status == Event.QUEUED)

@@ -100,7 +100,7 @@ def send_pending(config: Config) -> int:
                 .order_by(SyncRun.started_at.desc()))
     if not owed:
         return 0
-    values = settings.get_all(config)
+    values = settings.preferences(config)
     to = values["notify_email"]
     if not (values["notify_enabled"] and to):
         _mark(owed)  # notices are off: nothing is owed for these runs

@@ -1,51 +1,107 @@
-"""Settings the page changes at run time, kept in the database.
+"""Values kept in the database's Setting table, each declared once in KEYS.
 
-The INI file gives a fresh box its defaults; once a teacher changes a value
-on the page, the database holds it and both the page and the daemon read it
-from there.
+Three kinds: the page's preferences (the INI file gives a fresh box some of
+their defaults; once a teacher changes one on the page, the database holds
+it, and both the page and the daemon read it from there), runtime state that
+the agent records for the page, and the admin password's hash. A key not in
+KEYS is refused, and so is a value of the wrong type.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
 
 from .config import Config
 from .db import Setting, database
 
-
-def defaults(config: Config) -> dict[str, Any]:
-    return {
-        "sync_enabled": True,
-        "schedule_enabled": config.schedule.enabled,
-        "schedule_time_utc": config.schedule.time_utc,
-        "notify_enabled": False,
-        "notify_email": None,
-        "force_next": False,
-        "token_rejected": False,
-        "site_name": None,
-        "site_url": None,
-        "moodle_release": None,
-        "password_hash": None,
-        # The daemon's: the latest scheduled slot that needs nothing more (ISO).
-        "schedule_last_slot": None,
-        # The daemon's process, [pid, start time]: the page shows its memory.
-        "agent_process": None,
-    }
+Kind = Literal["preference", "state", "password"]
 
 
-def get_all(config: Config) -> dict[str, Any]:
-    values = defaults(config)
-    for row in Setting.select():
-        values[row.key] = row.value
-    return values
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: Kind
+    type: type  # what put accepts (a JSON type); None too, where the default is None
+    default: Any = None
+    # A default the INI file gives (a fresh box's schedule), instead of default.
+    from_config: Callable[[Config], Any] | None = None
+
+    @property
+    def optional(self) -> bool:
+        return self.default is None and self.from_config is None
+
+    def default_for(self, config: Config) -> Any:
+        return self.default if self.from_config is None else self.from_config(config)
+
+    def check(self, value: Any) -> None:
+        if value is None and self.optional:
+            return
+        # bool is an int in Python: a flag must be a real bool, and nothing else one.
+        if not isinstance(value, self.type) or (self.type is not bool and isinstance(value, bool)):
+            raise TypeError(f"setting {self.name!r} must be {self.type.__name__}"
+                            f"{' or None' if self.optional else ''}, got {type(value).__name__}")
 
 
-def get(config: Config, key: str) -> Any:
-    row = Setting.get_or_none(Setting.key == key)
-    return defaults(config).get(key) if row is None else row.value
+KEYS: dict[str, Key] = {key.name: key for key in (
+    # The page's preferences.
+    Key("sync_enabled", "preference", bool, True),
+    Key("schedule_enabled", "preference", bool, from_config=lambda config: config.schedule.enabled),
+    Key("schedule_time_utc", "preference", str, from_config=lambda config: config.schedule.time_utc),
+    Key("notify_enabled", "preference", bool, False),
+    Key("notify_email", "preference", str),
+    Key("force_next", "preference", bool, False),
+    # Runtime state. The last online check's answer:
+    Key("token_rejected", "state", bool, False),
+    Key("site_name", "state", str),
+    Key("site_url", "state", str),
+    Key("moodle_release", "state", str),
+    # The daemon's: the latest scheduled slot that needs nothing more (ISO).
+    Key("schedule_last_slot", "state", str),
+    # The daemon's process, [pid, start time]: the page shows its memory.
+    Key("agent_process", "state", list),
+    # The page's admin password (webui.auth's hash), never shown.
+    Key("password_hash", "password", str),
+)}
+
+
+def _key(name: str) -> Key:
+    try:
+        return KEYS[name]
+    except KeyError:
+        raise KeyError(f"unknown setting {name!r}") from None
+
+
+def get(config: Config, name: str) -> Any:
+    key = _key(name)
+    row = Setting.get_or_none(Setting.key == name)
+    return key.default_for(config) if row is None else row.value
+
+
+def _get_kind(config: Config, kind: Kind) -> dict[str, Any]:
+    keys = [key for key in KEYS.values() if key.kind == kind]
+    stored = {row.key: row.value for row in Setting.select().where(Setting.key.in_([k.name for k in keys]))}
+    return {key.name: stored[key.name] if key.name in stored else key.default_for(config) for key in keys}
+
+
+def preferences(config: Config) -> dict[str, Any]:
+    """Every preference of the page, in one query."""
+    return _get_kind(config, "preference")
+
+
+def state(config: Config) -> dict[str, Any]:
+    """Every runtime state value, in one query."""
+    return _get_kind(config, "state")
 
 
 def put(**values: Any) -> None:
+    """Store values in one transaction; nothing is stored if one is refused.
+    None (where the default is None) deletes the row: the column is NOT NULL."""
+    for name, value in values.items():
+        _key(name).check(value)
     with database.obj.atomic():
-        for key, value in values.items():
-            Setting.insert(key=key, value=value).on_conflict_replace().execute()
+        for name, value in values.items():
+            if value is None:
+                Setting.delete().where(Setting.key == name).execute()
+            else:
+                Setting.insert(key=name, value=value).on_conflict_replace().execute()

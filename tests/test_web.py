@@ -17,7 +17,7 @@ import pytest
 from agent import settings
 from agent.auth import hash_password
 from agent.config import load_config
-from agent.db import Event, LoginAttempt, SyncRequest, SyncRun, database, iso, utcnow
+from agent.db import Event, LoginAttempt, Setting, SyncRequest, SyncRun, database, iso, utcnow
 from agent.queue import count_by_status
 from agent.sync import run_sync
 from tests.helpers import ROOT
@@ -88,7 +88,7 @@ def post(client, url, data=None, token=None, json_answer=True):
 
 def snapshot(config):
     """Everything a page action could change."""
-    return (settings.get_all(config), SyncRequest.select().count(),
+    return (sorted(Setting.select(Setting.key, Setting.value).tuples()), SyncRequest.select().count(),
             sorted(Event.select(Event.id, Event.status).tuples()))
 
 
@@ -447,6 +447,9 @@ def test_notifications_validate_the_address(admin, config):
     assert settings.get(config, "notify_enabled") is False
     assert post(admin, "/settings/notifications", {"enabled": "on", "email": "head@school.example"}).get_json()["ok"]
     assert (settings.get(config, "notify_enabled"), settings.get(config, "notify_email")) == (True, "head@school.example")
+    # Off, with the address cleared: stored as unset (this used to fail on the NOT NULL column).
+    assert post(admin, "/settings/notifications", {"email": ""}).get_json()["ok"]
+    assert (settings.get(config, "notify_enabled"), settings.get(config, "notify_email")) == (False, None)
 
 
 def test_force_next_and_conflicts(admin, config):

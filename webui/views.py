@@ -88,7 +88,7 @@ def index():
         return redirect(url_for("auth.login"))
     now = utcnow()
     status = history.status(config)
-    values = settings.get_all(config)
+    values = settings.preferences(config) | settings.state(config)
     box = health.gather(config, now)
     return render_template(
         "sync.html",
