@@ -190,13 +190,16 @@ def parse_po(text: str, name: str = "<po>") -> Catalog:
         raise PoError(f"{name}: Plural-Forms: {exc}") from None
 
     messages: dict[str, tuple[str, ...]] = {}
-    plural_ids = set()
+    plural_ids: set[str] = set()
+    seen: set[str] = set()
     for e in entries:
         if e is header:
             continue
-        key = e.msgid if e.msgctxt is None else f"{e.msgctxt}{CONTEXT_SEPARATOR}{e.msgid}"
-        if key in messages or key in plural_ids:
-            raise PoError(f"{name}:{e.line}: msgid {e.msgid!r} given twice")
+        msgid = e.msgid or ""
+        key = msgid if e.msgctxt is None else f"{e.msgctxt}{CONTEXT_SEPARATOR}{msgid}"
+        if key in seen:
+            raise PoError(f"{name}:{e.line}: msgid {msgid!r} given twice")
+        seen.add(key)
         if e.msgid_plural is not None:
             if sorted(e.msgstr) != list(range(nplurals)):
                 raise PoError(f"{name}:{e.line}: {e.msgid!r} needs msgstr[0] to msgstr[{nplurals - 1}] "
