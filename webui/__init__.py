@@ -8,6 +8,7 @@ builds its own app after the fork, so no SQLite connection is shared.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -54,7 +55,8 @@ def create_app(config: Config | None = None) -> Flask:
         SESSION_COOKIE_NAME="msa_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=auth.IDLE_S),
+        CLOCK=time.time,  # sessions and throttles; the tests set their own
         MAX_CONTENT_LENGTH=MAX_INPUT_BYTES + 1024,
         CSRF_EXEMPT={"api.post_events"},  # the events API authenticates with its key, not a cookie
     )
