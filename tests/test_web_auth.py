@@ -128,6 +128,48 @@ def test_a_session_from_the_future_is_not_trusted(app, client, clock):
     assert client.get("/").status_code == 302
 
 
+# -- wrong API keys ------------------------------------------------------------------
+
+def test_wrong_api_keys_are_throttled_per_address(config, clock):
+    # Two apps on one database stand for two gunicorn workers.
+    workers = [create_app(config), create_app(config)]
+    for w in workers:
+        w.config["CLOCK"] = clock
+    clients = [w.test_client() for w in workers]
+    attacker = {"REMOTE_ADDR": "10.0.0.66"}
+
+    answers = [api(clients[i % 2], [COMPLETION], key=f"guess-{i}", environ_base=attacker) for i in range(200)]
+    codes = [a.status_code for a in answers]
+    assert codes[:MAX_KEY_FAILURES] == [401] * MAX_KEY_FAILURES
+    assert codes[MAX_KEY_FAILURES:] == [429] * (200 - MAX_KEY_FAILURES)
+    assert all(0 < int(a.headers["Retry-After"]) <= WINDOW_S for a in answers[MAX_KEY_FAILURES:])
+    assert "too many wrong API keys" in answers[-1].get_json()["error"]
+    assert LoginAttempt.select().count() == MAX_KEY_FAILURES  # refused guesses are not even counted
+    # The right key from the blocked address is refused too: a guess never learns it was right.
+    assert api(clients[0], [COMPLETION], environ_base=attacker).status_code == 429
+    # The other keyed endpoints are behind the same limit.
+    assert clients[1].get("/api/v1/status", headers={"Authorization": f"Bearer {API_KEY}"},
+                          environ_base=attacker).status_code == 429
+    # Another address with the right key works, and the teacher's login from the attacker's address too.
+    assert api(clients[1], [COMPLETION], environ_base={"REMOTE_ADDR": "10.0.0.7"}).status_code == 201
+    assert login(clients[0], environ_base=attacker).status_code == 303
+    assert queued() == 1
+    clock.t += WINDOW_S + 1
+    assert api(clients[0], [dict(COMPLETION, id="later")], environ_base=attacker).status_code == 201
+
+
+def test_wrong_keys_on_the_status_api_count_and_no_key_does_not(client):
+    guesser = {"REMOTE_ADDR": "10.0.0.67"}
+    codes = [client.get("/api/v1/status", headers={"Authorization": f"Bearer guess-{i}"},
+                        environ_base=guesser).status_code for i in range(MAX_KEY_FAILURES + 1)]
+    assert codes == [401] * MAX_KEY_FAILURES + [429]
+    # Without a key nothing is guessed: never counted, never 429.
+    plain = {"REMOTE_ADDR": "10.0.0.68"}
+    assert {client.get("/api/v1/status", environ_base=plain).status_code for _ in range(30)} == {401}
+    assert {api(client, [COMPLETION], key=None, environ_base=plain).status_code for _ in range(30)} == {401}
+    assert api(client, [COMPLETION], environ_base=plain).status_code == 201
+
+
 # -- parallel logins -----------------------------------------------------------------
 
 def test_parallel_wrong_logins_reach_the_password_check_only_max_failures_times(app, monkeypatch):
