@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response
 
 from agent import health, history, settings
 from agent.config import Config, parse_time_utc
@@ -136,7 +138,7 @@ def start_verify():
     return start_run("verify")
 
 
-def start_run(trigger: str) -> Response:
+def start_run(trigger: str) -> ResponseReturnValue:
     config = _config()
     field, message = STARTS[trigger]
     if not settings.get(config, "sync_enabled"):
