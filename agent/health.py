@@ -3,7 +3,9 @@
 Gathered with psutil only (no shelling out), as one JSON-able dict for
 ``status --json``, the status API and the page. Each value that needs
 attention gets an entry in ``warnings`` (field -> reason in words), which
-the page shows as a red mark next to the value.
+the page shows as a red mark next to the value. A reading the board cannot
+give (the call raises) is unknown: it is in ``unknown`` and ``warnings``
+with the error, and the other readings go on.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import psutil
 
@@ -37,10 +39,7 @@ def cpu_temperature() -> float | None:
     read = getattr(psutil, "sensors_temperatures", None)  # absent on some platforms
     if read is None:
         return None
-    try:
-        sensors = read() or {}
-    except (OSError, RuntimeError):
-        return None
+    sensors = read() or {}
     names = [n for n in CPU_SENSORS if n in sensors] + [n for n in sensors if n not in CPU_SENSORS]
     for name in names:
         readings = [r.current for r in sensors[name] if r.current is not None]
@@ -76,78 +75,135 @@ def agent_rss(config: Config) -> tuple[int | None, int | None]:
     """The daemon's pid and resident memory; (None, None) when it is not
     running (its start time tells it from a process that reused the pid)."""
     pid, started = settings.get(config, "agent_process") or (None, None)
+    if pid is None:
+        return None, None
     try:
         process = psutil.Process(pid)
         if process.create_time() != started:
             return None, None
         return pid, process.memory_info().rss
-    except (psutil.Error, TypeError, ValueError):
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, TypeError, ValueError):
         return None, None
 
 
+def cpu_load() -> tuple[int, tuple[float, float, float]]:
+    return psutil.cpu_count() or 1, psutil.getloadavg()
+
+
+def last_offset_run() -> SyncRun | None:
+    """The latest run that measured the clock against the server's."""
+    return (SyncRun.select().where(SyncRun.clock_offset_s.is_null(False))
+            .order_by(SyncRun.started_at.desc()).first())
+
+
+def oldest_queued() -> str | None:
+    oldest = Event.select(Event.queued_at).where(Event.status == Event.QUEUED).order_by(Event.id).first()
+    return oldest.queued_at if oldest else None
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+T = TypeVar("T")
+
+
+class Probes:
+    """Every reading goes through read(): boards and kernels differ (under
+    qemu-user, psutil.net_if_stats() fails with ENOSYS from an ioctl), so a
+    reading that raises is unknown, with the reason in words, and the other
+    readings go on."""
+
+    def __init__(self) -> None:
+        self.unknown: dict[str, str] = {}
+
+    def read(self, name: str, probe: Callable[..., T], *args: Any) -> T | None:
+        try:
+            return probe(*args)
+        except Exception as exc:  # whatever this board raises: that value is unknown, not the whole status
+            self.unknown.setdefault(name, f"cannot be read on this box ({describe(exc)})")
+            return None
+
+
 def gather(config: Config, now: datetime | None = None) -> dict[str, Any]:
-    """One snapshot of the box's health; never raises for a missing sensor."""
+    """One snapshot of the box's health; never raises for a reading that
+    fails. A value that could not be read is null (a section made only of
+    such values is null itself), and ``unknown`` maps its row to the reason,
+    which ``warnings`` carries too."""
     now = now or utcnow()
+    probes = Probes()
+    space = probes.read("disk", disk_space, config.agent.data_dir, config.agent)
+    db_size = probes.read("database", database_bytes, config.agent.database)
+    memory = probes.read("memory", psutil.virtual_memory)
+    cpu = probes.read("cpu", cpu_load)
+    temperature = probes.read("temperature", cpu_temperature)
+    boot = probes.read("uptime", psutil.boot_time)
+    up = probes.read("network", network.interfaces_up)
+    offset_run = probes.read("clock", last_offset_run)
+    oldest = probes.read("queue", oldest_queued)
+    agent = probes.read("agent", agent_rss, config)
+
     warnings: dict[str, str] = {}
+    if space is not None:
+        free, minimum = human_bytes(space.free_bytes), human_bytes(space.min_free_bytes)
+        if space.full:
+            warnings["disk"] = f"only {free} free, under the {minimum} that must stay free: new events are refused"
+        elif space.free_bytes < 2 * space.min_free_bytes:
+            warnings["disk"] = f"only {free} free: new events will be refused under {minimum}"
 
-    space = disk_space(config.agent.data_dir, config.agent)
-    free, minimum = human_bytes(space.free_bytes), human_bytes(space.min_free_bytes)
-    if space.full:
-        warnings["disk"] = f"only {free} free, under the {minimum} that must stay free: new events are refused"
-    elif space.free_bytes < 2 * space.min_free_bytes:
-        warnings["disk"] = f"only {free} free: new events will be refused under {minimum}"
+    available_percent = None
+    if memory is not None:
+        available_percent = 100.0 * memory.available / memory.total if memory.total else 0.0
+        if available_percent < MIN_MEMORY_AVAILABLE_PERCENT:
+            warnings["memory"] = f"only {available_percent:.0f} % of the memory is free"
 
-    memory = psutil.virtual_memory()
-    available_percent = 100.0 * memory.available / memory.total if memory.total else 0.0
-    if available_percent < MIN_MEMORY_AVAILABLE_PERCENT:
-        warnings["memory"] = f"only {available_percent:.0f} % of the memory is free"
-
-    cpu_count = psutil.cpu_count() or 1
-    load = psutil.getloadavg()
-    if load[1] / cpu_count > MAX_LOAD_PER_CPU:
-        warnings["cpu"] = f"the CPU is overloaded (load {load[1]:.1f} on {cpu_count} cores)"
-    temperature = cpu_temperature()
+    if cpu is not None:
+        cores, load = cpu
+        if load[1] / cores > MAX_LOAD_PER_CPU:
+            warnings["cpu"] = f"the CPU is overloaded (load {load[1]:.1f} on {cores} cores)"
     if temperature is not None and temperature >= HOT_CELSIUS:
         warnings["temperature"] = f"the CPU is hot ({temperature:.0f} °C): the board slows down to cool"
 
-    up = network.interfaces_up()
-    if not up:
+    if up is not None and not up:
         warnings["network"] = "no network interface is up (cable out or Wi-Fi off?)"
 
     sane = clock_is_sane(now)
-    last = (SyncRun.select().where(SyncRun.clock_offset_s.is_null(False))
-            .order_by(SyncRun.started_at.desc()).first())
-    offset = last.clock_offset_s if last else None
+    offset = offset_run.clock_offset_s if offset_run else None
     if not sane:
         warnings["clock"] = (f"the clock reads {iso(now)}, before this release was built ({BUILD_DATE}): "
                              "it has not been set since the box started")
     elif offset is not None and abs(offset) > MAX_CLOCK_OFFSET_S:
         warnings["clock"] = f"the clock was {abs(offset) / 60:.0f} minutes off the server's at the last sync"
 
-    oldest = Event.select(Event.queued_at).where(Event.status == Event.QUEUED).order_by(Event.id).first()
-    oldest_age = max(0.0, (now - parse_iso(oldest.queued_at)).total_seconds()) if oldest else None
+    oldest_at = parse_iso(oldest)
+    oldest_age = max(0.0, (now - oldest_at).total_seconds()) if oldest_at else None
     if oldest_age is not None and oldest_age > config.web.stale_days * 86400:
         warnings["queue"] = f"the oldest queued event has waited {_days(oldest_age)} for a sync"
 
-    pid, rss = agent_rss(config)
+    pid, rss = agent if agent is not None else (None, None)
     if rss is not None and rss > MAX_AGENT_RSS_BYTES:
         warnings["agent"] = f"the agent uses {human_bytes(rss)} of memory"
 
-    boot = psutil.boot_time()
+    warnings.update(probes.unknown)
     return {
-        "disk": {"path": space.path, "total_bytes": space.total_bytes, "free_bytes": space.free_bytes,
-                 "free_percent": round(space.free_percent, 1), "min_free_bytes": space.min_free_bytes,
-                 "full": space.full},
-        "database": database_bytes(config.agent.database),
-        "memory": {"total_bytes": memory.total, "available_bytes": memory.available,
-                   "available_percent": round(available_percent, 1)},
-        "cpu": {"count": cpu_count, "load": [round(x, 2) for x in load], "temperature_c": temperature},
-        "uptime_s": round(max(0.0, time.time() - boot)),
-        "network": {"interfaces_up": up},
+        "disk": None if space is None else {
+            "path": space.path, "total_bytes": space.total_bytes, "free_bytes": space.free_bytes,
+            "free_percent": round(space.free_percent, 1), "min_free_bytes": space.min_free_bytes,
+            "full": space.full},
+        "database": db_size,
+        "memory": None if memory is None else {
+            "total_bytes": memory.total, "available_bytes": memory.available,
+            "available_percent": round(available_percent or 0.0, 1)},
+        "cpu": {"count": cpu[0] if cpu else None, "load": [round(x, 2) for x in cpu[1]] if cpu else None,
+                "temperature_c": temperature},
+        "uptime_s": None if boot is None else round(max(0.0, time.time() - boot)),
+        "network": None if up is None else {"interfaces_up": up},
         "clock": {"now": iso(now), "sane": sane, "build_date": BUILD_DATE, "offset_s": offset,
-                  "offset_measured_at": last.started_at if last else None},
-        "queue": {"oldest_queued_at": oldest.queued_at if oldest else None,
-                  "oldest_age_s": round(oldest_age) if oldest_age is not None else None},
-        "agent": {"pid": pid, "rss_bytes": rss},
+                  "offset_measured_at": offset_run.started_at if offset_run else None},
+        "queue": None if "queue" in probes.unknown else {
+            "oldest_queued_at": oldest, "oldest_age_s": round(oldest_age) if oldest_age is not None else None},
+        "agent": None if agent is None else {"pid": pid, "rss_bytes": rss},
+        "unknown": probes.unknown,
         "warnings": warnings,
     }

@@ -98,6 +98,7 @@ def test_status_json_has_typed_plausible_health(tmp_path):
     assert 1024 * 1024 < h["agent"]["rss_bytes"] < 1024 ** 3
     assert isinstance(h["agent"]["pid"], int)
     assert isinstance(h["warnings"], dict)
+    assert h["unknown"] == {}  # every reading works on this machine
     json.dumps(h)  # JSON-able as a whole
 
 
@@ -215,3 +216,23 @@ def test_status_api_and_page_show_health_with_red_marks_and_the_storage_banner(t
 
 def queued_count() -> int:
     return Event.select().where(Event.status == Event.QUEUED).count()
+
+
+def test_clock_offset_on_the_page_has_no_minus_zero(tmp_path):
+    """Rounded half away from zero, the same both ways; 0 has no sign."""
+    from tests.test_web import write_config
+    from webui import create_app
+
+    client = create_app(write_config(tmp_path, web="public_status = yes")).test_client()
+    run = SyncRun.create(trigger="cli", status=SyncRun.COMPLETED, started_at=iso(utcnow()))
+    try:
+        for offset, shown in [(-0.4, "0"), (-0.0, "0"), (0.0, "0"), (0.4, "0"), (0.49999999999999994, "0"),
+                              (-0.49999999999999994, "0"), (0.5, "+1"), (-0.5, "-1"), (1.4, "+1"), (-1.4, "-1"),
+                              (1.6, "+2"), (-1.6, "-2"), (2.5, "+3"), (-2.5, "-3"), (-3600.0, "-3600")]:
+            SyncRun.update(clock_offset_s=offset).where(SyncRun.id == run.id).execute()
+            html = client.get("/").get_data(as_text=True)
+            row = html[html.index('data-health="clock"'):]
+            row = row[:row.index("</dd>")]
+            assert f" · {shown} s from the server at the last sync" in row, (offset, row)
+    finally:
+        close_db()

@@ -8,7 +8,9 @@ builds its own app after the fork, so no SQLite connection is shared.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
 from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -22,7 +24,7 @@ from agent.sync import ACTION_KINDS
 from agent.verify import VERIFY_KINDS
 
 from . import api, auth, views
-from .i18n import LANGUAGES, TEXTS, pick_language, text
+from .i18n import LANGUAGES, has_text, ngettext, pick_language, text
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ def create_app(config: Config | None = None) -> Flask:
         SESSION_COOKIE_NAME="msa_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=auth.IDLE_S),
+        CLOCK=time.time,  # sessions and throttles; the tests set their own
         MAX_CONTENT_LENGTH=MAX_INPUT_BYTES + 1024,
         CSRF_EXEMPT={"api.post_events"},  # the events API authenticates with its key, not a cookie
     )
@@ -80,15 +83,17 @@ def create_app(config: Config | None = None) -> Flask:
     @app.context_processor
     def helpers():
         return {
-            "_": text, "lang": g.get("lang", "en"), "languages": LANGUAGES, "csrf_token": auth.csrf_token,
+            "_": text, "ngettext": ngettext, "lang": g.get("lang", "en"), "languages": LANGUAGES,
+            "csrf_token": auth.csrf_token,
             "version": __version__, "box_name": config.agent.box_name, "action_kinds": ACTION_KINDS,
             "verify_kinds": VERIFY_KINDS,
-            "script_texts": {k: TEXTS[g.get("lang", "en")].get(k, TEXTS["en"][k]) for k in SCRIPT_TEXTS},
+            "script_texts": {k: text(k) for k in SCRIPT_TEXTS},
         }
 
     app.jinja_env.filters["when"] = views.when
     app.jinja_env.filters["bytes"] = human_bytes
     app.jinja_env.filters["duration"] = duration
+    app.jinja_env.filters["signed"] = signed
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -109,7 +114,7 @@ def error_response(code: int, description: str):
     api = request.path.startswith("/api/") or auth.wants_json()
     if code == 404 and not api:
         description = "not_found"
-    message = text(description) if description in TEXTS["en"] else description
+    message = text(description) if has_text(description) else description
     if api:
         response = jsonify({"error": message})
         response.status_code = code
@@ -129,3 +134,10 @@ def duration(seconds: float | None) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def signed(value: float) -> str:
+    """A whole number with its sign, rounded half away from zero, the same
+    both ways; nothing rounds to "-0" or "+0": the clock is "0 s" off."""
+    whole = int(Decimal(value).to_integral_value(rounding=ROUND_HALF_UP))
+    return f"{whole:+d}" if whole else "0"

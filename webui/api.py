@@ -13,7 +13,7 @@ from agent.db import SyncRequest
 from agent.queue import (MAX_BATCH, MAX_INPUT_BYTES, EventError, StorageFull, enqueue, parse_events,
                          validate_events)
 
-from .auth import is_admin
+from .auth import API_KEYS, client_address, is_admin, now
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -26,33 +26,46 @@ def error(status: int, message: str, **extra: Any) -> Response:
     return response
 
 
-def bearer_ok() -> bool:
-    key = current_app.config["AGENT"].web.api_key
-    header = request.headers.get("Authorization", "")
-    scheme, _, sent = header.partition(" ")
-    if not key or scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(sent.strip().encode(), key.encode())
-
-
 def unauthorized(message: str) -> Response:
     response = error(401, message)
     response.headers["WWW-Authenticate"] = 'Bearer realm="moodle-sync-agent"'
     return response
 
 
-def may_read() -> bool:
+def key_refusal(missing: str) -> Response | None:
+    """None when the request carries the events API key; else the answer.
+    An address that sent MAX_KEY_FAILURES wrong keys within the window gets
+    429, even with the right key: a guess must not learn it was right."""
+    key = current_app.config["AGENT"].web.api_key
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return unauthorized(missing)  # no key sent: nothing guessed
+    address, t = client_address(), now()
+    right = bool(key and hmac.compare_digest(sent.strip().encode(), key.encode()))
+    # Checking the key is cheap: only a wrong one writes (and is counted atomically).
+    wait = API_KEYS.blocked(address, t) if right else API_KEYS.fail(address, t)
+    if wait:
+        response = error(429, f"too many wrong API keys from this address: try again in {wait} s")
+        response.headers["Retry-After"] = str(wait)
+        return response
+    return None if right else unauthorized(missing)
+
+
+def read_refusal() -> Response | None:
     """Status and history: public if the config says so, else the admin's
     session or the events API key."""
-    return current_app.config["AGENT"].web.public_status or is_admin() or bearer_ok()
+    if current_app.config["AGENT"].web.public_status or is_admin():
+        return None
+    return key_refusal("login required")
 
 
 @bp.route("/events", methods=["POST"])
 def post_events():
     if not current_app.config["AGENT"].web.api_key:
         return error(503, "the events API is off: set api_key in the [web] section of the configuration")
-    if not bearer_ok():
-        return unauthorized("missing or wrong API key (send Authorization: Bearer KEY)")
+    refusal = key_refusal("missing or wrong API key (send Authorization: Bearer KEY)")
+    if refusal:
+        return refusal
     if (request.content_length or 0) > MAX_INPUT_BYTES:
         return error(413, f"the request body is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MB")
     # Read at most one byte past the limit, whatever the headers claimed.
@@ -84,16 +97,18 @@ def latest_request() -> dict[str, Any] | None:
 
 @bp.route("/status")
 def status():
-    if not may_read():
-        return unauthorized("login required")
+    refusal = read_refusal()
+    if refusal:
+        return refusal
     config = current_app.config["AGENT"]
     return jsonify({**history.status(config), "request": latest_request(), "health": health.gather(config)})
 
 
 @bp.route("/syncs")
 def syncs():
-    if not may_read():
-        return unauthorized("login required")
+    refusal = read_refusal()
+    if refusal:
+        return refusal
     raw = request.args.get("limit", "5")
     try:
         limit = int(raw)

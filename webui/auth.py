@@ -1,19 +1,23 @@
-"""The page's admin login, CSRF tokens, the login rate limit and the secret key.
+"""The page's admin login and sessions, CSRF tokens, the throttles on wrong
+passwords and API keys, and the secret key.
 
 Sessions are Flask's signed cookies; the key that signs them is generated on
 first start and kept in the data directory, so every gunicorn worker (and a
-restarted one) accepts the same sessions. Failed logins are counted in the
-database, so the limit holds across workers too.
+restarted one) accepts the same sessions. A cookie alone is not enough: it
+must carry the tag of the current password and session generation (a
+logout or a new password changes it), and it expires after IDLE_S without
+a request and SESSION_MAX_S after the login, whatever is done with it.
+Failed attempts are counted in the database, so the limits hold across
+workers too.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import os
 import secrets
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -21,18 +25,32 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 
 from agent import settings
-from agent.auth import check_password
+from agent.auth import check_password, revoke_sessions, session_tag
 from agent.db import LoginAttempt, database
 
 from .i18n import text
 
 bp = Blueprint("auth", __name__)
 
-MAX_FAILURES = 5
-WINDOW_S = 15 * 60
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+IDLE_S = 12 * 3600  # a teacher's day with pauses; the browser forgets the cookie then too
+SESSION_MAX_S = 24 * 3600  # a copied cookie, kept alive by use, still ends a day after its login
+# Workers share the box's clock, but a clock stepped back (no RTC) gives
+# negative ages: a little is tolerated, more ends the session.
+CLOCK_SLACK_S = 60
+SESSION_KEYS = ("admin", "opened", "seen")
+
+MAX_FAILURES = 5  # wrong passwords per address and window
+MAX_KEY_FAILURES = 10  # wrong API keys per address and window: the box's apps retry
+WINDOW_S = 15 * 60
+
+
+def now() -> float:
+    """The app's clock (Unix time): the tests set their own."""
+    return current_app.config["CLOCK"]()
 
 
 # -- secret key ----------------------------------------------------------------
@@ -67,18 +85,33 @@ def load_secret_key(data_dir: Path) -> bytes:
 
 # -- session and CSRF ------------------------------------------------------------
 
-def _password_tag(password_hash: str | None) -> str:
-    """Ties a session to the password it was opened with: setting a new
-    password logs every session out."""
-    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
+def _fresh(t: float, since: object, limit: int) -> bool:
+    """Is since (a time the cookie holds) at most limit seconds before t?"""
+    return isinstance(since, (int, float)) and -CLOCK_SLACK_S <= t - since <= limit
 
 
 def is_admin() -> bool:
+    """Does this request come with a live admin session? A live one is
+    renewed (its idle time starts again); a dead one is dropped from the cookie."""
     if "admin" not in g:
-        tag = session.get("admin")
-        g.admin = bool(tag) and hmac.compare_digest(
-            tag, _password_tag(settings.get(current_app.config["AGENT"], "password_hash")))
-    return g.admin
+        tag, opened, seen = (session.get(k) for k in SESSION_KEYS)
+        t = now()
+        g.admin = (isinstance(tag, str) and _fresh(t, seen, IDLE_S) and _fresh(t, opened, SESSION_MAX_S)
+                   and hmac.compare_digest(tag, session_tag(current_app.config["AGENT"])))
+        if g.admin:
+            session["seen"] = t
+        elif tag is not None:
+            for key in SESSION_KEYS:
+                session.pop(key, None)
+    return bool(g.admin)
+
+
+def open_session() -> None:
+    session.clear()
+    session.permanent = True
+    t = now()
+    session.update(admin=session_tag(current_app.config["AGENT"]), opened=t, seen=t)
+    csrf_token()  # a fresh token for the new session
 
 
 def csrf_token() -> str:
@@ -125,34 +158,58 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-# -- rate limit ------------------------------------------------------------------
+# -- throttles -------------------------------------------------------------------
 
-def _client() -> str:
-    return (request.remote_addr or "unknown")[:64]
-
-
-def retry_after_s(address: str, now: float | None = None) -> int:
-    """Seconds until this address may try again; 0 if it may now. Only
-    failures within one window of now, either side, count: a box without RTC
-    whose clock jumps must neither unlock the limit nor lock it for good."""
-    now = time.time() if now is None else now
-    recent = sorted(a.at for a in LoginAttempt.select(LoginAttempt.at).where(
-        LoginAttempt.address == address, LoginAttempt.at > now - WINDOW_S, LoginAttempt.at < now + WINDOW_S))
-    if len(recent) < MAX_FAILURES:
-        return 0
-    return max(1, int(min(recent[-MAX_FAILURES], now) + WINDOW_S - now))
+def client_address() -> str:
+    return (request.remote_addr or "unknown")[:50]
 
 
-def record_failure(address: str, now: float | None = None) -> None:
-    now = time.time() if now is None else now
-    with database.obj.atomic():
-        LoginAttempt.create(address=address, at=now)
-        # Forget failures that no longer count, so the table stays small.
-        LoginAttempt.delete().where((LoginAttempt.at < now - WINDOW_S) | (LoginAttempt.at > now + WINDOW_S)).execute()
+@dataclass(frozen=True)
+class Throttle:
+    """Failures per client address within a window, as rows in the
+    database (LoginAttempt, the address prefixed with the scope). Only
+    failures within one window of now, either side, count: a box without
+    RTC whose clock jumps must neither unlock the limit nor lock it for good."""
+
+    scope: str
+    max_failures: int
+    window_s: int = WINDOW_S
+
+    def _bucket(self, address: str) -> str:
+        return f"{self.scope} {address}"
+
+    def _wait(self, bucket: str, t: float) -> int:
+        recent = sorted(a.at for a in LoginAttempt.select(LoginAttempt.at).where(
+            LoginAttempt.address == bucket, LoginAttempt.at > t - self.window_s, LoginAttempt.at < t + self.window_s))
+        if len(recent) < self.max_failures:
+            return 0
+        return max(1, int(min(recent[-self.max_failures], t) + self.window_s - t))
+
+    def blocked(self, address: str, t: float) -> int:
+        """Seconds until this address may try again; 0 if it may now."""
+        return self._wait(self._bucket(address), t)
+
+    def fail(self, address: str, t: float) -> int:
+        """Count one failure, unless the address is already blocked: then
+        the seconds to wait, and nothing counted. Checking and counting are
+        one IMMEDIATE transaction, so that parallel attempts, in any number
+        of workers, cannot all slip in under the limit."""
+        bucket = self._bucket(address)
+        with database.obj.atomic("IMMEDIATE"):
+            wait = self._wait(bucket, t)
+            if not wait:
+                LoginAttempt.create(address=bucket, at=t)
+                # Forget failures that no longer count, so the table stays small.
+                LoginAttempt.delete().where((LoginAttempt.at < t - self.window_s)
+                                            | (LoginAttempt.at > t + self.window_s)).execute()
+        return wait
+
+    def forget(self, address: str) -> None:
+        LoginAttempt.delete().where(LoginAttempt.address == self._bucket(address)).execute()
 
 
-def forget_failures(address: str) -> None:
-    LoginAttempt.delete().where(LoginAttempt.address == address).execute()
+LOGINS = Throttle("login", MAX_FAILURES)
+API_KEYS = Throttle("api-key", MAX_KEY_FAILURES)
 
 
 # -- views -------------------------------------------------------------------------
@@ -161,32 +218,34 @@ def forget_failures(address: str) -> None:
 def login():
     config = current_app.config["AGENT"]
     stored = settings.get(config, "password_hash")
-    error, status = None, 200
+    error, status, wait = None, 200, 0
     if request.method == "POST":
-        address = _client()
-        wait = retry_after_s(address)
+        address = client_address()
+        # Counted as a failure before the (slow) check, and taken back if
+        # the password is right: no more than MAX_FAILURES checks per window.
+        wait = LOGINS.fail(address, now())
         if wait:
             error, status = text("too_many", minutes=(wait + 59) // 60), 429
         elif not check_password(stored, request.form.get("password", "")):
-            record_failure(address)
             error, status = text("bad_password"), 401
         else:
-            forget_failures(address)
-            session.clear()
-            session.permanent = True
-            session["admin"] = _password_tag(stored)
-            csrf_token()  # a fresh token for the new session
+            LOGINS.forget(address)
+            open_session()
             return redirect(safe_next(request.form.get("next")), code=303)
     body = render_template("login.html", error=error, no_password=not stored,
                            next=safe_next(request.values.get("next")))
     response = current_app.make_response((body, status))
-    if status == 429:
+    if wait:
         response.headers["Retry-After"] = str(wait)
     return response
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    # Only the admin ends the sessions: anyone can fetch a CSRF token from
+    # the login form, and must not log the teacher out with it.
+    if is_admin():
+        revoke_sessions(current_app.config["AGENT"])
     session.clear()
     flash(text("logged_out"), "info")
     return redirect(url_for("auth.login"), code=303)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response
 
 from agent import health, history, settings
 from agent.config import Config, parse_time_utc
@@ -21,7 +23,7 @@ from agent.storage import human_bytes
 from agent.sync import is_running
 
 from .auth import is_admin, login_required, safe_next, wants_json
-from .i18n import COOKIE, LANGUAGES, text
+from .i18n import COOKIE, LANGUAGES, ngettext, text
 
 bp = Blueprint("views", __name__)
 
@@ -32,8 +34,7 @@ def _config() -> Config:
     return current_app.config["AGENT"]
 
 
-def done(key: str, **values: Any) -> Response:
-    message = text(key, **values)
+def done(message: str) -> Response:
     if wants_json():
         return jsonify({"ok": True, "message": message})
     flash(message, "info")
@@ -56,8 +57,8 @@ def checked(name: str) -> bool:
 
 def banners(config: Config, status: dict, now: datetime, box: dict) -> list[str]:
     found = []
-    disk = box["disk"]
-    if disk["full"]:
+    disk = box["disk"]  # None when this board could not tell
+    if disk and disk["full"]:
         found.append(text("banner_storage", free=human_bytes(disk["free_bytes"]),
                           min=human_bytes(disk["min_free_bytes"])))
     if status["server"]["token_rejected"]:
@@ -65,7 +66,8 @@ def banners(config: Config, status: dict, now: datetime, box: dict) -> list[str]
     last_ok = parse_iso(status["last_success_at"])
     limit = timedelta(days=config.web.stale_days)
     if last_ok is not None and now - last_ok > limit:
-        found.append(text("banner_stale", days=(now - last_ok).days, date=when(status["last_success_at"])))
+        days = (now - last_ok).days
+        found.append(ngettext("banner_stale", days, days=days, date=when(status["last_success_at"])))
     oldest = parse_iso(status["oldest_queued_at"])
     if last_ok is None and oldest is not None and now - oldest > limit:
         found.append(text("banner_never", date=when(status["oldest_queued_at"])))
@@ -116,7 +118,7 @@ SWITCHES = {"sync_enabled": ("sync_turned_on", "sync_turned_off"), "force_next":
 def set_switch(key: str):
     enabled = checked("enabled")
     settings.put(**{key: enabled})
-    return done(SWITCHES[key][0 if enabled else 1])
+    return done(text(SWITCHES[key][0 if enabled else 1]))
 
 
 # Start Sync Now, and Verify (a full re-check) under the advanced settings:
@@ -136,7 +138,7 @@ def start_verify():
     return start_run("verify")
 
 
-def start_run(trigger: str) -> Response:
+def start_run(trigger: str) -> ResponseReturnValue:
     config = _config()
     field, message = STARTS[trigger]
     if not settings.get(config, "sync_enabled"):
@@ -160,7 +162,7 @@ def set_schedule():
     except ValueError as exc:
         return refuse(400, "bad_time", field="time_utc", problem=str(exc))
     settings.put(schedule_enabled=enabled, schedule_time_utc=time_utc)
-    return done("schedule_saved", state=text("on" if enabled else "off").lower(), time=time_utc)
+    return done(text("schedule_saved", state=text("on" if enabled else "off").lower(), time=time_utc))
 
 
 @bp.route("/settings/notifications", methods=["POST"])
@@ -173,7 +175,7 @@ def set_notifications():
     if enabled and not email:
         return refuse(400, "email_required", field="email")
     settings.put(notify_enabled=enabled, notify_email=email or None)
-    return done("notify_saved")
+    return done(text("notify_saved"))
 
 
 @bp.route("/conflicts", methods=["POST"])
@@ -191,7 +193,7 @@ def conflicts():
         except ValueError:
             abort(400)
     n = set_conflicts(ids, status)
-    return done("conflicts_retried" if action == "retry" else "conflicts_discarded", n=n)
+    return done(ngettext("conflicts_retried" if action == "retry" else "conflicts_discarded", n))
 
 
 @bp.route("/lang/<code>")
