@@ -32,11 +32,11 @@ def check_password(stored: str | None, password: str) -> bool:
 def session_tag(config: Config) -> str:
     """What a live session of the page carries: it changes with the password
     and with every revocation. The hash itself never goes in the cookie."""
-    material = f"{settings.get(config, 'password_hash') or ''}\n{settings.get(config, 'session_generation') or 0}"
+    material = f"{settings.get(config, 'password_hash') or ''}\n{settings.get(config, 'session_generation')}"
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
 def revoke_sessions(config: Config) -> None:
     """End every session of the page: their cookies, copies included, stop working."""
     with database.obj.atomic("IMMEDIATE"):  # two logouts at once both count
-        settings.put(session_generation=(settings.get(config, "session_generation") or 0) + 1)
+        settings.put(session_generation=settings.get(config, "session_generation") + 1)

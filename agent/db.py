@@ -170,7 +170,7 @@ class LoginAttempt(BaseModel):
     """A failed login on the page, kept in the database so that the rate limit
     holds across all gunicorn workers."""
 
-    address = pw.CharField(max_length=64, index=True)
+    address = pw.CharField(max_length=64, index=True)  # "<scope> <client address>", scope login or api-key
     at = pw.FloatField(index=True)  # Unix time
 
 

@@ -60,8 +60,10 @@ KEYS: dict[str, Key] = {key.name: key for key in (
     Key("schedule_last_slot", "state", str),
     # The daemon's process, [pid, start time]: the page shows its memory.
     Key("agent_process", "state", list),
-    # The page's admin password (webui.auth's hash), never shown.
+    # The page's admin password (webui.auth's hash), never shown, and the
+    # generation of its sessions: a logout raises it, ending every session.
     Key("password_hash", "password", str),
+    Key("session_generation", "password", int, 0),
 )}
 
 
