@@ -17,7 +17,7 @@ from . import settings
 from .config import Config, SmtpConfig
 from .db import SyncRun, database
 from .history import run_dict
-from .storage import human_bytes
+from .text import human_bytes
 
 log = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ def config(tmp_path, simulator, smtp_port):
 
 
 def run_once(daemon: Daemon) -> SyncRun:
-    request = handoff.request_sync(daemon.config)
+    request = handoff.request_sync()
     daemon.step()
     daemon.wait_idle()  # the run, then the notices
     return SyncRun.get_by_id(type(request).get_by_id(request.id).sync_id)
@@ -123,13 +123,13 @@ def test_a_mail_server_that_hangs_never_delays_a_sync(config, smtp_port):
     silent.listen(5)
     try:
         daemon = Daemon(config)
-        handoff.request_sync(config)
+        handoff.request_sync()
         daemon.step()
         daemon.job.thread.join(30)
         daemon.step()  # collects the run, starts the notice
-        assert daemon.notifier.is_alive()
+        assert daemon.notifier.thread.is_alive()
         start = time.monotonic()
-        request = handoff.request_sync(config)
+        request = handoff.request_sync()
         daemon.step()  # the next request starts at once
         assert request.id == daemon.job.request.id and time.monotonic() - start < 1
         daemon.wait_idle()

@@ -20,7 +20,7 @@ from agent.config import load_config
 from agent.db import Event, LoginAttempt, SyncRequest, SyncRun, database, iso, utcnow
 from agent.queue import count_by_status
 from agent.sync import run_sync
-from tests.helpers import ROOT
+from tests.helpers import ROOT, keep_courses
 from webui import create_app
 from webui.auth import MAX_FAILURES, WINDOW_S
 
@@ -51,6 +51,7 @@ def config(tmp_path):
 def app(config):
     app = create_app(config)
     settings.put(password_hash=hash_password(PASSWORD))
+    keep_courses(2, 3, 4)
     return app
 
 
