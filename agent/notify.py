@@ -51,6 +51,8 @@ def body(box_name: str, run: dict) -> str:
         f"Duration:       {duration}",
         f"Data sent:      {human_bytes(run['bytes_sent'])}",
         f"Data received:  {human_bytes(run['bytes_received'])}",
+        f"Events sent:    {run['events_sent']}",
+        f"Conflicts:      {run['conflicts']}",
     ]
     if offset is not None:
         lines.append(f"Clock offset:   {offset:+.0f} s (server minus box)")
