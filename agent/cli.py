@@ -11,17 +11,22 @@ import getpass
 import json
 import logging
 import sys
+import time
 from typing import Any, Callable
 
 import peewee as pw
 
-from . import __version__, courses, health, history, settings
+from . import __version__, courses, handoff, health, history, settings
 from .config import Config, ConfigError, load_config
-from .db import Event, SyncRun, open_db
+from .daemon import run_daemon
+from .db import Event, SyncRequest, SyncRun, open_db
+from .logs import configure_logging
 from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
-from .queue import EventError, conflict_dicts, enqueue, parse_events, set_conflicts, validate_events
-from .storage import database_problem, human_bytes
-from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS, AlreadyRunning, SyncDisabled, run_sync
+from .queue import EventError, conflict_dicts, enqueue, parse_events, read_input, set_conflicts, validate_events
+from .runs import AlreadyRunning, SyncDisabled
+from .storage import database_problem
+from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS, run_sync
+from .text import human_bytes
 from .verify import run_verify
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_OFFLINE, EXIT_RUNNING = 0, 1, 2, 3, 4
@@ -35,6 +40,9 @@ SYNC_EXIT = {
 }
 
 log = logging.getLogger("moodle_sync_agent")
+
+# How long `sync --via-agent` waits for the daemon to pick its request up.
+PICKUP_TIMEOUT_S = 10.0
 
 
 class UsageError(Exception):
@@ -62,7 +70,7 @@ def print_rows(rows: list[dict], as_json: bool, empty: str, line: Callable[[dict
 def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
     source = sys.stdin.buffer if args.file in (None, "-") else open(args.file, "rb")
     with source:
-        data = source.read()
+        data = read_input(source)
     events = validate_events(parse_events(data))
     result = enqueue(events, config=config)
     print(f"queued {result.stored} event(s)" + (f", {result.duplicates} already queued" if result.duplicates else ""))
@@ -104,7 +112,6 @@ def format_run(run: dict) -> str:
 
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     if args.via_agent:
-        from .daemon import request_sync_via_agent  # the daemon owns the request queue
         return request_sync_via_agent(config, force=args.force, as_json=args.json)
     return run_and_report(lambda: run_sync(config, trigger="cli", force=args.force), args.json)
 
@@ -130,6 +137,42 @@ def report_run(row: SyncRun, as_json: bool) -> int:
     else:
         print(format_run(run))
     return SYNC_EXIT.get(row.status, EXIT_ERRORS)
+
+
+def request_sync_via_agent(config: Config, force: bool = False, as_json: bool = False, *,
+                           pickup_timeout_s: float = PICKUP_TIMEOUT_S, poll_s: float = 0.1) -> int:
+    """Queue a request for the agent, wait for its run to end, print it like
+    ``sync`` does and return the same exit status."""
+    if not settings.get(config, "sync_enabled"):
+        print(SyncDisabled(), file=sys.stderr)
+        return EXIT_ERRORS
+    request_id = handoff.request_sync(trigger="cli", force=force).id
+    deadline = time.monotonic() + pickup_timeout_s
+    while True:
+        request = SyncRequest.get_by_id(request_id)
+        if request.sync_id:
+            break
+        if request.picked_at and not settings.get(config, "sync_enabled"):
+            print(SyncDisabled(), file=sys.stderr)
+            return EXIT_ERRORS
+        if time.monotonic() > deadline:
+            print(f"moodle-sync-agent: no agent picked up the request within {pickup_timeout_s:g} s: "
+                  "is `moodle-sync-agent run` running (systemctl status moodle-sync-agent)? "
+                  "The request stays queued until it starts.", file=sys.stderr)
+            return EXIT_ERRORS
+        time.sleep(poll_s)
+    while True:
+        row = SyncRun.get_by_id(request.sync_id)
+        if row.status != SyncRun.RUNNING:
+            break
+        if not history.is_running():
+            row = SyncRun.get_by_id(request.sync_id)  # it may have ended just now
+            if row.status == SyncRun.RUNNING:
+                print(f"moodle-sync-agent: the agent stopped during sync {row.id}", file=sys.stderr)
+                return EXIT_ERRORS
+            break
+        time.sleep(poll_s)
+    return report_run(row, as_json)
 
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
@@ -221,8 +264,6 @@ def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from .daemon import run_daemon  # the daemon imports this module
-
     return run_daemon(config)
 
 
@@ -322,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         config = load_config(args.config)
+        configure_logging(config)
         open_db(config.agent.database)
         return COMMANDS[args.command](config, args)
     except (ConfigError, EventError, UsageError) as exc:

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import stat
 import subprocess
 import sys
 import threading
@@ -29,31 +28,40 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
-import schedule as pacing
-
-from . import __version__, handoff, health, notify, settings
-from .cli import EXIT_ERRORS, report_run
+from . import __version__, handoff, health, notify, retention, settings
 from .config import Config, parse_time_utc
 from .db import SyncRequest, SyncRun, close_db, iso, parse_iso
-from .schedule import Attempt, Clock, Missed, Plan, Planner
-from .sync import SyncDisabled, is_running, record_skipped, recover_stale_runs, running_run
+from .history import record_skipped, recover_stale_runs, running_run
+from .logs import configure_logging
+from .schedule import Attempt, Clock, Missed, Plan, Planner, Recurring
 
 log = logging.getLogger(__name__)
 
 STEP_S = 1  # settings reload, request pickup, schedule tick
 LOOP_SLEEP_S = 0.2
-STOP_GRACE_S = 8.0  # systemd's TimeoutStopSec is 20 s; the brief promises 10
-PICKUP_TIMEOUT_S = 10.0
+STOP_GRACE_S = 8.0  # systemd's TimeoutStopSec is 20 s; the README promises 10
+RETENTION_EVERY_S = 3600
 
 
 @dataclass
 class Offline:
+    """A scheduled attempt's online check found no server."""
+
     reason: str
     retry_after: float | None
     bytes_sent: int = 0  # what the online check cost
     bytes_received: int = 0
     clock_offset_s: float | None = None
+
+
+@dataclass
+class Broken:
+    """The worker could not do its job (the database, a bug, no memory for a
+    process): nothing is recorded, and the daily plan backs off as if offline."""
+
+    reason: str
 
 
 @dataclass
@@ -76,7 +84,7 @@ class Job:
     halted: bool = False
     proc: subprocess.Popen | None = None
     run_id: str | None = None
-    outcome: SyncRun | Offline | None = None
+    outcome: SyncRun | Offline | Broken | None = None
     thread: threading.Thread | None = None
 
     def halt(self) -> None:
@@ -100,13 +108,45 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+class Background:
+    """Work the daemon hands to a thread of its own (e-mail, retention): never
+    two at once, and asked again while it runs, it runs once more after."""
+
+    def __init__(self, name: str, work: Callable[[], object]):
+        self.name, self.work = name, work
+        self.thread: threading.Thread | None = None
+        self.again = False
+
+    def kick(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            self.again = True
+            return
+        self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self.again = False
+            try:
+                self.work()
+            except Exception:  # a locked or full database must not end the agent
+                log.exception("%s failed", self.name)
+            if not self.again:
+                close_db()  # this thread's connection: the agent runs for months
+                return
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
 class Daemon:
     def __init__(self, config: Config, clock: Clock | None = None, rng=None):
         self.config = config
         self.clock = clock or Clock()
         self.job: Job | None = None
-        self.notifier: threading.Thread | None = None
-        self._notify_again = False
+        self.notifier = Background("notify", lambda: notify.send_pending(config))
+        self.pruner = Background("retention", lambda: retention.prune(config))
         self.values: dict = {}
         self._plan: Plan | None = None
         self._checks: SlotChecks | None = None
@@ -193,7 +233,7 @@ class Daemon:
                 job.outcome = self._run_worker(job, command)
             except Exception as exc:  # the database, no memory for a process: the plan backs off
                 log.exception("sync worker failed")
-                job.outcome = Offline(f"internal error: {type(exc).__name__}: {exc}", None)
+                job.outcome = Broken(f"internal error: {type(exc).__name__}: {exc}")
             finally:
                 close_db()  # this thread's connection: the agent runs for months
 
@@ -201,7 +241,7 @@ class Daemon:
         self.job = job
         job.thread.start()
 
-    def _run_worker(self, job: Job, command: tuple[str, ...]) -> SyncRun | Offline | None:
+    def _run_worker(self, job: Job, command: tuple[str, ...]) -> SyncRun | Offline | Broken | None:
         """Run the worker process to its end; its last line of JSON is the outcome."""
         proc = subprocess.Popen(worker_command(self.config, *command), env=worker_env(), cwd="/",
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
@@ -221,7 +261,7 @@ class Daemon:
             return Offline(last["offline"], last["retry_after"], last["bytes_sent"], last["bytes_received"],
                            last["clock_offset_s"])
         if not last.get("done") or "error" in last:
-            return Offline(last.get("error") or f"internal error: the worker process ended with status {code}", None)
+            return Broken(last.get("error") or f"internal error: the worker process ended with status {code}")
         return SyncRun.get_or_none(SyncRun.id == job.run_id) if job.run_id else None
 
     def _collect(self) -> None:
@@ -236,7 +276,10 @@ class Daemon:
             if isinstance(out, Offline):
                 self._count_check(job.slot, out)
                 self.planner.offline(job.slot, now, out.reason, out.retry_after)
-                self._log_offline(out)
+                self._log_offline(out.reason, out.retry_after)
+            elif isinstance(out, Broken):
+                self.planner.offline(job.slot, now, out.reason, None)
+                self._log_offline(out.reason, None)
             elif isinstance(out, SyncRun) and out.status == SyncRun.SKIPPED_OFFLINE:
                 self.planner.offline(job.slot, now, "; ".join(out.errors or []), recorded=True)
             elif isinstance(out, SyncRun) and out.status == SyncRun.INTERRUPTED:
@@ -255,34 +298,22 @@ class Daemon:
         if out.clock_offset_s is not None:
             self._checks.clock_offset_s = out.clock_offset_s
 
-    def _log_offline(self, out: Offline) -> None:
+    def _log_offline(self, reason: str, retry_after: float | None) -> None:
         target = self.planner.target
         if target is None or target.give_up:
-            log.info("scheduled sync not started (%s); the catch-up window is over", out.reason)
+            log.info("scheduled sync not started (%s); the catch-up window is over", reason)
         else:
-            log.info("scheduled sync not started (%s)%s; next check at %s, window ends %s", out.reason,
-                     f", server asked to retry after {out.retry_after:.0f} s" if out.retry_after else "",
+            log.info("scheduled sync not started (%s)%s; next check at %s, window ends %s", reason,
+                     f", server asked to retry after {retry_after:.0f} s" if retry_after else "",
                      iso(target.next_check), iso(target.window_end))
 
-    # -- e-mail ---------------------------------------------------------------
+    # -- background work ------------------------------------------------------
 
     def _notify(self) -> None:
-        if self.notifier is not None and self.notifier.is_alive():
-            self._notify_again = True
-            return
-        self.notifier = threading.Thread(target=self._send_notices, name="notify", daemon=True)
-        self.notifier.start()
+        self.notifier.kick()
 
-    def _send_notices(self) -> None:
-        while True:
-            self._notify_again = False
-            try:
-                notify.send_pending(self.config)
-            except Exception:  # a database error here must not end the agent
-                log.exception("e-mail notices failed")
-            if not self._notify_again:
-                close_db()
-                return
+    def _prune(self) -> None:
+        self.pruner.kick()
 
     # -- running and stopping ---------------------------------------------------
 
@@ -292,8 +323,7 @@ class Daemon:
         if self.job is not None:
             self.job.thread.join(timeout)
         self._collect()
-        if self.notifier is not None:
-            self.notifier.join(max(0.0, deadline - time.monotonic()))
+        self.notifier.join(max(0.0, deadline - time.monotonic()))
 
     def safe_step(self) -> None:
         try:
@@ -316,17 +346,11 @@ class Daemon:
         health.register_agent()
         log.info("agent %s started: box %s, database %s, server %s", __version__, self.config.agent.box_name,
                  self.config.agent.database, self.config.moodle.url)
-        pace = pacing.Scheduler()
-        pace.every(STEP_S).seconds.do(self.safe_step)
+        jobs = Recurring([(STEP_S, self.safe_step), (RETENTION_EVERY_S, self._prune)])
         self.safe_step()
+        self._prune()  # a box switched off every night would otherwise never reach the hour
         while not signalled:
-            pace.run_pending()
-            idle = pace.idle_seconds
-            if idle is None or idle > STEP_S:
-                # The library times its jobs by the wall clock: after a step back
-                # it would wait that long. Start it again from the new time.
-                pace.clear()
-                pace.every(STEP_S).seconds.do(self.safe_step)
+            jobs.run_pending()
             time.sleep(LOOP_SLEEP_S)
         log.info("signal %s: stopping", signal.Signals(signalled[0]).name)
         self.shutdown()
@@ -347,92 +371,11 @@ class Daemon:
                     recover_stale_runs(job.run_id)
             else:
                 self._collect()
-        if self.notifier is not None:
-            self.notifier.join(max(0.0, deadline - time.monotonic()))
+        self.notifier.join(max(0.0, deadline - time.monotonic()))
+        self.pruner.join(max(0.0, deadline - time.monotonic()))
         log.info("agent stopped")
-
-
-# -- logging -------------------------------------------------------------------
-
-PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-
-class LineFormatter(logging.Formatter):
-    """One line per record (journald shows a traceback's lines as separate
-    entries otherwise), with systemd's <priority> prefix when stderr is the
-    journal, and every secret of the config masked."""
-
-    def __init__(self, secrets: list[str], journal: bool):
-        super().__init__("%(name)s: %(message)s" if journal else "%(levelname)s %(name)s: %(message)s")
-        self.secrets = [s for s in secrets if s]
-        self.journal = journal
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            text = text.replace(secret, "[hidden]")
-        text = text.replace("\r", "").replace("\n", " | ")
-        return f"<{PRIORITY.get(record.levelno, 6)}>{text}" if self.journal else text
-
-
-def stderr_is_journal() -> bool:
-    """systemd sets JOURNAL_STREAM to the device:inode of the journal stream."""
-    try:
-        device, inode = (int(x) for x in os.environ.get("JOURNAL_STREAM", "").split(":"))
-        st = os.fstat(sys.stderr.fileno())
-    except (ValueError, OSError):
-        return False
-    return stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == (device, inode)
-
-
-def configure_logging(config: Config) -> None:
-    formatter = LineFormatter([config.moodle.token, config.smtp.password, config.web.api_key],
-                              stderr_is_journal())
-    root = logging.getLogger()
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler(sys.stderr))
-    for handler in root.handlers:
-        handler.setFormatter(formatter)
 
 
 def run_daemon(config: Config) -> int:
     configure_logging(config)
     return Daemon(config).run_forever()
-
-
-# -- sync --via-agent ------------------------------------------------------------
-
-def request_sync_via_agent(config: Config, force: bool = False, as_json: bool = False, *,
-                           pickup_timeout_s: float = PICKUP_TIMEOUT_S, poll_s: float = 0.1) -> int:
-    """Queue a request for the agent, wait for its run to end, print it like
-    ``sync`` does and return the same exit status."""
-    if not settings.get(config, "sync_enabled"):
-        print(SyncDisabled(), file=sys.stderr)
-        return EXIT_ERRORS
-    request_id = handoff.request_sync(config, trigger="cli", force=force).id
-    deadline = time.monotonic() + pickup_timeout_s
-    while True:
-        request = SyncRequest.get_by_id(request_id)
-        if request.sync_id:
-            break
-        if request.picked_at and not settings.get(config, "sync_enabled"):
-            print(SyncDisabled(), file=sys.stderr)
-            return EXIT_ERRORS
-        if time.monotonic() > deadline:
-            print(f"moodle-sync-agent: no agent picked up the request within {pickup_timeout_s:g} s: "
-                  "is `moodle-sync-agent run` running (systemctl status moodle-sync-agent)? "
-                  "The request stays queued until it starts.", file=sys.stderr)
-            return EXIT_ERRORS
-        time.sleep(poll_s)
-    while True:
-        row = SyncRun.get_by_id(request.sync_id)
-        if row.status != SyncRun.RUNNING:
-            break
-        if not is_running(config):
-            row = SyncRun.get_by_id(request.sync_id)  # it may have ended just now
-            if row.status == SyncRun.RUNNING:
-                print(f"moodle-sync-agent: the agent stopped during sync {row.id}", file=sys.stderr)
-                return EXIT_ERRORS
-            break
-        time.sleep(poll_s)
-    return report_run(row, as_json)

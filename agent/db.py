@@ -35,7 +35,7 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def utcnow() -> datetime:
@@ -74,7 +74,7 @@ class BaseModel(pw.Model):
 class Event(BaseModel):
     """One learner event. ``key`` is the idempotency key: stored once."""
 
-    QUEUED, INFLIGHT, SENT, CONFLICT, DISCARDED = "queued", "inflight", "sent", "conflict", "discarded"
+    QUEUED, SENT, CONFLICT, DISCARDED = "queued", "sent", "conflict", "discarded"
 
     key = pw.CharField(max_length=64, unique=True)
     type = pw.CharField(max_length=16, index=True)
@@ -146,8 +146,9 @@ class SyncRun(BaseModel):
     phase = pw.CharField(max_length=24, null=True)
     courses_done = pw.IntegerField(default=0)
     courses_total = pw.IntegerField(default=0)
-    events_sent = pw.IntegerField(default=0)
-    events_total = pw.IntegerField(default=0)
+    events_sent = pw.IntegerField(default=0)  # confirmed by the server
+    conflicts = pw.IntegerField(default=0)  # events this run made conflicts
+    events_total = pw.IntegerField(default=0)  # queued when it started
     notified = pw.BooleanField(default=False)
 
 
@@ -208,6 +209,19 @@ def _create_event_counters(db: pw.SqliteDatabase) -> None:
     db.execute_sql("INSERT INTO event_count (status, n) SELECT status, COUNT(*) FROM event GROUP BY status")
 
 
+# Columns added after a release; create_tables(safe=True) does not add
+# columns to a table that exists, so an upgraded box gets them here.
+ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts)]
+
+
+def _add_missing_columns(db: pw.SqliteDatabase) -> None:
+    for model, column in ADDED_COLUMNS:
+        table = model._meta.table_name
+        present = {c.name for c in db.get_columns(table)}
+        if column.column_name not in present:
+            db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column.column_name}" INTEGER NOT NULL DEFAULT 0')
+
+
 def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
     """Open (and create) the database file and bind the models to it."""
     path = Path(path)
@@ -235,6 +249,7 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
             db.execute_sql("CREATE INDEX IF NOT EXISTS syncrun_offset_started ON syncrun (started_at) "
                            "WHERE clock_offset_s IS NOT NULL")
             _create_event_counters(db)
+            _add_missing_columns(db)
             db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
 

@@ -7,18 +7,11 @@ it. A worker restart or a second worker can neither start nor lose a run.
 
 from __future__ import annotations
 
-import threading
-from typing import Callable
-
-from . import settings
-from .config import Config
 from .db import SyncRequest, SyncRun, database, iso, utcnow
-from .sync import AlreadyRunning, SyncDisabled, run_sync
-from .verify import TRIGGER as VERIFY
-from .verify import run_verify
+from .history import VERIFY
 
 
-def request_sync(config: Config, trigger: str = "manual", force: bool = False) -> SyncRequest:
+def request_sync(trigger: str = "manual", force: bool = False) -> SyncRequest:
     """Queue a request; one of the same kind already waiting absorbs the new one
     (force is kept). Trigger "verify" asks for a full re-check instead of a sync."""
     same_kind = SyncRequest.trigger == VERIFY if trigger == VERIFY else SyncRequest.trigger != VERIFY
@@ -60,32 +53,3 @@ def attach(request: SyncRequest, run_id: str) -> bool:
     request.sync_id = run_id
     request.save()
     return True
-
-
-def serve_request(config: Config, request: SyncRequest, stop: threading.Event | None = None,
-                  on_started: Callable[[SyncRun], None] | None = None) -> SyncRun | None:
-    """Run the sync (or verify) a request asked for. A one-shot Force Sync set on
-    the page applies to the next sync and is then cleared."""
-    verify = request.trigger == VERIFY
-    force = not verify and (request.force or bool(settings.get(config, "force_next")))
-
-    def started(row: SyncRun) -> None:
-        request.sync_id = row.id
-        request.save()
-        if on_started:
-            on_started(row)
-
-    if request.picked_at is None:
-        pick(request)
-    try:
-        if verify:
-            row = run_verify(config, stop=stop, on_started=started)
-        else:
-            row = run_sync(config, trigger=request.trigger, force=force, stop=stop, on_started=started)
-    except (AlreadyRunning, SyncDisabled) as exc:
-        request.sync_id = None
-        request.save()
-        raise exc
-    if force:
-        settings.put(force_next=False)
-    return row

@@ -20,8 +20,9 @@ import psutil
 from . import BUILD_DATE, network, settings
 from .config import Config
 from .db import Event, SyncRun, iso, parse_iso, utcnow
-from .queue import clock_is_sane
-from .storage import disk_space, human_bytes
+from .clock import clock_is_sane
+from .storage import disk_space
+from .text import human_bytes
 
 # Past these a value gets a red mark. A Raspberry Pi throttles at 80-85 °C.
 HOT_CELSIUS = 80.0

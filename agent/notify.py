@@ -17,7 +17,7 @@ from . import settings
 from .config import Config, SmtpConfig
 from .db import SyncRun, database
 from .history import run_dict
-from .storage import human_bytes
+from .text import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ def body(box_name: str, run: dict) -> str:
         f"Duration:       {duration}",
         f"Data sent:      {human_bytes(run['bytes_sent'])}",
         f"Data received:  {human_bytes(run['bytes_received'])}",
+        f"Events sent:    {run['events_sent']}",
+        f"Conflicts:      {run['conflicts']}",
     ]
     if offset is not None:
         lines.append(f"Clock offset:   {offset:+.0f} s (server minus box)")

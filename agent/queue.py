@@ -14,18 +14,16 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
-from . import BUILD_DATE
+from .clock import clock_is_sane
 from .config import AgentConfig, Config
-from .db import Event, Secret, database, iso, parse_iso, utcnow
+from .db import Course, Event, Secret, database, iso, parse_iso, utcnow
+from .roles import ROLES
 from .storage import DiskSpace, disk_space
 
 MAX_BATCH = 10_000
 MAX_INPUT_BYTES = 20 * 1024 * 1024
-
-# Moodle's role shortnames on a stock site, with their ids (recordings: 5 = student).
-ROLES = {"student": 5, "teacher": 4, "editingteacher": 3}
 
 USERNAME_RE = re.compile(r"^[a-z0-9_.@-]+$")  # Moodle's default username rule
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -43,9 +41,6 @@ class EventError(ValueError):
         if field is not None:
             where.append(f"field '{field}'")
         super().__init__(": ".join(where + [problem]))
-
-    def as_dict(self) -> dict:
-        return {"index": self.index, "field": self.field, "error": self.problem}
 
 
 class StorageFull(EventError):
@@ -260,11 +255,6 @@ class EnqueueResult:
         return self.received - self.stored
 
 
-def clock_is_sane(now: datetime | None = None) -> bool:
-    now = now or utcnow()
-    return now >= datetime.fromisoformat(BUILD_DATE).replace(tzinfo=timezone.utc)
-
-
 _INSERT_FIELDS = (Event.key, Event.type, Event.course_id, Event.username, Event.cmid, Event.data, Event.event_time,
                   Event.clock_suspect, Event.queued_at, Event.status, Event.attempts)
 _INSERT_SQL = 'INSERT OR IGNORE INTO "{}" ({}) VALUES ({})'.format(
@@ -278,6 +268,25 @@ def check_storage(config: Config | None = None) -> None:
     space = disk_space(Path(database.obj.database).parent, agent)
     if space.full:
         raise StorageFull(space)
+
+
+def check_courses_kept(events: list[NewEvent]) -> None:
+    """An event for a course the box does not keep could never be synced:
+    refused at the door, not left to stop every later sync."""
+    kept = {cid for (cid,) in Course.select(Course.id).tuples()}
+    for index, e in enumerate(events):
+        if e.course_id is not None and e.course_id not in kept:
+            raise EventError(f"course {e.course_id} is not kept on this box "
+                             f"(moodle-sync-agent courses add {e.course_id})", index, "course_id")
+
+
+def read_input(stream: BinaryIO) -> bytes:
+    """Read a batch of events, stopping at the size limit: a gigabyte on
+    standard input costs no more memory than the limit."""
+    data = stream.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise EventError(f"input is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MB")
+    return data
 
 
 def enqueue(events: list[NewEvent], now: datetime | None = None, *, config: Config | None = None) -> EnqueueResult:
@@ -300,6 +309,7 @@ def enqueue(events: list[NewEvent], now: datetime | None = None, *, config: Conf
     secrets = {key: e.password for key, e in first.items() if e.password}
     db = database.obj
     with db.atomic("IMMEDIATE"):  # read, then write: see handoff.request_sync
+        check_courses_kept(events)
         existing = set()
         for keys in _chunks(list(secrets)):
             existing.update(k for (k,) in Event.select(Event.key).where(Event.key.in_(keys)).tuples())

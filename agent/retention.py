@@ -17,7 +17,7 @@ import peewee as pw
 
 from .config import Config
 from .db import Event, SyncRun, database, iso, utcnow
-from .queue import clock_is_sane
+from .clock import clock_is_sane
 
 HISTORY_DAYS = 365
 HISTORY_RUNS = 10_000

@@ -6,11 +6,14 @@ calls it about once a second and does what it answers: nothing, an
 :class:`Attempt` (check the server; sync if it answers) or a :class:`Missed`
 (record the one "skipped (offline)" row for the day).
 
-Why not ``schedule``'s ``every().day.at()``: schedule 1.1 has no time zone
-argument and reads ``datetime.now()`` (naive local time) itself, so it can
-neither take an injected clock nor survive a clock that jumps a day after
-boot. The due times are computed here in UTC; the ``schedule`` library only
-paces the daemon's one-second step (agent/daemon.py).
+Why not ``schedule``'s ``every().day.at()`` for the daily sync: schedule
+1.1 has no time zone argument and reads ``datetime.now()`` (naive local
+time) itself, so it can neither take an injected clock nor survive a clock
+that jumps a day after boot, nor catch up a slot the box was off for. The
+due times are computed here in UTC. The ``schedule`` library runs what it is
+good at, the daemon's recurring local jobs (:class:`Recurring`: the
+one-second step, retention every hour), where "every N seconds from now" is
+all that is wanted.
 
 Rules:
 - one slot a day at ``time_utc``; a random jitter (0..jitter) before it;
@@ -38,7 +41,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from .queue import clock_is_sane
+import schedule
+
+from .clock import clock_is_sane
 
 BACKOFF_S = (60, 120, 240, 480, 900)  # then 900 until the window closes
 # Wall and monotonic clocks disagreeing by more than this between two ticks is
@@ -181,10 +186,6 @@ class Planner:
         if t.next_check > t.window_end:
             t.give_up = f"offline: {reason}"
 
-    @property
-    def next_due(self) -> datetime | None:
-        return self.target.next_check if self.target else None
-
     # -- internals -----------------------------------------------------------
 
     def _new_target(self, slot: datetime, now: datetime, plan: Plan) -> _Target:
@@ -221,3 +222,26 @@ class Planner:
             # That slot was judged by the clock before the correction.
             self.handled += timedelta(seconds=delta)
             self.on_handled(self.handled)
+
+
+class Recurring:
+    """The daemon's recurring local jobs, each every N seconds. schedule times
+    its jobs by the wall clock: after the clock steps back (a time server
+    reached at last) it would wait that long, so the jobs are planned again
+    from the new time."""
+
+    def __init__(self, jobs: list[tuple[int, Callable[[], object]]]):
+        self.jobs = jobs
+        self.scheduler = schedule.Scheduler()
+        self._plan()
+
+    def _plan(self) -> None:
+        self.scheduler.clear()
+        for seconds, work in self.jobs:
+            self.scheduler.every(seconds).seconds.do(work)
+
+    def run_pending(self) -> None:
+        self.scheduler.run_pending()
+        now = datetime.now()
+        if any(j.next_run and j.next_run - now > timedelta(seconds=j.interval) for j in self.scheduler.jobs):
+            self._plan()

@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 
 from .config import AgentConfig, Config
+from .text import human_bytes
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,6 @@ def disk_space(directory: str | os.PathLike, agent: AgentConfig) -> DiskSpace:
     usage = psutil.disk_usage(str(path))
     minimum = max(int(usage.total * agent.min_free_percent / 100), agent.min_free_mb * 1024 * 1024)
     return DiskSpace(path=str(path), total_bytes=usage.total, free_bytes=usage.free, min_free_bytes=minimum)
-
-
-
-def human_bytes(n: int | float | None) -> str:
-    n = n or 0
-    for unit in ("B", "KB", "MB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 def database_problem(config: Config, error: Exception) -> str:

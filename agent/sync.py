@@ -7,32 +7,32 @@ Guarantees:
 - re-sending is safe: accounts are looked up before they are created,
   enrolments are checked before they are made, and completion overrides and
   grades set a state rather than add to one;
-- one run at a time across processes (an flock next to the database).
+- one run at a time across processes (agent/runs.py).
+
+What to send is decided by the pure functions of agent/plan.py; this module
+reads the queue, writes each chunk's outcome in one transaction (the SD card
+is slow: one fsync per chunk and per batch, not per event) and talks to the
+server.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
-import os
 import threading
-import time
-from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import peewee as pw
 
 from . import courses as courses_mod
-from . import retention, settings
+from . import settings
 from .config import Config
 from .db import Activity, Course, Event, Secret, SyncRun, database, iso, utcnow
+from .history import ACTION_KINDS
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from .queue import ROLES, correct_event_times, count_by_status
-from .storage import database_problem, keep_reserve, release_reserve
+from .plan import Call, Plan, Queued, grade_problem, plan_enrolments, plan_learning, plan_users
+from .queue import correct_event_times
+from .runs import Interrupted, Record, recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -50,114 +50,27 @@ REQUIRED_FUNCTIONS = [
 ]
 OPTIONAL_FUNCTIONS = [BATCH_FUNCTION]
 
-ACTION_KINDS = ["users_created", "users_updated", "enrolments", "completions", "grades", "courses_refreshed"]
-
 # A Retry-After longer than this ends the run instead; the next run resumes.
 MAX_RETRY_WAIT_S = 120.0
 MAX_RETRIES = 3
 LOOKUP_CHUNK = 100
 
-
-class AlreadyRunning(Exception):
-    def __init__(self, run_id: str | None):
-        self.run_id = run_id
-        super().__init__(f"a sync is already running (id {run_id or 'unknown'})")
-
-
-class SyncDisabled(Exception):
-    def __init__(self) -> None:
-        super().__init__("sync is turned off (Enable Sync on the page)")
-
-
-class Interrupted(Exception):
-    pass
-
-
-def lock_path(config: Config) -> Path:
-    return config.agent.database.with_name(config.agent.database.name + ".lock")
-
-
-@contextmanager
-def sync_lock(config: Config) -> Iterator[None]:
-    """Held for the whole run; the kernel frees it if the process dies."""
-    path = lock_path(config)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            running = SyncRun.select(SyncRun.id).where(SyncRun.status == SyncRun.RUNNING) \
-                .order_by(SyncRun.started_at.desc()).first()
-            raise AlreadyRunning(running.id if running else None) from None
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-def running_run() -> SyncRun | None:
-    """The run going on now: a row marked running whose process still exists.
-    (Probing the flock instead would race with a sync starting at that moment.)"""
-    row = SyncRun.select().where(SyncRun.status == SyncRun.RUNNING).order_by(SyncRun.started_at.desc()).first()
-    if row is None or not row.pid:
-        return None
-    try:
-        os.kill(row.pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, under another user
-        pass
-    return row
-
-
-def is_running(config: Config) -> bool:
-    return running_run() is not None
-
-
-@dataclass
-class Call:
-    """One web service call and the events it settles."""
-
-    function: str
-    args: dict
-    events: list[int]
-    kind: str  # which action counter a success adds to
-    count: int = 1  # how much it adds
-    on_success: Callable[[object], None] | None = None
+Settle = Callable[[Call, CallResult], "Exception | None"]
 
 
 @dataclass
 class Run:
+    """One run's connection to the server and what it learnt of it."""
+
     config: Config
     client: MoodleClient
-    row: SyncRun
-    force: bool
-    stop: threading.Event
+    rec: Record
+    force: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
     functions: set[str] = field(default_factory=set)
-    actions: Counter = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    course_outcomes: dict[int, dict] = field(default_factory=dict)
     user_ids: dict[str, int] = field(default_factory=dict)
     enrolled: dict[int, set[int]] = field(default_factory=dict)
-    conflicts: int = 0
     secrets_erased: bool = False
-    progress_cb: Callable[[SyncRun], None] | None = None
-
-    # -- progress and bookkeeping -------------------------------------------
-
-    def save_progress(self, **fields) -> None:
-        for key, value in fields.items():
-            setattr(self.row, key, value)
-        self.row.bytes_sent = self.client.traffic.bytes_sent
-        self.row.bytes_received = self.client.traffic.bytes_received
-        self.row.actions = self.action_dict()
-        self.row.save()
-        if self.progress_cb:
-            self.progress_cb(self.row)
-
-    def action_dict(self) -> dict[str, int]:
-        return {kind: self.actions.get(kind, 0) for kind in ACTION_KINDS}
 
     @property
     def read_size(self) -> int:
@@ -169,50 +82,60 @@ class Run:
         if self.stop.is_set():
             raise Interrupted()
 
+    # -- writing outcomes ----------------------------------------------------
+
     def mark_sent(self, ids: list[int]) -> None:
         if not ids:
             return
         with database.obj.atomic():
-            Event.update(status=Event.SENT, sent_at=iso(utcnow()), sync_id=self.row.id, last_error=None,
+            Event.update(status=Event.SENT, sent_at=iso(utcnow()), sync_id=self.rec.row.id, last_error=None,
                          attempts=Event.attempts + 1).where(Event.id.in_(ids)).execute()
             if Secret.delete().where(Secret.event.in_(ids)).execute():
                 self.secrets_erased = True
-        self.row.events_sent += len(ids)
+        self.rec.row.events_sent += len(ids)
 
-    def mark_conflict(self, ids: list[int], reason: str) -> None:
-        if not ids:
+    def mark_conflicts(self, reasons: dict[int, str]) -> None:
+        """Events the server cannot take, each with its reason, in one transaction."""
+        if not reasons:
             return
+        by_reason: dict[str, list[int]] = {}
+        for event_id, reason in reasons.items():
+            by_reason.setdefault(reason[:1000], []).append(event_id)
         with database.obj.atomic():
-            Event.update(status=Event.CONFLICT, last_error=reason[:1000], sync_id=self.row.id,
-                         attempts=Event.attempts + 1).where(Event.id.in_(ids)).execute()
-        self.conflicts += len(ids)
-        self.row.events_sent += len(ids)  # settled for this run, for the progress bar
+            for reason, ids in by_reason.items():
+                Event.update(status=Event.CONFLICT, last_error=reason, sync_id=self.rec.row.id,
+                             attempts=Event.attempts + 1).where(Event.id.in_(ids)).execute()
+        self.rec.row.conflicts += len(reasons)
+
+    def write(self, plan: Plan) -> None:
+        """A chunk's conflicts and its events needing nothing: one commit."""
+        if plan.conflicts or plan.done:
+            with database.obj.atomic():
+                self.mark_conflicts(plan.conflicts)
+                self.mark_sent(plan.done)
 
     # -- sending ------------------------------------------------------------
 
-    def push(self, calls: list[Call]) -> None:
+    def push(self, calls: list[Call], settle: Settle | None = None) -> None:
         """Send calls, batched when the service allows; every call gets a result."""
-        if not calls:
-            return
+        settle = settle or self.settle
         batch_size = self.config.agent.batch_size if BATCH_FUNCTION in self.functions else 1
         pending = list(calls)
         while pending:
             self.check_stop()
             chunk = pending[:batch_size]
             results = self.send_chunk(chunk)
-            # One commit (one fsync) per batch, not per event: the SD card is slow.
             stop_error = None
-            counted = self.row.events_sent, self.conflicts, Counter(self.actions)
+            counted = self.rec.snapshot()
             try:
                 with database.obj.atomic():
                     for call, result in zip(chunk, results):
-                        stop_error = self.settle(call, result)
+                        stop_error = settle(call, result)
                         if stop_error:
                             break
-                    self.save_progress()
+                    self.rec.save()
             except pw.DatabaseError:
-                # Not committed (a full disk): the history must not count it either.
-                self.row.events_sent, self.conflicts, self.actions = counted
+                self.rec.restore(counted)  # not committed: the history must not count it either
                 raise
             if stop_error:  # raised after the commit: what was confirmed stays sent
                 raise stop_error
@@ -247,25 +170,25 @@ class Run:
         if result.ok:
             problem = grade_problem(call, result.data)
             if problem:
-                self.mark_conflict(call.events, problem)
+                self.mark_conflicts(dict.fromkeys(call.events, problem))
                 return None
             self.mark_sent(call.events)
-            self.actions[call.kind] += call.count
-            if call.on_success:
-                call.on_success(result.data)
+            self.rec.actions[call.kind] += call.count
+            if call.creates_user:
+                self.user_ids[call.creates_user] = int(result.data[0]["id"])
+            if call.enrols is not None:
+                self.enrolled.setdefault(int(call.args["enrolments"][0]["courseid"]), set()).add(call.enrols)
             return None
         error = result.error
+        assert error is not None
         fatal = fatal_error(error)
         if fatal:
             return fatal
-        self.mark_conflict(call.events, f"the server refused {error.function}: {error.message} ({error.errorcode})")
+        reason = f"the server refused {error.function}: {error.message} ({error.errorcode})"
+        self.mark_conflicts(dict.fromkeys(call.events, reason))
         return None
 
-    def work(self) -> str:
-        """The run's job; returns its final status. A sync by default."""
-        return execute(self)
-
-    # -- users --------------------------------------------------------------
+    # -- what the server knows ----------------------------------------------
 
     def resolve_users(self, usernames: set[str]) -> None:
         """Look up usernames not yet known, a hundred per call."""
@@ -293,146 +216,66 @@ def fatal_error(error: MoodleError) -> Exception | None:
     return None
 
 
-def grade_problem(call: Call, data: object) -> str | None:
-    """core_grades_update_grades answers 0 for OK, else a GRADE_UPDATE_* code."""
-    if call.function != "core_grades_update_grades" or data in (0, "0"):
-        return None
-    meaning = {1: "failed", 2: "multiple grade items", 4: "the grade item is locked"}.get(data, "refused")
-    return f"the server did not take the grade (core_grades_update_grades answered {data}: {meaning})"
-
-
-def chunks_of(query_fn: Callable[[int], list[Event]], size: int) -> Iterator[list[Event]]:
+def queued_chunks(size: int, *where: pw.Expression) -> Iterator[list[Queued]]:
     """Queued events, a chunk at a time, re-read each time: settled events
     leave the queue, so a retried chunk never re-sends what was confirmed."""
     while True:
-        rows = query_fn(size)
-        if not rows:
+        rows = (Event.select(Event.id, Event.type, Event.username, Event.course_id, Event.cmid, Event.data)
+                .where(Event.status == Event.QUEUED, *where).order_by(Event.id).limit(size))
+        chunk = [Queued(e.id, e.type, e.username, e.course_id, e.cmid, e.data) for e in rows]
+        if not chunk:
             return
-        yield rows
-
-
-def _queued(*where):
-    def query(size: int) -> list[Event]:
-        return list(Event.select().where(Event.status == Event.QUEUED, *where).order_by(Event.id).limit(size))
-    return query
+        yield chunk
 
 
 def push_users(run: Run) -> None:
-    size = run.read_size * 2
-    for rows in chunks_of(_queued(Event.type == "user"), size):
+    for rows in queued_chunks(run.read_size * 2, Event.type == "user"):
         run.check_stop()
         run.resolve_users({e.username for e in rows})
-        passwords = {s.event_id: s.password for s in Secret.select().where(Secret.event.in_([e.id for e in rows]))}
-        calls, seen_new = [], set()
-        for e in rows:
-            profile = {k: e.data[k] for k in ("firstname", "lastname", "email", "idnumber") if k in e.data}
-            password = passwords.get(e.id)
-            if e.username in run.user_ids or e.username in seen_new:
-                if e.username in seen_new:
-                    break  # its creation must be confirmed first: next chunk
-                if "core_user_update_users" not in run.functions:
-                    run.mark_conflict([e.id], "the token's service lacks core_user_update_users, "
-                                              f"so the existing account {e.username!r} cannot be updated")
-                    continue
-                user = {"id": run.user_ids[e.username], **profile}
-                if password:
-                    user["password"] = password
-                calls.append(Call("core_user_update_users", {"users": [user]}, [e.id], "users_updated"))
-            else:
-                user = {"username": e.username, "auth": "manual", **profile}
-                if password:
-                    user["password"] = password
-                else:
-                    user["createpassword"] = 1
-                seen_new.add(e.username)
-
-                def created(data, username=e.username):
-                    run.user_ids[username] = int(data[0]["id"])
-
-                calls.append(Call("core_user_create_users", {"users": [user]}, [e.id], "users_created",
-                                  on_success=created))
-        run.push(calls)
+        ids = [e.id for e in rows]
+        passwords = {s.event_id: s.password for s in Secret.select().where(Secret.event.in_(ids))}
+        plan = plan_users(rows, run.user_ids, passwords, "core_user_update_users" in run.functions)
+        run.write(plan)
+        run.push(plan.calls)
 
 
 def push_enrolments(run: Run, course_id: int) -> None:
-    size = run.read_size * 4
-    for rows in chunks_of(_queued(Event.type == "enrolment", Event.course_id == course_id), size):
+    for rows in queued_chunks(run.read_size * 4, Event.type == "enrolment", Event.course_id == course_id):
         run.check_stop()
         run.resolve_users({e.username for e in rows})
-        enrolled = run.enrolled_in(course_id)
-        calls, done, planned = [], [], set()
-        for e in rows:
-            uid = run.user_ids.get(e.username)
-            if uid is None:
-                run.mark_conflict([e.id], f"unknown user {e.username!r} on the server, and no account for it is queued")
-            elif uid in enrolled or (uid, e.data["role"]) in planned:
-                done.append(e.id)  # already enrolled: nothing to send
-            else:
-                planned.add((uid, e.data["role"]))
-                calls.append(Call("enrol_manual_enrol_users",
-                                  {"enrolments": [{"roleid": ROLES[e.data["role"]], "userid": uid, "courseid": course_id}]},
-                                  [e.id], "enrolments", on_success=lambda _d, uid=uid: enrolled.add(uid)))
-        run.mark_sent(done)
-        run.push(calls)
+        plan = plan_enrolments(rows, course_id, run.user_ids, run.enrolled_in(course_id))
+        run.write(plan)
+        run.push(plan.calls)
 
 
-def push_learning(run: Run, course: Course, force: bool) -> None:
+def push_learning(run: Run, course: Course) -> None:
     """Completions and grades of one course, in queue order."""
-    size = run.read_size * 4
-    activities = {a.cmid: a for a in Activity.select().where(Activity.course == course.id)}
-    for rows in chunks_of(_queued(Event.type.in_(["completion", "grade"]), Event.course_id == course.id), size):
+    activities = {a.cmid: a.modname for a in Activity.select(Activity.cmid, Activity.modname)
+                  .where(Activity.course == course.id)}
+    where = (Event.type.in_(["completion", "grade"]), Event.course_id == course.id)
+    for rows in queued_chunks(run.read_size * 4, *where):
         run.check_stop()
         run.resolve_users({e.username for e in rows})
-        enrolled = run.enrolled_in(course.id)
-        calls: list[Call] = []
-        grade_calls: dict[int, Call] = {}
-        for e in rows:
-            uid = run.user_ids.get(e.username)
-            activity = activities.get(e.cmid)
-            if uid is None:
-                run.mark_conflict([e.id], f"unknown user {e.username!r} on the server")
-            elif uid not in enrolled:
-                run.mark_conflict([e.id], f"user {e.username!r} is not enrolled in course {course.shortname}")
-            elif activity is None and not force:
-                run.mark_conflict([e.id], f"activity {e.cmid} does not exist in course {course.shortname}")
-            elif e.type == "completion":
-                calls.append(Call("core_completion_override_activity_completion_status",
-                                  {"userid": uid, "cmid": e.cmid, "newstate": 1 if e.data["completed"] else 0},
-                                  [e.id], "completions"))
-            elif activity is None:
-                run.mark_conflict([e.id], f"activity {e.cmid} does not exist in course {course.shortname}, "
-                                          "so its grade item is unknown")
-            else:
-                # One update_grades call per activity, of up to batch_size
-                # grades (1: a call per event, as the Moodle app sends them);
-                # a later grade for the same student replaces the earlier one
-                # in that call, or follows it in the next call.
-                call = grade_calls.get(e.cmid)
-                if call is None or len(call.events) >= run.config.agent.batch_size:
-                    call = Call("core_grades_update_grades",
-                                {"source": "moodle-sync-agent", "courseid": course.id,
-                                 "component": f"mod_{activity.modname}", "activityid": e.cmid,
-                                 "itemnumber": 0, "grades": []}, [], "grades", count=0)
-                    grade_calls[e.cmid] = call
-                    calls.append(call)
-                grades = [g for g in call.args["grades"] if g["studentid"] != uid]
-                entry = {"studentid": uid, "grade": e.data["grade"]}
-                if "feedback" in e.data:
-                    entry["str_feedback"] = e.data["feedback"]
-                call.args["grades"] = grades + [entry]
-                call.events.append(e.id)
-                call.count = len(call.args["grades"])
-        run.push(calls)
+        plan = plan_learning(rows, course.id, course.shortname, run.user_ids, run.enrolled_in(course.id),
+                             activities, run.force, run.config.agent.batch_size)
+        run.write(plan)
+        run.push(plan.calls)
+
+
+def queued_ids(course_id: int, *where: pw.Expression) -> list[int]:
+    return [i for (i,) in Event.select(Event.id).where(Event.status == Event.QUEUED, Event.course_id == course_id,
+                                                        *where).tuples()]
 
 
 def check_courses(run: Run) -> list[Course]:
     """One request for every course of the box; refresh what changed.
     Returns the courses whose events can be pushed."""
+    rec = run.rec
     box = {c.id: c for c in Course.select()}
     wanted = set(box)
     wanted |= {cid for (cid,) in Event.select(Event.course_id).where(
         Event.status == Event.QUEUED, Event.course_id.is_null(False)).distinct().tuples()}
-    run.save_progress(phase="checking_courses", courses_total=len(wanted), courses_done=0)
+    rec.save(phase="checking_courses", courses_total=len(wanted), courses_done=0)
     server = courses_mod.fetch_by_ids(run.client, sorted(wanted)) if wanted else {}
     pushable = []
     for done, cid in enumerate(sorted(wanted), 1):
@@ -440,10 +283,11 @@ def check_courses(run: Run) -> list[Course]:
         mine, theirs = box.get(cid), server.get(cid)
         outcome = {"id": cid, "shortname": mine.shortname if mine else (theirs.shortname if theirs else str(cid))}
         if theirs is None:
-            waiting = Event.select().where(Event.status == Event.QUEUED, Event.course_id == cid).count()
-            outcome["outcome"] = "missing on the server"
-            run.errors.append(f"course {outcome['shortname']} (id {cid}) is missing on the server; "
-                              f"{waiting} event(s) kept in the queue")
+            # Kept queued, its events would stop every later sync; as
+            # conflicts a teacher can retry them (the course restored) or discard them.
+            gone = queued_ids(cid)
+            run.mark_conflicts(dict.fromkeys(gone, f"course {outcome['shortname']} (id {cid}) is missing on the server"))
+            outcome["outcome"] = f"missing on the server: {len(gone)} event(s) kept as conflicts"
         elif mine is not None and courses_mod.is_same(mine, theirs) and not run.force:
             outcome["outcome"] = "unchanged"
             pushable.append(mine)
@@ -452,152 +296,37 @@ def check_courses(run: Run) -> list[Course]:
                 courses_mod.refresh(run.client, theirs)
             except MoodleError as exc:
                 outcome["outcome"] = "refresh failed"
-                run.errors.append(f"course {theirs.shortname}: could not read its contents: {exc}")
-                run.course_outcomes[cid] = outcome
+                rec.errors.append(f"course {theirs.shortname}: could not read its contents: {exc}")
+                rec.courses[cid] = outcome
                 continue
-            run.actions["courses_refreshed"] += 1
+            rec.actions["courses_refreshed"] += 1
             outcome["shortname"] = theirs.shortname
             if run.force:
                 outcome["outcome"] = "refreshed (forced)"
             elif mine is None:
                 outcome["outcome"] = "fetched"
             else:
-                outcome["outcome"] = "changed on the server: refreshed"
-                conflicts_for_missing_activities(run, cid, theirs.shortname)
+                gone = conflicts_for_missing_activities(run, cid, theirs.shortname)
+                outcome["outcome"] = "changed on the server: refreshed" + (
+                    f"; {gone} event(s) on removed activities kept as conflicts" if gone else "")
             pushable.append(Course.get_by_id(cid))
-        run.course_outcomes[cid] = outcome
-        run.row.courses_done = done
+        rec.courses[cid] = outcome
+        rec.row.courses_done = done
         if outcome["outcome"] != "unchanged" or done == len(wanted):
             # One commit (an fsync on the SD card) per course that took a
             # request, not per course: an unchanged one is done at once.
-            run.save_progress()
+            rec.save()
     return pushable
 
 
-def conflicts_for_missing_activities(run: Run, course_id: int, shortname: str) -> None:
+def conflicts_for_missing_activities(run: Run, course_id: int, shortname: str) -> int:
     present = Activity.select(Activity.cmid).where(Activity.course == course_id)
     gone = list(Event.select(Event.id, Event.cmid).where(
         Event.status == Event.QUEUED, Event.course_id == course_id,
         Event.cmid.is_null(False), Event.cmid.not_in(present)))
-    for e in gone:
-        run.mark_conflict([e.id], f"activity {e.cmid} no longer exists in course {shortname} "
-                                  "(the course changed on the server)")
-    if gone:
-        run.errors.append(f"course {shortname}: {len(gone)} event(s) on removed activities kept as conflicts")
-
-
-def recover_stale_runs(run_id: str | None = None) -> None:
-    """A run still marked running while we hold the lock died with its process.
-    With ``run_id``: the agent is leaving before that run could end itself."""
-    now = iso(utcnow())
-    query = SyncRun.select().where(SyncRun.status == SyncRun.RUNNING)
-    for stale in query.where(SyncRun.id == run_id) if run_id else query:
-        stale.status = SyncRun.INTERRUPTED
-        stale.completed_at = stale.completed_at or now
-        stale.errors = (stale.errors or []) + ["the run was cut off (the agent stopped or lost power)"]
-        stale.phase = "done"
-        stale.save()
-
-
-def final_status(run: Run) -> str:
-    if run.errors or run.conflicts:
-        return SyncRun.COMPLETED_WITH_ERRORS
-    return SyncRun.COMPLETED
-
-
-def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
-             stop: threading.Event | None = None, client: MoodleClient | None = None,
-             progress_cb: Callable[[SyncRun], None] | None = None,
-             on_started: Callable[[SyncRun], None] | None = None,
-             make_run: Callable[..., Run] = Run) -> SyncRun:
-    """Run one sync and return its history row. Raises AlreadyRunning or SyncDisabled.
-    ``make_run`` builds the Run whose ``work()`` is done (verify passes its own)."""
-    if not settings.get(config, "sync_enabled"):
-        raise SyncDisabled()
-    with sync_lock(config):
-        keep_reserve(config)
-        recover_stale_runs()
-        started = time.monotonic()
-        row = SyncRun.create(trigger=trigger, force=force, status=SyncRun.RUNNING, started_at=iso(utcnow()),
-                             pid=os.getpid(), phase="checking_connection",
-                             events_total=count_by_status()[Event.QUEUED])
-        if on_started:
-            on_started(row)
-        run = make_run(config=config, client=client or MoodleClient(config.moodle), row=row, force=force,
-                       stop=stop or threading.Event(), progress_cb=progress_cb)
-        log.info("sync %s started (trigger %s%s)", row.id, trigger, ", forced" if force else "")
-        try:
-            row.status = run.work()
-        except Interrupted:
-            row.status = SyncRun.INTERRUPTED
-            run.errors.append("interrupted: the agent was asked to stop; unsent events stay queued")
-        except TokenRejected:
-            row.status = SyncRun.FAILED
-            run.errors.append("the server rejected the token")
-            settings.put(token_rejected=True)
-        except Unreachable as exc:
-            row.status = SyncRun.FAILED
-            waiting = count_by_status()[Event.QUEUED]
-            run.errors.append(f"lost the connection to the server: {exc.reason}; {waiting} event(s) kept in the queue")
-        except MoodleError as exc:
-            row.status = SyncRun.FAILED
-            run.errors.append(f"the server refused a request: {exc}")
-        except Exception as exc:  # a full disk, a bug: record it, never leave the run "running"
-            row.status = SyncRun.FAILED
-            full = disk_full_error(exc)
-            if full is not None:
-                log.error("sync %s: the database cannot be written: %s", row.id, full)
-                run.errors.append(f"{database_problem(config, full)}; the events not yet confirmed stay queued")
-            else:
-                log.exception("sync %s failed", row.id)
-                run.errors.append(f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            if run.secrets_erased:
-                # The WAL still holds the pages with the passwords: fold it into
-                # the (zeroed) database file and truncate it.
-                database.obj.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        row.completed_at = iso(utcnow())
-        row.duration_s = round(time.monotonic() - started, 3)
-        row.courses = list(run.course_outcomes.values())
-        row.errors = run.errors
-        try:
-            run.save_progress(phase="done")
-        except pw.OperationalError as exc:
-            if disk_full_error(exc) is None or not release_reserve(config):
-                raise
-            run.save_progress(phase="done")  # in the space the reserve held
-        try:
-            retention.prune(config)
-        except pw.DatabaseError as exc:  # e.g. a full disk: the next run tries again
-            log.warning("retention skipped: %s", exc)
-        log.info("sync %s ended: %s in %.1f s, %d B sent, %d B received",
-                 row.id, row.status, row.duration_s, row.bytes_sent, row.bytes_received)
-        return row
-
-
-def disk_full_error(exc: BaseException | None) -> BaseException | None:
-    """SQLite's "database or disk is full", if that is what ``exc`` comes
-    from. SQLite rolls the transaction back itself on SQLITE_FULL, so the
-    error raised is often peewee's failed ROLLBACK, with the real one as its
-    context."""
-    while exc is not None:
-        if "database or disk is full" in str(exc):
-            return exc
-        exc = exc.__context__
-    return None
-
-
-def record_skipped(trigger: str, reason: str, bytes_sent: int = 0, bytes_received: int = 0,
-                   clock_offset_s: float | None = None) -> SyncRun:
-    """The one history row for a scheduled sync that did not happen because
-    the server could not be reached, with what its checks cost: the checks
-    themselves record nothing."""
-    now = iso(utcnow())
-    row = SyncRun.create(trigger=trigger, status=SyncRun.SKIPPED_OFFLINE, started_at=now, completed_at=now,
-                         duration_s=0.0, phase="done", errors=[reason], bytes_sent=bytes_sent,
-                         bytes_received=bytes_received, clock_offset_s=clock_offset_s)
-    log.info("sync %s recorded: %s (%s)", row.id, row.status, reason)
-    return row
+    run.mark_conflicts({e.id: f"activity {e.cmid} no longer exists in course {shortname} "
+                              "(the course changed on the server)" for e in gone})
+    return len(gone)
 
 
 def check_connection(run: Run) -> bool:
@@ -605,9 +334,9 @@ def check_connection(run: Run) -> bool:
     try:
         info = run.client.site_info()
     except Unreachable as exc:
-        run.errors.append(f"offline: {exc.reason}")
+        run.rec.errors.append(f"offline: {exc.reason}")
         return False
-    run.row.clock_offset_s = run.client.clock_offset_s()
+    run.rec.row.clock_offset_s = run.client.clock_offset_s()
     run.functions = {f.get("name") for f in info.get("functions", []) if isinstance(f, dict)}
     settings.put(token_rejected=False, site_name=info.get("sitename"), site_url=info.get("siteurl"),
                  moodle_release=info.get("release"))
@@ -618,14 +347,33 @@ def execute(run: Run) -> str:
     if not check_connection(run):
         return SyncRun.SKIPPED_OFFLINE
     pushable = check_courses(run)
-    run.save_progress(phase="sending_events")
-    corrected = correct_event_times(run.row.clock_offset_s)
+    run.rec.save(phase="sending_events")
+    offset = run.rec.row.clock_offset_s
+    corrected = correct_event_times(offset)
     if corrected:
         log.info("corrected the time of %d event(s) stamped while the clock was unknown, by %+.0f s",
-                 corrected, run.row.clock_offset_s)
+                 corrected, offset)
     push_users(run)
     for course in pushable:
         push_enrolments(run, course.id)
     for course in pushable:
-        push_learning(run, course, run.force)
-    return final_status(run)
+        push_learning(run, course)
+    return run.rec.final_status()
+
+
+def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
+             stop: threading.Event | None = None, client: MoodleClient | None = None,
+             on_started: Callable[[SyncRun], None] | None = None) -> SyncRun:
+    """Run one sync and return its history row. Raises AlreadyRunning or SyncDisabled."""
+    with recorded_run(config, trigger, ACTION_KINDS, force=force, on_started=on_started) as rec:
+        client = client or MoodleClient(config.moodle)
+        rec.traffic.append(client.traffic)
+        run = Run(config, client, rec, force=force, stop=stop or threading.Event())
+        try:
+            rec.status = execute(run)
+        finally:
+            if run.secrets_erased:
+                # The WAL still holds the pages with the passwords: fold it into
+                # the (zeroed) database file and truncate it.
+                database.obj.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return rec.row

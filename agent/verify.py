@@ -15,21 +15,20 @@ import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Callable
 
 from .config import Config
 from .db import Course, Event, SyncRun, database, iso, utcnow
+from .history import VERIFY, VERIFY_KINDS
 from .moodle import CallResult, MoodleClient
-from .sync import Call, Run, check_connection, fatal_error, final_status, run_sync
-
-TRIGGER = "verify"
+from .plan import Call
+from .runs import recorded_run
+from .sync import Run, check_connection, fatal_error
 # What each event type is checked against.
 READS = {
     "completion": "core_completion_get_activities_completion_status",
     "grade": "gradereport_user_get_grade_items",
 }
-VERIFY_KINDS = ["checked", "matching", "requeued", "not_checked"]
 # Moodle keeps grades with five decimals.
 GRADE_TOLERANCE = 0.000005
 
@@ -87,48 +86,49 @@ def requeue(reasons: dict[int, str]) -> int:
 
 
 @dataclass
-class VerifyRun(Run):
-    course_id: int | None = None
+class Verify:
+    """The comparisons of one verify run, counted per course."""
+
+    run: Run
     events: dict[int, Event] = field(default_factory=dict)
     per_course: dict[int, Counter] = field(default_factory=lambda: defaultdict(Counter))
 
-    def action_dict(self) -> dict[str, int]:
-        return {kind: self.actions.get(kind, 0) for kind in VERIFY_KINDS}
-
-    def work(self) -> str:
-        if not check_connection(self):
+    def work(self, course_id: int | None) -> str:
+        run = self.run
+        if not check_connection(run):
             return SyncRun.SKIPPED_OFFLINE
-        missing = [fn for fn in READS.values() if fn not in self.functions]
+        missing = [fn for fn in READS.values() if fn not in run.functions]
         if missing:
-            self.errors.append(f"the token's service lacks {', '.join(missing)}: nothing could be checked")
+            run.rec.errors.append(f"the token's service lacks {', '.join(missing)}: nothing could be checked")
             return SyncRun.FAILED
-        events = latest_sent(self.config, self.course_id)
+        events = latest_sent(run.config, course_id)
         self.events = {e.id: e for e in events}
         groups: dict[tuple[int, str], list[Event]] = defaultdict(list)
         for e in events:
             groups[(e.course_id, e.username)].append(e)
-        self.save_progress(phase="verifying", events_total=len(events), events_sent=0,
-                           courses_total=len({cid for cid, _ in groups}), courses_done=0)
-        self.resolve_users({username for _, username in groups})
+        run.rec.save(phase="verifying", events_total=len(events),
+                     courses_total=len({cid for cid, _ in groups}), courses_done=0)
+        run.resolve_users({username for _, username in groups})
         calls = []
-        for (course_id, username), group in sorted(groups.items()):
-            user_id = self.user_ids.get(username)
+        for (cid, username), group in sorted(groups.items()):
+            user_id = run.user_ids.get(username)
             if user_id is None:
                 self.not_checked(group, f"user {username!r} is not on the server")
                 continue
             for etype, function in READS.items():
                 ids = [e.id for e in group if e.type == etype]
                 if ids:
-                    calls.append(Call(function, {"courseid": course_id, "userid": user_id}, ids, "checked"))
-        self.push(calls)
-        self.course_outcomes = {cid: self.outcome(cid, counts) for cid, counts in sorted(self.per_course.items())}
-        self.save_progress(courses_done=len(self.course_outcomes))
-        return final_status(self)
+                    calls.append(Call(function, {"courseid": cid, "userid": user_id}, ids, "checked"))
+        run.push(calls, settle=self.settle)
+        run.rec.courses = {cid: self.outcome(cid, counts) for cid, counts in sorted(self.per_course.items())}
+        run.rec.save(courses_done=len(run.rec.courses))
+        return run.rec.final_status()
 
     def settle(self, call: Call, result: CallResult) -> Exception | None:
         """Compare one read with the events it covers; queue again what differs."""
         group = [self.events[i] for i in call.events]
         if not result.ok:
+            assert result.error is not None
             fatal = fatal_error(result.error)
             if fatal:
                 return fatal
@@ -142,13 +142,12 @@ class VerifyRun(Run):
 
     def not_checked(self, group: list[Event], why: str) -> None:
         e = group[0]
-        self.errors.append(f"course {e.course_id}, user {e.username}: {len(group)} event(s) not checked: {why}")
+        self.run.rec.errors.append(f"course {e.course_id}, user {e.username}: {len(group)} event(s) not checked: {why}")
         self.count(group, not_checked=len(group))
 
     def count(self, group: list[Event], **kinds: int) -> None:
-        self.actions.update(kinds)
+        self.run.rec.actions.update(kinds)
         self.per_course[group[0].course_id].update(kinds)
-        self.row.events_sent += len(group)
 
     def outcome(self, course_id: int, counts: Counter) -> dict:
         course = Course.get_or_none(Course.id == course_id)
@@ -163,5 +162,9 @@ def run_verify(config: Config, course_id: int | None = None, *, stop: threading.
                on_started: Callable[[SyncRun], None] | None = None) -> SyncRun:
     """Run one full re-check and return its history row (trigger "verify").
     Raises AlreadyRunning or SyncDisabled, as a sync does."""
-    return run_sync(config, trigger=TRIGGER, stop=stop, client=client, on_started=on_started,
-                    make_run=partial(VerifyRun, course_id=course_id))
+    with recorded_run(config, VERIFY, VERIFY_KINDS, on_started=on_started) as rec:
+        client = client or MoodleClient(config.moodle)
+        rec.traffic.append(client.traffic)
+        run = Run(config, client, rec, stop=stop or threading.Event())
+        rec.status = Verify(run).work(course_id)
+    return rec.row

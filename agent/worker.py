@@ -22,17 +22,22 @@ import signal
 import sys
 import threading
 
-from . import handoff
-from .config import load_config
-from .daemon import configure_logging  # its line format and secret masking
+from typing import Any, Callable
+
+from . import handoff, settings
+from .config import Config, load_config
 from .db import SyncRequest, SyncRun, open_db
+from .history import VERIFY
+from .logs import configure_logging
 from .moodle import MoodleClient, MoodleError, Unreachable
-from .sync import AlreadyRunning, SyncDisabled, run_sync
+from .runs import AlreadyRunning, SyncDisabled
+from .sync import run_sync
+from .verify import run_verify
 
 log = logging.getLogger("agent.worker")  # not "__main__" under -m
 
 
-def emit(**message) -> None:
+def emit(**message: Any) -> None:
     print(json.dumps(message), flush=True)
 
 
@@ -40,10 +45,39 @@ def started(row: SyncRun) -> None:
     emit(run=row.id)
 
 
-def serve(config, request_id: int, stop: threading.Event) -> dict:
+def serve_request(config: Config, request: SyncRequest, stop: threading.Event | None = None,
+                  on_started: Callable[[SyncRun], None] | None = None) -> SyncRun:
+    """Run the sync (or verify) a request asked for. A one-shot Force Sync set on
+    the page applies to the next sync and is then cleared."""
+    verify = request.trigger == VERIFY
+    force = not verify and (request.force or bool(settings.get(config, "force_next")))
+
+    def attach(row: SyncRun) -> None:
+        request.sync_id = row.id
+        request.save()
+        if on_started:
+            on_started(row)
+
+    if request.picked_at is None:
+        handoff.pick(request)
+    try:
+        if verify:
+            row = run_verify(config, stop=stop, on_started=attach)
+        else:
+            row = run_sync(config, trigger=request.trigger, force=force, stop=stop, on_started=attach)
+    except (AlreadyRunning, SyncDisabled):
+        request.sync_id = None
+        request.save()
+        raise
+    if force:
+        settings.put(force_next=False)
+    return row
+
+
+def serve(config: Config, request_id: int, stop: threading.Event) -> dict:
     request = SyncRequest.get_by_id(request_id)  # the daemon logged its pickup
     try:
-        row = handoff.serve_request(config, request, stop, on_started=started)
+        row = serve_request(config, request, stop, on_started=started)
     except AlreadyRunning as exc:
         if exc.run_id:
             handoff.attach(request, exc.run_id)
@@ -52,10 +86,10 @@ def serve(config, request_id: int, stop: threading.Event) -> dict:
     except SyncDisabled as exc:
         log.info("sync request %d not run: %s", request.id, exc)
         return {}
-    return {"status": row.status if row else None}
+    return {"status": row.status}
 
 
-def scheduled(config, stop: threading.Event) -> dict:
+def scheduled(config: Config, stop: threading.Event) -> dict:
     """The online check first: an offline box records nothing, the daemon
     checks again on its backoff and records one row if the window ends."""
     client = MoodleClient(config.moodle)
@@ -96,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     configure_logging(config)
     open_db(config.agent.database)
-    stop, outcome = threading.Event(), {}
+    stop, outcome = threading.Event(), {}  # type: tuple[threading.Event, dict[str, Any]]
 
     def work() -> None:
         try:

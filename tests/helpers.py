@@ -14,7 +14,8 @@ from typing import Any
 
 import requests
 
-from agent.queue import ROLES
+from agent.db import Course, iso, utcnow
+from agent.roles import ROLES
 from agent.schedule import Clock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,18 @@ class Box:
             f"[moodle]\nurl = {url}\ntoken_file = {self.dir / 'token'}\ntimeout = {timeout}\n\n"
             f"[agent]\ndatabase = {self.database}\nbatch_size = {batch_size}\nbox_name = test-box\n\n"
             f"{extra}\n")
+
+    def keep_courses(self, *ids: int) -> None:
+        """Courses kept on this box without asking a server (see keep_courses)."""
+        from agent.db import database, open_db
+
+        previous = database.obj
+        db = open_db(self.database)
+        try:
+            keep_courses(*ids)
+        finally:
+            db.close()
+            database.initialize(previous)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -68,6 +81,14 @@ class Box:
 
     def history(self, limit: int = 5) -> list[dict]:
         return self.json("history", "--limit", str(limit))
+
+
+def keep_courses(*ids: int) -> None:
+    """Courses the box keeps, written straight into the open database: events
+    for them can be queued without a server (the simulator's C1..C3 are ids 2..4)."""
+    for cid in ids:
+        Course.insert(id=cid, shortname=f"C{cid - 1}", fullname=f"Course {cid - 1}", timemodified=0, cacherev=0,
+                      fetched_at=iso(utcnow()), contents=[]).on_conflict_ignore().execute()
 
 
 class MoodleReader:

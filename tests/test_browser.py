@@ -186,7 +186,7 @@ def expected_when(iso: str) -> str:
 
 
 def check_dialog(page, run: dict) -> None:
-    from agent.storage import human_bytes
+    from agent.text import human_bytes
     from webui import duration
 
     dialog = page.locator(f"#run-{run['id']}")

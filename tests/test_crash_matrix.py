@@ -66,8 +66,8 @@ def snapshot(tmp_path_factory, sim):
     rng = random.Random(SEED)
     box = Box(tmp_path_factory.mktemp("snapshot"), sim.url, batch_size=100)
     events = workload(rng)
-    assert box.enqueue(events).returncode == 0
     assert box.cli("courses", "add", *map(str, COURSES)).returncode == 0
+    assert box.enqueue(events).returncode == 0
     assert not box.database.with_name("agent.db-wal").exists()  # all in the one file
     return box.database, events, rng
 

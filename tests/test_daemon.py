@@ -18,7 +18,9 @@ import pytest
 
 from agent import handoff, settings
 from agent.config import load_config
-from agent.daemon import Daemon, LineFormatter, request_sync_via_agent
+from agent.cli import request_sync_via_agent
+from agent.daemon import Daemon
+from agent.logs import LineFormatter
 from agent.db import Event, SyncRequest, SyncRun, close_db, open_db, parse_iso
 from agent.queue import enqueue, validate_events
 from agent.sync import run_sync
@@ -257,12 +259,12 @@ def finished(request_id: int) -> SyncRun | None:
 
 
 def test_a_page_request_is_picked_up_within_2_seconds(agent, config):
-    first = handoff.request_sync(config)
+    first = handoff.request_sync()
     wait_for(lambda: finished(first.id))  # the agent is up
     for _ in range(3):
         time.sleep(0.37)  # anywhere in the agent's one-second step
         start = time.monotonic()
-        request = handoff.request_sync(config)
+        request = handoff.request_sync()
         wait_for(lambda: picked(request.id), timeout=5, interval=0.01)
         assert time.monotonic() - start < 2.0
         wait_for(lambda: finished(request.id))
@@ -294,9 +296,9 @@ def test_a_request_during_a_run_does_not_start_a_second_run(box, simulator, conf
     simulator.faults.set(latency_ms=100)
     agent = Agent(box)
     try:
-        first = handoff.request_sync(config)
+        first = handoff.request_sync()
         wait_for(lambda: sent_count(box) >= 5)
-        second = handoff.request_sync(config, force=False)
+        second = handoff.request_sync(force=False)
         assert second.id != first.id
         wait_for(lambda: picked(second.id), timeout=3)
         run_id = SyncRequest.get_by_id(first.id).sync_id
@@ -314,7 +316,7 @@ def test_sigterm_during_a_push_exits_within_10s_and_the_next_run_finishes_the_jo
     simulator.faults.set(latency_ms=150, call_cost_ms=50)
     agent = Agent(box)
     try:
-        handoff.request_sync(config)
+        handoff.request_sync()
         wait_for(lambda: sent_count(box) >= 10, timeout=60)
     finally:
         code, took = agent.stop(signal.SIGTERM)
@@ -351,7 +353,7 @@ def test_sync_turned_off_stops_the_running_sync_within_seconds(box, simulator, c
     queue_a_long_push(box, 20)
     simulator.faults.set(latency_ms=100)
     daemon = Daemon(config)
-    handoff.request_sync(config)
+    handoff.request_sync()
     daemon.step()
     wait_for(lambda: sent_count(box) >= 5)
     settings.put(sync_enabled=False)
@@ -368,7 +370,7 @@ def test_sigterm_while_a_request_hangs_still_exits_within_10s(box, simulator, co
     simulator.faults.set(latency_ms=30_000)  # the server takes 30 s to answer
     agent = Agent(box)
     try:
-        handoff.request_sync(config)
+        handoff.request_sync()
         wait_for(lambda: SyncRun.get_or_none(SyncRun.status == "running"))
         time.sleep(0.5)
     finally:
@@ -421,7 +423,7 @@ def test_the_daemon_leaves_the_http_stack_to_its_worker_process(box, config):
         f"config = load_config({str(box.config)!r})\n"
         "open_db(config.agent.database)\n"
         "daemon = Daemon(config)\n"
-        "handoff.request_sync(config)\n"
+        "handoff.request_sync()\n"
         "daemon.step()\n"
         "daemon.wait_idle(60)\n"
         "print([r.status for r in SyncRun.select()])\n"
@@ -441,8 +443,8 @@ def test_a_request_during_a_command_line_run_starts_no_worker(box, simulator, co
                            stderr=subprocess.DEVNULL)
     try:
         running = wait_for(lambda: SyncRun.get_or_none(SyncRun.status == "running"))
-        sync_request = handoff.request_sync(config)
-        verify_request = handoff.request_sync(config, trigger="verify")
+        sync_request = handoff.request_sync()
+        verify_request = handoff.request_sync(trigger="verify")
         daemon = Daemon(config)
         for _ in range(3):
             daemon.step()

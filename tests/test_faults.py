@@ -109,6 +109,8 @@ def finish_and_check(box: Box, sim) -> dict:
 
 def make_box(tmp_path: Path, sim) -> Box:
     box = Box(tmp_path, sim.url, batch_size=10)
+    assert box.cli("courses", "add", str(C1), str(C2)).returncode == 0
+    sim.stats.reset()
     box.seed = server_view(sim)  # the server before any event
     assert box.enqueue(EVENTS).returncode == 0
     return box
@@ -199,6 +201,12 @@ def test_server_error_at_the_start_skips_the_sync(status, retry_after, box, simu
     finish_and_check(box, simulator)
 
 
+def server_view_trusting(sim, cert, monkeypatch) -> dict:
+    with monkeypatch.context() as m:
+        m.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        return server_view(sim)
+
+
 def test_tls_failure_is_clear_and_ca_bundle_fixes_it(tmp_path, monkeypatch):
     from moodle_simulator import start_simulator
 
@@ -210,14 +218,22 @@ def test_tls_failure_is_clear_and_ca_bundle_fixes_it(tmp_path, monkeypatch):
     sim = start_simulator(tls_cert=str(cert), tls_key=str(key))
     try:
         assert sim.url.startswith("https://")
-        box = make_box(tmp_path, sim)
+        box = Box(tmp_path, sim.url, batch_size=10)
+        untrusted = box.config.read_text()
+        trusted = untrusted.replace("[moodle]\n", f"[moodle]\nca_bundle = {cert}\n")
+        box.config.write_text(trusted)  # the courses were added with the school's CA
+        assert box.cli("courses", "add", str(C1), str(C2)).returncode == 0
+        sim.stats.reset()
+        box.seed = server_view_trusting(sim, cert, monkeypatch)
+        assert box.enqueue(EVENTS).returncode == 0
+        box.config.write_text(untrusted)
         code, run = sync(box)
         assert (code, run["status"]) == (3, "skipped_offline"), run
         assert run["errors"] == [f"offline: TLS verification failed for 127.0.0.1:{sim.port}: "
                                  "certificate verify failed"]
         assert assert_queue_intact(box) == len(EVENTS)
         assert sim.stats.snapshot()["requests"] == 0  # nothing was sent over the untrusted connection
-        box.config.write_text(box.config.read_text().replace("[moodle]\n", f"[moodle]\nca_bundle = {cert}\n"))
+        box.config.write_text(trusted)
         code, run = sync(box)
         assert (code, run["status"], run["errors"]) == (0, "completed", []), run
         assert assert_queue_intact(box) == 0
@@ -299,6 +315,9 @@ def test_database_on_a_full_disk(small_disk, tmp_path, simulator):
     box.database = small_disk / "agent.db"
     proxy = Proxy(simulator.url)
     # No storage budget: the point is SQLite meeting a really full disk.
+    box.write_config(simulator.url, batch_size=10, extra="min_free_mb = 0\nmin_free_percent = 0")
+    assert box.cli("courses", "add", str(C1), str(C2)).returncode == 0
+    simulator.stats.reset()
     box.write_config(proxy.url, batch_size=10, extra="min_free_mb = 0\nmin_free_percent = 0")
     assert box.enqueue(EVENTS).returncode == 0
     ballast = []
@@ -310,7 +329,7 @@ def test_database_on_a_full_disk(small_disk, tmp_path, simulator):
     assert run["errors"] == [f"database {box.database}: database or disk is full; "
                              "the events not yet confirmed stay queued"]
     assert box.history(1)[0]["status"] == "failed"
-    assert run["progress"]["events_sent"] == len(KIDS) and run["actions"]["enrolments"] == 0
+    assert run["events_sent"] == len(KIDS) and run["actions"]["enrolments"] == 0
     assert assert_queue_intact(box) == len(EVENTS) - len(KIDS)
     assert kids_enrolled_in_c1(simulator, wait_s=0) == len(KIDS)  # taken by the server, not confirmed
     ballast[0].unlink()

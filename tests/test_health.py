@@ -16,7 +16,7 @@ from agent.db import Event, SyncRun, close_db, iso, open_db, parse_iso, utcnow
 from agent.moodle import MoodleClient, Unreachable
 from agent.queue import enqueue, validate_events
 from agent.sync import run_sync
-from tests.helpers import Box
+from tests.helpers import Box, keep_courses
 
 NOWHERE = "http://moodle.example.invalid"  # never contacted: the check answers first
 CLOSED_LOOPBACK = "http://127.0.0.1:9"  # nothing listens on the discard port here
@@ -32,6 +32,7 @@ def make_config(tmp_path):
         box = Box(tmp_path, url, extra=extra)
         config = load_config(box.config)
         databases.append(open_db(config.agent.database))
+        keep_courses(2, 3, 4)
         return config
 
     yield make
@@ -50,6 +51,7 @@ def network_down(monkeypatch):
 
 def test_status_json_has_typed_plausible_health(tmp_path):
     box = Box(tmp_path, CLOSED_LOOPBACK)
+    box.keep_courses(2, 3, 4)
     assert box.enqueue([EVENT]).returncode == 0
     assert box.status()["health"]["agent"] == {"pid": None, "rss_bytes": None}  # no daemon yet
     daemon = subprocess.Popen(box.argv("run"), env=box.env(), cwd=box.dir, stdout=subprocess.DEVNULL,

@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
@@ -62,40 +63,43 @@ def config(tmp_path, simulator, smtp_port):
 
 
 def run_once(daemon: Daemon) -> SyncRun:
-    request = handoff.request_sync(daemon.config)
+    request = handoff.request_sync()
     daemon.step()
     daemon.wait_idle()  # the run, then the notices
     return SyncRun.get_by_id(type(request).get_by_id(request.id).sync_id)
 
 
-def test_notice_has_the_box_the_status_and_every_field(config, smtp_port):
+def test_notice_has_the_box_the_status_and_every_field(config, smtp_port, simulator):
     inbox = Inbox()
     server = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
     server.start()
     try:
-        add_courses(MoodleClient(config.moodle), ["C1"])
+        add_courses(MoodleClient(config.moodle), ["C1", "C3"])
+        requests.post(f"{simulator.url}/__sim/edit", json={"op": "delete_course", "courseid": 4}, timeout=10)
         enqueue(validate_events([
             {"type": "user", "user": "kid1", "firstname": "K", "lastname": "One", "email": "k1@example.org"},
             {"type": "enrolment", "course_id": 2, "user": "kid1"},
             {"type": "completion", "course_id": 2, "user": "kid1", "cmid": 1, "completed": True},
-            {"type": "completion", "course_id": 99, "user": "kid1", "cmid": 1, "completed": True},
+            {"type": "completion", "course_id": 4, "user": "kid1", "cmid": 7, "completed": True},
+            {"type": "completion", "course_id": 2, "user": "kid1", "cmid": 99, "completed": True},
         ]))
         row = run_once(Daemon(config))
     finally:
         server.stop()
-    assert row.status == "completed_with_errors" and row.notified is True
+    assert row.status == "completed" and row.notified is True
     [msg] = inbox.messages
     assert inbox.envelopes == [("box@school.example", [TEACHER])]
-    assert msg["Subject"] == "[test-box] sync completed with errors"
+    assert msg["Subject"] == "[test-box] sync completed"
     assert msg["To"] == TEACHER and msg["From"] == "box@school.example"
     text = msg.get_content()
     for expected in (f"Id:             {row.id}", f"Started:        {row.started_at}",
                      f"Completed:      {row.completed_at}", f"Duration:       {row.duration_s:.1f} s",
                      "Data sent:      ", " KB", "Data received:  ", "Trigger:        manual",
-                     "C1 (id 2): unchanged", "99 (id 99): missing on the server",
-                     "users created: 1", "enrolments: 1", "completions: 1",
-                     "course 99 (id 99) is missing on the server; 1 event(s) kept in the queue"):
+                     "C1 (id 2): unchanged", "C3 (id 4): missing on the server: 1 event(s) kept as conflicts",
+                     "users created: 1", "enrolments: 1", "completions: 1", "Events sent:    3",
+                     "Conflicts:      2"):
         assert expected in text, (expected, text)
+    assert text.split("Errors:")[1].split() == ["none"]
     assert TOKEN not in text
 
 
@@ -123,13 +127,13 @@ def test_a_mail_server_that_hangs_never_delays_a_sync(config, smtp_port):
     silent.listen(5)
     try:
         daemon = Daemon(config)
-        handoff.request_sync(config)
+        handoff.request_sync()
         daemon.step()
         daemon.job.thread.join(30)
         daemon.step()  # collects the run, starts the notice
-        assert daemon.notifier.is_alive()
+        assert daemon.notifier.thread.is_alive()
         start = time.monotonic()
-        request = handoff.request_sync(config)
+        request = handoff.request_sync()
         daemon.step()  # the next request starts at once
         assert request.id == daemon.job.request.id and time.monotonic() - start < 1
         daemon.wait_idle()

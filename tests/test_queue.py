@@ -2,12 +2,14 @@
 
 import json
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
 from agent.db import Event, Secret, open_db
 from agent.queue import EventError, enqueue, parse_events, validate_events
-from tests.helpers import Box
+from tests.helpers import Box, keep_courses
 
 GOOD = [
     {"type": "completion", "course_id": 2, "user": "student1", "cmid": 1, "completed": True},
@@ -21,6 +23,7 @@ GOOD = [
 @pytest.fixture
 def db(tmp_path):
     database = open_db(tmp_path / "agent.db")
+    keep_courses(2)
     yield database
     database.close()
 
@@ -89,6 +92,7 @@ def test_batch_is_stored_whole_and_ids_are_idempotent(db):
 
 def test_cli_refuses_whole_batch_and_stores_nothing(tmp_path):
     box = Box(tmp_path, "http://127.0.0.1:9")
+    box.keep_courses(2)
     assert box.enqueue(GOOD[:1]).returncode == 0
     for bad, field, _ in BAD:
         result = box.enqueue([GOOD[1], GOOD[3], bad])
@@ -103,8 +107,33 @@ def test_cli_refuses_whole_batch_and_stores_nothing(tmp_path):
 
 def test_cli_reads_a_file_and_reports_duplicates(tmp_path):
     box = Box(tmp_path, "http://127.0.0.1:9")
+    box.keep_courses(2)
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(json.dumps({**e, "id": f"f{i}"}) for i, e in enumerate(GOOD)))
     assert box.cli("enqueue", str(path)).stdout.strip() == "queued 4 event(s)"
     assert box.cli("enqueue", str(path)).stdout.strip() == "queued 0 event(s), 4 already queued"
     assert box.status()["queued"] == 4
+
+
+def test_enqueue_stops_reading_at_the_limit(tmp_path):
+    """1 GB on standard input: refused with the limit, never read whole."""
+    box = Box(tmp_path, "http://127.0.0.1:9")
+    script = (
+        "import resource, subprocess, sys\n"
+        "child = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stderr=subprocess.PIPE)\n"
+        "block = b'[' + b' ' * (1024 * 1024 - 1)\n"
+        "try:\n"
+        "    for _ in range(1024):\n"
+        "        child.stdin.write(block)\n"
+        "except BrokenPipeError:\n"
+        "    pass\n"
+        "child.stdin.close()\n"
+        "err = child.stderr.read().decode()\n"
+        "code = child.wait()\n"
+        "peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+        "print(code, peak_kb, err.strip())\n")
+    result = subprocess.run([sys.executable, "-c", script, *box.argv("enqueue", "-")], capture_output=True,
+                            text=True, env=box.env(), timeout=300)
+    code, peak_kb, message = result.stdout.split(" ", 2)
+    assert int(code) == 2 and "input is larger than 20 MB" in message
+    assert int(peak_kb) < 60 * 1024, f"peak RSS {int(peak_kb) // 1024} MB"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import threading
 from datetime import timedelta
 
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from agent import retention
 from agent.config import load_config
 from agent.db import Event, SyncRun, iso, open_db, utcnow
-from agent.sync import run_sync
+from agent.daemon import RETENTION_EVERY_S, Daemon
 from tests.helpers import Box
 
 CLOSED_LOOPBACK = "http://127.0.0.1:9"
@@ -96,10 +99,18 @@ def test_nothing_is_deleted_on_a_clock_that_was_never_set(config):
     assert Event.select().count() == 5
 
 
-def test_each_sync_run_applies_retention(config):
+def test_the_daemon_applies_retention_when_it_starts(config):
+    """Retention is one of the daemon's recurring jobs (at start, then every
+    hour), not a step of every run."""
     expired = add_events(Event.SENT, 45, 10, "expired")
     recent = add_events(Event.SENT, 1, 10, "recent")
-    row = run_sync(config, trigger="cli")  # the server is down: the run is skipped, retention still runs
-    assert row.status == SyncRun.SKIPPED_OFFLINE
+    daemon = Daemon(config)
+    stop = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    stop.start()
+    try:
+        assert daemon.run_forever() == 0
+    finally:
+        stop.cancel()
     assert not Event.select().where(Event.id.in_(expired)).exists()
     assert Event.select().where(Event.id.in_(recent)).count() == 10
+    assert RETENTION_EVERY_S == 3600

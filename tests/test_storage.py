@@ -13,7 +13,7 @@ import pytest
 from agent.config import load_config
 from agent.db import open_db
 from agent.queue import StorageFull, enqueue, validate_events
-from tests.helpers import Box, MoodleReader
+from tests.helpers import Box, MoodleReader, keep_courses
 from tests.test_sync import sync
 
 C1, C2 = 2, 3
@@ -124,13 +124,13 @@ def test_full_disk_refuses_new_events_keeps_the_queue_and_syncs_once_freed(tmp_p
 def test_budget_defaults_apply_without_a_config(tmp_path, small_disk):
     # 200 MB must stay free by default: more than this whole disk.
     db = open_db(small_disk / "agent.db")
+    keep_courses(2)
     try:
         with pytest.raises(StorageFull) as err:
             enqueue(validate_events([event("student1", 1)]))
         assert err.value.space.min_free_bytes == 200 * 1024 * 1024
-        assert err.value.as_dict()["error"].startswith("storage is full: ")
+        assert err.value.problem.startswith("storage is full: ") and err.value.field is None
         config = load_config(Box(tmp_path, "http://127.0.0.1:9", extra=BUDGET).config)
         assert enqueue(validate_events([event("student1", 1)]), config=config).stored == 1
     finally:
         db.close()
-    assert json.loads(json.dumps(err.value.as_dict()))["field"] is None

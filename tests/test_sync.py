@@ -108,6 +108,7 @@ def test_password_is_erased_from_database_and_wal_once_confirmed(box, moodle):
 
 
 def test_same_event_id_is_applied_once(box, simulator, moodle):
+    assert box.cli("courses", "add", "C1").returncode == 0
     event = {"type": "completion", "id": "same-1", "course_id": C1, "user": "student1", "cmid": 1, "completed": True}
     assert box.enqueue([event]).stdout.strip() == "queued 1 event(s)"
     assert box.enqueue([event]).stdout.strip() == "queued 0 event(s), 1 already queued"
@@ -119,6 +120,7 @@ def test_same_event_id_is_applied_once(box, simulator, moodle):
 
 
 def test_offline_captive_portal_and_rejected_token_keep_the_queue(box, simulator):
+    assert box.cli("courses", "add", "C1").returncode == 0
     box.enqueue([{"type": "completion", "course_id": C1, "user": "student1", "cmid": 1, "completed": True}])
 
     control(simulator, "faults", {"captive_portal": True})
@@ -152,8 +154,9 @@ def test_course_changed_on_server_refreshes_pushes_and_keeps_conflicts(box, simu
         {"type": "completion", "id": "gone", "course_id": C1, "user": "student1", "cmid": 2, "completed": True},
     ])
     code, run, _ = sync(box)
-    assert code == 1 and run["status"] == "completed_with_errors"
-    assert run["courses"] == [{"id": C1, "shortname": "C1", "outcome": "changed on the server: refreshed"}]
+    assert code == 0 and run["status"] == "completed"  # every event settled: sent, or a conflict shown
+    assert run["courses"] == [{"id": C1, "shortname": "C1", "outcome": "changed on the server: refreshed; "
+                                                                      "1 event(s) on removed activities kept as conflicts"}]
     assert run["actions"]["courses_refreshed"] == 1 and run["actions"]["completions"] == 1
     assert moodle.completion(C1, STUDENT1, 1) == 1
     conflicts = box.json("conflicts")
@@ -199,6 +202,7 @@ def test_force_refreshes_every_course_and_pushes_without_the_check(box, simulato
 
 
 def test_unenrolled_user_becomes_a_conflict_unless_enrolment_is_queued(box, moodle):
+    assert box.cli("courses", "add", "C3").returncode == 0
     box.enqueue([
         {"type": "user", "user": "kid3", "firstname": "K", "lastname": "Three", "email": "k3@example.org"},
         {"type": "completion", "id": "no-enrol", "course_id": C3, "user": "student1", "cmid": 7, "completed": True},
@@ -207,7 +211,7 @@ def test_unenrolled_user_becomes_a_conflict_unless_enrolment_is_queued(box, mood
         {"type": "completion", "id": "nobody", "course_id": C3, "user": "ghost", "cmid": 7, "completed": True},
     ])
     code, run, _ = sync(box)
-    assert code == 1
+    assert code == 0 and run["conflicts"] == 2
     assert moodle.completion(C3, moodle.user_id("kid3"), 7) == 1
     reasons = {c["key"]: c["reason"] for c in box.json("conflicts")}
     assert set(reasons) == {"no-enrol", "nobody"}
@@ -221,7 +225,7 @@ def test_failing_call_in_the_middle_of_a_batch(box, simulator, moodle):
                "cmid": 999 if i == 3 else 1, "completed": True} for i in range(1, 6)]
     box.enqueue(events)
     code, run, _ = sync(box, "--force")  # force: the unknown cmid goes to the server
-    assert code == 1 and run["actions"]["completions"] == 4
+    assert code == 0 and run["actions"]["completions"] == 4 and run["conflicts"] == 1
     for username, uid in (("student1", 3), ("student2", 4), ("student4", 6), ("student5", 7)):
         assert moodle.completion(C1, uid, 1) == 1, username
     conflicts = box.json("conflicts")
@@ -232,6 +236,7 @@ def test_failing_call_in_the_middle_of_a_batch(box, simulator, moodle):
 
 def test_sigkill_in_the_middle_of_a_push_then_sync_again(box, simulator, moodle):
     box.write_config(simulator.url, batch_size=5)
+    assert box.cli("courses", "add", "C1").returncode == 0
     users = [{"type": "user", "id": f"u{i}", "user": f"kid{i}", "firstname": "Kid", "lastname": str(i),
               "email": f"kid{i}@example.org"} for i in range(30)]
     enrols = [{"type": "enrolment", "id": f"e{i}", "course_id": C1, "user": f"kid{i}"} for i in range(30)]
@@ -331,6 +336,7 @@ def test_without_batching_each_event_is_its_own_call(tmp_path):
 
     with start_simulator(token="TOKEN", without_functions=["tool_mobile_call_external_functions"]) as sim:
         box = Box(tmp_path, sim.url)
+        assert box.cli("courses", "add", "C1").returncode == 0
         box.enqueue([{"type": "completion", "course_id": C1, "user": f"student{i}", "cmid": 1, "completed": True}
                      for i in range(1, 4)])
         code, run, _ = sync(box)
@@ -342,6 +348,7 @@ def test_without_batching_each_event_is_its_own_call(tmp_path):
 
 def test_batch_size_1_sends_every_event_in_a_request_of_its_own(tmp_path, simulator, moodle):
     box = Box(tmp_path, simulator.url, batch_size=1)
+    assert box.cli("courses", "add", "C1").returncode == 0
     box.enqueue([{"type": "grade", "id": f"g{i}", "course_id": C1, "user": f"student{1 + i % 2}", "cmid": 3,
                   "grade": 10 * i} for i in range(5)]
                 + [{"type": "completion", "course_id": C1, "user": "student1", "cmid": 1, "completed": True}])
@@ -367,11 +374,31 @@ def test_courses_add_list_remove(box):
     assert [c["id"] for c in json.loads(box.cli("courses", "list", "--json").stdout)] == [C1]
 
 
-def test_missing_course_on_server_keeps_its_events(box, simulator):
-    assert box.cli("courses", "add", "C3").returncode == 0
+def test_an_event_for_a_course_not_on_the_box_is_refused(box):
+    assert box.cli("courses", "add", "C1").returncode == 0
+    result = box.enqueue([{"type": "completion", "course_id": C1, "user": "student1", "cmid": 1, "completed": True},
+                          {"type": "completion", "course_id": 999, "user": "student1", "cmid": 1, "completed": True}])
+    assert result.returncode == 2
+    assert "event 1: field 'course_id': course 999 is not kept on this box" in result.stderr
+    assert box.status()["queued"] == 0  # the batch is refused whole
+
+
+def test_a_course_gone_from_the_server_turns_its_events_into_conflicts_and_the_sync_stays_green(box, simulator,
+                                                                                               moodle):
+    assert box.cli("courses", "add", "C1", "C3").returncode == 0
+    box.enqueue([{"type": "completion", "course_id": C3, "user": "student1", "cmid": 7, "completed": True},
+                 {"type": "completion", "course_id": C1, "user": "student1", "cmid": 1, "completed": True}])
     control(simulator, "edit", {"op": "delete_course", "courseid": C3})
-    box.enqueue([{"type": "completion", "course_id": C3, "user": "student1", "cmid": 7, "completed": True}])
     code, run, _ = sync(box)
-    assert code == 1 and run["courses"] == [{"id": C3, "shortname": "C3", "outcome": "missing on the server"}]
-    assert "missing on the server; 1 event(s) kept in the queue" in run["errors"][0]
-    assert box.status()["queued"] == 1
+    assert code == 0 and run["status"] == "completed" and run["errors"] == []
+    assert {"id": C3, "shortname": "C3", "outcome": "missing on the server: 1 event(s) kept as conflicts"} \
+        in run["courses"]
+    assert (run["events_sent"], run["conflicts"]) == (1, 1)
+    assert moodle.completion(C1, STUDENT1, 1) == 1
+    (conflict,) = box.json("conflicts")
+    assert conflict["course_id"] == C3 and "course C3 (id 4) is missing on the server" in conflict["reason"]
+    assert box.status()["queued"] == 0
+    code, run, _ = sync(box)  # and the next one too: nothing jams
+    assert code == 0 and run["status"] == "completed"
+    assert box.cli("conflicts", "discard", str(conflict["id"])).returncode == 0
+    assert box.status()["conflicts"] == 0

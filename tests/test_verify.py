@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from agent.config import load_config
-from agent.sync import sync_lock
+from agent.runs import run_lock
 from tests.helpers import Box, MoodleReader
 from tests.test_sync import control, stats, sync
 
@@ -142,7 +142,7 @@ def test_unknown_user_is_reported_not_queued(box, simulator):
 
 def test_takes_the_sync_lock_and_answers_offline(box):
     config = load_config(box.config)
-    with sync_lock(config):
+    with run_lock(config):
         result = box.cli("verify")
     assert result.returncode == 4 and "already running" in result.stderr
 
@@ -153,24 +153,24 @@ def test_takes_the_sync_lock_and_answers_offline(box):
 
 
 def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
-    from agent import handoff
+    from agent import handoff, worker
     from agent.db import SyncRun, iso, open_db, utcnow
 
     control(simulator, "forget", {"userid": STUDENTS["student1"], "cmid": 1})
     config = load_config(box.config)
     db = open_db(config.agent.database)
     try:
-        sync_request = handoff.request_sync(config, trigger="manual")
-        verify_request = handoff.request_sync(config, trigger="verify")
+        sync_request = handoff.request_sync(trigger="manual")
+        verify_request = handoff.request_sync(trigger="verify")
         assert verify_request.id != sync_request.id  # a waiting sync does not swallow the verify
-        assert handoff.request_sync(config, trigger="verify").id == verify_request.id
+        assert handoff.request_sync(trigger="verify").id == verify_request.id
         # A sync going on serves a waiting sync request, never a verify: that one waits its turn.
         running = SyncRun.create(trigger="schedule", status=SyncRun.RUNNING, started_at=iso(utcnow()))
         assert handoff.attach(sync_request, running.id) is True
         assert handoff.attach(verify_request, running.id) is False
         assert handoff.next_request().id == verify_request.id
         running.delete_instance()
-        row = handoff.serve_request(config, verify_request)
+        row = worker.serve_request(config, verify_request)
     finally:
         db.close()
     assert (row.trigger, row.status, row.force) == ("verify", "completed", False)
@@ -179,7 +179,7 @@ def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
 
 
 def test_verify_button_under_the_advanced_settings(box, simulator):
-    from agent import handoff, settings
+    from agent import handoff, worker, settings
     from agent.auth import hash_password
     from agent.db import close_db
     from tests.test_web import PASSWORD, login, post
@@ -202,7 +202,7 @@ def test_verify_button_under_the_advanced_settings(box, simulator):
         assert answer.get_json()["message"] == "Verify requested: waiting for the agent…"
         request = handoff.next_request()
         assert request.trigger == "verify"
-        row = handoff.serve_request(config, request)  # what the daemon does with it
+        row = worker.serve_request(config, request)  # what the daemon does with it
 
         page = client.get("/").get_data(as_text=True)
         dialog = page[page.index(f'id="run-{row.id}"'):]

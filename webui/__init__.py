@@ -16,12 +16,11 @@ from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from agent import __version__
-from agent.storage import human_bytes
 from agent.config import Config, load_config
 from agent.db import database, open_db
 from agent.queue import MAX_INPUT_BYTES
-from agent.sync import ACTION_KINDS
-from agent.verify import VERIFY_KINDS
+from agent.history import ACTION_KINDS, VERIFY_KINDS
+from agent.text import human_bytes
 
 from . import api, auth, views
 from .i18n import LANGUAGES, has_text, ngettext, pick_language, text

@@ -77,13 +77,11 @@ def post_events():
         if isinstance(items, list) and len(items) > MAX_BATCH:
             return error(413, f"too many events in one request: {len(items)} (at most {MAX_BATCH})",
                          limit=MAX_BATCH)
-        events = validate_events(items)
-    except EventError as exc:
-        return error(400, exc.problem, index=exc.index, field=exc.field)
-    try:
-        result = enqueue(events, config=current_app.config["AGENT"])
+        result = enqueue(validate_events(items), config=current_app.config["AGENT"])
     except StorageFull as exc:  # nothing written; the events already queued still sync
         return error(507, exc.problem)
+    except EventError as exc:  # the whole batch refused, naming the event and the field
+        return error(400, exc.problem, index=exc.index, field=exc.field)
     return jsonify({"stored": result.stored, "duplicates": result.duplicates}), 201
 
 

@@ -19,8 +19,7 @@ from agent.config import Config, parse_time_utc
 from agent.db import Event, parse_iso, utcnow
 from agent.handoff import next_request, request_sync
 from agent.queue import EMAIL_RE, conflict_dicts, set_conflicts
-from agent.storage import human_bytes
-from agent.sync import is_running
+from agent.text import human_bytes
 
 from .auth import is_admin, login_required, safe_next, wants_json
 from .i18n import COOKIE, LANGUAGES, ngettext, text
@@ -143,9 +142,9 @@ def start_run(trigger: str) -> ResponseReturnValue:
     field, message = STARTS[trigger]
     if not settings.get(config, "sync_enabled"):
         return refuse(409, "refused_off", field=field)
-    if is_running(config):
+    if history.is_running():
         return refuse(409, "refused_running", field=field)
-    req = request_sync(config, trigger=trigger)
+    req = request_sync(trigger=trigger)
     if wants_json():
         return jsonify({"ok": True, "message": text(message), "request_id": req.id}), 202
     flash(text(message), "info")

@@ -184,7 +184,7 @@
     var p = run.progress || {};
     setText("phase", t("phase_" + (p.phase || "starting")));
     meter("courses", p.courses_done || 0, p.courses_total || 0);
-    meter("events", p.events_sent || 0, p.events_total || 0);
+    meter("events", p.events_done || 0, p.events_total || 0);
     note("");
   }
 

@@ -1,0 +1,159 @@
+"""What to send for a chunk of queued events: pure functions, no database,
+no server. They take the queued events and what the run knows of the server
+(user ids, enrolments, activities) and return the web service calls to make,
+the events that become conflicts (with the reason), and the events that
+need nothing sent. The sync engine writes the conflicts and the settled
+events in one transaction per chunk, then sends the calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Collection, Mapping
+
+from .roles import ROLES
+
+PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
+
+
+@dataclass(frozen=True)
+class Queued:
+    """One queued event, as the planner needs it."""
+
+    id: int
+    type: str
+    username: str
+    course_id: int | None = None
+    cmid: int | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Call:
+    """One web service call and the events it settles."""
+
+    function: str
+    args: dict
+    events: list[int]
+    kind: str  # which action counter a success adds to
+    count: int = 1  # how much it adds
+    creates_user: str | None = None  # its answer holds this new account's id
+    enrols: int | None = None  # on success this user id is enrolled in the course
+
+
+@dataclass
+class Plan:
+    calls: list[Call] = field(default_factory=list)
+    conflicts: dict[int, str] = field(default_factory=dict)  # event id -> reason
+    done: list[int] = field(default_factory=list)  # nothing to send: settled as sent
+    planned: int = 0  # events of the chunk that this plan covers (a prefix)
+
+    def conflict(self, event: Queued, reason: str) -> None:
+        self.conflicts[event.id] = reason
+
+
+def plan_users(rows: list[Queued], known: Mapping[str, int], passwords: Mapping[int, str],
+               can_update: bool) -> Plan:
+    """Create the accounts the server lacks, update the others. A second
+    event for an account created in this chunk waits for the next chunk: its
+    creation must be confirmed first, so that it becomes an update."""
+    plan = Plan()
+    created: set[str] = set()
+    for e in rows:
+        if e.username in created:
+            break
+        plan.planned += 1
+        profile = {k: e.data[k] for k in PROFILE_FIELDS if k in e.data}
+        password = passwords.get(e.id)
+        if e.username in known:
+            if not can_update:
+                plan.conflict(e, "the token's service lacks core_user_update_users, "
+                                 f"so the existing account {e.username!r} cannot be updated")
+                continue
+            user: dict[str, Any] = {"id": known[e.username], **profile}
+            if password:
+                user["password"] = password
+            plan.calls.append(Call("core_user_update_users", {"users": [user]}, [e.id], "users_updated"))
+        else:
+            user = {"username": e.username, "auth": "manual", **profile}
+            if password:
+                user["password"] = password
+            else:
+                user["createpassword"] = 1
+            created.add(e.username)
+            plan.calls.append(Call("core_user_create_users", {"users": [user]}, [e.id], "users_created",
+                                   creates_user=e.username))
+    return plan
+
+
+def plan_enrolments(rows: list[Queued], course_id: int, known: Mapping[str, int],
+                    enrolled: Collection[int]) -> Plan:
+    """Enrol who is not enrolled yet, once per user and role."""
+    plan = Plan(planned=len(rows))
+    planned: set[tuple[int, str]] = set()
+    for e in rows:
+        uid = known.get(e.username)
+        role = str(e.data.get("role", "student"))
+        if uid is None:
+            plan.conflict(e, f"unknown user {e.username!r} on the server, and no account for it is queued")
+        elif uid in enrolled or (uid, role) in planned:
+            plan.done.append(e.id)
+        else:
+            planned.add((uid, role))
+            plan.calls.append(Call("enrol_manual_enrol_users",
+                                   {"enrolments": [{"roleid": ROLES[role], "userid": uid, "courseid": course_id}]},
+                                   [e.id], "enrolments", enrols=uid))
+    return plan
+
+
+def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Mapping[str, int],
+                  enrolled: Collection[int], activities: Mapping[int, str], force: bool,
+                  batch_size: int) -> Plan:
+    """Completions and grades of one course, in queue order. ``activities``
+    maps the course's cmids to their module name (assign, quiz ...)."""
+    plan = Plan(planned=len(rows))
+    grade_calls: dict[int, Call] = {}
+    for e in rows:
+        uid = known.get(e.username)
+        cmid = int(e.cmid or 0)
+        modname = activities.get(cmid)
+        if uid is None:
+            plan.conflict(e, f"unknown user {e.username!r} on the server")
+        elif uid not in enrolled:
+            plan.conflict(e, f"user {e.username!r} is not enrolled in course {shortname}")
+        elif modname is None and not force:
+            plan.conflict(e, f"activity {cmid} does not exist in course {shortname}")
+        elif e.type == "completion":
+            plan.calls.append(Call("core_completion_override_activity_completion_status",
+                                   {"userid": uid, "cmid": cmid, "newstate": 1 if e.data["completed"] else 0},
+                                   [e.id], "completions"))
+        elif modname is None:
+            plan.conflict(e, f"activity {cmid} does not exist in course {shortname}, so its grade item is unknown")
+        else:
+            # One update_grades call per activity, of up to batch_size grades
+            # (1: a call per event, as the Moodle app sends them); a later
+            # grade for the same student replaces the earlier one in that
+            # call, or follows it in the next call.
+            call = grade_calls.get(cmid)
+            if call is None or len(call.events) >= batch_size:
+                call = Call("core_grades_update_grades",
+                            {"source": "moodle-sync-agent", "courseid": course_id, "component": f"mod_{modname}",
+                             "activityid": cmid, "itemnumber": 0, "grades": []}, [], "grades", count=0)
+                grade_calls[cmid] = call
+                plan.calls.append(call)
+            entry: dict[str, Any] = {"studentid": uid, "grade": e.data["grade"]}
+            if "feedback" in e.data:
+                entry["str_feedback"] = e.data["feedback"]
+            call.args["grades"] = [g for g in call.args["grades"] if g["studentid"] != uid] + [entry]
+            call.events.append(e.id)
+            call.count = len(call.args["grades"])
+    return plan
+
+
+def grade_problem(call: Call, data: object) -> str | None:
+    """core_grades_update_grades answers 0 for OK, else a GRADE_UPDATE_* code."""
+    if call.function != "core_grades_update_grades" or data in (0, "0"):
+        return None
+    code = data if isinstance(data, int) else -1
+    meaning = {1: "failed", 2: "multiple grade items", 4: "the grade item is locked"}.get(code, "refused")
+    return f"the server did not take the grade (core_grades_update_grades answered {data}: {meaning})"

@@ -1,0 +1,177 @@
+"""One recorded run: the lock, the history row, and how the run ended.
+
+Every kind of run (a sync, a verify, and later a collection from the box's
+Moodle) runs inside :func:`recorded_run`, which owns what they share: one
+run at a time across processes (an flock next to the database), the space
+reserved for the run's last write, the recovery of a run that died with its
+process, the row in the history, and the mapping of whatever ended the run
+to its final status and a sentence for the teacher. The run itself only
+says what it did.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import peewee as pw
+
+from . import settings
+from .config import Config
+from .db import Event, SyncRun, iso, utcnow
+from .history import recover_stale_runs
+from .moodle import MoodleError, TokenRejected, Traffic, Unreachable
+from .queue import count_by_status
+from .storage import database_problem, keep_reserve, release_reserve
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyRunning(Exception):
+    def __init__(self, run_id: str | None):
+        self.run_id = run_id
+        super().__init__(f"a sync is already running (id {run_id or 'unknown'})")
+
+
+class SyncDisabled(Exception):
+    def __init__(self) -> None:
+        super().__init__("sync is turned off (Enable Sync on the page)")
+
+
+class Interrupted(Exception):
+    """The agent was asked to stop: the run ends after its current batch."""
+
+
+def lock_path(config: Config) -> Path:
+    return config.agent.database.with_name(config.agent.database.name + ".lock")
+
+
+@contextmanager
+def run_lock(config: Config) -> Iterator[None]:
+    """Held for the whole run; the kernel frees it if the process dies."""
+    fd = os.open(lock_path(config), os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            running = SyncRun.select(SyncRun.id).where(SyncRun.status == SyncRun.RUNNING) \
+                .order_by(SyncRun.started_at.desc()).first()
+            raise AlreadyRunning(running.id if running else None) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+@dataclass
+class Record:
+    """What a run has done so far, written into its history row by save()."""
+
+    row: SyncRun
+    kinds: Sequence[str]  # the action counters the row shows
+    actions: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    courses: dict[int, dict] = field(default_factory=dict)
+    traffic: list[Traffic] = field(default_factory=list)
+    status: str | None = None  # set by the run when it ends by itself
+
+    def save(self, **fields: object) -> None:
+        for key, value in fields.items():
+            setattr(self.row, key, value)
+        self.row.bytes_sent = sum(t.bytes_sent for t in self.traffic)
+        self.row.bytes_received = sum(t.bytes_received for t in self.traffic)
+        self.row.actions = {kind: self.actions.get(kind, 0) for kind in self.kinds}
+        self.row.courses = list(self.courses.values())
+        self.row.errors = self.errors
+        self.row.save()
+
+    def snapshot(self) -> tuple[int, int, Counter]:
+        return self.row.events_sent, self.row.conflicts, Counter(self.actions)
+
+    def restore(self, snapshot: tuple[int, int, Counter]) -> None:
+        """Forget counts whose transaction did not commit (a full disk)."""
+        self.row.events_sent, self.row.conflicts, self.actions = snapshot
+
+    def final_status(self) -> str:
+        """Errors turn a run red; conflicts do not: each is settled and shown."""
+        return SyncRun.COMPLETED_WITH_ERRORS if self.errors else SyncRun.COMPLETED
+
+
+def disk_full_error(exc: BaseException | None) -> BaseException | None:
+    """SQLite's "database or disk is full", if that is what ``exc`` comes
+    from. SQLite rolls the transaction back itself on SQLITE_FULL, so the
+    error raised is often peewee's failed ROLLBACK, with the real one as its
+    context."""
+    while exc is not None:
+        if "database or disk is full" in str(exc):
+            return exc
+        exc = exc.__context__
+    return None
+
+
+def describe_failure(config: Config, exc: Exception) -> tuple[str, str]:
+    """The final status and the sentence for the history, of what ended a run."""
+    if isinstance(exc, Interrupted):
+        return SyncRun.INTERRUPTED, "interrupted: the agent was asked to stop; unsent events stay queued"
+    if isinstance(exc, TokenRejected):
+        settings.put(token_rejected=True)
+        return SyncRun.FAILED, "the server rejected the token"
+    if isinstance(exc, Unreachable):
+        waiting = count_by_status()[Event.QUEUED]
+        return SyncRun.FAILED, f"lost the connection to the server: {exc.reason}; {waiting} event(s) kept in the queue"
+    if isinstance(exc, MoodleError):
+        return SyncRun.FAILED, f"the server refused a request: {exc}"
+    full = disk_full_error(exc)
+    if full is not None:
+        log.error("the database cannot be written: %s", full)
+        return SyncRun.FAILED, f"{database_problem(config, full)}; the events not yet confirmed stay queued"
+    log.exception("run failed", exc_info=exc)
+    return SyncRun.FAILED, f"internal error: {type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def recorded_run(config: Config, trigger: str, kinds: Sequence[str], *, force: bool = False,
+                 on_started: Callable[[SyncRun], None] | None = None) -> Iterator[Record]:
+    """Hold the lock and the history row of one run; give it its final status.
+    Raises AlreadyRunning or SyncDisabled before anything is recorded. Whatever
+    the body raises ends the run with a status and a sentence, never a run
+    left "running"; the exception does not propagate."""
+    if not settings.get(config, "sync_enabled"):
+        raise SyncDisabled()
+    with run_lock(config):
+        keep_reserve(config)
+        recover_stale_runs()
+        started = time.monotonic()
+        row = SyncRun.create(trigger=trigger, force=force, status=SyncRun.RUNNING, started_at=iso(utcnow()),
+                             pid=os.getpid(), phase="checking_connection",
+                             events_total=count_by_status()[Event.QUEUED])
+        record = Record(row=row, kinds=kinds)
+        if on_started:
+            on_started(row)
+        log.info("%s %s started (trigger %s%s)", "verify" if trigger == "verify" else "sync", row.id, trigger,
+                 ", forced" if force else "")
+        try:
+            yield record
+            row.status = record.status or record.final_status()
+        except Exception as exc:
+            row.status, sentence = describe_failure(config, exc)
+            record.errors.append(sentence)
+        row.completed_at = iso(utcnow())
+        row.duration_s = round(time.monotonic() - started, 3)
+        try:
+            record.save(phase="done")
+        except pw.OperationalError as exc:
+            if disk_full_error(exc) is None or not release_reserve(config):
+                raise
+            record.save(phase="done")  # in the space the reserve held
+        log.info("run %s ended: %s in %.1f s, %d B sent, %d B received",
+                 row.id, row.status, row.duration_s, row.bytes_sent, row.bytes_received)

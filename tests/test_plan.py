@@ -1,0 +1,100 @@
+"""The planner alone: queued events and what the run knows of the server in,
+calls, conflicts and settled events out. No database, no server."""
+
+from agent.plan import Queued, grade_problem, plan_enrolments, plan_learning, plan_users
+
+KNOWN = {"student1": 3, "student2": 4}
+
+
+def completion(i, user="student1", cmid=1, done=True):
+    return Queued(i, "completion", user, 2, cmid, {"completed": done})
+
+
+def grade(i, user="student1", cmid=3, value=80.0, **extra):
+    return Queued(i, "grade", user, 2, cmid, {"grade": value, **extra})
+
+
+def learning(rows, known=KNOWN, enrolled=(3, 4), activities=None, force=False, batch_size=100):
+    activities = {1: "page", 2: "url", 3: "assign"} if activities is None else activities
+    return plan_learning(rows, 2, "C1", known, set(enrolled), activities, force, batch_size)
+
+
+def test_users_create_the_missing_and_update_the_known():
+    rows = [Queued(1, "user", "kid", data={"firstname": "K", "lastname": "I", "email": "k@x.org"}),
+            Queued(2, "user", "student1", data={"email": "s1@x.org"})]
+    plan = plan_users(rows, KNOWN, {1: "Secret#1"}, can_update=True)
+    create, update = plan.calls
+    assert create.function == "core_user_create_users" and create.creates_user == "kid"
+    assert create.args["users"][0] == {"username": "kid", "auth": "manual", "firstname": "K", "lastname": "I",
+                                       "email": "k@x.org", "password": "Secret#1"}
+    assert update.function == "core_user_update_users" and update.args["users"][0] == {"id": 3, "email": "s1@x.org"}
+    assert (plan.conflicts, plan.done, plan.planned) == ({}, [], 2)
+
+
+def test_a_new_account_without_password_gets_createpassword():
+    plan = plan_users([Queued(1, "user", "kid", data={})], {}, {}, can_update=True)
+    assert plan.calls[0].args["users"][0]["createpassword"] == 1
+
+
+def test_a_second_event_for_a_new_account_waits_for_the_next_chunk():
+    rows = [Queued(1, "user", "kid"), Queued(2, "user", "other"), Queued(3, "user", "kid"), Queued(4, "user", "x")]
+    plan = plan_users(rows, {}, {}, can_update=True)
+    assert [c.events for c in plan.calls] == [[1], [2]] and plan.planned == 2
+
+
+def test_an_update_without_the_function_is_a_conflict():
+    plan = plan_users([Queued(5, "user", "student1")], KNOWN, {}, can_update=False)
+    assert plan.calls == [] and "core_user_update_users" in plan.conflicts[5]
+
+
+def test_enrolments_skip_the_enrolled_and_repeats():
+    rows = [Queued(1, "enrolment", "student1", 2, data={"role": "student"}),
+            Queued(2, "enrolment", "student2", 2, data={"role": "teacher"}),
+            Queued(3, "enrolment", "student2", 2, data={"role": "teacher"}),
+            Queued(4, "enrolment", "ghost", 2, data={"role": "student"})]
+    plan = plan_enrolments(rows, 2, KNOWN, {3})
+    assert plan.done == [1, 3]
+    assert [c.args for c in plan.calls] == [{"enrolments": [{"roleid": 4, "userid": 4, "courseid": 2}]}]
+    assert plan.calls[0].enrols == 4
+    assert list(plan.conflicts) == [4] and "unknown user 'ghost'" in plan.conflicts[4]
+
+
+def test_completions_become_overrides_with_the_state():
+    plan = learning([completion(1), completion(2, "student2", cmid=2, done=False)])
+    assert [c.args for c in plan.calls] == [{"userid": 3, "cmid": 1, "newstate": 1},
+                                            {"userid": 4, "cmid": 2, "newstate": 0}]
+    assert all(c.function == "core_completion_override_activity_completion_status" for c in plan.calls)
+
+
+def test_who_cannot_take_an_event_is_a_conflict_with_the_reason():
+    plan = learning([completion(1, "ghost"), completion(2, "student2"), completion(3, cmid=99)], enrolled=(3,))
+    assert plan.calls == []
+    assert plan.conflicts == {1: "unknown user 'ghost' on the server",
+                              2: "user 'student2' is not enrolled in course C1",
+                              3: "activity 99 does not exist in course C1"}
+
+
+def test_force_sends_a_completion_for_an_unknown_activity_but_never_a_grade():
+    plan = learning([completion(1, cmid=99), grade(2, cmid=99)], force=True)
+    assert [c.args["cmid"] for c in plan.calls] == [99]
+    assert "grade item is unknown" in plan.conflicts[2]
+
+
+def test_grades_of_an_activity_share_a_call_and_the_last_one_wins():
+    plan = learning([grade(1, value=50), grade(2, "student2", value=60), grade(3, value=70, feedback="Good")])
+    (call,) = plan.calls
+    assert call.args["component"] == "mod_assign" and call.args["activityid"] == 3
+    assert call.args["grades"] == [{"studentid": 4, "grade": 60}, {"studentid": 3, "grade": 70, "str_feedback": "Good"}]
+    assert (call.events, call.count) == ([1, 2, 3], 2)
+
+
+def test_batch_size_caps_the_grades_of_one_call():
+    plan = learning([grade(i, value=i) for i in range(1, 6)], batch_size=2)
+    assert [c.events for c in plan.calls] == [[1, 2], [3, 4], [5]]
+
+
+def test_grade_answers_other_than_zero_are_problems():
+    (call,) = learning([grade(1)]).calls
+    assert grade_problem(call, 0) is None and grade_problem(call, "0") is None
+    assert "locked" in grade_problem(call, 4)
+    assert grade_problem(learning([completion(1)]).calls[0], None) is None
