@@ -89,7 +89,8 @@ def cmd_courses(config: Config, args: argparse.Namespace) -> int:
         return EXIT_OK if n else EXIT_USAGE
     rows = [{"id": c.id, "shortname": c.shortname, "fullname": c.fullname, "timemodified": c.timemodified,
              "cacherev": c.cacherev, "fetched_at": c.fetched_at,
-             "activities": [{"cmid": a.cmid, "name": a.name, "modname": a.modname} for a in c.activities]}
+             "activities": [{"cmid": a.cmid, "name": a.name, "modname": a.modname}
+                            for a in courses.Activity.select().where(courses.Activity.course == c.id)]}
             for c in courses.Course.select().order_by(courses.Course.id)]
     return print_rows(rows, args.json, "no courses on this box yet: moodle-sync-agent courses add ID_OR_SHORTNAME",
                       lambda r: f"{r['id']:>6}  {r['shortname']:<20} {len(r['activities']):>3} activities  "

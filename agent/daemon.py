@@ -87,6 +87,13 @@ class Job:
     outcome: SyncRun | Offline | Broken | None = None
     thread: threading.Thread | None = None
 
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
     def halt(self) -> None:
         """Ask the worker to end its run after the current batch."""
         self.halted = True
@@ -160,7 +167,7 @@ class Daemon:
         self.values = settings.preferences(self.config)
         self._collect()
         if self.job is not None:
-            self._while_busy()
+            self._while_busy(self.job)
             return
         request = handoff.next_request()
         if request is not None and self._served_by_a_run(request):
@@ -203,8 +210,7 @@ class Daemon:
         self._plan = plan
         return plan
 
-    def _while_busy(self) -> None:
-        job = self.job
+    def _while_busy(self, job: Job) -> None:
         if not self.values["sync_enabled"] and not job.halted:
             log.info("sync was turned off: stopping the running sync after its current batch")
             job.halt()
@@ -249,6 +255,7 @@ class Daemon:
         if job.halted:  # halted while it was starting
             proc.send_signal(signal.SIGTERM)
         last: dict = {}
+        assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:
             try:
                 last = json.loads(line)
@@ -267,7 +274,7 @@ class Daemon:
     def _collect(self) -> None:
         """Take the outcome of a finished worker back to the main thread."""
         job = self.job
-        if job is None or job.thread.is_alive():
+        if job is None or job.alive():
             return
         self.job = None
         out = job.outcome
@@ -321,7 +328,7 @@ class Daemon:
         """Wait for the worker and the notifier, then collect (for tests and shutdown)."""
         deadline = time.monotonic() + timeout
         if self.job is not None:
-            self.job.thread.join(timeout)
+            self.job.join(timeout)
         self._collect()
         self.notifier.join(max(0.0, deadline - time.monotonic()))
 
@@ -361,12 +368,12 @@ class Daemon:
         job = self.job
         if job is not None:
             job.halt()
-            job.thread.join(grace_s)
-            if job.thread.is_alive():
+            job.join(grace_s)
+            if job.alive():
                 log.warning("the sync did not stop within %.0f s: leaving it cut off", grace_s)
                 if job.proc is not None:
                     job.proc.kill()
-                job.thread.join(2.0)
+                job.join(2.0)
                 if job.run_id:
                     recover_stale_runs(job.run_id)
             else:

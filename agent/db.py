@@ -12,6 +12,7 @@ import json
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import peewee as pw
 
@@ -58,6 +59,11 @@ def parse_iso(text: str | None) -> datetime | None:
     return dt.astimezone(timezone.utc)
 
 
+def first_column(query: Any) -> list[Any]:
+    """The first column of a query's rows, without building model objects."""
+    return [row[0] for row in query.tuples()]
+
+
 class JSONField(pw.TextField):
     def db_value(self, value):
         return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
@@ -75,6 +81,8 @@ class Event(BaseModel):
     """One learner event. ``key`` is the idempotency key: stored once."""
 
     QUEUED, SENT, CONFLICT, DISCARDED = "queued", "sent", "conflict", "discarded"
+
+    id = pw.AutoField()
 
     key = pw.CharField(max_length=64, unique=True)
     type = pw.CharField(max_length=16, index=True)
@@ -98,6 +106,7 @@ class Secret(BaseModel):
 
     event = pw.ForeignKeyField(Event, primary_key=True, on_delete="CASCADE")
     password = pw.CharField(max_length=255)
+    event_id: int  # made by peewee from the foreign key
 
 
 class Course(BaseModel):
@@ -108,6 +117,7 @@ class Course(BaseModel):
     cacherev = pw.IntegerField(null=True)
     fetched_at = pw.CharField()
     contents = JSONField()  # sections with their modules, as the server sent them
+    activities: pw.ModelSelect  # the backref of Activity.course
 
 
 class Activity(BaseModel):
@@ -160,6 +170,7 @@ class Setting(BaseModel):
 class SyncRequest(BaseModel):
     """A sync asked for by the page or ``sync --via-agent``; the daemon runs it."""
 
+    id = pw.AutoField()
     requested_at = pw.CharField()
     trigger = pw.CharField(max_length=16, default="manual")
     force = pw.BooleanField(default=False)

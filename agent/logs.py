@@ -44,8 +44,8 @@ def stderr_is_journal() -> bool:
 
 
 def configure_logging(config: Config) -> None:
-    formatter = LineFormatter([config.moodle.token, config.smtp.password, config.web.api_key],
-                              stderr_is_journal())
+    secrets = [config.moodle.token, config.smtp.password, config.web.api_key]
+    formatter = LineFormatter([s for s in secrets if s], stderr_is_journal())
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(logging.StreamHandler(sys.stderr))

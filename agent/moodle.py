@@ -142,7 +142,8 @@ class MoodleClient:
         url = self.config.rest_url
         request = requests.Request("POST", url, data=fields)
         prepared = self.session.prepare_request(request)
-        body = prepared.body.encode() if isinstance(prepared.body, str) else (prepared.body or b"")
+        # Form fields always give a str or bytes body, never a stream.
+        body = prepared.body.encode() if isinstance(prepared.body, str) else bytes(prepared.body or b"")  # type: ignore[arg-type]
         host = requests.utils.urlparse(url).netloc
         path = requests.utils.urlparse(url).path
         self.traffic.requests += 1

@@ -77,7 +77,8 @@ def build_message(config: Config, to: str, run: dict) -> EmailMessage:
 
 
 def connect(smtp: SmtpConfig) -> smtplib.SMTP:
-    conn = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+    """A session with the [smtp] host (the caller checked that one is set)."""
+    conn = smtplib.SMTP(smtp.host or "", smtp.port, timeout=smtp.timeout)
     try:
         if smtp.starttls:
             conn.starttls(context=ssl.create_default_context())  # verifies the server's certificate

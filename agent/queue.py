@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 from .clock import clock_is_sane
 from .config import AgentConfig, Config
-from .db import Course, Event, Secret, database, iso, parse_iso, utcnow
+from .db import Course, Event, Secret, database, first_column, iso, parse_iso, utcnow
 from .roles import ROLES
 from .storage import DiskSpace, disk_space
 
@@ -196,7 +196,7 @@ def validate_event(item: Any, index: int) -> NewEvent:
     key = _str(item, "id", index, 64, required=False, pattern=KEY_RE, what="id (printable, no spaces)")
     username = _str(item, "user", index, 100, pattern=USERNAME_RE,
                     what="Moodle username (lowercase letters, digits, _ . @ -)")
-    event = NewEvent(key=key or uuid.uuid4().hex, type=etype, username=username,
+    event = NewEvent(key=key or uuid.uuid4().hex, type=etype, username=str(username),
                      event_time=_time(item, index))
     data: dict[str, Any] = {}
     if etype in ("completion", "grade", "enrolment"):
@@ -273,7 +273,7 @@ def check_storage(config: Config | None = None) -> None:
 def check_courses_kept(events: list[NewEvent]) -> None:
     """An event for a course the box does not keep could never be synced:
     refused at the door, not left to stop every later sync."""
-    kept = {cid for (cid,) in Course.select(Course.id).tuples()}
+    kept = set(first_column(Course.select(Course.id)))
     for index, e in enumerate(events):
         if e.course_id is not None and e.course_id not in kept:
             raise EventError(f"course {e.course_id} is not kept on this box "
@@ -310,9 +310,9 @@ def enqueue(events: list[NewEvent], now: datetime | None = None, *, config: Conf
     db = database.obj
     with db.atomic("IMMEDIATE"):  # read, then write: see handoff.request_sync
         check_courses_kept(events)
-        existing = set()
+        existing: set[str] = set()
         for keys in _chunks(list(secrets)):
-            existing.update(k for (k,) in Event.select(Event.key).where(Event.key.in_(keys)).tuples())
+            existing.update(first_column(Event.select(Event.key).where(Event.key.in_(keys))))
         # One prepared statement for every row: building multi-row INSERTs
         # with the query builder took longer than SQLite took to write them.
         cursor = db.cursor()
@@ -350,7 +350,9 @@ def correct_event_times(offset_s: float | None) -> int:
             if "time_as_stamped" in e.data or not e.event_time:
                 continue
             e.data = {**e.data, "time_as_stamped": e.event_time}
-            e.event_time = iso(parse_iso(e.event_time) + timedelta(seconds=offset_s))
+            stamped = parse_iso(e.event_time)
+            assert stamped is not None  # checked above
+            e.event_time = iso(stamped + timedelta(seconds=offset_s))
             e.save()
             corrected += 1
     return corrected

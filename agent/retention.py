@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import peewee as pw
 
 from .config import Config
-from .db import Event, SyncRun, database, iso, utcnow
+from .db import Event, SyncRun, database, first_column, iso, utcnow
 from .clock import clock_is_sane
 
 HISTORY_DAYS = 365
@@ -40,7 +40,7 @@ def _delete_in_batches(model: type[pw.Model], key: pw.Field, where: pw.Expressio
     deleted = 0
     while True:
         with database.obj.atomic():
-            ids = [row[0] for row in model.select(key).where(where).limit(BATCH).tuples()]
+            ids = first_column(model.select(key).where(where).limit(BATCH))
             if not ids:
                 return deleted
             deleted += model.delete().where(key.in_(ids)).execute()

@@ -118,7 +118,7 @@ def disk_full_error(exc: BaseException | None) -> BaseException | None:
     return None
 
 
-def describe_failure(config: Config, exc: Exception) -> tuple[str, str]:
+def describe_failure(config: Config, exc: BaseException) -> tuple[str, str]:
     """The final status and the sentence for the history, of what ended a run."""
     if isinstance(exc, Interrupted):
         return SyncRun.INTERRUPTED, "interrupted: the agent was asked to stop; unsent events stay queued"

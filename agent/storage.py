@@ -48,7 +48,7 @@ def disk_space(directory: str | os.PathLike, agent: AgentConfig) -> DiskSpace:
     return DiskSpace(path=str(path), total_bytes=usage.total, free_bytes=usage.free, min_free_bytes=minimum)
 
 
-def database_problem(config: Config, error: Exception) -> str:
+def database_problem(config: Config, error: BaseException) -> str:
     """One line for a database that failed, naming a full disk when it is one."""
     space = disk_space(config.agent.data_dir, config.agent)
     text = f"database {config.agent.database}: {error}"

@@ -27,7 +27,7 @@ import peewee as pw
 from . import courses as courses_mod
 from . import settings
 from .config import Config
-from .db import Activity, Course, Event, Secret, SyncRun, database, iso, utcnow
+from .db import Activity, Course, Event, Secret, SyncRun, database, first_column, iso, utcnow
 from .history import ACTION_KINDS
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from .plan import Call, Plan, Queued, grade_problem, plan_enrolments, plan_learning, plan_users
@@ -263,8 +263,8 @@ def push_learning(run: Run, course: Course) -> None:
 
 
 def queued_ids(course_id: int, *where: pw.Expression) -> list[int]:
-    return [i for (i,) in Event.select(Event.id).where(Event.status == Event.QUEUED, Event.course_id == course_id,
-                                                        *where).tuples()]
+    return first_column(Event.select(Event.id).where(Event.status == Event.QUEUED, Event.course_id == course_id,
+                                                     *where))
 
 
 def check_courses(run: Run) -> list[Course]:
@@ -273,8 +273,8 @@ def check_courses(run: Run) -> list[Course]:
     rec = run.rec
     box = {c.id: c for c in Course.select()}
     wanted = set(box)
-    wanted |= {cid for (cid,) in Event.select(Event.course_id).where(
-        Event.status == Event.QUEUED, Event.course_id.is_null(False)).distinct().tuples()}
+    wanted |= set(first_column(Event.select(Event.course_id).where(
+        Event.status == Event.QUEUED, Event.course_id.is_null(False)).distinct()))
     rec.save(phase="checking_courses", courses_total=len(wanted), courses_done=0)
     server = courses_mod.fetch_by_ids(run.client, sorted(wanted)) if wanted else {}
     pushable = []
@@ -306,9 +306,9 @@ def check_courses(run: Run) -> list[Course]:
             elif mine is None:
                 outcome["outcome"] = "fetched"
             else:
-                gone = conflicts_for_missing_activities(run, cid, theirs.shortname)
+                removed = conflicts_for_missing_activities(run, cid, theirs.shortname)
                 outcome["outcome"] = "changed on the server: refreshed" + (
-                    f"; {gone} event(s) on removed activities kept as conflicts" if gone else "")
+                    f"; {removed} event(s) on removed activities kept as conflicts" if removed else "")
             pushable.append(Course.get_by_id(cid))
         rec.courses[cid] = outcome
         rec.row.courses_done = done
@@ -337,7 +337,7 @@ def check_connection(run: Run) -> bool:
         run.rec.errors.append(f"offline: {exc.reason}")
         return False
     run.rec.row.clock_offset_s = run.client.clock_offset_s()
-    run.functions = {f.get("name") for f in info.get("functions", []) if isinstance(f, dict)}
+    run.functions = {str(f.get("name")) for f in info.get("functions", []) if isinstance(f, dict)}
     settings.put(token_rejected=False, site_name=info.get("sitename"), site_url=info.get("siteurl"),
                  moodle_release=info.get("release"))
     return True

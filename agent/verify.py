@@ -44,7 +44,7 @@ def latest_sent(config: Config, course_id: int | None = None, now: datetime | No
     latest: dict[tuple, Event] = {}
     for event in query.order_by(Event.id).iterator():
         latest[(event.type, event.course_id, event.username, event.cmid)] = event
-    return [e for e in latest.values() if e.status == Event.SENT and (e.sent_at or "") >= since]
+    return [e for e in latest.values() if e.status == Event.SENT and (e.sent_at or "") >= (since or "")]
 
 
 def server_values(function: str, data: object) -> dict[int, float | None]:
@@ -105,7 +105,7 @@ class Verify:
         self.events = {e.id: e for e in events}
         groups: dict[tuple[int, str], list[Event]] = defaultdict(list)
         for e in events:
-            groups[(e.course_id, e.username)].append(e)
+            groups[(e.course_id or 0, e.username)].append(e)  # completions and grades always have a course
         run.rec.save(phase="verifying", events_total=len(events),
                      courses_total=len({cid for cid, _ in groups}), courses_done=0)
         run.resolve_users({username for _, username in groups})
@@ -147,7 +147,7 @@ class Verify:
 
     def count(self, group: list[Event], **kinds: int) -> None:
         self.run.rec.actions.update(kinds)
-        self.per_course[group[0].course_id].update(kinds)
+        self.per_course[group[0].course_id or 0].update(kinds)
 
     def outcome(self, course_id: int, counts: Counter) -> dict:
         course = Course.get_or_none(Course.id == course_id)
