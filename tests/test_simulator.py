@@ -1,6 +1,6 @@
-"""Tests for scripts/moodle_simulator.py.
+"""Tests for scripts/moodle_simulator/.
 
-Part 1 replays every real Moodle 4.5.6 recording in shared/moodle-recordings
+Part 1 replays every real Moodle 4.5.6 recording in tests/recordings
 against the simulator and compares the answers byte for byte.  That works
 because the simulator can report the recorded site URL (wwwroot
 http://127.0.0.1:8080) and its clock can be frozen at the recorded instants,
@@ -34,22 +34,12 @@ RECORDED_WWWROOT = "http://127.0.0.1:8080"
 T_OVERRIDE = 1795334554      # clock of recordings 12-32 (timecompleted, gradedategraded)
 
 
-def _find_recordings():
-    env = os.environ.get("MOODLE_RECORDINGS")
-    if env:
-        return Path(env)
-    candidates = [HERE.parents[1].parent / "shared" / "moodle-recordings"]
-    candidates += [p / "shared" / "moodle-recordings" for p in HERE.parents]
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return candidates[0]
-
-
-RECORDINGS = _find_recordings()
-RECORDING_FILES = sorted(RECORDINGS.glob("*.json")) if RECORDINGS.is_dir() else []
-needs_recordings = pytest.mark.skipif(
-    not RECORDING_FILES, reason=f"Moodle recordings not found at {RECORDINGS} (set MOODLE_RECORDINGS)")
+# The recordings are part of the project (tests/recordings, with their README);
+# MOODLE_RECORDINGS may point the replay at another copy of them.
+PROJECT_RECORDINGS = HERE.parent / "recordings"
+RECORDINGS = Path(os.environ.get("MOODLE_RECORDINGS") or PROJECT_RECORDINGS)
+RECORDING_FILES = sorted(RECORDINGS.glob("*.json"))
+EXPECTED_RECORDINGS = 59     # 01_ to 72_, as listed in tests/recordings/README.md
 
 
 def load(name):
@@ -160,18 +150,22 @@ def compare(rec, r, name):
         assert r.headers[h] == rec["response_headers"][h], h
 
 
-def test_recordings_were_found():
-    if not RECORDING_FILES:
-        pytest.skip(f"Moodle recordings not found at {RECORDINGS} (set MOODLE_RECORDINGS)")
-    assert len(RECORDING_FILES) >= 59
+def test_recordings_are_in_the_project():
+    """A fresh clone replays every recording: none may be missing, none left out of the replay."""
+    in_project = sorted(p.name for p in PROJECT_RECORDINGS.glob("*.json"))
+    assert len(in_project) == EXPECTED_RECORDINGS, f"{PROJECT_RECORDINGS}: {len(in_project)} recordings"
+    assert (PROJECT_RECORDINGS / "README.md").is_file()
+    assert [p.name for p in RECORDING_FILES] == in_project, f"the replay reads {RECORDINGS}"
+    named = set(PREREQUISITES) | {s for steps in PREREQUISITES.values() for s in steps if isinstance(s, str)}
+    named |= SEQUENCE_NAMES | DEBUG_DEVELOPER
+    assert named <= {name.split("_")[0] for name in in_project}
 
 
-@needs_recordings
 # An empty list with an ids function breaks collection on older pytest
-# (Debian's 7.2): without the recordings, one skipped case stands in.
-@pytest.mark.parametrize("path", RECORDING_FILES or [pytest.param(None, marks=needs_recordings)],
-                         ids=lambda p: p.stem if p else "no-recordings")
+# (Debian's 7.2): without recordings, one failing case stands in.
+@pytest.mark.parametrize("path", RECORDING_FILES or [None], ids=lambda p: p.stem if p else "no-recordings")
 def test_recording_replay(replay_sim, path):
+    assert path is not None, f"no recordings in {RECORDINGS}"
     sim = replay_sim
     name = path.name.split("_")[0]
     sim.reset()
@@ -199,7 +193,6 @@ def test_recording_replay(replay_sim, path):
     compare(rec, send(sim, rec), name)
 
 
-@needs_recordings
 def test_batch_stops_at_first_error_and_keeps_earlier_commits(replay_sim):
     sim = replay_sim
     sim.reset()
