@@ -5,7 +5,8 @@ Standard library only, so it runs anywhere Python 3.11 does.  It answers
 ``tests/recordings``): same status codes, headers, JSON bytes (PHP
 ``json_encode`` style, ``\\/`` escaped), exception classes, error codes and
 messages, XML by default, and the recorded test data (courses C1-C3, students
-3-7, the edge_sync service plus core_user_update_users).
+3-7, the edge_sync service plus core_user_update_users,
+core_enrol_get_users_courses and core_user_get_course_user_profiles).
 
 Python API (for tests)::
 
@@ -16,12 +17,15 @@ Python API (for tests)::
                                                      # edit_course_settings, delete_course, add_course
         sim.state.forget(userid=3, courseid=2)       # drop completions/grades (restored backup)
         sim.state.get_completion(3, 1); sim.state.get_grade(4, 3); sim.state.dump()
+        sim.state.add_participants(2, 30000)         # a big course, kept as one rule (no memory)
         sim.faults.set(status=503, retry_after=5, status_count=2)
-        sim.stats.snapshot()
+        sim.stats.snapshot()                         # with cost_ms: the simulated cost, by function
         sim.reset()                                  # seed data, default faults, zero stats
 
-Options of start_simulator/SimServer: request_cost_ms, call_cost_ms, seed,
-without_functions, wwwroot (site URL to report), tls_cert/tls_key, debug
+Options of start_simulator/SimServer: request_cost_ms, call_cost_ms,
+calibrated_costs (the cost model of faults.py, fitted to a real Moodle 4.5), seed,
+participants ({courseid: N}: N more students, cN-participant1..N, kept after
+reset), without_functions, wwwroot (site URL to report), tls_cert/tls_key, debug
 (DEVELOPER debug level: debuginfo in errors), max_input_vars (5000),
 post_max_size (8 MiB), keepalive_timeout (5 s), max_keepalive_requests (100).
 
@@ -33,13 +37,15 @@ then RST); status + retry_after + status_count, status_after_processing;
 captive_portal; redirect (URL or True); reject_token; truncated_json (True or
 next N); clock_offset_s (the server's clock: Date header and the times it writes, unless
 frozen); fail_function {function: errorcode or
-{errorcode, message, exception}}; request_cost_ms / call_cost_ms (cost model,
-REALISTIC_* = 32 / 8 ms); debug.
+{errorcode, message, exception}}; request_cost_ms / call_cost_ms (flat cost
+model, REALISTIC_* = 32 / 8 ms) and calibrated_costs (true: the calibrated
+one, added to the flat one); debug.
 
 Control endpoints (no token):
   GET  /__sim/state[?only=completions,grades&userid=3&courseid=2]
   GET  /__sim/stats            requests, connections, calls per function, errors,
-                               bytes in/out, batches and batch sizes, faults fired
+                               bytes in/out, batches and batch sizes, faults fired,
+                               cost_ms (simulated cost slept, by function) and total_cost_ms
   GET  /__sim/faults           POST /__sim/faults {"status": 503, ...} or {"clear": true}
   POST /__sim/reset            {} or {"seed": false}
   POST /__sim/stats/reset
@@ -51,15 +57,19 @@ Control endpoints (no token):
                                {"op": "edit_course_settings", "courseid": 2, "summary": "x", ...}
                                {"op": "delete_course", "courseid": 4}
                                {"op": "add_course", "shortname": "C4", "fullname": "..."}
+                               {"op": "add_participants", "courseid": 2, "count": 30000,
+                                "prefix": "participant"}
   POST /__sim/forget           {"userid": 3, "courseid": 2, "cmid": 1, "completions": true,
                                 "grades": true, "users": [8], "reuse_ids": false}
 
-Command line: ``scripts/moodle-simulator --host H --port P --token T`` (or
-``python -m moodle_simulator`` with scripts/ on the path).
+Command line: ``scripts/moodle-simulator --host H --port P --token T``
+[--calibrated-costs] [--participants COURSEID=N] ... (or ``python -m
+moodle_simulator`` with scripts/ on the path).
 
 Modules, in the order they build on each other: php (PHP's printing),
 config (the site's settings), errors, params (form decoding, clean_param,
-validate_parameters), xml_output, state (records, indexes, clock), seed (the
+validate_parameters), xml_output, participants (big courses as a rule),
+state (records, indexes, clock), seed (the
 recorded test data), one module per Moodle component (course, user, enrol,
 completion, grades, tool_mobile; webservice holds core_webservice and the
 REST logic), changes (the Moodle class: what people do in Moodle's pages),

@@ -19,16 +19,30 @@ class Moodle(Site):
     """The simulated site.  Every method here takes ``self.lock``."""
 
     def __init__(self, seed: bool = True, wwwroot: str = "http://127.0.0.1",
-                 service_functions: list[tuple[str, str]] | None = None):
+                 service_functions: list[tuple[str, str]] | None = None, participants: dict | None = None):
         super().__init__(wwwroot, service_functions)
+        self.participants = {int(cid): int(n) for cid, n in (participants or {}).items()}
         self.reset(seed=seed)
 
     def reset(self, seed: bool = True) -> None:
-        """Back to the recorded test data (seed=False: only the site and the admin)."""
+        """Back to the recorded test data and the ``participants`` (seed=False: only the site and the admin)."""
         with self.lock:
             self.clear()
             if seed:
                 seed_test_data(self)
+                for courseid, count in sorted(self.participants.items()):
+                    self.add_participants(courseid, count, prefix=f"c{courseid}-participant")
+
+    def add_participants(self, courseid: int, count: int, prefix: str = "participant") -> dict:
+        """``count`` students enrolled in the course (prefix1, prefix2, ...; e-mail prefixN@example.invalid),
+        kept as one rule, so 30,000 cost next to no memory."""
+        with self.lock:
+            if courseid not in self.courses or courseid == 1:
+                raise ValueError(f"courseid: no course {courseid!r} to add participants to")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ValueError(f"count: must be a positive whole number, got {count!r}")
+            ids = self.add_participant_block(courseid, count, prefix)
+            return {"courseid": courseid, "prefix": prefix, "first_id": ids[0], "last_id": ids[-1]}
 
     # -- content changes (what a teacher does in the Moodle UI) -----------------------------
     def edit_activity(self, cmid, name=None, content=None, completion=None, visible=None):
@@ -142,8 +156,7 @@ class Moodle(Site):
                     del self.completions[key]
                 del cm
             self.sections.pop(courseid, None)
-            for uid in self.enrolments.pop(courseid, {}):
-                self.user_courses.get(uid, set()).discard(courseid)
+            self.drop_course_enrolments(courseid)
             for itemid in [i for i, it in self.grade_items.items() if it.courseid == courseid]:
                 it = self.grade_items.pop(itemid)
                 self.grade_item_keys.pop((courseid, it.itemmodule, it.iteminstance, it.itemnumber), None)
@@ -178,20 +191,15 @@ class Moodle(Site):
                         del self.grades[key]
                         dropped["grades"] += 1
             for uid in users or ():
-                u = self.users.get(uid)
-                if u is None or uid in (ADMIN_ID, GUEST_ID):
+                if uid in (ADMIN_ID, GUEST_ID) or self.delete_user(uid) is None:
                     continue
-                del self.users[uid]
-                self.unindex_user(u)
-                for cid in self.user_courses.pop(uid, set()):
-                    self.enrolments.get(cid, {}).pop(uid, None)
                 for key in [k for k in self.completions if k[1] == uid]:
                     del self.completions[key]
                 for key in [k for k in self.grades if k[1] == uid]:
                     del self.grades[key]
                 dropped["users"] += 1
             if reuse_ids:
-                self.next_ids["user"] = max(self.users) + 1
+                self.next_ids["user"] = max(self.user_ids()) + 1
             return dropped
 
     # -- reading back (tests, GET /__sim/state) ------------------------------------------------
@@ -216,7 +224,7 @@ class Moodle(Site):
 
     def dump(self, only=None, userid=None, courseid=None):
         """Everything as plain JSON data; ``only`` picks sections, userid/courseid filter rows."""
-        full = self._dump()
+        full = self._dump(userid, courseid)
 
         def keep(section, row):
             uid = row["id"] if section == "users" else row.get("userid", userid)
@@ -228,8 +236,12 @@ class Moodle(Site):
             full = {k: v for k, v in full.items() if k in set(only) | {"clock"}}
         return full
 
-    def _dump(self):
+    def _dump(self, userid=None, courseid=None):
+        """Everything; only the users and enrolments are narrowed here (a big course has many)."""
         with self.lock:
+            uids = self.user_ids() if userid is None else [userid]
+            cids = sorted({*self.enrolments, *(b.courseid for b in self.blocks if b.courseid is not None)}
+                          if courseid is None else [courseid])
             return {
                 "clock": self.now(),
                 "courses": [{"id": c.id, "shortname": c.shortname, "fullname": c.fullname,
@@ -239,11 +251,11 @@ class Moodle(Site):
                             for c in (self.courses[k] for k in sorted(self.courses))],
                 "users": [{"id": u.id, "username": u.username, "firstname": u.firstname, "lastname": u.lastname,
                            "email": u.email, "idnumber": u.idnumber, "auth": u.auth, "suspended": u.suspended}
-                          for u in (self.users[k] for k in sorted(self.users)) if not u.hidden],
+                          for u in (self.user(k) for k in uids) if u is not None and not u.hidden],
                 "enrolments": [{"courseid": cid, "userid": uid, "roleids": list(e.roles), "status": e.status,
                                 "timestart": e.timestart, "timeend": e.timeend}
-                               for cid in sorted(self.enrolments)
-                               for uid, e in sorted(self.enrolments[cid].items())],
+                               for cid in cids for uid, e in self.course_enrolments(cid)
+                               if userid is None or uid == userid],
                 "completions": [{"cmid": k[0], "courseid": self.cms[k[0]].course if k[0] in self.cms else None,
                                  "userid": k[1], "state": v["state"], "timecompleted": v["timemodified"],
                                  "overrideby": v["overrideby"]}
@@ -274,4 +286,6 @@ class Moodle(Site):
             return {"deleted": spec.get("courseid")}
         if op == "add_course":
             return {"courseid": self.add_course(**spec)}
+        if op == "add_participants":
+            return self.add_participants(**spec)
         raise ValueError(f"unknown op {op!r}")

@@ -4,6 +4,7 @@ These are the values of the recorded Moodle 4.5.6 (see tests/recordings/README.m
 """
 
 WS_PATH = "/webservice/rest/server.php"
+BATCH_FUNCTION = "tool_mobile_call_external_functions"
 
 RELEASE = "4.5.6 (Build: 20250811)"
 VERSION = "2024100706"
@@ -45,6 +46,8 @@ RECORDED_SERVICE = [
 ]
 SERVICE_FUNCTIONS = RECORDED_SERVICE + [
     ("core_user_update_users", VERSION),
+    ("core_enrol_get_users_courses", VERSION),
+    ("core_user_get_course_user_profiles", VERSION),
 ]
 
 # Functions that exist in Moodle 4.5 but are not implemented here (so never in
@@ -56,9 +59,9 @@ core_course_get_course_module core_course_get_course_module_by_instance
 core_course_view_course core_course_get_recent_courses core_course_duplicate_course
 core_course_delete_modules core_course_edit_module core_course_get_updates_since
 core_course_check_updates core_user_delete_users core_user_get_users
-core_user_get_course_user_profiles core_user_update_user_preferences
+core_user_update_user_preferences
 core_user_get_user_preferences core_user_add_user_private_files
-core_enrol_get_users_courses core_enrol_get_course_enrolment_methods
+core_enrol_get_course_enrolment_methods
 core_enrol_search_users core_enrol_get_enrolled_users_with_capability
 enrol_manual_unenrol_users enrol_self_enrol_user
 core_completion_get_course_completion_status core_completion_mark_course_self_completed

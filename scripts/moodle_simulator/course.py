@@ -14,11 +14,16 @@ from .state import Record, Site
 
 def _contacts(site: Site, courseid: int) -> list[dict]:
     out = []
-    for uid, e in sorted(site.enrolments.get(courseid, {}).items()):
-        if CONTACT_ROLE in e.roles and site.is_active_enrolment(e):
-            u = site.users[uid]
+    for uid, e in site.course_enrolments(courseid, CONTACT_ROLE):
+        if site.is_active_enrolment(e):
+            u = site.user_or_fail(uid)
             out.append({"id": uid, "fullname": f"{u.firstname} {u.lastname}"})
     return out
+
+
+def course_image(site: Site, c: Record) -> str:
+    """The generated image of a course without an overview file."""
+    return f"{site.wwwroot}/pluginfile.php/{c.contextid}/course/generated/course.svg"
 
 
 def course_out(site: Site, c: Record) -> dict:
@@ -26,7 +31,7 @@ def course_out(site: Site, c: Record) -> dict:
     ww = site.wwwroot
     out = {
         "id": c.id, "fullname": c.fullname, "displayname": c.fullname, "shortname": c.shortname,
-        "courseimage": f"{ww}/pluginfile.php/{c.contextid}/course/generated/course.svg",
+        "courseimage": course_image(site, c),
         "categoryid": c.categoryid, "categoryname": c.categoryname, "sortorder": c.sortorder,
         "summary": c.summary, "summaryformat": 1, "summaryfiles": [], "overviewfiles": [],
         "showactivitydates": False, "showcompletionconditions": c.showcompletionconditions,

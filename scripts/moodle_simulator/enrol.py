@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from .config import ASSIGNABLE_ROLES, ROLES
-from .errors import coding_exception, invalid_parameter, moodle_exception
-from .params import DEFAULT, Multiple, Single, Value, external, opt, php_intval
-from .state import Site
+from itertools import islice
+from typing import Callable, Iterable
+
+from .config import ASSIGNABLE_ROLES, TRACKING_NONE
+from .course import course_image
+from .errors import MoodleException, coding_exception, invalid_parameter, moodle_exception
+from .params import DEFAULT, Multiple, Single, Value, clean_param, external, opt, php_intval
+from .php import phpnum
+from .state import Record, Site
+from .user import enrolled_courses, ordered, user_details, users_description
+from .xml_output import described
+
+SITE_ID = 1
 
 
 def manual_enrol_users(site: Site, p: dict, userid: int) -> None:
@@ -24,7 +33,7 @@ def manual_enrol_users(site: Site, p: dict, userid: int) -> None:
             raise moodle_exception("wsnoinstance",
                                    "Manual enrolment plugin instance doesn't exist or is disabled for the "
                                    "course (id = {$a->courseid})", module="enrol_manual")
-        u = site.users.get(en["userid"])
+        u = site.user(en["userid"])
         if u is None or u.hidden:
             raise coding_exception("User ID does not exist or is deleted!", f"userid:{en['userid']}")
     for en in p["enrolments"]:
@@ -32,46 +41,133 @@ def manual_enrol_users(site: Site, p: dict, userid: int) -> None:
                    en.get("timeend") or 0, 1 if en.get("suspend") else 0)
 
 
+# get_enrolled_users_returns(): the order of a participant's fields.
+ENROLLED_USER = """id username firstname lastname fullname email address phone1 phone2 department institution
+idnumber interests firstaccess lastaccess lastcourseaccess description descriptionformat city country
+profileimageurlsmall profileimageurl customfields groups roles preferences enrolledcourses""".split()
+# get_users_courses_returns(), in order.
+USER_COURSE = """id shortname fullname displayname enrolledusercount idnumber visible summary summaryformat format
+courseimage showgrades lang enablecompletion completionhascriteria completionusertracked category progress
+completed startdate enddate marker lastaccess isfavourite hidden overviewfiles showactivitydates
+showcompletionconditions timemodified""".split()
+_FILE = dict.fromkeys("filename filepath filesize fileurl timemodified mimetype isexternalfile repositorytype".split())
+USER_COURSES_DESCRIPTION = [{k: [_FILE] if k == "overviewfiles" else None for k in USER_COURSE}]
+# Who holds a capability in a course, for withcapability: the roles whose archetype allows it in
+# lib/db/access.php.  Only these are simulated; others are refused rather than answered wrongly.
+CAPABILITY_ROLES = {
+    "moodle/course:isincompletionreports": {5},
+    "moodle/course:viewparticipants": {1, 3, 4, 5},
+}
+_SORTS = ("id", "firstname", "lastname", "siteorder")
+
+
+def _enrolled_users_options(options: list[dict]) -> dict:
+    """The options, read as Moodle does: in order, by exact name, unknown names ignored."""
+    o = {"withcapability": "", "groupid": 0, "onlyactive": False, "userfields": [], "limitfrom": 0,
+         "limitnumber": 0, "sortby": "id", "sortdirection": "ASC"}
+    for option in options:
+        name, value = option["name"], option["value"]
+        if name == "withcapability":
+            o[name] = value
+        elif name in ("groupid", "limitfrom", "limitnumber"):
+            o[name] = php_intval(value)
+        elif name == "onlyactive":
+            o[name] = value not in ("", "0")          # PHP's !empty()
+        elif name == "userfields":
+            o[name] = [clean_param(f, "alphanumext") for f in value.split(",")]
+        elif name == "sortby":
+            if value not in _SORTS:
+                raise invalid_parameter(f"Invalid value for sortby parameter (value: {value}),"
+                                        f"allowed values are: {','.join(_SORTS)}")
+            o[name] = value
+        elif name == "sortdirection":
+            o[name] = value.upper()
+            if o[name] not in ("ASC", "DESC"):
+                raise invalid_parameter(f"Invalid value for sortdirection parameter\n                        "
+                                        f"(value: {o[name]}),allowed values are: ASC,DESC")
+    return o
+
+
+def _sort_key(site: Site, sortby: str, descending: bool) -> Callable[[tuple], tuple]:
+    if sortby == "id":
+        return lambda row: (row[0],)
+    if sortby in ("firstname", "lastname"):
+        return lambda row: (site.user_or_fail(row[0])[sortby], row[0])
+    # siteorder is ORDER BY lastname, firstname, id <direction>: only the id follows the direction
+    sign = -1 if descending else 1
+
+    def siteorder(row: tuple) -> tuple:
+        u = site.user_or_fail(row[0])
+        return (u.lastname, u.firstname, sign * row[0])
+    return siteorder
+
+
 def get_enrolled_users(site: Site, p: dict, userid: int) -> list[dict]:
+    o = _enrolled_users_options(p["options"])
     cid = p["courseid"]
     site.course_or_fail(cid)
-    opts = {o["name"]: o["value"] for o in p["options"]}
-    onlyactive = opts.get("onlyactive") in ("1", "true")
-    fields = [f.strip() for f in opts["userfields"].split(",")] if opts.get("userfields") else None
-    rows = []
-    for uid, e in site.enrolments.get(cid, {}).items():
-        u = site.users.get(uid)
-        if u is None or (onlyactive and (not site.is_active_enrolment(e) or u.suspended)):
-            continue
-        rows.append((u, e))
-    sortby = opts.get("sortby", "id")
-    keyf = {"firstname": lambda r: (r[0].firstname, r[0].id), "lastname": lambda r: (r[0].lastname, r[0].id)}
-    rows.sort(key=keyf.get(sortby, lambda r: r[0].id),
-              reverse=str(opts.get("sortdirection", "ASC")).upper() == "DESC")
-    if opts.get("limitfrom") or opts.get("limitnumber"):
-        start = php_intval(opts.get("limitfrom", 0))
-        n = php_intval(opts.get("limitnumber", 0))
-        rows = rows[start:start + n] if n else rows[start:]
+    cap = o["withcapability"]
+    if cap and cap not in CAPABILITY_ROLES:
+        raise MoodleException("moodle_simulator_exception", "notsimulated",
+                              f"The simulator does not know which roles have the capability {cap}")
+    if cid == SITE_ID:      # on the front page everyone is enrolled
+        rows: Iterable = ((uid, None) for uid in site.user_ids())
+    else:
+        rows = site.course_enrolments(cid)
+    if o["onlyactive"] and cid != SITE_ID:
+        rows = (r for r in rows if site.is_active_enrolment(r[1]))
+    if cap:
+        rows = (r for r in rows if r[1] is not None and CAPABILITY_ROLES[cap] & set(r[1].roles))
+    if o["groupid"]:
+        rows = iter(())     # no groups are simulated: nobody is in group N
+    start, count = max(o["limitfrom"], 0), max(o["limitnumber"], 0)   # DML normalises negative limits
+    descending = o["sortdirection"] == "DESC"
+    if o["sortby"] == "id" and not descending:
+        chosen = list(islice(rows, start, start + count if count else None))   # already by id: stream
+    else:
+        ordered_rows = sorted(rows, key=_sort_key(site, o["sortby"], descending),
+                              reverse=descending and o["sortby"] != "siteorder")
+        chosen = ordered_rows[start:start + count] if count else ordered_rows[start:]
+    return [ordered(user_details(site, site.user_or_fail(uid), cid, o["userfields"]), ENROLLED_USER)
+            for uid, _ in chosen]
+
+
+def get_users_courses(site: Site, p: dict, userid: int) -> list[dict]:
+    """The courses a user is actively enrolled in, as the site admin sees them."""
+    uid = p["userid"]
+    if site.user(uid) is None:
+        return []
     out = []
-    for u, e in rows:
-        d = {"id": u.id, "username": u.username, "firstname": u.firstname, "lastname": u.lastname,
-             "fullname": f"{u.firstname} {u.lastname}", "email": u.email, "department": u.department,
-             "idnumber": u.idnumber, "firstaccess": 0, "lastaccess": 0, "lastcourseaccess": 0,
-             "profileimageurlsmall": site.picture_url("f2"), "profileimageurl": site.picture_url("f1"),
-             # get_user_roles(): ordered by the roles' sortorder (same order as the ids by default)
-             "roles": [{"roleid": r, "name": "", "shortname": ROLES.get(r, f"role{r}"), "sortorder": 0}
-                       for r in sorted(e.roles)]}
-        # enrol_get_users_courses($userid, true): active enrolments only, by course sortorder
-        mine = sorted((site.courses[x] for x in site.user_courses.get(u.id, ())
-                       if x in site.courses and site.is_active_enrolment(site.enrolments[x][u.id])),
-                      key=lambda c: (-c.visible, c.sortorder))
-        if mine:
-            d["enrolledcourses"] = [{"id": c.id, "fullname": c.fullname, "shortname": c.shortname}
-                                    for c in mine]
-        if fields is not None:
-            d = {k: v for k, v in d.items() if k in fields or k == "id"}
+    for c in enrolled_courses(site, uid):
+        tracked = bool(c.enablecompletion) and site.is_tracked(c.id, uid)
+        d = {
+            "id": c.id, "shortname": c.shortname, "fullname": c.fullname, "displayname": c.fullname,
+            "idnumber": c.idnumber, "visible": c.visible, "summary": c.summary, "summaryformat": 1,
+            "format": c.format, "courseimage": course_image(site, c), "showgrades": True, "lang": "",
+            "enablecompletion": bool(c.enablecompletion), "completionhascriteria": False,
+            "completionusertracked": tracked, "category": c.categoryid,
+            "progress": _progress(site, c, uid) if tracked else None,
+            "completed": False if c.enablecompletion else None,
+            "startdate": c.startdate, "enddate": c.enddate, "marker": 0, "lastaccess": None,
+            "isfavourite": False, "hidden": False, "overviewfiles": [], "showactivitydates": False,
+            "showcompletionconditions": None if c.showcompletionconditions is None
+            else bool(c.showcompletionconditions),
+            "timemodified": c.timemodified,
+        }
+        if p["returnusercount"]:
+            d["enrolledusercount"] = site.enrolled_count(c.id)
+        d = ordered(d, USER_COURSE)
         out.append(d)
     return out
+
+
+def _progress(site: Site, c: Record, uid: int) -> float | int | None:
+    """core_completion\\progress::get_course_progress_percentage(): done activities in per cent."""
+    tracked = [cm for cm in site.course_cms(c.id) if cm.completion != TRACKING_NONE]
+    if not tracked:
+        return None
+    done = sum(1 for cm in tracked if (site.completions.get((cm.id, uid)) or {}).get("state", 0) not in (0, 3))
+    return phpnum(done / len(tracked) * 100)
 
 
 FUNCTIONS = {
@@ -86,5 +182,9 @@ FUNCTIONS = {
     "core_enrol_get_enrolled_users": external(get_enrolled_users, {
         "courseid": Value("int"),
         "options": Multiple(Single({"name": Value("alphanumext"), "value": Value("raw")}), DEFAULT, []),
-    }),
+    }, xml_form=lambda answer: described(answer, users_description(ENROLLED_USER))),
+    "core_enrol_get_users_courses": external(get_users_courses, {
+        "userid": Value("int"),
+        "returnusercount": Value("bool", DEFAULT, True),
+    }, xml_form=lambda answer: described(answer, USER_COURSES_DESCRIPTION)),
 }

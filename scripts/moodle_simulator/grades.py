@@ -116,8 +116,8 @@ def get_grade_items(site: Site, p: dict, userid: int) -> dict:
     if p["userid"]:
         users = [site.user_or_fail(p["userid"])]
     else:
-        users = [site.users[uid] for uid in sorted(site.enrolments.get(course.id, {}))
-                 if uid in site.users and site.is_tracked(course.id, uid)]
+        users = [site.user_or_fail(uid) for uid, _ in site.course_enrolments(course.id)
+                 if site.is_tracked(course.id, uid)]
     return {"usergrades": [_user_report(site, course, u) for u in users], "warnings": []}
 
 

@@ -24,7 +24,7 @@ def phpnum(x: Any) -> Any:
 
 
 def php_str(value: Any) -> str:
-    """(string)$value in PHP."""
+    """(string)$value in PHP (floats with the default precision of 14 digits)."""
     if value is True:
         return "1"
     if value is False or value is None:
@@ -32,13 +32,12 @@ def php_str(value: Any) -> str:
     if isinstance(value, float):
         if math.isfinite(value) and value.is_integer() and abs(value) < 1e15:
             return str(int(value))
-        r = repr(value)
-        if "e" in r:
-            mant, exp = r.split("e")
+        r = f"{value:.14G}"
+        if "E" in r:            # PHP: 1.0E+25, 1.0E-5
+            mant, exp = r.split("E")
             if "." not in mant:
                 mant += ".0"
-            sign = "-" if exp.startswith("-") else "+"
-            r = f"{mant}E{sign}{exp.lstrip('+-')}"
+            r = f"{mant}E{exp[0]}{exp[1:].lstrip('0')}"
         return r
     return str(value)
 

@@ -217,10 +217,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, "text/html; charset=iso-8859-1", _status_page(404))
         ctype, payload, calls = sim.ws.handle(method if method != "HEAD" else "GET", url.query, body,
                                               self.headers.get("Content-Type", ""))
-        cost = (sim.faults.request_cost_ms or 0) + (sim.faults.call_cost_ms or 0) * sum(
-            1 for c in calls if c != "tool_mobile_call_external_functions")
-        if cost:
-            time.sleep(cost / 1000.0)
+        costs = sim.faults.request_costs(calls)
+        for name, ms in costs.items():
+            stats.count("cost_ms", name, ms)
+        if costs:
+            time.sleep(sum(costs.values()) / 1000.0)
         if f["reset"]:
             stats.count("faults_fired", "reset_after_requests")
             return self._reset_connection()
@@ -296,9 +297,9 @@ class SimServer:
     """A running simulator: ``url``, ``state``, ``faults``, ``stats``, ``stop()``."""
 
     def __init__(self, host="127.0.0.1", port=0, token="TOKEN", *, request_cost_ms=0, call_cost_ms=0,
-                 seed=True, without_functions=(), wwwroot=None, tls_cert=None, tls_key=None, debug=False,
-                 max_input_vars=5000, post_max_size=8 * 1024 * 1024, keepalive_timeout=5.0,
-                 max_keepalive_requests=100, verbose=False):
+                 calibrated_costs=False, seed=True, participants=None, without_functions=(), wwwroot=None,
+                 tls_cert=None, tls_key=None, debug=False, max_input_vars=5000, post_max_size=8 * 1024 * 1024,
+                 keepalive_timeout=5.0, max_keepalive_requests=100, verbose=False):
         if not token:
             raise ValueError("a token is required")
         self.verbose = verbose
@@ -322,8 +323,14 @@ class SimServer:
         shown = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("[::1]" if self.host == "::" else self.host)
         self.url = f"{self.scheme}://{shown}:{self.port}"
         self.wwwroot = (wwwroot or self.url).rstrip("/")
-        self.state = Moodle(seed=seed, wwwroot=self.wwwroot, service_functions=service)
-        self.faults = Faults(request_cost_ms=request_cost_ms, call_cost_ms=call_cost_ms, debug=debug)
+        try:
+            self.state = Moodle(seed=seed, wwwroot=self.wwwroot, service_functions=service,
+                                participants=participants)
+        except ValueError:
+            self.httpd.server_close()
+            raise
+        self.faults = Faults(request_cost_ms=request_cost_ms, call_cost_ms=call_cost_ms,
+                             calibrated_costs=calibrated_costs, debug=debug)
         self.state.clock_offset = lambda: self.faults.clock_offset_s   # a skewed server stamps its own time
         self.stats = Stats()
         self.ws = WebService(self.state, token, self.faults, self.stats, max_input_vars, post_max_size)

@@ -1,17 +1,25 @@
 """The site's records, their indexes and its clock: what Moodle keeps in its database.
 
 The web service functions (course.py, user.py, enrol.py, ...) read and write
-these records; changes.py adds what people do in Moodle's pages.
+these records; changes.py adds what people do in Moodle's pages.  Users and
+enrolments are read through the methods here (user, user_id,
+course_enrolments, ...), never through the dicts, because participant
+blocks (participants.py) keep most of a big course's users as a rule: what
+those methods return for a block's user is a throwaway copy, so code that
+changes a user or an enrolment gets it from user_for_update() or enrol().
 """
 
 from __future__ import annotations
 
+import heapq
+import re
 import threading
 import time
 from typing import Any, Callable, Iterator
 
 from .config import ADMIN_ID, GUEST_ID, SERVICE_FUNCTIONS, SITE_COURSE, STUDENT_ROLE, THEMEREV
 from .errors import missing_record
+from .participants import ParticipantBlock
 from .php import php_str
 
 
@@ -62,6 +70,7 @@ class Site:
             self.users_by_email: dict[str, set[int]] = {}   # lower-case email -> ids
             self.enrolments: dict[int, dict[int, Record]] = {}   # courseid -> {userid: enrolment}
             self.user_courses: dict[int, set[int]] = {}          # userid -> courseids
+            self.blocks: list[ParticipantBlock] = []
             self.completions: dict[tuple[int, int], dict] = {}   # (cmid, userid) -> state, time, overrideby
             self.grade_items: dict[int, Record] = {}
             self.grade_item_keys: dict[tuple, int] = {}   # (courseid, itemmodule, iteminstance, itemnumber)
@@ -74,13 +83,19 @@ class Site:
             self.add_user_record(GUEST_ID, "guest", "Guest user", " ", "root@localhost", "", hidden=True)
             self.add_user_record(ADMIN_ID, "admin", "Admin", "User", "admin@example.invalid", "")
 
-    def add_user_record(self, uid: int, username: str, firstname: str, lastname: str, email: str,
-                        idnumber: str, hidden: bool = False, **extra: Any) -> Record:
+    @staticmethod
+    def _user_record(uid: int, username: str, firstname: str, lastname: str, email: str, idnumber: str,
+                     hidden: bool = False, **extra: Any) -> Record:
         u = Record(id=uid, username=username, firstname=firstname, lastname=lastname, email=email,
                    idnumber=idnumber, auth="manual", suspended=False, confirmed=True, lang="en", theme="",
                    timezone="99", mailformat=1, department="", hidden=hidden, password=None,
                    city="", country="", description="", institution="", calendartype="gregorian")
         u.update(extra)
+        return u
+
+    def add_user_record(self, uid: int, username: str, firstname: str, lastname: str, email: str,
+                        idnumber: str, hidden: bool = False, **extra: Any) -> Record:
+        u = self._user_record(uid, username, firstname, lastname, email, idnumber, hidden, **extra)
         self.users[uid] = u
         self.index_user(u)
         return u
@@ -102,6 +117,7 @@ class Site:
 
     def enrol(self, courseid: int, userid: int, roleid: int, timestart: int = 0, timeend: int = 0,
               status: int = 0) -> Record:
+        self.user_for_update(userid)
         enrol = self.enrolments.setdefault(courseid, {})
         e = enrol.get(userid)
         if e is None:
@@ -167,7 +183,10 @@ class Site:
         return self._record_or_fail(self.courses, courseid, "course", "SELECT * FROM {course} WHERE id = ?")
 
     def user_or_fail(self, userid: int) -> Record:
-        return self._record_or_fail(self.users, userid, "user", "SELECT * FROM {user} WHERE id = ?")
+        user = self.user(userid)
+        if user is None:
+            raise missing_record("user", "SELECT * FROM {user} WHERE id = ?", [userid])
+        return user
 
     def cm_or_fail(self, cmid: int) -> Record:
         return self._record_or_fail(self.cms, cmid, "course_modules",
@@ -185,9 +204,109 @@ class Site:
 
     def is_tracked(self, courseid: int, userid: int) -> bool:
         """A learner whose completion the course tracks: an active student, not suspended."""
-        e = self.enrolments.get(courseid, {}).get(userid)
-        u = self.users.get(userid)
+        e = self.enrolment(courseid, userid)
+        u = self.user(userid)
         return bool(e and u and not u.suspended and STUDENT_ROLE in e.roles and self.is_active_enrolment(e))
 
     def picture_url(self, size: str) -> str:
         return f"{self.wwwroot}/theme/image.php/boost/core/{THEMEREV}/u/{size}"
+
+    # -- users and enrolments, participant blocks included ---------------------------------
+    def _block_of(self, uid: int) -> ParticipantBlock | None:
+        return next((b for b in self.blocks if b.holds(uid)), None)
+
+    def _block_enrolment(self, block: ParticipantBlock, uid: int) -> Record:
+        return Record(userid=uid, courseid=block.courseid, roles=[block.roleid], status=0, timestart=0,
+                      timeend=0, timecreated=block.timecreated)
+
+    def add_participant_block(self, courseid: int, count: int, prefix: str, roleid: int = STUDENT_ROLE) -> range:
+        """``count`` new users named prefix1, prefix2, ..., enrolled in the course; their ids."""
+        if not re.fullmatch(r"[a-z]([a-z0-9._-]*[a-z._-])?", prefix):   # a digit last would blur the numbers
+            raise ValueError(f"prefix: lower-case letters, digits, '.', '_' or '-', not ending in a digit; "
+                             f"got {prefix!r}")
+        if any(b.prefix == prefix for b in self.blocks) or any(
+                name.startswith(prefix) for name in self.users_by_username):
+            raise ValueError(f"prefix: {prefix!r} is already used by other users")
+        first = self.next_ids["user"]
+        self.next_ids["user"] = first + count
+        self.blocks.append(ParticipantBlock(courseid, first, count, prefix, roleid, self.now()))
+        return range(first, first + count)
+
+    def user(self, uid: int) -> Record | None:
+        """The user record (a throwaway copy for a block's participant: read it, do not change it)."""
+        u = self.users.get(uid)
+        block = self._block_of(uid) if u is None else None
+        return self._user_record(uid, idnumber="", **block.user_fields(uid)) if block else u
+
+    def user_for_update(self, uid: int) -> Record | None:
+        """The user record to change: a block's participant becomes an ordinary record first."""
+        block = self._block_of(uid)
+        if block is not None:
+            self.add_user_record(uid, idnumber="", **block.user_fields(uid))
+            if block.courseid is not None:
+                self.enrolments.setdefault(block.courseid, {})[uid] = self._block_enrolment(block, uid)
+                self.user_courses.setdefault(uid, set()).add(block.courseid)
+            block.moved.add(uid)
+        return self.users.get(uid)
+
+    def user_id(self, username: str) -> int | None:
+        uid = self.users_by_username.get(username)
+        if uid is None:
+            uid = next((i for i in (b.uid_of_username(username) for b in self.blocks) if i is not None), None)
+        return uid
+
+    def user_ids_with_email(self, email: str) -> list[int]:
+        """Ids of the users with this address, compared case-insensitively."""
+        key = email.lower()
+        ids = list(self.users_by_email.get(key, ()))
+        ids += [uid for uid in (b.uid_of_email(key) for b in self.blocks) if uid is not None]
+        return ids
+
+    def user_ids_with_idnumber(self, idnumber: str) -> set[int]:
+        return self.users_by_idnumber.get(idnumber, set())   # a block's participants have none
+
+    def user_ids(self) -> list[int]:
+        return sorted([*self.users, *(uid for b in self.blocks for uid in b.ids())])
+
+    def user_course_ids(self, uid: int) -> set[int]:
+        block = self._block_of(uid)
+        if block is not None:
+            return {block.courseid} if block.courseid is not None else set()
+        return self.user_courses.get(uid, set())
+
+    def enrolment(self, courseid: int, uid: int) -> Record | None:
+        block = self._block_of(uid)
+        if block is not None:
+            return self._block_enrolment(block, uid) if block.courseid == courseid else None
+        return self.enrolments.get(courseid, {}).get(uid)
+
+    def course_enrolments(self, courseid: int, roleid: int | None = None) -> Iterator[tuple[int, Record]]:
+        """(userid, enrolment) of everyone enrolled in the course (with that role), by user id."""
+        stored = sorted((uid, e) for uid, e in self.enrolments.get(courseid, {}).items()
+                        if roleid is None or roleid in e.roles)
+        blocks = [b for b in self.blocks if b.courseid == courseid and roleid in (None, b.roleid)]
+        if not blocks:
+            return iter(stored)
+        from_blocks = ((uid, self._block_enrolment(b, uid)) for b in blocks for uid in b.ids())
+        return heapq.merge(stored, from_blocks, key=lambda row: row[0])
+
+    def enrolled_count(self, courseid: int) -> int:
+        return len(self.enrolments.get(courseid, {})) + sum(b.size() for b in self.blocks if b.courseid == courseid)
+
+    def delete_user(self, uid: int) -> Record | None:
+        """Remove a user with its enrolments (not its completions and grades)."""
+        u = self.user_for_update(uid)
+        if u is None:
+            return None
+        del self.users[uid]
+        self.unindex_user(u)
+        for cid in self.user_courses.pop(uid, set()):
+            self.enrolments.get(cid, {}).pop(uid, None)
+        return u
+
+    def drop_course_enrolments(self, courseid: int) -> None:
+        for uid in self.enrolments.pop(courseid, {}):
+            self.user_courses.get(uid, set()).discard(courseid)
+        for block in self.blocks:
+            if block.courseid == courseid:
+                block.courseid = None

@@ -13,7 +13,6 @@ from .php import php_json_encode
 if TYPE_CHECKING:
     from .webservice import WebService
 
-BATCH_FUNCTION = "tool_mobile_call_external_functions"
 BATCH_PARAMS = Single({"requests": Multiple(Single({
     "function": Value("alphanumext"),
     "arguments": Value("raw", DEFAULT, "{}"),

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from . import completion, course, enrol, grades, user
-from .config import ADMIN_ID, ADVANCED_FEATURES, OTHER_MOODLE_FUNCTIONS, PRIVATE_ACCESS_KEY, RELEASE, SITENAME, \
-    VERSION
+from .config import (ADMIN_ID, ADVANCED_FEATURES, BATCH_FUNCTION, OTHER_MOODLE_FUNCTIONS, PRIVATE_ACCESS_KEY,
+                     RELEASE, SITENAME, VERSION)
 from .errors import MoodleException, access_exception, invalid_parameter, invalid_token, missing_record, \
     simulated_error
 from .params import DEFAULT, Multiple, Value, external, parse_php_form, validate_parameters
 from .php import php_json_encode, php_str
 from .state import Site
-from .tool_mobile import BATCH_FUNCTION, BATCH_PARAMS, call_external_functions
+from .tool_mobile import BATCH_PARAMS, call_external_functions
 from .xml_output import xml_error, xml_response
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 def get_site_info(site: Site, p: dict, userid: int) -> dict:
-    u = site.users[userid]
+    u = site.user_or_fail(userid)
     return {
         "sitename": SITENAME, "username": u.username, "firstname": u.firstname,
         "lastname": u.lastname, "fullname": f"{u.firstname} {u.lastname}", "lang": "en",
@@ -77,8 +77,12 @@ class WebService:
         self.post_max_size = post_max_size
 
     def call(self, fname: str, params: Any, userid: int, calls: list) -> Any:
-        """external_api::call_external_function for one function; returns its result."""
-        calls.append(fname)
+        """external_api::call_external_function for one function; returns its result.
+
+        ``calls`` gets [function, answer] for each call, the batch's entries
+        included (answer None if it failed): what the cost model charges."""
+        call = [fname, None]
+        calls.append(call)
         self.stats.count("calls", fname)
         fail = self.faults.fail_function
         spec = fail.get(fname) if isinstance(fail, dict) else None
@@ -86,11 +90,14 @@ class WebService:
             self.stats.count("faults_fired", "fail_function")
             raise simulated_error(spec)
         if fname == BATCH_FUNCTION:
-            return call_external_functions(self, validate_parameters(BATCH_PARAMS, params), userid, calls)
-        function = FUNCTIONS[fname]
-        clean = validate_parameters(function.params, params)
-        with self.state.lock:
-            return function.execute(self.state, clean, userid)
+            answer = call_external_functions(self, validate_parameters(BATCH_PARAMS, params), userid, calls)
+        else:
+            function = FUNCTIONS[fname]
+            clean = validate_parameters(function.params, params)
+            with self.state.lock:
+                answer = function.execute(self.state, clean, userid)
+        call[1] = answer
+        return answer
 
     def _variables(self, method: str, query: str, body: bytes, content_type: str) -> dict:
         """$_GET and $_POST merged; Moodle ignores a JSON body (recordings 52, 53)."""
@@ -105,7 +112,7 @@ class WebService:
         return variables
 
     def handle(self, method: str, query: str, body: bytes, content_type: str) -> tuple[str, bytes, list]:
-        """Serve one request to server.php.  Returns (content type, body bytes, function calls)."""
+        """Serve one request to server.php.  Returns (content type, body bytes, [function, answer] calls)."""
         variables = self._variables(method, query, body, content_type)
         fmt = variables.pop("moodlewsrestformat", None)
         as_json = fmt == "json"

@@ -21,6 +21,18 @@ def xmlize(value: Any) -> str:
     return "<VALUE>" + htmlspecialchars(php_str(value)) + "</VALUE>\n"
 
 
+def described(value: Any, description: Any) -> Any:
+    """The answer as xmlize_result() walks it: along the returns description, every key there, null
+    where the answer has none (JSON, by contrast, leaves such keys out).  A description is a dict
+    (a single structure), a one-item list (a multiple one) or None (a value)."""
+    if isinstance(description, dict):
+        value = value if isinstance(value, dict) else {}
+        return {k: described(value.get(k), sub) for k, sub in description.items()}
+    if isinstance(description, list):
+        return [described(v, description[0]) for v in value or ()]
+    return value
+
+
 def xml_response(result: Any, has_returns: bool = True) -> str:
     body = xmlize(result) if (has_returns and result is not None) else ""
     return '<?xml version="1.0" encoding="UTF-8" ?>\n<RESPONSE>\n' + body + "</RESPONSE>\n"
