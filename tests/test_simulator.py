@@ -1,6 +1,6 @@
-"""Tests for scripts/moodle_simulator.py.
+"""Tests for scripts/moodle_simulator/.
 
-Part 1 replays every real Moodle 4.5.6 recording in shared/moodle-recordings
+Part 1 replays every real Moodle 4.5.6 recording in tests/recordings
 against the simulator and compares the answers byte for byte.  That works
 because the simulator can report the recorded site URL (wwwroot
 http://127.0.0.1:8080) and its clock can be frozen at the recorded instants,
@@ -32,24 +32,15 @@ HERE = Path(__file__).resolve()
 WS = "/webservice/rest/server.php"
 RECORDED_WWWROOT = "http://127.0.0.1:8080"
 T_OVERRIDE = 1795334554      # clock of recordings 12-32 (timecompleted, gradedategraded)
+NOT_RECORDED = ["core_user_update_users", "core_enrol_get_users_courses", "core_user_get_course_user_profiles"]
 
 
-def _find_recordings():
-    env = os.environ.get("MOODLE_RECORDINGS")
-    if env:
-        return Path(env)
-    candidates = [HERE.parents[1].parent / "shared" / "moodle-recordings"]
-    candidates += [p / "shared" / "moodle-recordings" for p in HERE.parents]
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return candidates[0]
-
-
-RECORDINGS = _find_recordings()
-RECORDING_FILES = sorted(RECORDINGS.glob("*.json")) if RECORDINGS.is_dir() else []
-needs_recordings = pytest.mark.skipif(
-    not RECORDING_FILES, reason=f"Moodle recordings not found at {RECORDINGS} (set MOODLE_RECORDINGS)")
+# The recordings are part of the project (tests/recordings, with their README);
+# MOODLE_RECORDINGS may point the replay at another copy of them.
+PROJECT_RECORDINGS = HERE.parent / "recordings"
+RECORDINGS = Path(os.environ.get("MOODLE_RECORDINGS") or PROJECT_RECORDINGS)
+RECORDING_FILES = sorted(RECORDINGS.glob("*.json"))
+EXPECTED_RECORDINGS = 59     # 01_ to 72_, as listed in tests/recordings/README.md
 
 
 def load(name):
@@ -68,8 +59,8 @@ def php_json(value):
 
 @pytest.fixture(scope="module")
 def replay_sim():
-    # The recorded service has no core_user_update_users; the recorded site URL is :8080.
-    sim = start_simulator(wwwroot=RECORDED_WWWROOT, without_functions=["core_user_update_users"])
+    # The recorded site URL is :8080, and its service lacks the functions the simulator adds.
+    sim = start_simulator(wwwroot=RECORDED_WWWROOT, without_functions=NOT_RECORDED)
     yield sim
     sim.stop()
 
@@ -160,18 +151,22 @@ def compare(rec, r, name):
         assert r.headers[h] == rec["response_headers"][h], h
 
 
-def test_recordings_were_found():
-    if not RECORDING_FILES:
-        pytest.skip(f"Moodle recordings not found at {RECORDINGS} (set MOODLE_RECORDINGS)")
-    assert len(RECORDING_FILES) >= 59
+def test_recordings_are_in_the_project():
+    """A fresh clone replays every recording: none may be missing, none left out of the replay."""
+    in_project = sorted(p.name for p in PROJECT_RECORDINGS.glob("*.json"))
+    assert len(in_project) == EXPECTED_RECORDINGS, f"{PROJECT_RECORDINGS}: {len(in_project)} recordings"
+    assert (PROJECT_RECORDINGS / "README.md").is_file()
+    assert [p.name for p in RECORDING_FILES] == in_project, f"the replay reads {RECORDINGS}"
+    named = set(PREREQUISITES) | {s for steps in PREREQUISITES.values() for s in steps if isinstance(s, str)}
+    named |= SEQUENCE_NAMES | DEBUG_DEVELOPER
+    assert named <= {name.split("_")[0] for name in in_project}
 
 
-@needs_recordings
 # An empty list with an ids function breaks collection on older pytest
-# (Debian's 7.2): without the recordings, one skipped case stands in.
-@pytest.mark.parametrize("path", RECORDING_FILES or [pytest.param(None, marks=needs_recordings)],
-                         ids=lambda p: p.stem if p else "no-recordings")
+# (Debian's 7.2): without recordings, one failing case stands in.
+@pytest.mark.parametrize("path", RECORDING_FILES or [None], ids=lambda p: p.stem if p else "no-recordings")
 def test_recording_replay(replay_sim, path):
+    assert path is not None, f"no recordings in {RECORDINGS}"
     sim = replay_sim
     name = path.name.split("_")[0]
     sim.reset()
@@ -199,7 +194,6 @@ def test_recording_replay(replay_sim, path):
     compare(rec, send(sim, rec), name)
 
 
-@needs_recordings
 def test_batch_stops_at_first_error_and_keeps_earlier_commits(replay_sim):
     sim = replay_sim
     sim.reset()
@@ -503,7 +497,8 @@ def test_cli_prints_one_line_and_stops_on_sigterm(tmp_path):
     script = HERE.parents[1] / "scripts" / "moodle-simulator"
     port = _free_port()
     proc = subprocess.Popen([sys.executable, str(script), "--host", "127.0.0.1", "--port", str(port),
-                             "--token", "s3cret-token", "--request-cost-ms", "1"],
+                             "--token", "s3cret-token", "--request-cost-ms", "1", "--calibrated-costs",
+                             "--participants", "4=3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -512,6 +507,12 @@ def test_cli_prints_one_line_and_stops_on_sigterm(tmp_path):
                                                                "wsfunction": "core_webservice_get_site_info",
                                                                "moodlewsrestformat": "json"})
         assert r.json()["siteurl"] == f"http://127.0.0.1:{port}"
+        r = requests.post(f"http://127.0.0.1:{port}{WS}", data={"wstoken": "s3cret-token",
+                                                               "wsfunction": "core_enrol_get_enrolled_users",
+                                                               "moodlewsrestformat": "json", "courseid": 4})
+        assert [u["username"] for u in r.json()] == ["c4-participant1", "c4-participant2", "c4-participant3"]
+        stats = requests.get(f"http://127.0.0.1:{port}/__sim/stats").json()
+        assert stats["cost_ms"]["(request)"] == 2 * (1 + 38)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
         assert proc.returncode == 0
@@ -520,6 +521,16 @@ def test_cli_prints_one_line_and_stops_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_refuses_participants_for_a_missing_course():
+    script = HERE.parents[1] / "scripts" / "moodle-simulator"
+    done = subprocess.run([sys.executable, str(script), "--port", "0", "--token", "t", "--participants", "99=5"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "courseid: no course 99" in done.stderr
+    done = subprocess.run([sys.executable, str(script), "--port", "0", "--token", "t", "--participants", "4"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "expected COURSEID=N" in done.stderr
 
 
 def _free_port():
@@ -551,9 +562,9 @@ def test_tls(tmp_path):
         sim.stop()
 
 
-def test_site_info_lists_update_users_by_default(simulator):
+def test_site_info_lists_the_unrecorded_functions_last_by_default(simulator):
     names = [f["name"] for f in ws(simulator, "core_webservice_get_site_info")["functions"]]
-    assert names[-1] == "core_user_update_users" and len(names) == 15
+    assert names[-3:] == NOT_RECORDED and len(names) == 17
 
 
 def test_without_function_gives_accessexception(simulator):
@@ -717,3 +728,170 @@ def test_concurrent_batches_are_consistent(simulator):
     stats = simulator.stats.snapshot()
     assert stats["calls"]["core_completion_override_activity_completion_status"] == 8 * 200
     assert len(simulator.state.dump()["completions"]) == 16
+
+
+# ---------------------------------------------------------------------------
+# Part 4: enrolment checks in proportion to the box's learners (answers as
+# Moodle 4.5 gives them), big courses, and the calibrated cost model
+# ---------------------------------------------------------------------------
+
+def enrolled(sim, courseid, **options):
+    opts = [{"name": k, "value": v} for k, v in options.items()]
+    return ws(sim, "core_enrol_get_enrolled_users", courseid=courseid, options=opts)
+
+
+def test_enrolled_users_options(simulator):
+    assert enrolled(simulator, 2, userfields="id") == [
+        {"id": uid, "fullname": f"Student{uid - 2} Reference"} for uid in range(3, 8)]
+    # XML walks the returns description: every key, null (or an empty list) where JSON has none.
+    xml = ws(simulator, "core_enrol_get_enrolled_users", fmt=None, courseid=2,
+             options=[{"name": "userfields", "value": "id"}])
+    assert xml.count("<SINGLE>") == 5 and xml.count('<KEY name="username"><VALUE null="null"/>\n</KEY>') == 5
+    assert '<KEY name="customfields"><MULTIPLE>\n</MULTIPLE>\n</KEY>' in xml
+    # clean_param(PARAM_ALPHANUMEXT) per field; the answer follows get_enrolled_users_returns' order.
+    assert list(enrolled(simulator, 2, userfields="email, id,roles")[0]) == ["id", "fullname", "email", "roles"]
+    assert [u["id"] for u in enrolled(simulator, 2, userfields="id", limitfrom=1, limitnumber=2)] == [4, 5]
+    assert [u["id"] for u in enrolled(simulator, 2, userfields="id", limitfrom=-3, limitnumber=-1)] == [3, 4, 5, 6, 7]
+    assert [u["id"] for u in enrolled(simulator, 2, userfields="id", sortby="firstname",
+                                      sortdirection="desc")] == [7, 6, 5, 4, 3]
+    # onlyactive is PHP's !empty(): "0" and "" are off, anything else on; it looks at enrolments only.
+    ws(simulator, "enrol_manual_enrol_users", enrolments=[{"roleid": 5, "userid": 7, "courseid": 2, "suspend": 1}])
+    ws(simulator, "core_user_update_users", users=[{"id": 6, "suspended": 1}])
+    assert [u["id"] for u in enrolled(simulator, 2, userfields="id", onlyactive="0")] == [3, 4, 5, 6, 7]
+    assert [u["id"] for u in enrolled(simulator, 2, userfields="id", onlyactive="false")] == [3, 4, 5, 6]
+    # withcapability: the roles whose archetype has it.
+    ws(simulator, "enrol_manual_enrol_users", enrolments=[{"roleid": 3, "userid": 3, "courseid": 4},
+                                                           {"roleid": 5, "userid": 4, "courseid": 4}])
+    assert [u["id"] for u in enrolled(simulator, 4, userfields="id",
+                                      withcapability="moodle/course:isincompletionreports")] == [4]
+    assert [u["id"] for u in enrolled(simulator, 4, userfields="id",
+                                      withcapability="moodle/course:viewparticipants")] == [3, 4]
+    assert enrolled(simulator, 4, groupid=1) == []          # no groups: nobody is in one
+    err = enrolled(simulator, 2, userfields="id,bogus")
+    assert err == {"exception": "core\\exception\\moodle_exception", "errorcode": "invaliduserfield",
+                   "message": "Invalid user field: bogus"}
+    assert enrolled(simulator, 2, sortby="email")["errorcode"] == "invalidparameter"
+    assert enrolled(simulator, 2, sortdirection="up")["errorcode"] == "invalidparameter"
+    assert enrolled(simulator, 99)["errorcode"] == "invalidrecord"
+
+
+def test_users_courses(simulator):
+    keys = ["id", "shortname", "fullname", "displayname", "enrolledusercount", "idnumber", "visible", "summary",
+            "summaryformat", "format", "courseimage", "showgrades", "lang", "enablecompletion",
+            "completionhascriteria", "completionusertracked", "category", "progress", "completed", "startdate",
+            "enddate", "marker", "lastaccess", "isfavourite", "hidden", "overviewfiles", "showactivitydates",
+            "showcompletionconditions", "timemodified"]
+    ws(simulator, "core_completion_override_activity_completion_status", userid=3, cmid=1, newstate=1)
+    courses = ws(simulator, "core_enrol_get_users_courses", userid=3)
+    assert [c["id"] for c in courses] == [3, 2]             # visible first, then by sortorder (C2 before C1)
+    c1 = courses[1]
+    assert list(c1) == keys
+    assert (c1["shortname"], c1["enrolledusercount"], c1["showgrades"], c1["enablecompletion"]) == ("C1", 5, True, True)
+    assert c1["completionusertracked"] is True and c1["completed"] is False and c1["lastaccess"] is None
+    assert c1["progress"] == pytest.approx(100 / 3)          # 1 of C1's 3 activities with completion
+    assert courses[0]["progress"] == 0
+    assert c1["courseimage"] == f"{simulator.url}/pluginfile.php/11/course/generated/course.svg"
+    assert "enrolledusercount" not in ws(simulator, "core_enrol_get_users_courses", userid=3, returnusercount=0)[0]
+    xml = ws(simulator, "core_enrol_get_users_courses", fmt=None, userid=3)
+    assert '<KEY name="progress"><VALUE>33.333333333333</VALUE>' in xml      # PHP's 14 digits
+    assert '<KEY name="lastaccess"><VALUE null="null"/>' in xml
+    # Only active enrolments, hidden courses for those who may see them; an unknown user has no courses.
+    ws(simulator, "enrol_manual_enrol_users", enrolments=[{"roleid": 5, "userid": 3, "courseid": 3, "suspend": 1},
+                                                           {"roleid": 5, "userid": 3, "courseid": 4},
+                                                           {"roleid": 3, "userid": 4, "courseid": 4}])
+    simulator.state.edit_course_settings(4, visible=0)
+    assert [c["id"] for c in ws(simulator, "core_enrol_get_users_courses", userid=3)] == [2]
+    assert [c["id"] for c in ws(simulator, "core_enrol_get_users_courses", userid=4)] == [3, 2, 4]
+    assert ws(simulator, "core_enrol_get_users_courses", userid=4242) == []
+    assert ws(simulator, "core_enrol_get_users_courses")["errorcode"] == "invalidparameter"
+
+
+def test_course_user_profiles(simulator):
+    base = ws(simulator, "core_user_get_users_by_field", field="id", values=[3])[0]
+    profiles = ws(simulator, "core_user_get_course_user_profiles",
+                  userlist=[{"userid": 4242, "courseid": 2}, {"userid": 4, "courseid": 4}, {"userid": 3, "courseid": 2}])
+    assert [p["id"] for p in profiles] == [3, 4]             # unknown users are left out
+    assert profiles[0] == {**base, "roles": [{"roleid": 5, "name": "", "shortname": "student", "sortorder": 0}],
+                           "enrolledcourses": [{"id": 3, "fullname": "Reference course C2", "shortname": "C2"},
+                                               {"id": 2, "fullname": "Reference course C1", "shortname": "C1"}]}
+    assert profiles[1]["roles"] == []                        # a profile even where the user is not enrolled
+    missing = ws(simulator, "core_user_get_course_user_profiles", userlist=[{"userid": 3, "courseid": 99}])
+    assert missing["errorcode"] == "invalidparameter"
+    [res] = batch(simulator, ("core_user_get_course_user_profiles", {"userlist": []}))
+    assert json.loads(res["exception"])["errorcode"] == "codingerror"
+
+
+def test_participants_cost_no_records_and_behave_like_users():
+    sim = start_simulator(participants={4: 30000})
+    try:
+        state = sim.state
+        assert len(state.users) == 7 and state.enrolled_count(4) == 30000     # kept as one rule
+        last = enrolled(sim, 4, userfields="id,username", limitfrom=29998, limitnumber=5)
+        assert last == [{"id": 30006, "username": "c4-participant29999", "fullname": "Participant 29999"},
+                        {"id": 30007, "username": "c4-participant30000", "fullname": "Participant 30000"}]
+        found = ws(sim, "core_user_get_users_by_field", field="username", values=["c4-participant7", "c4-participant0"])
+        assert [u["id"] for u in found] == [14]
+        assert [c["id"] for c in ws(sim, "core_enrol_get_users_courses", userid=14)] == [4]
+        assert ws(sim, "core_user_get_users_by_field", field="email",
+                  values=["c4-participant8@example.invalid"])[0]["id"] == 15
+        # Writing to one makes it an ordinary record; the others stay a rule.
+        ws(sim, "enrol_manual_enrol_users", enrolments=[{"roleid": 5, "userid": 14, "courseid": 2}])
+        assert len(state.users) == 8
+        assert [c["id"] for c in ws(sim, "core_enrol_get_users_courses", userid=14)] == [4, 2]
+        ws(sim, "core_user_update_users", users=[{"id": 15, "username": "renamed15"}])
+        assert ws(sim, "core_user_get_users_by_field", field="username", values=["c4-participant8"]) == []
+        assert ws(sim, "core_user_get_users_by_field", field="username", values=["renamed15"])[0]["id"] == 15
+        assert ws(sim, "core_user_create_users", users=[{"username": "c4-participant9", "password": "Pass#word1",
+                                                        "firstname": "A", "lastname": "B",
+                                                        "email": "a@example.invalid"}])["errorcode"] == "invalidparameter"
+        ws(sim, "core_completion_override_activity_completion_status", userid=16, cmid=7, newstate=1)
+        assert state.get_completion(16, 7)["state"] == 1
+        status = ws(sim, "core_completion_get_activities_completion_status", courseid=4, userid=16)["statuses"]
+        assert status[0]["istrackeduser"] is True
+        assert state.forget(users=[16])["users"] == 1 and state.enrolled_count(4) == 29999
+        sim.reset()
+        assert len(state.users) == 7 and state.enrolled_count(4) == 30000
+        with pytest.raises(ValueError, match="courseid"):
+            state.add_participants(99, 3)
+        assert control(sim, "edit", {"op": "add_participants", "courseid": 2, "count": 3, "prefix": "extra"}) == {
+            "courseid": 2, "prefix": "extra", "first_id": 30008, "last_id": 30010}
+        assert state.enrolled_count(2) == 8
+    finally:
+        sim.stop()
+
+
+def cost_of(sim, function, **params):
+    """The simulated cost charged for one call, by part (what the server slept)."""
+    sim.stats.reset()
+    ws(sim, function, **params)
+    return sim.stats.snapshot()["cost_ms"]
+
+
+def test_calibrated_costs_grow_with_participants_and_fields():
+    sim = start_simulator(calibrated_costs=True, participants={4: 200})
+    try:
+        full = cost_of(sim, "core_enrol_get_enrolled_users", courseid=2)
+        ids = cost_of(sim, "core_enrol_get_enrolled_users", courseid=2,
+                      options=[{"name": "userfields", "value": "id"}])
+        # 5 participants; a full profile here has 15 fields, userfields=id gives id and fullname.
+        assert full == {"(request)": 38.0, "core_enrol_get_enrolled_users": pytest.approx(5 * (0.01 + 15 * 0.27))}
+        assert ids == {"(request)": 38.0, "core_enrol_get_enrolled_users": pytest.approx(5 * (0.01 + 2 * 0.27))}
+        assert full["core_enrol_get_enrolled_users"] > 7 * ids["core_enrol_get_enrolled_users"]
+        # In proportion to what is asked for, not to the course: 30 of 200 participants.
+        some = cost_of(sim, "core_enrol_get_enrolled_users", courseid=4,
+                       options=[{"name": "userfields", "value": "id"}, {"name": "limitnumber", "value": "30"}])
+        assert some["core_enrol_get_enrolled_users"] == pytest.approx(30 * (0.01 + 2 * 0.27))
+        # A batch of overrides: one request, 7.2 ms an entry; the old flat switches add to it.
+        sim.faults.set(request_cost_ms=10, call_cost_ms=1)
+        sim.stats.reset()
+        batch(sim, *[("core_completion_override_activity_completion_status",
+                      {"userid": 3, "cmid": 1, "newstate": n % 2}) for n in range(3)])
+        assert sim.stats.snapshot()["cost_ms"] == {
+            "(request)": 48.0, "core_completion_override_activity_completion_status": pytest.approx(3 * 8.2)}
+        assert sim.stats.snapshot()["total_cost_ms"] == pytest.approx(48 + 3 * 8.2)
+        # Off through the control endpoint, as the other cost switches.
+        assert control(sim, "faults", {"calibrated_costs": False, "request_cost_ms": None,
+                                       "call_cost_ms": None})["calibrated_costs"] is False
+        assert cost_of(sim, "core_webservice_get_site_info") == {}
+    finally:
+        sim.stop()

@@ -1,0 +1,90 @@
+"""Moodle 4.5 Web Services (REST) simulator for moodle-sync-agent.
+
+Standard library only, so it runs anywhere Python 3.11 does.  It answers
+``/webservice/rest/server.php`` the way the recorded Moodle 4.5.6 does (see
+``tests/recordings``): same status codes, headers, JSON bytes (PHP
+``json_encode`` style, ``\\/`` escaped), exception classes, error codes and
+messages, XML by default, and the recorded test data (courses C1-C3, students
+3-7, the edge_sync service plus core_user_update_users,
+core_enrol_get_users_courses and core_user_get_course_user_profiles).
+
+Python API (for tests)::
+
+    with start_simulator(token="TOKEN") as sim:      # port 0: a free port
+        sim.url                                      # http://127.0.0.1:<port>
+        sim.state.set_clock(1795334554)              # freeze the site clock (None: real time)
+        sim.state.edit_activity(1, name="Renamed")   # add_activity, delete_activity,
+                                                     # edit_course_settings, delete_course, add_course
+        sim.state.forget(userid=3, courseid=2)       # drop completions/grades (restored backup)
+        sim.state.get_completion(3, 1); sim.state.get_grade(4, 3); sim.state.dump()
+        sim.state.add_participants(2, 30000)         # a big course, kept as one rule (no memory)
+        sim.faults.set(status=503, retry_after=5, status_count=2)
+        sim.stats.snapshot()                         # with cost_ms: the simulated cost, by function
+        sim.reset()                                  # seed data, default faults, zero stats
+
+Options of start_simulator/SimServer: request_cost_ms, call_cost_ms,
+calibrated_costs (the cost model of faults.py, fitted to a real Moodle 4.5), seed,
+participants ({courseid: N}: N more students, cN-participant1..N, kept after
+reset), without_functions, wwwroot (site URL to report), tls_cert/tls_key, debug
+(DEVELOPER debug level: debuginfo in errors), max_input_vars (5000),
+post_max_size (8 MiB), keepalive_timeout (5 s), max_keepalive_requests (100).
+
+Fault switches (``sim.faults.set(...)`` or POST /__sim/faults, null = off):
+latency_ms; reset_after_requests=N (answer N more, then close the next
+connection without answering; once) with reset_after_processing (the write
+happens first); reset_mid_response (True or next N: headers + half the body,
+then RST); status + retry_after + status_count, status_after_processing;
+captive_portal; redirect (URL or True); reject_token; truncated_json (True or
+next N); clock_offset_s (the server's clock: Date header and the times it writes, unless
+frozen); fail_function {function: errorcode or
+{errorcode, message, exception}}; request_cost_ms / call_cost_ms (flat cost
+model, REALISTIC_* = 32 / 8 ms) and calibrated_costs (true: the calibrated
+one, added to the flat one); debug.
+
+Control endpoints (no token):
+  GET  /__sim/state[?only=completions,grades&userid=3&courseid=2]
+  GET  /__sim/stats            requests, connections, calls per function, errors,
+                               bytes in/out, batches and batch sizes, faults fired,
+                               cost_ms (simulated cost slept, by function) and total_cost_ms
+  GET  /__sim/faults           POST /__sim/faults {"status": 503, ...} or {"clear": true}
+  POST /__sim/reset            {} or {"seed": false}
+  POST /__sim/stats/reset
+  POST /__sim/clock            {"now": 1795334554} or {"now": null}
+  POST /__sim/edit             {"op": "edit_activity", "cmid": 1, "name": "x", "content": "..."}
+                               {"op": "add_activity", "courseid": 2, "modname": "page|url|assign",
+                                "name": "x", "completion": 0|1|2, "section": 1}
+                               {"op": "delete_activity", "cmid": 1}
+                               {"op": "edit_course_settings", "courseid": 2, "summary": "x", ...}
+                               {"op": "delete_course", "courseid": 4}
+                               {"op": "add_course", "shortname": "C4", "fullname": "..."}
+                               {"op": "add_participants", "courseid": 2, "count": 30000,
+                                "prefix": "participant"}
+  POST /__sim/forget           {"userid": 3, "courseid": 2, "cmid": 1, "completions": true,
+                                "grades": true, "users": [8], "reuse_ids": false}
+
+Command line: ``scripts/moodle-simulator --host H --port P --token T``
+[--calibrated-costs] [--participants COURSEID=N] ... (or ``python -m
+moodle_simulator`` with scripts/ on the path).
+
+Modules, in the order they build on each other: php (PHP's printing),
+config (the site's settings), errors, params (form decoding, clean_param,
+validate_parameters), xml_output, participants (big courses as a rule),
+state (records, indexes, clock), seed (the
+recorded test data), one module per Moodle component (course, user, enrol,
+completion, grades, tool_mobile; webservice holds core_webservice and the
+REST logic), changes (the Moodle class: what people do in Moodle's pages),
+faults and stats, server (HTTP), cli.
+"""
+
+from .changes import Moodle
+from .cli import main
+from .config import WS_PATH
+from .errors import MoodleException
+from .faults import REALISTIC_CALL_COST_MS, REALISTIC_REQUEST_COST_MS, Faults
+from .server import SimServer, start_simulator
+from .stats import Stats
+
+__all__ = [
+    "Moodle", "MoodleException", "Faults", "Stats", "SimServer", "start_simulator", "main",
+    "REALISTIC_REQUEST_COST_MS", "REALISTIC_CALL_COST_MS", "WS_PATH",
+]
