@@ -98,3 +98,12 @@ def test_the_planner_is_pure(graph):
 def test_a_cycle_would_be_seen():
     fake = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert {n for n in fake if n in reachable(fake, n)} == {"a", "b", "c"}
+
+
+def test_no_module_is_too_long_to_read():
+    """A module over 700 lines holds more than one concern: split it."""
+    roots = [ROOT / "agent", ROOT / "webui", ROOT / "scripts" / "moodle_simulator"]
+    lengths = {str(path.relative_to(ROOT)): len(path.read_text().splitlines())
+               for root in roots for path in root.rglob("*.py")}
+    assert len(lengths) > 40, "the modules were not found"
+    assert not {name: n for name, n in lengths.items() if n > 700}
