@@ -34,6 +34,7 @@ from agent import settings  # noqa: E402
 from agent.auth import hash_password  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.db import close_db, open_db  # noqa: E402
+from tests.helpers import keep_courses  # noqa: E402
 from webui import create_app  # noqa: E402
 
 PAGE_TARGET_MS = 50.0
@@ -45,6 +46,7 @@ PASSWORD = "bench-password"
 def fill(path: Path, n_events: int, n_runs: int) -> None:
     """Rows as the agent writes them, inserted in bulk (the triggers keep the counters)."""
     open_db(path)
+    keep_courses(2, 3, 4)  # the events below and the API's batches are for these
     close_db()
     con = sqlite3.connect(path)
     con.execute("PRAGMA synchronous = OFF")
@@ -73,8 +75,8 @@ def fill(path: Path, n_events: int, n_runs: int) -> None:
 
     con.executemany(
         "INSERT INTO syncrun (id, trigger, force, status, started_at, completed_at, duration_s, bytes_sent,"
-        " bytes_received, courses, actions, errors, phase, courses_done, courses_total, events_sent, events_total,"
-        " notified) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0)", runs())
+        " bytes_received, courses, actions, errors, phase, courses_done, courses_total, events_sent, conflicts,"
+        " events_total, notified) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0)", runs())
     con.commit()
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
