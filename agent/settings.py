@@ -74,16 +74,23 @@ def _key(name: str) -> Key:
         raise KeyError(f"unknown setting {name!r}") from None
 
 
+# Plain SQL: the page reads settings on every request, and building the
+# query with peewee cost more than SQLite took to answer it.
+_ONE = f'SELECT value FROM "{Setting._meta.table_name}" WHERE key = ?'
+_SOME = f'SELECT key, value FROM "{Setting._meta.table_name}" WHERE key IN ({{}})'
+
+
 def get(config: Config, name: str) -> Any:
     key = _key(name)
-    row = Setting.get_or_none(Setting.key == name)
-    return key.default_for(config) if row is None else row.value
+    row = database.obj.execute_sql(_ONE, (name,)).fetchone()
+    return key.default_for(config) if row is None else Setting.value.python_value(row[0])
 
 
 def _get_kind(config: Config, kind: Kind) -> dict[str, Any]:
-    keys = [key for key in KEYS.values() if key.kind == kind]
-    stored = {row.key: row.value for row in Setting.select().where(Setting.key.in_([k.name for k in keys]))}
-    return {key.name: stored[key.name] if key.name in stored else key.default_for(config) for key in keys}
+    names = [key.name for key in KEYS.values() if key.kind == kind]
+    rows = database.obj.execute_sql(_SOME.format(", ".join("?" * len(names))), names).fetchall()
+    stored = {name: Setting.value.python_value(value) for name, value in rows}
+    return {name: stored[name] if name in stored else KEYS[name].default_for(config) for name in names}
 
 
 def preferences(config: Config) -> dict[str, Any]:
