@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 
-from .config import ADMIN_ID, GRADED_MODULES, GUEST_ID, MODULES, TRACKING_AUTOMATIC, TRACKING_MANUAL, TRACKING_NONE
+from .config import (ADMIN_ID, GRADED_MODULES, GUEST_ID, MODULES, ROLES, SITE_COURSE, STUDENT_ROLE, TRACKING_AUTOMATIC,
+                     TRACKING_MANUAL, TRACKING_NONE)
 from .course import course_out
+from .params import clean_param, validate_email
 from .php import phpnum
-from .seed import seed_test_data
+from .seed import SERVER, Layout, seed_test_data
 from .state import Record, Site
 
 
@@ -19,8 +21,10 @@ class Moodle(Site):
     """The simulated site.  Every method here takes ``self.lock``."""
 
     def __init__(self, seed: bool = True, wwwroot: str = "http://127.0.0.1",
-                 service_functions: list[tuple[str, str]] | None = None, participants: dict | None = None):
-        super().__init__(wwwroot, service_functions)
+                 service_functions: list[tuple[str, str]] | None = None, participants: dict | None = None,
+                 layout: Layout = SERVER):
+        super().__init__(wwwroot, service_functions, layout.name)
+        self.layout = layout
         self.participants = {int(cid): int(n) for cid, n in (participants or {}).items()}
         self.reset(seed=seed)
 
@@ -29,7 +33,7 @@ class Moodle(Site):
         with self.lock:
             self.clear()
             if seed:
-                seed_test_data(self)
+                seed_test_data(self, self.layout)
                 for courseid, count in sorted(self.participants.items()):
                     self.add_participants(courseid, count, prefix=f"c{courseid}-participant")
 

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from .config import ADMIN_ID, GUEST_ID, SERVICE_FUNCTIONS, SITE_COURSE, STUDENT_ROLE, THEMEREV
+from .config import ADMIN_ID, GUEST_ID, SERVER_SITE, SERVICE_FUNCTIONS, SITE_COURSE, STUDENT_ROLE, THEMEREV, SiteName
 from .errors import missing_record
 from .participants import ParticipantBlock
 from .php import php_str
@@ -38,9 +38,11 @@ class Record(dict):
 class Site:
     """In-memory Moodle site.  Callers hold ``self.lock`` while they read or write records."""
 
-    def __init__(self, wwwroot: str = "http://127.0.0.1", service_functions: list[tuple[str, str]] | None = None):
+    def __init__(self, wwwroot: str = "http://127.0.0.1", service_functions: list[tuple[str, str]] | None = None,
+                 name: SiteName = SERVER_SITE):
         self.lock = threading.RLock()
         self.wwwroot = wwwroot
+        self.name = name
         self._frozen_time: int | None = None
         self.clock_offset: Callable[[], float] = lambda: 0   # SimServer links it to the clock_offset_s fault
         self.service = dict(service_functions if service_functions is not None else SERVICE_FUNCTIONS)
@@ -76,10 +78,13 @@ class Site:
             self.grade_item_keys: dict[tuple, int] = {}   # (courseid, itemmodule, iteminstance, itemnumber)
             self.course_items: dict[int, int] = {}        # courseid -> itemid of the course total
             self.grades: dict[tuple[int, int], Record] = {}   # (itemid, userid) -> grade
+            self.course_access: dict[tuple[int, int], int] = {}   # (userid, courseid) -> user_lastaccess time
             self.next_ids: dict[str, Any] = {
                 "user": 3, "course": 2, "cm": 1, "section": 1, "context": 3, "gradeitem": 1,
                 "gradecategory": 1, "instance": {"page": 1, "url": 1, "assign": 1}}
-            self.courses[SITE_COURSE["id"]] = Record(SITE_COURSE, enrol_manual=False)
+            self.courses[SITE_COURSE["id"]] = Record(SITE_COURSE, fullname=self.name.fullname,
+                                                     shortname=self.name.shortname, summary=self.name.summary,
+                                                     enrol_manual=False)
             self.add_user_record(GUEST_ID, "guest", "Guest user", " ", "root@localhost", "", hidden=True)
             self.add_user_record(ADMIN_ID, "admin", "Admin", "User", "admin@example.invalid", "")
 
