@@ -94,7 +94,8 @@ class Site:
         u = Record(id=uid, username=username, firstname=firstname, lastname=lastname, email=email,
                    idnumber=idnumber, auth="manual", suspended=False, confirmed=True, lang="en", theme="",
                    timezone="99", mailformat=1, department="", hidden=hidden, password=None,
-                   city="", country="", description="", institution="", calendartype="gregorian")
+                   city="", country="", description="", institution="", calendartype="gregorian",
+                   firstaccess=0, lastaccess=0)
         u.update(extra)
         return u
 
@@ -174,6 +175,20 @@ class Site:
             now = self.now()
             old = c.cacherev
             c.cacherev = now if (old is None or old < now or old > now + 3600) else old + 1
+
+    def record_access(self, userid: int, courseid: int) -> int:
+        """user_accesstime_log(): the user was in the course now (the site course: only the site lastaccess)."""
+        now = self.now()
+        u = self.user_for_update(userid)
+        if u is not None:
+            u.lastaccess = now
+            u.firstaccess = u.firstaccess or now
+        if courseid != SITE_COURSE["id"]:
+            self.course_access[(userid, courseid)] = now
+        return now
+
+    def last_course_access(self, userid: int, courseid: int) -> int:
+        return self.course_access.get((userid, courseid), 0)
 
     # -- look-ups --------------------------------------------------------------
     @staticmethod
@@ -307,11 +322,15 @@ class Site:
         self.unindex_user(u)
         for cid in self.user_courses.pop(uid, set()):
             self.enrolments.get(cid, {}).pop(uid, None)
+        for key in [k for k in self.course_access if k[0] == uid]:
+            del self.course_access[key]
         return u
 
     def drop_course_enrolments(self, courseid: int) -> None:
         for uid in self.enrolments.pop(courseid, {}):
             self.user_courses.get(uid, set()).discard(courseid)
+        for key in [k for k in self.course_access if k[1] == courseid]:
+            del self.course_access[key]
         for block in self.blocks:
             if block.courseid == courseid:
                 block.courseid = None

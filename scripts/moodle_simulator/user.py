@@ -81,7 +81,7 @@ def user_details(site: Site, u: Record, courseid: int | None = None, fields: lis
     wanted = {*fields, "id", "fullname"} if fields else USER_FIELDS
     d = {"id": u.id, "username": u.username, "firstname": u.firstname, "lastname": u.lastname,
          "fullname": f"{u.firstname} {u.lastname}", "email": u.email, "department": u.department,
-         "firstaccess": 0, "lastaccess": 0, "auth": u.auth, "suspended": bool(u.suspended), "confirmed": True,
+         "firstaccess": u.firstaccess, "lastaccess": u.lastaccess, "auth": u.auth, "suspended": bool(u.suspended), "confirmed": True,
          "lang": u.lang, "theme": u.theme, "timezone": u.timezone, "mailformat": u.mailformat, "trackforums": 0}
     if "profileimageurlsmall" in wanted:
         d["profileimageurlsmall"] = site.picture_url("f2")
@@ -93,7 +93,7 @@ def user_details(site: Site, u: Record, courseid: int | None = None, fields: lis
     if u.description:
         d["description"], d["descriptionformat"] = u.description, 1
     if courseid is not None:
-        d["lastcourseaccess"] = 0
+        d["lastcourseaccess"] = site.last_course_access(u.id, courseid)   # user_lastaccess, 0 before
         if "roles" in wanted:
             d["roles"] = course_roles(site, courseid, u.id)
         mine = enrolled_courses(site, u.id) if "enrolledcourses" in wanted else []
