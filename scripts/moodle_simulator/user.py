@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from .access import require_capability
 from .config import AUTH_PLUGINS, LANGS, ROLES, THEMES
 from .errors import MoodleException, coding_exception, invalid_parameter, moodle_exception
 from .params import DEFAULT, OPTIONAL, Multiple, Single, Value, clean_param, external, opt, validate_email
@@ -139,6 +140,7 @@ def _email_taken(site: Site, email: str, exclude: int | None = None) -> bool:
 
 
 def create_users(site: Site, p: dict, userid: int) -> list[dict]:
+    require_capability(site, "moodle/user:create", userid)
     # One transaction: check everything first, then write.
     pending_names, pending_emails = set(), set()
     for user in p["users"]:
@@ -181,6 +183,7 @@ def create_users(site: Site, p: dict, userid: int) -> list[dict]:
 
 
 def update_users(site: Site, p: dict, userid: int) -> dict:
+    require_capability(site, "moodle/user:update", userid)
     warnings = []
     for user in p["users"]:
         uid = user["id"]
@@ -260,7 +263,7 @@ FUNCTIONS = {
         "mailformat": opt("int"),
         "customfields": _CUSTOM,
         "preferences": _PREFS,
-    }))}),
+    }))}, any_user=True),
     "core_user_update_users": external(update_users, {"users": Multiple(Single({
         "id": Value("int"),
         "username": opt("username"),
@@ -281,5 +284,5 @@ FUNCTIONS = {
         "mailformat": opt("int"),
         "customfields": _CUSTOM,
         "preferences": _PREFS,
-    }))}),
+    }))}, any_user=True),
 }
