@@ -40,6 +40,13 @@ def _bind_from_config():
 bind = [os.environ.get("MOODLE_SYNC_AGENT_BIND") or _bind_from_config()]
 workers = int(os.environ.get("MOODLE_SYNC_AGENT_WORKERS") or 2)
 worker_class = "sync"
+# Served behind nginx (packaging/nginx.conf.in), which hands over only
+# complete requests: moodle-sync-agent-web.service and scripts/demo bind a
+# Unix socket with --bind unix:PATH. Only the owner may connect to it.
+umask = 0o077
+# gunicorn >= 25 would open a control socket in $HOME: none is wanted (older
+# versions ignore the setting).
+control_socket_disable = True
 timeout = 60
 graceful_timeout = 10
 # The app is imported in each worker, after the fork: no SQLite connection
@@ -52,5 +59,6 @@ loglevel = "info"
 capture_output = True
 proc_name = "moodle-sync-agent-web"
 # No query strings in the access log: the request path only (%(U)s), and no
-# referrer, which could carry one.
-access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(D)sus "%(a)s"'
+# referrer, which could carry one. The client's address is the one nginx puts
+# in X-Forwarded-For (over the socket, the peer has no address of its own).
+access_log_format = '%({x-forwarded-for}i)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(D)sus "%(a)s"'
