@@ -269,7 +269,7 @@ class MoodleClient:
 
     def site_info(self) -> dict:
         """The online check (sync, check, verify and the daemon all start here)."""
-        if not network.is_loopback_url(self.config.url) and not network.interfaces_up():
+        if not network.is_loopback_url(self.config.url) and network.surely_offline():
             raise Unreachable("no network interface is up", "no_network")
         info = self.call("core_webservice_get_site_info")
         if not isinstance(info, dict) or "sitename" not in info:

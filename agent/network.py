@@ -22,6 +22,16 @@ def interfaces_up() -> list[str]:
                   if stats.isup and not _is_loopback_interface(name, stats))
 
 
+def surely_offline() -> bool:
+    """True only when the kernel says that no interface but loopback is up.
+    A kernel that cannot say (qemu-user does not emulate the network card's
+    ioctl) proves nothing: the connection attempt decides."""
+    try:
+        return not interfaces_up()
+    except OSError:
+        return False
+
+
 def is_loopback_url(url: str) -> bool:
     """Does the address point at this machine? Decided from the text alone:
     resolving a name would wait on DNS, the very thing we avoid."""

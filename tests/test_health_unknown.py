@@ -113,3 +113,23 @@ def test_every_reading_failing_at_once(config, monkeypatch, capsys):
     client = create_app(config).test_client()
     assert client.get("/api/v1/status").status_code == 200
     assert client.get("/").status_code == 200
+
+
+def test_a_kernel_that_cannot_list_interfaces_is_not_taken_for_offline(monkeypatch, simulator, tmp_path):
+    """The online check's "no network interface is up" shortcut asks psutil;
+    where that raises, the sync goes on and the connection decides."""
+    from agent import network
+    from agent.moodle import MoodleClient, Unreachable
+    from tests.helpers import Box
+    from agent.config import load_config
+
+    config = load_config(Box(tmp_path, simulator.url.replace("127.0.0.1", "localhost.example")).config)
+    monkeypatch.setattr(network, "is_loopback_url", lambda url: False)  # as if the server were elsewhere
+    fail_with(monkeypatch, "net_if_stats", QEMU)
+    assert network.surely_offline() is False
+    with pytest.raises(Unreachable) as refused:  # the name does not resolve: the connection decided
+        MoodleClient(config.moodle).site_info()
+    assert refused.value.kind != "no_network"
+    monkeypatch.setattr(psutil, "net_if_stats", lambda: {})  # and a kernel that says "none up" still short-cuts
+    with pytest.raises(Unreachable, match="no network interface is up"):
+        MoodleClient(config.moodle).site_info()

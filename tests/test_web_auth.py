@@ -210,3 +210,21 @@ def test_parallel_wrong_logins_reach_the_password_check_only_max_failures_times(
     assert len(checks) == MAX_FAILURES
     assert LoginAttempt.select().count() == MAX_FAILURES
     assert all(int(a.headers["Retry-After"]) > 0 for a in answers if a.status_code == 429)
+
+
+def test_behind_nginx_the_throttle_counts_each_client_not_the_proxy(client, clock):
+    """Over gunicorn's Unix socket there is no REMOTE_ADDR: the client is the
+    address nginx put in X-Forwarded-For. Over TCP a forged header is ignored."""
+    def wrong(forwarded: str, peer: str = ""):
+        return login(client, password="wrong-password", headers={"X-Forwarded-For": forwarded},
+                     environ_base={"REMOTE_ADDR": peer})
+
+    assert [wrong("192.0.2.66").status_code for _ in range(MAX_FAILURES + 1)] == [401] * MAX_FAILURES + [429]
+    assert wrong("192.0.2.7").status_code == 401  # another classroom device is not locked out
+    assert login(client, headers={"X-Forwarded-For": "192.0.2.8"}, environ_base={"REMOTE_ADDR": ""}).status_code == 303
+    addresses = {a.address for a in LoginAttempt.select()}
+    assert addresses == {"login 192.0.2.66", "login 192.0.2.7"}
+    # A direct TCP peer cannot pick its address with the header.
+    for i in range(MAX_FAILURES):
+        wrong(f"198.51.100.{i}", peer="127.0.0.1")
+    assert wrong("198.51.100.99", peer="127.0.0.1").status_code == 429

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from agent import __version__
 from agent.config import Config, load_config
@@ -44,6 +46,22 @@ SECURITY_HEADERS = {
 }
 
 
+class ClientBehindProxy:
+    """The client's address for the login and API-key throttles. On a box the
+    page is served by nginx over a Unix socket, where gunicorn gives no
+    REMOTE_ADDR: then, and only then, the address is nginx's X-Forwarded-For
+    (nginx replaces whatever the client sent, and only the service user can
+    reach the socket). Over TCP the peer's address stays, and a forged header
+    is ignored."""
+
+    def __init__(self, app: Any):
+        self.app, self.behind_proxy = app, ProxyFix(app, x_for=1)
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        app = self.behind_proxy if not environ.get("REMOTE_ADDR") else self.app
+        return app(environ, start_response)
+
+
 def create_app(config: Config | None = None) -> Flask:
     config = config or load_config()
     app = Flask(__name__)
@@ -60,6 +78,7 @@ def create_app(config: Config | None = None) -> Flask:
         CSRF_EXEMPT={"api.post_events"},  # the events API authenticates with its key, not a cookie
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the API's field order (DefaultJSONProvider)
+    app.wsgi_app = ClientBehindProxy(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.before_request
     def bind_database():
