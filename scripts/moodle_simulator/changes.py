@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 
-from .config import ADMIN_ID, GRADED_MODULES, GUEST_ID, MODULES, TRACKING_AUTOMATIC, TRACKING_MANUAL, TRACKING_NONE
+from .config import (ADMIN_ID, GRADED_MODULES, GUEST_ID, MODULES, ROLES, SITE_COURSE, STUDENT_ROLE, TRACKING_AUTOMATIC,
+                     TRACKING_MANUAL, TRACKING_NONE)
 from .course import course_out
+from .params import clean_param, validate_email
 from .php import phpnum
-from .seed import seed_test_data
+from .seed import SERVER, Layout, seed_test_data
 from .state import Record, Site
 
 
@@ -19,8 +21,10 @@ class Moodle(Site):
     """The simulated site.  Every method here takes ``self.lock``."""
 
     def __init__(self, seed: bool = True, wwwroot: str = "http://127.0.0.1",
-                 service_functions: list[tuple[str, str]] | None = None, participants: dict | None = None):
-        super().__init__(wwwroot, service_functions)
+                 service_functions: list[tuple[str, str]] | None = None, participants: dict | None = None,
+                 layout: Layout = SERVER):
+        super().__init__(wwwroot, service_functions, layout.name)
+        self.layout = layout
         self.participants = {int(cid): int(n) for cid, n in (participants or {}).items()}
         self.reset(seed=seed)
 
@@ -29,7 +33,7 @@ class Moodle(Site):
         with self.lock:
             self.clear()
             if seed:
-                seed_test_data(self)
+                seed_test_data(self, self.layout)
                 for courseid, count in sorted(self.participants.items()):
                     self.add_participants(courseid, count, prefix=f"c{courseid}-participant")
 
@@ -164,6 +168,58 @@ class Moodle(Site):
                     del self.grades[key]
             self.course_items.pop(courseid, None)
 
+    # -- people (what an administrator does in Site administration > Users) --------------------
+    def add_user(self, username: str, firstname: str | None = None, lastname: str = "Test",
+                 email: str | None = None, idnumber: str = "", auth: str = "manual", suspended: bool = False) -> dict:
+        """A new account (e.g. a learner who exists only on the box): the next user id."""
+        with self.lock:
+            if not isinstance(username, str) or not username or clean_param(username, "username") != username:
+                raise ValueError(f"username: lower-case letters, digits and _-.@ only, got {username!r}")
+            if self.user_id(username) is not None:
+                raise ValueError(f"username: {username!r} is already taken")
+            email = f"{username}@example.invalid" if email is None else email
+            if not validate_email(email) or self.user_ids_with_email(email):
+                raise ValueError(f"email: {email!r} is not a valid address or is already used")
+            uid = self.next_id("user")
+            self.add_user_record(uid, username, firstname or username.capitalize(), lastname, email, str(idnumber),
+                                 auth=auth, suspended=bool(suspended))
+            return {"userid": uid, "username": username}
+
+    def _userid_of(self, userid: int | None, username: str | None) -> int:
+        """The id of an existing, visible account named by id or by username."""
+        if (userid is None) == (username is None):
+            raise ValueError("userid or username: give exactly one")
+        uid = self.user_id(username) if username is not None else userid
+        u = self.user(uid) if isinstance(uid, int) and not isinstance(uid, bool) else None
+        if u is None or u.hidden:
+            raise ValueError(f"{'username' if username is not None else 'userid'}: no user "
+                             f"{username if username is not None else userid!r}")
+        return u.id
+
+    def _course_of(self, courseid: int) -> int:
+        if courseid not in self.courses or courseid == SITE_COURSE["id"]:
+            raise ValueError(f"courseid: no course {courseid!r}")
+        return courseid
+
+    def enrol_user(self, userid: int | None = None, courseid: int = 0, roleid: int = STUDENT_ROLE,
+                   username: str | None = None, suspended: bool = False, timestart: int = 0,
+                   timeend: int = 0) -> dict:
+        """A manual enrolment with a role (again: the role is added, the status and dates replaced)."""
+        with self.lock:
+            uid = self._userid_of(userid, username)
+            cid = self._course_of(courseid)
+            if roleid not in ROLES:
+                raise ValueError(f"roleid: one of {sorted(ROLES)}, got {roleid!r}")
+            e = self.enrol(cid, uid, roleid, timestart, timeend, 1 if suspended else 0)
+            return {"userid": uid, "courseid": cid, "roleids": list(e.roles), "status": e.status}
+
+    def touch(self, userid: int | None = None, courseid: int = 0, username: str | None = None) -> dict:
+        """The user was in the course just now (the site's clock): lastcourseaccess, and the site lastaccess."""
+        with self.lock:
+            uid = self._userid_of(userid, username)
+            cid = self._course_of(courseid)
+            return {"userid": uid, "courseid": cid, "lastcourseaccess": self.record_access(uid, cid)}
+
     def forget(self, userid=None, courseid=None, cmid=None, completions=True, grades=True, users=None,
                reuse_ids=False):
         """Drop completions/grades (and optionally users), like a server restored from a backup.
@@ -253,7 +309,8 @@ class Moodle(Site):
                            "email": u.email, "idnumber": u.idnumber, "auth": u.auth, "suspended": u.suspended}
                           for u in (self.user(k) for k in uids) if u is not None and not u.hidden],
                 "enrolments": [{"courseid": cid, "userid": uid, "roleids": list(e.roles), "status": e.status,
-                                "timestart": e.timestart, "timeend": e.timeend}
+                                "timestart": e.timestart, "timeend": e.timeend,
+                                "lastcourseaccess": self.last_course_access(uid, cid)}
                                for cid in cids for uid, e in self.course_enrolments(cid)
                                if userid is None or uid == userid],
                 "completions": [{"cmid": k[0], "courseid": self.cms[k[0]].course if k[0] in self.cms else None,
@@ -288,4 +345,8 @@ class Moodle(Site):
             return {"courseid": self.add_course(**spec)}
         if op == "add_participants":
             return self.add_participants(**spec)
+        if op == "add_user":
+            return self.add_user(**spec)
+        if op == "enrol_user":
+            return self.enrol_user(**spec)
         raise ValueError(f"unknown op {op!r}")

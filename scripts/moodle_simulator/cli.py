@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--no-seed", action="store_true", help="start with only the site and the admin")
+    ap.add_argument("--box", action="store_true",
+                    help="play the classroom box's own Moodle: the same courses and users, every id different")
     ap.add_argument("--participants", action="append", default=[], metavar="COURSEID=N", type=_participants,
                     help="enrol N more students in the course (cN-participant1, ...); repeatable")
     ap.add_argument("--without-function", action="append", default=[], metavar="NAME",
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                         calibrated_costs=args.calibrated_costs, seed=not args.no_seed,
                         participants=dict(args.participants), without_functions=args.without_function,
                         wwwroot=args.wwwroot, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                        debug=args.debug_developer, verbose=args.verbose)
+                        debug=args.debug_developer, verbose=args.verbose, box=args.box)
     except OSError as e:
         print(f"moodle-simulator: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 1
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=sim.httpd.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_term)
-    print(f"moodle-simulator ready on {sim.url} (token set)", flush=True)
+    print(f"moodle-simulator ready on {sim.url} (token set{', box' if args.box else ''})", flush=True)
     try:
         sim.serve_forever()
     except KeyboardInterrupt:

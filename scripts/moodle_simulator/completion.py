@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .access import has_capability, require_capability, required_capability, validate_course_context, \
+    validate_module_context
 from .config import (ADMIN_ID, COMPLETION_COMPLETE, COMPLETION_INCOMPLETE, TRACKING_AUTOMATIC, TRACKING_MANUAL,
                      TRACKING_NONE)
 from .errors import moodle_exception
@@ -90,6 +92,9 @@ def _require_completion(site: Site, cm: Record) -> None:
 def get_activities_completion_status(site: Site, p: dict, userid: int) -> dict:
     c = site.course_or_fail(p["courseid"])
     u = site.user_or_fail(p["userid"])
+    validate_course_context(site, c, userid)
+    if u.id != userid:      # another user's activities (groups are not simulated)
+        require_capability(site, "report/progress:view", userid, c.id)
     statuses = []
     if c.enablecompletion:
         for cm in site.course_cms(c.id):
@@ -108,7 +113,13 @@ def get_activities_completion_status(site: Site, p: dict, userid: int) -> dict:
 
 def override_activity_completion_status(site: Site, p: dict, userid: int) -> dict:
     cm = site.cm_or_fail(p["cmid"])
+    validate_module_context(site, cm, userid)
     _require_completion(site, cm)
+    # update_state() returns early when the activity has no completion, else refuses an override with
+    # an error string that does not exist (so Moodle's message is "error/nopermission").
+    if cm.completion != TRACKING_NONE and not has_capability(site, "moodle/course:overridecompletion", userid,
+                                                               cm.course):
+        raise required_capability(site, "moodle/course:overridecompletion", cm.course, "nopermission")
     update_state(site, cm, p["newstate"], p["userid"], override=True, by=userid)
     data = site.completions.get((cm.id, p["userid"]))
     return {"cmid": cm.id, "userid": p["userid"], "state": data["state"] if data else 0,
@@ -117,7 +128,9 @@ def override_activity_completion_status(site: Site, p: dict, userid: int) -> dic
 
 
 def update_activity_completion_status_manually(site: Site, p: dict, userid: int) -> dict:
+    """The token user's own completion (update_state() with userid 0: $USER)."""
     cm = site.cm_or_fail(p["cmid"])
+    validate_module_context(site, cm, userid)
     _require_completion(site, cm)
     if cm.completion != TRACKING_MANUAL:
         raise moodle_exception("cannotmanualctrack", "Activity does not provide manual completion tracking")
@@ -127,10 +140,11 @@ def update_activity_completion_status_manually(site: Site, p: dict, userid: int)
 
 FUNCTIONS = {
     "core_completion_get_activities_completion_status": external(
-        get_activities_completion_status, {"courseid": Value("int"), "userid": Value("int")}),
+        get_activities_completion_status, {"courseid": Value("int"), "userid": Value("int")}, any_user=True),
     "core_completion_override_activity_completion_status": external(
         override_activity_completion_status,
-        {"userid": Value("int"), "cmid": Value("int"), "newstate": Value("int")}),
+        {"userid": Value("int"), "cmid": Value("int"), "newstate": Value("int")}, any_user=True),
     "core_completion_update_activity_completion_status_manually": external(
-        update_activity_completion_status_manually, {"cmid": Value("int"), "completed": Value("bool")}),
+        update_activity_completion_status_manually, {"cmid": Value("int"), "completed": Value("bool")},
+        any_user=True),
 }

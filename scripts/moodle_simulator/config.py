@@ -3,6 +3,8 @@
 These are the values of the recorded Moodle 4.5.6 (see tests/recordings/README.md).
 """
 
+from dataclasses import dataclass
+
 WS_PATH = "/webservice/rest/server.php"
 BATCH_FUNCTION = "tool_mobile_call_external_functions"
 
@@ -14,11 +16,28 @@ ADMIN_ID = 2
 GUEST_ID = 1
 DOCS = "https://docs.moodle.org/405/en/"
 PRIVATE_ACCESS_KEY = "adfc3a6eee923cee9a4762c81ab6b4e8"
+# What get_site_info reports to users other than the admin (who ignores both limits): $CFG->userquota's
+# default (100 MB), and get_max_upload_file_size() of PHP's default upload_max_filesize (2M), not recorded.
+USER_QUOTA = 104857600
+USER_MAX_UPLOAD_FILE_SIZE = 2097152
 
-# The site's own course (id 1), there even on an empty site.
+
+@dataclass(frozen=True)
+class SiteName:
+    """What the site's own course (id 1) calls the site: its name is the site name in get_site_info."""
+    fullname: str
+    shortname: str
+    summary: str
+
+
+SERVER_SITE = SiteName(SITENAME, "moodleref", "Loopback reference server")
+# The box's own Moodle (issue 12): another site, into which the server's courses were restored.
+BOX_SITE = SiteName("Classroom box Moodle", "classroombox", "The classroom box's own Moodle")
+
+# The site's own course (id 1), there even on an empty site; SiteName fills its names.
 SITE_COURSE = {
-    "id": 1, "fullname": SITENAME, "shortname": "moodleref", "contextid": 2,
-    "categoryid": 0, "categoryname": "", "sortorder": 1, "summary": "Loopback reference server",
+    "id": 1, "contextid": 2,
+    "categoryid": 0, "categoryname": "", "sortorder": 1,
     "showcompletionconditions": None, "idnumber": "", "format": "site", "newsitems": 3,
     "startdate": 0, "enddate": 0, "visible": 1, "enablecompletion": 0,
     "timecreated": 1795334312, "timemodified": 1795334375, "cacherev": THEMEREV,

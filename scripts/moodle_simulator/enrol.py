@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import islice
 from typing import Callable, Iterable
 
+from .access import require_capability, validate_course_context
 from .config import ASSIGNABLE_ROLES, TRACKING_NONE
 from .course import course_image
 from .errors import MoodleException, coding_exception, invalid_parameter, moodle_exception
@@ -23,6 +24,8 @@ def manual_enrol_users(site: Site, p: dict, userid: int) -> None:
         cid = en["courseid"]
         if cid not in site.courses:
             raise invalid_parameter("Context does not exist")
+        validate_course_context(site, site.courses[cid], userid)
+        require_capability(site, "enrol/manual:enrol", userid, cid)
         if en["roleid"] not in ASSIGNABLE_ROLES:
             raise moodle_exception(
                 "wsusercannotassign",
@@ -178,7 +181,7 @@ FUNCTIONS = {
         "timestart": opt("int"),
         "timeend": opt("int"),
         "suspend": opt("int"),
-    }))}, has_returns=False),
+    }))}, has_returns=False, any_user=True),
     "core_enrol_get_enrolled_users": external(get_enrolled_users, {
         "courseid": Value("int"),
         "options": Multiple(Single({"name": Value("alphanumext"), "value": Value("raw")}), DEFAULT, []),

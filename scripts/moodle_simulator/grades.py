@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .access import has_capability, require_capability, validate_course_context
 from .completion import update_state
-from .config import COMPLETION_COMPLETE, COMPLETION_INCOMPLETE, TRACKING_AUTOMATIC
-from .errors import moodle_exception
+from .config import COMPLETION_COMPLETE, COMPLETION_INCOMPLETE, STUDENT_ROLE, TRACKING_AUTOMATIC
+from .errors import MoodleException, moodle_exception
 from .params import DEFAULT, Multiple, Single, Value, external, opt
 from .php import format_float, phpnum
 from .state import Record, Site
@@ -18,10 +19,11 @@ def update_grades(site: Site, p: dict, userid: int) -> int:
     if cm is None or itemmodule is None or cm.modname != itemmodule:
         raise moodle_exception("invalidcoursemodule", "Invalid course module ID")
     courseid = p["courseid"]
-    site.course_or_fail(courseid)
+    course = site.course_or_fail(courseid)
+    details = p["itemdetails"]
+    _check_grade_editing(site, course, bool(p["grades"]), details, userid)
     key = (courseid, itemmodule, cm.instance, p["itemnumber"])
     itemid = site.grade_item_keys.get(key)
-    details = p["itemdetails"]
     if itemid is None:
         if details.get("deleted"):
             return 0
@@ -48,6 +50,23 @@ def update_grades(site: Site, p: dict, userid: int) -> int:
             possible = COMPLETION_COMPLETE if final is not None else COMPLETION_INCOMPLETE
             update_state(site, cm, possible, g["studentid"])
     return 0
+
+
+def _check_grade_editing(site: Site, course: Record, grades: bool, details: dict, userid: int) -> None:
+    """core_grades_external::update_grades(): the course context, then the capability of each change."""
+    try:
+        validate_course_context(site, course, userid)
+    except MoodleException as e:
+        raise moodle_exception("errorcoursecontextnotvalid",
+                               f"You cannot execute functions in the course context (course id:{course.id}). "
+                               f"The context error message was: {e.message}", module="webservice") from None
+    hiding, editing_item = "hidden" in details, bool(details) and "hidden" not in details
+    for needed, capability, what in ((editing_item, "moodle/grade:manage", "edit grade information"),
+                                     (hiding, "moodle/grade:hide", "hide grade items"),
+                                     (grades, "moodle/grade:edit", "edit grades")):
+        if needed and not has_capability(site, capability, userid, course.id):
+            raise moodle_exception("nopermissiontoviewgrades", "Can not view grades.",
+                                   f"{capability} required to {what}")
 
 
 def get_gradeitems(site: Site, p: dict, userid: int) -> dict:
@@ -111,13 +130,29 @@ def _user_report(site: Site, course: Record, user: Record) -> dict:
             "maxdepth": 2, "gradeitems": rows}
 
 
+def graded_users(site: Site, course: Record) -> list[Record]:
+    """graded_users_iterator as the user report runs it for everyone: the course's users with a gradebook
+    role ($CFG->gradebookroles: student) and an active enrolment (grade_report_showonlyactiveenrol),
+    suspended accounts included, by last name, first name and id."""
+    users = [site.user_or_fail(uid) for uid, e in site.course_enrolments(course.id, STUDENT_ROLE)
+             if site.is_active_enrolment(e)]
+    # PostgreSQL's usual collation orders names without regard to case; casefold() comes close.
+    return sorted(users, key=lambda u: (u.lastname.casefold(), u.firstname.casefold(), u.id))
+
+
 def get_grade_items(site: Site, p: dict, userid: int) -> dict:
+    """gradereport_user\\external\\user::get_grade_items(); userid 0: every graded user of the course."""
     course = site.course_or_fail(p["courseid"])
+    validate_course_context(site, course, userid)
+    require_capability(site, "gradereport/user:view", userid, course.id)
     if p["userid"]:
         users = [site.user_or_fail(p["userid"])]
     else:
-        users = [site.user_or_fail(uid) for uid, _ in site.course_enrolments(course.id)
-                 if site.is_tracked(course.id, uid)]
+        require_capability(site, "moodle/grade:viewall", userid, course.id)
+        users = graded_users(site, course)
+    own = p["userid"] == userid and has_capability(site, "moodle/grade:view", userid, course.id)
+    if not (own or has_capability(site, "moodle/grade:viewall", userid, course.id)):
+        raise moodle_exception("nopermissiontoviewgrades", "Can not view grades.")
     return {"usergrades": [_user_report(site, course, u) for u in users], "warnings": []}
 
 
@@ -145,11 +180,11 @@ FUNCTIONS = {
             "deleted": opt("bool"),
             "hidden": opt("bool"),
         }, DEFAULT, []),
-    }),
+    }, any_user=True),
     "core_grades_get_gradeitems": external(get_gradeitems, {"courseid": Value("int")}),
     "gradereport_user_get_grade_items": external(get_grade_items, {
         "courseid": Value("int"),
         "userid": Value("int", DEFAULT, 0),
         "groupid": Value("int", DEFAULT, 0),
-    }),
+    }, any_user=True),
 }

@@ -283,6 +283,7 @@ class External:
     execute: Callable[..., Any]
     has_returns: bool = True                       # False: execute_returns() is null (no XML body)
     xml_form: Callable[[Any], Any] | None = None   # the XML answer lists keys json_encode leaves out
+    any_user: bool = False      # its checks for a token user other than the admin are simulated (access.py)
 
 
 def external(execute: Callable[..., Any], keys: dict, **options: Any) -> External:

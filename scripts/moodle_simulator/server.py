@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 from .changes import Moodle
 from .config import SERVICE_FUNCTIONS, WS_PATH
 from .faults import Faults
+from .seed import BOX, SERVER
 from .stats import Stats
 from .webservice import WebService
 
@@ -270,6 +271,10 @@ class _Handler(BaseHTTPRequestHandler):
                 result = {"ok": True}
             elif method == "POST" and name == "edit":
                 result = sim.state.apply_edit(data)
+            elif method == "POST" and name == "tokens":
+                result = {"token": sim.token_for(data.get("username"))}
+            elif method == "POST" and name == "access":
+                result = sim.state.touch(**data)
             elif method == "POST" and name == "forget":
                 result = sim.state.forget(**data)
             elif method == "POST" and name == "clock":
@@ -294,12 +299,14 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class SimServer:
-    """A running simulator: ``url``, ``state``, ``faults``, ``stats``, ``stop()``."""
+    """A running simulator: ``url``, ``state``, ``faults``, ``stats``, ``token_for()``, ``stop()``.
+
+    ``box=True``: the classroom box's own Moodle (seed.BOX: the same content, other ids)."""
 
     def __init__(self, host="127.0.0.1", port=0, token="TOKEN", *, request_cost_ms=0, call_cost_ms=0,
                  calibrated_costs=False, seed=True, participants=None, without_functions=(), wwwroot=None,
                  tls_cert=None, tls_key=None, debug=False, max_input_vars=5000, post_max_size=8 * 1024 * 1024,
-                 keepalive_timeout=5.0, max_keepalive_requests=100, verbose=False):
+                 keepalive_timeout=5.0, max_keepalive_requests=100, verbose=False, box=False):
         if not token:
             raise ValueError("a token is required")
         self.verbose = verbose
@@ -325,7 +332,7 @@ class SimServer:
         self.wwwroot = (wwwroot or self.url).rstrip("/")
         try:
             self.state = Moodle(seed=seed, wwwroot=self.wwwroot, service_functions=service,
-                                participants=participants)
+                                participants=participants, layout=BOX if box else SERVER)
         except ValueError:
             self.httpd.server_close()
             raise
@@ -335,6 +342,10 @@ class SimServer:
         self.stats = Stats()
         self.ws = WebService(self.state, token, self.faults, self.stats, max_input_vars, post_max_size)
         self._thread = None
+
+    def token_for(self, username: str) -> str:
+        """A token of that user (the admin's: the token given at start); every function acts as its user."""
+        return self.ws.token_for(username)
 
     def _track(self, conn, add):
         with self._conns_lock:

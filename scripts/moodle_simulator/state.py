@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from .config import ADMIN_ID, GUEST_ID, SERVICE_FUNCTIONS, SITE_COURSE, STUDENT_ROLE, THEMEREV
+from .config import ADMIN_ID, GUEST_ID, SERVER_SITE, SERVICE_FUNCTIONS, SITE_COURSE, STUDENT_ROLE, THEMEREV, SiteName
 from .errors import missing_record
 from .participants import ParticipantBlock
 from .php import php_str
@@ -38,9 +38,11 @@ class Record(dict):
 class Site:
     """In-memory Moodle site.  Callers hold ``self.lock`` while they read or write records."""
 
-    def __init__(self, wwwroot: str = "http://127.0.0.1", service_functions: list[tuple[str, str]] | None = None):
+    def __init__(self, wwwroot: str = "http://127.0.0.1", service_functions: list[tuple[str, str]] | None = None,
+                 name: SiteName = SERVER_SITE):
         self.lock = threading.RLock()
         self.wwwroot = wwwroot
+        self.name = name
         self._frozen_time: int | None = None
         self.clock_offset: Callable[[], float] = lambda: 0   # SimServer links it to the clock_offset_s fault
         self.service = dict(service_functions if service_functions is not None else SERVICE_FUNCTIONS)
@@ -76,10 +78,13 @@ class Site:
             self.grade_item_keys: dict[tuple, int] = {}   # (courseid, itemmodule, iteminstance, itemnumber)
             self.course_items: dict[int, int] = {}        # courseid -> itemid of the course total
             self.grades: dict[tuple[int, int], Record] = {}   # (itemid, userid) -> grade
+            self.course_access: dict[tuple[int, int], int] = {}   # (userid, courseid) -> user_lastaccess time
             self.next_ids: dict[str, Any] = {
                 "user": 3, "course": 2, "cm": 1, "section": 1, "context": 3, "gradeitem": 1,
                 "gradecategory": 1, "instance": {"page": 1, "url": 1, "assign": 1}}
-            self.courses[SITE_COURSE["id"]] = Record(SITE_COURSE, enrol_manual=False)
+            self.courses[SITE_COURSE["id"]] = Record(SITE_COURSE, fullname=self.name.fullname,
+                                                     shortname=self.name.shortname, summary=self.name.summary,
+                                                     enrol_manual=False)
             self.add_user_record(GUEST_ID, "guest", "Guest user", " ", "root@localhost", "", hidden=True)
             self.add_user_record(ADMIN_ID, "admin", "Admin", "User", "admin@example.invalid", "")
 
@@ -89,7 +94,8 @@ class Site:
         u = Record(id=uid, username=username, firstname=firstname, lastname=lastname, email=email,
                    idnumber=idnumber, auth="manual", suspended=False, confirmed=True, lang="en", theme="",
                    timezone="99", mailformat=1, department="", hidden=hidden, password=None,
-                   city="", country="", description="", institution="", calendartype="gregorian")
+                   city="", country="", description="", institution="", calendartype="gregorian",
+                   firstaccess=0, lastaccess=0)
         u.update(extra)
         return u
 
@@ -169,6 +175,20 @@ class Site:
             now = self.now()
             old = c.cacherev
             c.cacherev = now if (old is None or old < now or old > now + 3600) else old + 1
+
+    def record_access(self, userid: int, courseid: int) -> int:
+        """user_accesstime_log(): the user was in the course now (the site course: only the site lastaccess)."""
+        now = self.now()
+        u = self.user_for_update(userid)
+        if u is not None:
+            u.lastaccess = now
+            u.firstaccess = u.firstaccess or now
+        if courseid != SITE_COURSE["id"]:
+            self.course_access[(userid, courseid)] = now
+        return now
+
+    def last_course_access(self, userid: int, courseid: int) -> int:
+        return self.course_access.get((userid, courseid), 0)
 
     # -- look-ups --------------------------------------------------------------
     @staticmethod
@@ -302,11 +322,15 @@ class Site:
         self.unindex_user(u)
         for cid in self.user_courses.pop(uid, set()):
             self.enrolments.get(cid, {}).pop(uid, None)
+        for key in [k for k in self.course_access if k[0] == uid]:
+            del self.course_access[key]
         return u
 
     def drop_course_enrolments(self, courseid: int) -> None:
         for uid in self.enrolments.pop(courseid, {}):
             self.user_courses.get(uid, set()).discard(courseid)
+        for key in [k for k in self.course_access if k[1] == courseid]:
+            del self.course_access[key]
         for block in self.blocks:
             if block.courseid == courseid:
                 block.courseid = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from .access import require_capability
 from .config import AUTH_PLUGINS, LANGS, ROLES, THEMES
 from .errors import MoodleException, coding_exception, invalid_parameter, moodle_exception
 from .params import DEFAULT, OPTIONAL, Multiple, Single, Value, clean_param, external, opt, validate_email
@@ -81,7 +82,7 @@ def user_details(site: Site, u: Record, courseid: int | None = None, fields: lis
     wanted = {*fields, "id", "fullname"} if fields else USER_FIELDS
     d = {"id": u.id, "username": u.username, "firstname": u.firstname, "lastname": u.lastname,
          "fullname": f"{u.firstname} {u.lastname}", "email": u.email, "department": u.department,
-         "firstaccess": 0, "lastaccess": 0, "auth": u.auth, "suspended": bool(u.suspended), "confirmed": True,
+         "firstaccess": u.firstaccess, "lastaccess": u.lastaccess, "auth": u.auth, "suspended": bool(u.suspended), "confirmed": True,
          "lang": u.lang, "theme": u.theme, "timezone": u.timezone, "mailformat": u.mailformat, "trackforums": 0}
     if "profileimageurlsmall" in wanted:
         d["profileimageurlsmall"] = site.picture_url("f2")
@@ -93,7 +94,7 @@ def user_details(site: Site, u: Record, courseid: int | None = None, fields: lis
     if u.description:
         d["description"], d["descriptionformat"] = u.description, 1
     if courseid is not None:
-        d["lastcourseaccess"] = 0
+        d["lastcourseaccess"] = site.last_course_access(u.id, courseid)   # user_lastaccess, 0 before
         if "roles" in wanted:
             d["roles"] = course_roles(site, courseid, u.id)
         mine = enrolled_courses(site, u.id) if "enrolledcourses" in wanted else []
@@ -139,6 +140,7 @@ def _email_taken(site: Site, email: str, exclude: int | None = None) -> bool:
 
 
 def create_users(site: Site, p: dict, userid: int) -> list[dict]:
+    require_capability(site, "moodle/user:create", userid)
     # One transaction: check everything first, then write.
     pending_names, pending_emails = set(), set()
     for user in p["users"]:
@@ -181,6 +183,7 @@ def create_users(site: Site, p: dict, userid: int) -> list[dict]:
 
 
 def update_users(site: Site, p: dict, userid: int) -> dict:
+    require_capability(site, "moodle/user:update", userid)
     warnings = []
     for user in p["users"]:
         uid = user["id"]
@@ -260,7 +263,7 @@ FUNCTIONS = {
         "mailformat": opt("int"),
         "customfields": _CUSTOM,
         "preferences": _PREFS,
-    }))}),
+    }))}, any_user=True),
     "core_user_update_users": external(update_users, {"users": Multiple(Single({
         "id": Value("int"),
         "username": opt("username"),
@@ -281,5 +284,5 @@ FUNCTIONS = {
         "mailformat": opt("int"),
         "customfields": _CUSTOM,
         "preferences": _PREFS,
-    }))}),
+    }))}, any_user=True),
 }

@@ -7,15 +7,18 @@ answer's content type and bytes.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import traceback
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from . import completion, course, enrol, grades, user
+from .access import is_admin, not_simulated
 from .config import (ADMIN_ID, ADVANCED_FEATURES, BATCH_FUNCTION, OTHER_MOODLE_FUNCTIONS, PRIVATE_ACCESS_KEY,
-                     RELEASE, SITENAME, VERSION)
+                     RELEASE, USER_MAX_UPLOAD_FILE_SIZE, USER_QUOTA, VERSION)
 from .errors import MoodleException, access_exception, invalid_parameter, invalid_token, missing_record, \
-    simulated_error
+    moodle_exception, simulated_error
 from .params import DEFAULT, Multiple, Value, external, parse_php_form, validate_parameters
 from .php import php_json_encode, php_str
 from .state import Site
@@ -29,20 +32,27 @@ if TYPE_CHECKING:
 
 def get_site_info(site: Site, p: dict, userid: int) -> dict:
     u = site.user_or_fail(userid)
+    admin = is_admin(userid)
     return {
-        "sitename": SITENAME, "username": u.username, "firstname": u.firstname,
+        "sitename": site.name.fullname, "username": u.username, "firstname": u.firstname,
         "lastname": u.lastname, "fullname": f"{u.firstname} {u.lastname}", "lang": "en",
         "userid": userid, "siteurl": site.wwwroot, "userpictureurl": site.picture_url("f1"),
         "functions": [{"name": n, "version": v} for n, v in site.service.items()],
         "downloadfiles": 1, "uploadfiles": 1, "release": RELEASE, "version": VERSION,
         "mobilecssurl": "",
         "advancedfeatures": [{"name": n, "value": v} for n, v in ADVANCED_FEATURES],
-        "usercanmanageownfiles": True, "userquota": 0, "usermaxuploadfilesize": -1,
-        "userhomepage": 1, "userprivateaccesskey": PRIVATE_ACCESS_KEY, "siteid": 1,
-        "sitecalendartype": "gregorian", "usercalendartype": "gregorian",
-        "userissiteadmin": userid == ADMIN_ID, "theme": "boost", "limitconcurrentlogins": 0,
+        "usercanmanageownfiles": True, "userquota": 0 if admin else USER_QUOTA,
+        "usermaxuploadfilesize": -1 if admin else USER_MAX_UPLOAD_FILE_SIZE,
+        "userhomepage": 1, "userprivateaccesskey": PRIVATE_ACCESS_KEY if admin else _user_key(u.username),
+        "siteid": 1, "sitecalendartype": "gregorian", "usercalendartype": "gregorian",
+        "userissiteadmin": admin, "theme": "boost", "limitconcurrentlogins": 0,
         "policyagreed": 0,
     }
+
+
+def _user_key(username: str) -> str:
+    """get_user_key('core_files', ...): 32 hex digits of the user's own (here: derived, stable)."""
+    return hashlib.md5(f"{PRIVATE_ACCESS_KEY}:{username}".encode()).hexdigest()
 
 
 def _site_info_xml(result: dict) -> dict:
@@ -57,10 +67,15 @@ def _site_info_xml(result: dict) -> dict:
     return out
 
 
+def _refused(errorcode: str, what: str, username: str) -> MoodleException:
+    return moodle_exception(errorcode, f"Refused web service access for {what} username: {username}",
+                            module="webservice")
+
+
 FUNCTIONS = {
     "core_webservice_get_site_info": external(
         get_site_info, {"serviceshortnames": Multiple(Value("alphanumext"), DEFAULT, [])},
-        xml_form=_site_info_xml),
+        xml_form=_site_info_xml, any_user=True),
     **course.FUNCTIONS, **user.FUNCTIONS, **enrol.FUNCTIONS, **completion.FUNCTIONS, **grades.FUNCTIONS,
 }
 JSON, XML = "application/json", "application/xml; charset=utf-8"
@@ -75,6 +90,40 @@ class WebService:
         self.stats = stats
         self.max_input_vars = max_input_vars
         self.post_max_size = post_max_size
+        self.user_tokens: dict[str, int] = {}     # token -> userid: tokens of users other than the admin
+        self._tokens_lock = threading.Lock()
+
+    def token_for(self, username: str) -> str:
+        """A web service token of the user for the same service (the admin's is the one the site started with)."""
+        with self.state.lock:
+            uid = self.state.user_id(username) if isinstance(username, str) else None
+            u = self.state.user(uid) if uid is not None else None
+            if u is None or u.hidden:
+                raise ValueError(f"username: no user {username!r}")
+        if uid == ADMIN_ID:
+            return self.token
+        token = hashlib.md5(f"{self.token}:{uid}".encode()).hexdigest()   # the same again after a reset
+        with self._tokens_lock:
+            self.user_tokens[token] = uid
+        return token
+
+    def token_user(self, token: Any) -> int:
+        """webservice_server::authenticate_by_token(): the token's user, who must be able to log in."""
+        if not isinstance(token, str) or self.faults.reject_token:
+            raise invalid_token()
+        if token == self.token:
+            return ADMIN_ID
+        with self._tokens_lock:
+            uid = self.user_tokens.get(token)
+        with self.state.lock:
+            u = self.state.user(uid) if uid is not None else None
+            if u is None or u.hidden:      # a deleted user's tokens go with the account
+                raise invalid_token()
+            if u.suspended:
+                raise _refused("wsaccessusersuspended", "suspended", u.username)
+            if u.auth == "nologin":
+                raise _refused("wsaccessusernologin", "nologin authentication", u.username)
+            return u.id
 
     def call(self, fname: str, params: Any, userid: int, calls: list) -> Any:
         """external_api::call_external_function for one function; returns its result.
@@ -94,6 +143,8 @@ class WebService:
         else:
             function = FUNCTIONS[fname]
             clean = validate_parameters(function.params, params)
+            if not (function.any_user or is_admin(userid)):
+                raise not_simulated(fname)
             with self.state.lock:
                 answer = function.execute(self.state, clean, userid)
         call[1] = answer
@@ -121,9 +172,7 @@ class WebService:
         calls: list = []
         debug = bool(self.faults.debug)
         try:
-            if not isinstance(token, str) or token != self.token or self.faults.reject_token:
-                raise invalid_token()
-            userid = ADMIN_ID
+            userid = self.token_user(token)
             if not fname:
                 raise invalid_parameter("Missing function name")
             if not isinstance(fname, str) or not (fname in FUNCTIONS or fname == BATCH_FUNCTION
