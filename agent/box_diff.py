@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
 COMPLETION, GRADE = "completion", "grade"
+# Moodle moves a course's lastcourseaccess at most once a minute
+# (LASTACCESS_UPDATE_SECS in lib/moodlelib.php, user_accesstime_log()).
+ACCESS_STEP_S = 60
 
 
 @dataclass(frozen=True)
@@ -55,14 +58,24 @@ def learner(user: Mapping[str, Any]) -> Learner:
                    roles=tuple(r for r in roles if r), lastcourseaccess=int(user.get("lastcourseaccess") or 0))
 
 
-def to_read(learners: Iterable[Learner], last_access: Mapping[int, int], full: bool) -> list[Learner]:
+def to_read(learners: Iterable[Learner], last_access: Mapping[int, int], full: bool,
+            recheck: Collection[int] = ()) -> list[Learner]:
     """Whose completion states to read: every learner in a full collection;
-    else those new to the course or whose lastcourseaccess moved since the
-    last collection (a learner marks an activity done in the course, so
+    else those new to the course, those whose lastcourseaccess moved since
+    the last collection (a learner marks an activity done in the course, so
     their access moves; a teacher's override does not: the full collection
-    before every sync catches those)."""
+    before every sync catches those), and those ``recheck`` names (see
+    :func:`needs_recheck`)."""
     return [u for u in learners if u.role is not None
-            and (full or u.userid not in last_access or last_access[u.userid] != u.lastcourseaccess)]
+            and (full or u.userid not in last_access or last_access[u.userid] != u.lastcourseaccess
+                 or u.userid in recheck)]
+
+
+def needs_recheck(lastcourseaccess: int, box_now: float | None) -> bool:
+    """Read this learner again next time even if their access does not move:
+    it was under a minute old when read, and what they do in the rest of
+    that minute leaves it where it is."""
+    return lastcourseaccess > 0 and (box_now is None or box_now - lastcourseaccess < ACCESS_STEP_S)
 
 
 def completion_changes(username: str, statuses: Iterable[Mapping[str, Any]],

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Sequence
 from . import courses as courses_mod
 from . import settings
 from .box_diff import COMPLETION, GRADE, Change, Learner, completion_changes, event_key, grade_changes, \
-    grade_idnumbers, learner, to_read
+    grade_idnumbers, learner, needs_recheck, to_read
 from .config import BoxConfig, Config
 from .db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, SyncRun, database, first_column, \
     iso, utcnow
@@ -205,10 +205,14 @@ class Collector:
                                           f"{failed.error.message} ({failed.error.errorcode})")
                 continue
             learners = [learner(u) for u in enrolled.data or [] if isinstance(u, dict) and u.get("username")]
-            access = {p.userid: p.lastcourseaccess for p in Participant.select(
-                Participant.userid, Participant.lastcourseaccess).where(Participant.box_course == box.id)}
+            access, recheck = {}, set()
+            for p in Participant.select(Participant.userid, Participant.lastcourseaccess, Participant.recheck) \
+                    .where(Participant.box_course == box.id):
+                access[p.userid] = p.lastcourseaccess
+                if p.recheck:
+                    recheck.add(p.userid)
             plans.append(CoursePlan(course, box, learners, access, grades.data or {},
-                                    to_read(learners, access, self.full)))
+                                    to_read(learners, access, self.full, recheck), self.box_now()))
         reads = self.read([("core_completion_get_activities_completion_status",
                             {"courseid": p.box.id, "userid": u.userid}) for p in plans for u in p.reading])
         results = iter(reads)
@@ -222,6 +226,11 @@ class Collector:
                     self.course_error(plan.course, f"the completion states of {u.username} could not be read: "
                                                    f"{result.error.message} ({result.error.errorcode})")
             self.store(plan)
+
+    def box_now(self) -> float | None:
+        """The box's Moodle's clock, from its last answer's Date header."""
+        date = self.client.server_date
+        return date.timestamp() if date is not None else None
 
     def course_error(self, course: Course, problem: str) -> None:
         self.rec.errors.append(f"course {course.shortname}: {problem}")
@@ -273,6 +282,7 @@ class CoursePlan:
     access: dict[int, int]  # box user id -> lastcourseaccess at the last collection
     grades: dict[str, Any]
     reading: list[Learner]  # whose completion states are read this time
+    box_now: float | None  # the box's clock when the participants were read
     statuses: dict[int, list[dict]] = field(default_factory=dict)  # box user id -> completion states read
 
 
@@ -331,11 +341,12 @@ def save_state(plan: CoursePlan, changes: list[Change], idnumbers: dict[int, str
     for start in range(0, len(rows), 200):
         Collected.insert_many(rows[start:start + 200]).on_conflict_replace().execute()
     read = {u.userid for u in plan.reading if u.userid in plan.statuses}
+    failed = {u.userid for u in plan.reading} - read
     people = [{"box_course": plan.box.id, "userid": u.userid, "username": u.username, "profile": dict(u.profile),
                "roles": list(u.roles),
-               "lastcourseaccess": u.lastcourseaccess if u.role is None or u.userid in read
-               else plan.access.get(u.userid, 0)} for u in plan.learners
-              if u.role is None or u.userid in read or u.userid in plan.access]
+               "lastcourseaccess": plan.access.get(u.userid, 0) if u.userid in failed else u.lastcourseaccess,
+               "recheck": u.userid in failed or (u.userid in read and needs_recheck(u.lastcourseaccess, plan.box_now))}
+              for u in plan.learners if u.userid not in failed or u.userid in plan.access]
     Participant.delete().where(Participant.box_course == plan.box.id).execute()
     for start in range(0, len(people), 200):
         Participant.insert_many(people[start:start + 200]).execute()

@@ -224,6 +224,7 @@ class Participant(BaseModel):
     profile = JSONField()  # firstname, lastname, email, idnumber
     roles = JSONField()  # role short names
     lastcourseaccess = pw.IntegerField(default=0)
+    recheck = pw.BooleanField(default=False)  # read again at the next collection (box_diff.needs_recheck)
     box_course_id: int
 
     class Meta:

@@ -3,7 +3,7 @@
 collection (agent/box_diff.py). No database, no server."""
 
 from agent.box_diff import (GRADE, Learner, completion_changes, event_key, grade_changes, grade_idnumbers,
-                            learner, to_read)
+                            learner, needs_recheck, to_read)
 from agent.plan import ActivityInfo, Queued, describe_activity, map_activities, plan_users
 
 SERVER = [ActivityInfo(1, 1, "page", "C1 Page"), ActivityInfo(2, 1, "url", "C1 URL"),
@@ -105,8 +105,16 @@ def test_incremental_reads_only_learners_new_or_whose_access_moved():
     last = {1: 100, 2: 150, 9: 0}
     assert [u.userid for u in to_read([*users, teacher], last, full=False)] == [2, 3]
     assert [u.userid for u in to_read([*users, teacher], last, full=True)] == [1, 2, 3]
+    assert [u.userid for u in to_read(users, {1: 100, 2: 200, 3: 0}, full=False, recheck={1})] == [1]
     assert users[0].role == "student" and teacher.role is None
     assert users[0].profile == {"firstname": "S", "lastname": "1", "email": "s1@x.org"}
+
+
+def test_an_access_under_a_minute_old_is_read_again_next_time():
+    # Moodle moves lastcourseaccess at most once a minute: work done in the
+    # rest of that minute would not move it.
+    assert needs_recheck(1000, box_now=1059) and not needs_recheck(1000, box_now=1060)
+    assert not needs_recheck(0, box_now=5) and needs_recheck(1000, box_now=None)
 
 
 def test_event_ids_depend_on_the_box_course_learner_activity_and_state_only():
