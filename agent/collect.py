@@ -59,6 +59,8 @@ BOX_FUNCTIONS = [
     "gradereport_user_get_grade_items",
 ]
 READ_FUNCTIONS = BOX_FUNCTIONS[1:]
+# Only what a collection uses of each participant: the answer is a third of the size.
+PARTICIPANT_FIELDS = {"name": "userfields", "value": "username,firstname,lastname,email,idnumber,roles,lastcourseaccess"}
 # The counts a sync's row keeps of the collection before it.
 FOUND_KINDS = ["completions", "grades", "accounts", "enrolments"]
 EVENT_KIND = {"completion": "completions", "grade": "grades", "user": "accounts", "enrolment": "enrolments"}
@@ -193,7 +195,7 @@ class Collector:
         """A few courses: their participants and grades in one request, then
         the completion states to read, then one commit per course."""
         reads = self.read([call for _, box in pairs for call in (
-            ("core_enrol_get_enrolled_users", {"courseid": box.id}),
+            ("core_enrol_get_enrolled_users", {"courseid": box.id, "options": [PARTICIPANT_FIELDS]}),
             ("gradereport_user_get_grade_items", {"courseid": box.id, "userid": 0}))])
         plans = []
         for i, (course, box) in enumerate(pairs):

@@ -182,7 +182,7 @@ def _recorded(config: Config, trigger: str, kinds: Sequence[str], force: bool,
     if on_started:
         on_started(row)
     log.info("%s %s started (trigger %s%s)", RUN_NAMES.get(trigger, "sync"), row.id, trigger,
-             ", forced" if force else "")
+             ("" if not force else ", full" if trigger == COLLECT else ", forced"))
     try:
         yield record
         row.status = record.status or record.final_status()
