@@ -18,11 +18,27 @@ Python API (for tests)::
         sim.state.forget(userid=3, courseid=2)       # drop completions/grades (restored backup)
         sim.state.get_completion(3, 1); sim.state.get_grade(4, 3); sim.state.dump()
         sim.state.add_participants(2, 30000)         # a big course, kept as one rule (no memory)
+        sim.state.add_user("boxonly", "Box", "Only")  # -> {"userid", "username"}; enrol_user(userid=|username=,
+                                                     #    courseid=, roleid=5, suspended=False)
+        token = sim.token_for("student1")            # that user's token: every function acts as them
+        sim.state.touch(23, 12)                      # lastcourseaccess of (user, course) := the site's now
         sim.faults.set(status=503, retry_after=5, status_count=2)
         sim.stats.snapshot()                         # with cost_ms: the simulated cost, by function
         sim.reset()                                  # seed data, default faults, zero stats
 
-Options of start_simulator/SimServer: request_cost_ms, call_cost_ms,
+Box mode (``box=True``, ``--box``): the classroom box's own Moodle of issue 12,
+the same content as the default seed with every id different (seed.BOX:
+courses +10, so C1 = 12; cmids +100; users +20, so student1 = 23; sections,
+contexts, instances and grade items offset too); its site is "Classroom box
+Moodle". The admin (2) and the site course (1) are the same on both.
+
+Tokens: the token given at start is the admin's; sim.token_for(username) or
+POST /__sim/tokens gives any other user's. The token's user is the acting
+user (access.py): their own completion, Moodle's capability errors for what
+their roles lack, lastcourseaccess moved when they enter a course; functions
+not simulated for such a user answer notsimulated.
+
+Options of start_simulator/SimServer: box, request_cost_ms, call_cost_ms,
 calibrated_costs (the cost model of faults.py, fitted to a real Moodle 4.5), seed,
 participants ({courseid: N}: N more students, cN-participant1..N, kept after
 reset), without_functions, wwwroot (site URL to report), tls_cert/tls_key, debug
@@ -59,18 +75,27 @@ Control endpoints (no token):
                                {"op": "add_course", "shortname": "C4", "fullname": "..."}
                                {"op": "add_participants", "courseid": 2, "count": 30000,
                                 "prefix": "participant"}
+                               {"op": "add_user", "username": "boxonly", "firstname": "Box",
+                                "lastname": "Only", "email": "...", "idnumber": "", "auth": "manual",
+                                "suspended": false}                     -> {"userid", "username"}
+                               {"op": "enrol_user", "username": "boxonly" (or "userid": 28),
+                                "courseid": 12, "roleid": 5, "suspended": false}
+  POST /__sim/tokens           {"username": "student1"}  -> {"token": "..."}
+  POST /__sim/access           {"username": "student1" (or "userid": 23), "courseid": 12}
+                               -> {"userid", "courseid", "lastcourseaccess"}
   POST /__sim/forget           {"userid": 3, "courseid": 2, "cmid": 1, "completions": true,
                                 "grades": true, "users": [8], "reuse_ids": false}
 
 Command line: ``scripts/moodle-simulator --host H --port P --token T``
-[--calibrated-costs] [--participants COURSEID=N] ... (or ``python -m
+[--box] [--calibrated-costs] [--participants COURSEID=N] ... (or ``python -m
 moodle_simulator`` with scripts/ on the path).
 
 Modules, in the order they build on each other: php (PHP's printing),
 config (the site's settings), errors, params (form decoding, clean_param,
 validate_parameters), xml_output, participants (big courses as a rule),
-state (records, indexes, clock), seed (the
-recorded test data), one module per Moodle component (course, user, enrol,
+state (records, indexes, clock), access (the acting
+user: capabilities, entering a course), seed (the recorded test data and the
+box's layout of it), one module per Moodle component (course, user, enrol,
 completion, grades, tool_mobile; webservice holds core_webservice and the
 REST logic), changes (the Moodle class: what people do in Moodle's pages),
 faults and stats, server (HTTP), cli.

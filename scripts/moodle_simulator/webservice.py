@@ -100,11 +100,11 @@ class WebService:
             u = self.state.user(uid) if uid is not None else None
             if u is None or u.hidden:
                 raise ValueError(f"username: no user {username!r}")
-        if uid == ADMIN_ID:
+        if u.id == ADMIN_ID:
             return self.token
-        token = hashlib.md5(f"{self.token}:{uid}".encode()).hexdigest()   # the same again after a reset
+        token = hashlib.md5(f"{self.token}:{u.id}".encode()).hexdigest()   # the same again after a reset
         with self._tokens_lock:
-            self.user_tokens[token] = uid
+            self.user_tokens[token] = u.id
         return token
 
     def token_user(self, token: Any) -> int:
