@@ -60,7 +60,8 @@ BOX_FUNCTIONS = [
 ]
 READ_FUNCTIONS = BOX_FUNCTIONS[1:]
 # Only what a collection uses of each participant: the answer is a third of the size.
-PARTICIPANT_FIELDS = {"name": "userfields", "value": "username,firstname,lastname,email,idnumber,roles,lastcourseaccess"}
+PARTICIPANT_FIELDS = {"name": "userfields",
+                      "value": "username,firstname,lastname,email,idnumber,roles,lastcourseaccess"}
 # The counts a sync's row keeps of the collection before it.
 FOUND_KINDS = ["completions", "grades", "accounts", "enrolments"]
 EVENT_KIND = {"completion": "completions", "grade": "grades", "user": "accounts", "enrolment": "enrolments"}

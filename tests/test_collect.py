@@ -142,6 +142,17 @@ def test_a_teachers_grade_on_the_box_lands_on_the_server(box, boxsim, server):
     assert server.grade(C1, server.user_id("student2"), 3)[0] == 77
 
 
+def test_a_teachers_override_missed_by_the_incremental_collection_is_caught_before_the_sync(box, boxsim, server):
+    baseline(box)
+    MoodleReader(boxsim.url, BOX_TOKEN).call("core_completion_override_activity_completion_status",
+                                             userid=24, cmid=2 + OFFSET_CM, newstate=1)  # student2, by the admin
+    code, run, err = run_json(box, "collect")
+    assert code == 0 and run["actions"]["completions"] == 0 and run["actions"]["learners_read"] == 0, err
+    code, run, err = run_json(box, "sync")
+    assert code == 0 and run["collected"]["completions"] == 1, (run, err)
+    assert server.completion(C1, server.user_id("student2"), 2) == 1
+
+
 def test_a_box_only_learner_gets_account_enrolment_then_completion(box, boxsim, simulator, server):
     baseline(box)
     control(boxsim, "edit", {"op": "add_user", "username": "boxkid", "firstname": "Box", "lastname": "Kid",
@@ -364,13 +375,6 @@ def test_the_page_shows_the_boxs_moodle_keeps_collections_out_of_last_syncs_and_
     from webui import create_app
 
     first = baseline(box)
-    mark(boxsim, "student1", 1 + OFFSET_CM)
-    mark(boxsim, "student2", 1 + OFFSET_CM)
-    assert box.cli("collect").returncode == 0  # the daemon's: queued, not yet sent
-    mark(boxsim, "student3", 2 + OFFSET_CM)
-    code, run, err = run_json(box, "sync")
-    assert code == 0 and run["collected"]["completions"] == 1, (run, err)
-
     config = load_config(box.config)
     app = create_app(config)
     settings.put(password_hash=hash_password("correct horse battery"))
@@ -379,6 +383,15 @@ def test_the_page_shows_the_boxs_moodle_keeps_collections_out_of_last_syncs_and_
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', login_page).group(1)
     assert client.post("/login", data={"password": "correct horse battery", "csrf_token": csrf}).status_code == 303
     try:
+        mark(boxsim, "student1", 1 + OFFSET_CM)
+        mark(boxsim, "student2", 1 + OFFSET_CM)
+        assert box.cli("collect").returncode == 0  # the daemon's: queued, not yet sent
+        # "Events waiting" counts what the collection queued.
+        assert re.search(r'id="queued">(\d+)<', client.get("/").get_data(as_text=True)).group(1) == "2"
+        mark(boxsim, "student3", 2 + OFFSET_CM)
+        code, run, err = run_json(box, "sync")
+        assert code == 0 and run["collected"]["completions"] == 1, (run, err)
+
         html = client.get("/").get_data(as_text=True)
         assert 'data-region="box-moodle"' in html and boxsim.url in html
         assert 'data-reachable="yes"' in html
