@@ -166,7 +166,6 @@ class Collector:
         per_group = max(1, self.batch_size // 2)  # two reads per course in a request
         for start in range(0, len(pairs), per_group):
             self.collect_group(pairs[start:start + per_group])
-        settings.put(box_last_collection=iso(utcnow()))
         return self.rec.final_status()
 
     def box_courses(self) -> list[tuple[Course, BoxCourse]]:

@@ -28,13 +28,14 @@ from . import courses as courses_mod
 from . import settings
 from .collect import collect_for_sync
 from .config import Config
-from .db import Activity, BoxActivity, BoxCourse, Collected, Course, Event, Secret, SyncRun, database, first_column, \
-    iso, utcnow
+from .db import Activity, Course, Event, Secret, SyncRun, database, first_column, iso, utcnow
+from .db import BoxActivity, BoxCourse, Collected
 from .history import ACTION_KINDS
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from .plan import ActivityInfo, Call, Plan, Queued, describe_activity, grade_problem, map_activities, \
-    plan_enrolments, plan_learning, plan_users
+from .plan import Call, Plan, Queued, grade_problem, plan_enrolments, plan_learning, plan_users
+from .plan import ActivityInfo, describe_activity, map_activities
 from .queue import correct_event_times
+from .queue import count_by_status
 from .runs import Interrupted, Record, recorded_run
 
 log = logging.getLogger(__name__)
@@ -433,7 +434,8 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
         if collect and config.box is not None:
             rec.save(phase="collecting")
             rec.row.collected = collect_for_sync(config, stop)
-            rec.save(phase="checking_connection")
+            # The progress bar's total: with what the collection queued.
+            rec.save(phase="checking_connection", events_total=count_by_status()[Event.QUEUED])
         client = client or MoodleClient(config.moodle)
         rec.traffic.append(client.traffic)
         run = Run(config, client, rec, force=force, stop=stop or threading.Event())

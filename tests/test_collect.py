@@ -162,6 +162,7 @@ def test_a_box_only_learner_gets_account_enrolment_then_completion(box, boxsim, 
     created = calls(simulator).get("core_user_create_users", 0)
     code, run, err = run_json(box, "sync")
     assert code == 0 and run["status"] == "completed", (run, err)
+    assert run["progress"]["events_total"] == 3  # with what the collection before it queued
     assert run["collected"] | {"errors": []} == {"run": run["collected"]["run"], "status": "completed",
                                                  "completions": 1, "grades": 0, "accounts": 1, "enrolments": 1,
                                                  "errors": []}
