@@ -17,6 +17,7 @@ from typing import Any, Callable
 import peewee as pw
 
 from . import __version__, courses, handoff, health, history, settings
+from .collect import BOX_FUNCTIONS, NoBox, run_collect
 from .config import Config, ConfigError, load_config
 from .daemon import run_daemon
 from .db import Event, SyncRequest, SyncRun, open_db
@@ -98,8 +99,12 @@ def cmd_courses(config: Config, args: argparse.Namespace) -> int:
 
 
 def format_run(run: dict) -> str:
+    if run["trigger"] == history.COLLECT:
+        head = f"Collection {run['id']}  [{run['status']}]  {'full' if run['force'] else 'incremental'}"
+    else:
+        head = f"Sync {run['id']}  [{run['status']}]  trigger {run['trigger']}{' (forced)' if run['force'] else ''}"
     lines = [
-        f"Sync {run['id']}  [{run['status']}]  trigger {run['trigger']}{' (forced)' if run['force'] else ''}",
+        head,
         f"  started {run['started_at']}  completed {run['completed_at']}  duration {run['duration_s']} s",
         f"  data: {human_bytes(run['bytes_sent'])} sent, {human_bytes(run['bytes_received'])} received",
     ]
@@ -107,8 +112,17 @@ def format_run(run: dict) -> str:
         lines.append("  courses: " + ", ".join(f"{c['shortname']} ({c['outcome']})" for c in run["courses"]))
     acts = {k: v for k, v in run["actions"].items() if v}
     lines.append("  actions: " + (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in acts.items()) or "none"))
+    if run.get("collected"):
+        lines.append("  collected before: " + collected_words(run["collected"]))
     lines += [f"  error: {e}" for e in run["errors"]]
     return "\n".join(lines)
+
+
+def collected_words(found: dict) -> str:
+    """What the collection before a sync found, as the Information dialog says it."""
+    if found["status"] not in (SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_ERRORS):
+        return f"{found['status']}" + (f" ({found['errors'][0]})" if found.get("errors") else "")
+    return ", ".join(f"{found.get(k, 0)} {k}" for k in ("completions", "grades", "accounts", "enrolments"))
 
 
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
@@ -176,12 +190,28 @@ def request_sync_via_agent(config: Config, force: bool = False, as_json: bool = 
     return report_run(row, as_json)
 
 
+def cmd_collect(config: Config, args: argparse.Namespace) -> int:
+    """One collection from the box's Moodle; exit 3 when it does not answer."""
+    try:
+        result = run_collect(config, full=args.full)
+    except AlreadyRunning as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_RUNNING
+    except SyncDisabled as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_ERRORS
+    report_run(result.row, args.json)
+    if result.unreachable or result.row.status == SyncRun.SKIPPED_OFFLINE:
+        return EXIT_OFFLINE
+    return EXIT_ERRORS if result.row.status in (SyncRun.FAILED, SyncRun.INTERRUPTED) else EXIT_OK
+
+
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     return run_and_report(lambda: run_verify(config, course_id=args.course), args.json)
 
 
 def cmd_history(config: Config, args: argparse.Namespace) -> int:
-    runs = history.recent(args.limit)
+    runs = history.recent(args.limit, collections=True)
     if args.json:
         _print_json(runs)
     else:
@@ -202,40 +232,65 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     print(f"sync: {'on' if st['sync_enabled'] else 'OFF'}; scheduled daily at {st['schedule']['time_utc']} UTC "
           f"({'on' if st['schedule']['enabled'] else 'off'})")
     print(f"last sync: {last['started_at']} {last['status']}" if last else "last sync: never")
+    box = st["box_moodle"]
+    if box is not None:
+        collection = box["last_collection"]
+        print(f"box's Moodle: {box['site_name'] or '?'} ({box['url']})"
+              + {True: "", False: "  NOT ANSWERING", None: "  not contacted yet"}[box["reachable"]]
+              + (f"; last collection {collection['started_at']} {collection['status']}" if collection
+                 else "; no collection yet"))
     for name, reason in st["health"]["warnings"].items():
         print(f"attention: {name}: {reason}")
     return EXIT_OK
 
 
-def cmd_check(config: Config, args: argparse.Namespace) -> int:
-    client = MoodleClient(config.moodle)
-    result: dict[str, Any] = {"url": config.moodle.url, "online": False, "token_valid": None}
+def check_site(client: MoodleClient, url: str, required: list[str], optional: list[str]) -> tuple[int, dict]:
+    """Is one Moodle online, is its token valid, which functions does its service lack."""
+    result: dict[str, Any] = {"url": url, "online": False, "token_valid": None}
     try:
         info = client.site_info()
         available = {f.get("name") for f in info.get("functions", [])}
         result.update(online=True, token_valid=True, site_name=info.get("sitename"),
                       release=info.get("release"), site_url=info.get("siteurl"),
-                      missing_functions=[f for f in REQUIRED_FUNCTIONS if f not in available],
-                      missing_optional=[f for f in OPTIONAL_FUNCTIONS if f not in available],
+                      missing_functions=[f for f in required if f not in available],
+                      missing_optional=[f for f in optional if f not in available],
                       clock_offset_s=client.clock_offset_s())
-        code = EXIT_OK
+        return EXIT_OK, result
     except TokenRejected:
         result.update(online=True, token_valid=False, error="the server rejected the token")
-        code = EXIT_ERRORS
+        return EXIT_ERRORS, result
     except Unreachable as exc:
         result.update(error=f"offline: {exc.reason}")
-        code = EXIT_OFFLINE
+        return EXIT_OFFLINE, result
+
+
+def print_check(result: dict, who: str) -> None:
+    if result.get("token_valid"):
+        print(f"{who}: online: {result['site_name']} (Moodle {result['release']}) at {result['site_url']}")
+        missing = result["missing_functions"]
+        print(f"{who}: " + ("functions: all present" if not missing else "missing functions: " + ", ".join(missing)))
+        if result["missing_optional"]:
+            print(f"{who}: no batching (the service lacks tool_mobile_call_external_functions): one request per call")
+    else:
+        print(f"{who}: {result['error']}")
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    """The school's Moodle, and the box's own when [box] names one."""
+    code, result = check_site(MoodleClient(config.moodle), config.moodle.url, REQUIRED_FUNCTIONS, OPTIONAL_FUNCTIONS)
+    box_code, box = EXIT_OK, None
+    if config.box is not None:
+        box_code, box = check_site(MoodleClient(config.box), config.box.url, BOX_FUNCTIONS, OPTIONAL_FUNCTIONS)
+        if box.get("token_valid") is False:
+            box["error"] = "the box's Moodle rejected its token"
+        result["box"] = box
     if args.json:
         _print_json(result)
-    elif result.get("token_valid"):
-        print(f"online: {result['site_name']} (Moodle {result['release']}) at {result['site_url']}")
-        missing = result["missing_functions"]
-        print("functions: all present" if not missing else "missing functions: " + ", ".join(missing))
-        if result["missing_optional"]:
-            print("no batching (the service lacks tool_mobile_call_external_functions): one request per event")
     else:
-        print(result["error"])
-    return code
+        print_check(result, "server")
+        if box is not None:
+            print_check(box, "box's Moodle")
+    return code or box_code
 
 
 def cmd_conflicts(config: Config, args: argparse.Namespace) -> int:
@@ -280,6 +335,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "conflicts": cmd_conflicts,
     "set-password": cmd_set_password,
     "verify": cmd_verify,
+    "collect": cmd_collect,
     "run": cmd_run,
 }
 
@@ -323,14 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the run as JSON")
     p.add_argument("--via-agent", action="store_true", help="ask the running agent to sync, and wait for it")
 
-    p = sub.add_parser("history", help="the last syncs")
+    p = sub.add_parser("history", help="the last runs: syncs, verifies and collections")
     p.add_argument("--limit", type=_positive_int, default=5, metavar="N")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("status", help="queue, conflicts, last sync and server")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("check", help="is the server online, is the token valid, are all functions there")
+    p = sub.add_parser("check", help="is the server (and the box's Moodle) online, is the token valid, "
+                                     "are all functions there")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("conflicts", help="events the server could not take")
@@ -343,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-check that the server still holds the completions and grades sent; "
                                       "queue again what it lost")
     p.add_argument("--course", type=_positive_int, metavar="ID", help="only this course (by id)")
+    p.add_argument("--json", action="store_true", help="print the run as JSON")
+
+    p = sub.add_parser("collect", help="read what the learners did in the box's own Moodle ([box]) and queue it")
+    p.add_argument("--full", action="store_true",
+                   help="read every learner's completion states, not only those of the learners active since "
+                        "the last collection (every sync starts with a full one)")
     p.add_argument("--json", action="store_true", help="print the run as JSON")
 
     p = sub.add_parser("set-password", help="set the admin password of the page")
@@ -370,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, EventError, UsageError) as exc:
         print(f"moodle-sync-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except courses.CourseNotFound as exc:
+    except (courses.CourseNotFound, NoBox) as exc:
         print(f"moodle-sync-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TokenRejected:

@@ -159,6 +159,37 @@ class MoodleConfig:
 
 
 @dataclass(frozen=True)
+class BoxConfig:
+    """The box's own Moodle, where the learners work (optional)."""
+
+    url: str = setting(
+        "", check=_site_url,
+        help="The box's own Moodle site, e.g. http://127.0.0.1; unset: nothing is\n"
+             "collected, and this section's other keys are not used.")
+    token: str = setting(
+        "", secret=True,
+        help="A web-service token of the box's Moodle, if not in token_file (set only one).")
+    token_file: str | None = setting(
+        None, example="/etc/moodle-sync-agent/box-token",
+        help="The box's Moodle token goes in this file, alone on one line (mode 0640).\n"
+             "moodle-sync-agent check lists the functions its service lacks.")
+    timeout: float = setting(
+        30.0, lo=0.1, hi=600.0,
+        help="Seconds to wait for the box's Moodle before counting it as down.")
+    collect_minutes: float = setting(
+        15.0, lo=1.0, hi=1440.0,
+        help="The daemon reads what the learners did every this many minutes\n"
+             "(and in full before every sync).")
+    # The box's Moodle is reached through the same client as the school's.
+    ca_bundle: str | None = None
+    endpoint: str = "/webservice/rest/server.php"
+
+    @property
+    def rest_url(self) -> str:
+        return self.url.rstrip("/") + self.endpoint
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The box's own data."""
 
@@ -268,6 +299,8 @@ class Config:
     schedule: ScheduleConfig = ScheduleConfig()
     web: WebConfig = WebConfig()
     smtp: SmtpConfig = SmtpConfig()
+    # None without a [box] url: the learners' events come from the events API only.
+    box: BoxConfig | None = None
 
 
 # -- the table, derived from the declaration --------------------------------
@@ -301,13 +334,28 @@ def _setting(section: str, f: Field, hint: Any) -> Setting:
                    meta=f.metadata["setting"])
 
 
+def _section_class(hint: Any) -> type:
+    """The dataclass of a section; an optional section is annotated "X | None"."""
+    if isinstance(hint, types.UnionType):
+        (cls,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return cls
+    return hint
+
+
 def _sections() -> dict[str, type]:
     hints = typing.get_type_hints(Config)
-    return {f.name: hints[f.name] for f in fields(Config) if f.name != "path"}
+    return {f.name: _section_class(hints[f.name]) for f in fields(Config) if f.name != "path"}
+
+
+def _optional_sections() -> set[str]:
+    hints = typing.get_type_hints(Config)
+    return {f.name for f in fields(Config) if isinstance(hints[f.name], types.UnionType)}
 
 
 # Section name -> its dataclass, in the file's order.
 SECTIONS: dict[str, type] = _sections()
+# Sections whose absence (no url) turns a feature off: their value is then None.
+OPTIONAL_SECTIONS: set[str] = _optional_sections()
 
 
 def _table() -> tuple[Setting, ...]:
@@ -435,21 +483,21 @@ def _parse(s: Setting, raw: str) -> Any:
     return number
 
 
-def _read_token(r: _Reader, moodle: dict[str, Any]) -> str:
-    inline, token_file = moodle["token"], moodle["token_file"]
+def _read_token(r: _Reader, section: str, values: dict[str, Any]) -> str:
+    inline, token_file = values["token"], values["token_file"]
     if inline and token_file:
-        raise r.error("moodle", "token", "set either token or token_file, not both")
+        raise r.error(section, "token", "set either token or token_file, not both")
     if token_file:
         try:
             token = Path(token_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise r.error("moodle", "token_file", f"cannot read {token_file}: {exc.strerror}") from None
+            raise r.error(section, "token_file", f"cannot read {token_file}: {exc.strerror}") from None
         if not token:
-            raise r.error("moodle", "token_file", f"{token_file} is empty")
+            raise r.error(section, "token_file", f"{token_file} is empty")
         return token
     if inline:
         return inline
-    raise r.error("moodle", "token_file", "missing (set token_file, or token)")
+    raise r.error(section, "token_file", "missing (set token_file, or token)")
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
@@ -469,5 +517,9 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     r = _Reader(path, parser)
     r.refuse_unknown()
     values = {name: r.section(name) for name in SECTIONS}
-    values["moodle"]["token"] = _read_token(r, values["moodle"])
-    return Config(path=path, **{name: cls(**values[name]) for name, cls in SECTIONS.items()})
+    values["moodle"]["token"] = _read_token(r, "moodle", values["moodle"])
+    if values["box"]["url"]:
+        values["box"]["token"] = _read_token(r, "box", values["box"])
+    sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()
+                if name not in OPTIONAL_SECTIONS or values[name]["url"]}
+    return Config(path=path, **sections)

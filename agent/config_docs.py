@@ -82,7 +82,7 @@ def man_settings() -> str:
                 continue
             if s.meta.required:
                 head = f'.BR {s.key} " (required)"'
-            elif s.default_value() is None or s.factory is not None:
+            elif s.default_value() in (None, "") or s.factory is not None:
                 head = f".B {s.key}"
             else:
                 head = f'.BR {s.key} " = {_roff(format_value(s.default_value()))}{_range(s)}"'

@@ -2,7 +2,8 @@
 
 About once a second (:meth:`Daemon.step`) it re-reads the page's settings,
 picks up a sync request, or asks the daily plan (agent/schedule.py) whether
-a scheduled sync is due. Syncs, and the server checks before them, run in a
+a scheduled sync is due; with a box's Moodle ([box]), when nothing else is
+to be done, it collects from it every collect_minutes. Syncs, and the server checks before them, run in a
 worker process (agent/worker.py) that a thread here waits for, so a request
 is still seen within two seconds, a switch turned off still stops a run while
 one goes on, and the daemon itself never loads the HTTP stack: it idles at
@@ -35,7 +36,7 @@ from .config import Config, parse_time_utc
 from .db import SyncRequest, SyncRun, close_db, iso, parse_iso
 from .history import record_skipped, recover_stale_runs, running_run
 from .logs import configure_logging
-from .schedule import Attempt, Clock, Missed, Plan, Planner, Recurring
+from .schedule import Attempt, Clock, Every, Missed, Plan, Planner, Recurring
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,12 @@ class SlotChecks:
 
 @dataclass
 class Job:
-    """What the worker is doing: one request, or one scheduled attempt."""
+    """What the worker is doing: one request, one scheduled attempt, or one
+    collection from the box's Moodle."""
 
     request: SyncRequest | None = None
     slot: datetime | None = None
+    collection: bool = False
     forced: bool = False
     halted: bool = False
     proc: subprocess.Popen | None = None
@@ -160,6 +163,8 @@ class Daemon:
         self._step_error: str | None = None
         self.planner = Planner(parse_iso(settings.get(config, "schedule_last_slot")), rng,
                                on_handled=lambda slot: settings.put(schedule_last_slot=iso(slot)))
+        # By self.clock, not by Recurring's wall clock: tests drive it with theirs.
+        self.collection = Every(config.box.collect_minutes * 60) if config.box is not None else None
 
     # -- the step ------------------------------------------------------------
 
@@ -185,13 +190,18 @@ class Daemon:
                         self.planner.jumps[-1], iso(self.clock.wall()))
         if isinstance(action, Attempt):
             self._start(Job(slot=action.slot), "scheduled")
-        elif isinstance(action, Missed):
+            return
+        if isinstance(action, Missed):
             checks = self._checks if self._checks is not None and self._checks.slot == action.slot \
                 else SlotChecks(action.slot)
             record_skipped("schedule", action.reason, checks.bytes_sent, checks.bytes_received,
                            checks.clock_offset_s)
             self._checks = None
             self._notify()
+        mono = self.clock.mono()
+        if self.collection is not None and self.values["sync_enabled"] and self.collection.due(mono):
+            self.collection.done(mono)
+            self._start(Job(collection=True), "collect")
 
     def plan(self) -> Plan:
         v, cfg = self.values, self.config.schedule
@@ -214,6 +224,8 @@ class Daemon:
         if not self.values["sync_enabled"] and not job.halted:
             log.info("sync was turned off: stopping the running sync after its current batch")
             job.halt()
+        if job.collection:
+            return  # a request waits for the collection's end (a sync collects first anyway)
         request = handoff.next_request()
         if request is None or job.run_id is None or (request.force and not job.forced):
             return  # none waiting, or it runs after this one
@@ -224,7 +236,7 @@ class Daemon:
         """A run of a command (`sync`, `verify`) holds the lock: attach the
         request to it, or leave it waiting, rather than start a worker that
         would only find the lock taken."""
-        run = running_run()
+        run = running_run(syncs_only=True) or running_run()  # a sync's own collection: the sync
         if run is None:
             return False
         if not (request.force and not run.force) and handoff.attach(request, run.id):
@@ -294,6 +306,10 @@ class Daemon:
             elif out is not None:
                 self.planner.ran(job.slot)
                 self._checks = None
+        if job.collection:
+            return  # no notice for a collection
+        if isinstance(out, SyncRun) and self.collection is not None and out.collected is not None:
+            self.collection.done(self.clock.mono())  # the sync collected in full just now
         if job.run_id is not None:
             self._notify()
 
@@ -351,8 +367,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
         health.register_agent()
-        log.info("agent %s started: box %s, database %s, server %s", __version__, self.config.agent.box_name,
-                 self.config.agent.database, self.config.moodle.url)
+        log.info("agent %s started: box %s, database %s, server %s%s", __version__, self.config.agent.box_name,
+                 self.config.agent.database, self.config.moodle.url,
+                 "" if self.config.box is None else
+                 f", collecting from {self.config.box.url} every {self.config.box.collect_minutes:g} min")
         jobs = Recurring([(STEP_S, self.safe_step), (RETENTION_EVERY_S, self._prune)])
         self.safe_step()
         self._prune()  # a box switched off every night would otherwise never reach the hour

@@ -36,7 +36,7 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def utcnow() -> datetime:
@@ -160,6 +160,9 @@ class SyncRun(BaseModel):
     conflicts = pw.IntegerField(default=0)  # events this run made conflicts
     events_total = pw.IntegerField(default=0)  # queued when it started
     notified = pw.BooleanField(default=False)
+    # A sync: what the collection from the box's Moodle before it found
+    # (agent/collect.py), for the Information dialog. None without [box].
+    collected = JSONField(null=True)
 
 
 class Setting(BaseModel):
@@ -186,7 +189,67 @@ class LoginAttempt(BaseModel):
     at = pw.FloatField(index=True)  # Unix time
 
 
-MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest, LoginAttempt]
+class BoxCourse(BaseModel):
+    """A kept course as the box's own Moodle has it: its own id, found by the
+    short name (the same on both sides), and what its contents were."""
+
+    id = pw.IntegerField(primary_key=True)  # the course id on the box's Moodle
+    # The server's course (Course.id). Not a foreign key: refreshing a Course
+    # replaces its row, which would cascade to all that was collected.
+    course_id = pw.IntegerField(unique=True)
+    shortname = pw.CharField()
+    timemodified = pw.IntegerField()
+    cacherev = pw.IntegerField(null=True)
+    fetched_at = pw.CharField()
+
+
+class BoxActivity(BaseModel):
+    """An activity of a course on the box's Moodle (its cmid is the box's)."""
+
+    cmid = pw.IntegerField(primary_key=True)
+    box_course = pw.ForeignKeyField(BoxCourse, backref="activities", on_delete="CASCADE")
+    section = pw.IntegerField()
+    name = pw.CharField()
+    modname = pw.CharField()
+    idnumber = pw.CharField(null=True)  # from the grade book, for graded activities
+    box_course_id: int
+
+
+class Participant(BaseModel):
+    """Someone enrolled in a course on the box's Moodle, as last collected."""
+
+    box_course = pw.ForeignKeyField(BoxCourse, on_delete="CASCADE")
+    userid = pw.IntegerField()  # the box's user id
+    username = pw.CharField(max_length=100)
+    profile = JSONField()  # firstname, lastname, email, idnumber
+    roles = JSONField()  # role short names
+    lastcourseaccess = pw.IntegerField(default=0)
+    recheck = pw.BooleanField(default=False)  # read again at the next collection (box_diff.needs_recheck)
+    box_course_id: int
+
+    class Meta:
+        primary_key = pw.CompositeKey("box_course", "userid")
+
+
+class Collected(BaseModel):
+    """The last state collected per course, learner, activity and kind
+    (completion or grade): what the next collection compares with. Only
+    states with learner data have a row."""
+
+    box_course = pw.ForeignKeyField(BoxCourse, on_delete="CASCADE")
+    username = pw.CharField(max_length=100)
+    box_cmid = pw.IntegerField()
+    kind = pw.CharField(max_length=16)
+    value = pw.FloatField(null=True)  # completion state, or the raw grade
+    version = pw.CharField(max_length=32)  # timecompleted, or the date graded
+    box_course_id: int
+
+    class Meta:
+        primary_key = pw.CompositeKey("box_course", "username", "box_cmid", "kind")
+
+
+MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest, LoginAttempt, BoxCourse, BoxActivity,
+          Participant, Collected]
 
 # The page shows how many events wait; counting a million queued rows on each
 # request is too slow on an SD card, so triggers keep one counter per status,
@@ -220,17 +283,17 @@ def _create_event_counters(db: pw.SqliteDatabase) -> None:
     db.execute_sql("INSERT INTO event_count (status, n) SELECT status, COUNT(*) FROM event GROUP BY status")
 
 
-# Columns added after a release; create_tables(safe=True) does not add
-# columns to a table that exists, so an upgraded box gets them here.
-ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts)]
+# Columns added after a release, with their type; create_tables(safe=True)
+# does not add columns to a table that exists, so an upgraded box gets them here.
+ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts, "INTEGER NOT NULL DEFAULT 0"), (SyncRun, SyncRun.collected, "TEXT")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:
-    for model, column in ADDED_COLUMNS:
+    for model, column, kind in ADDED_COLUMNS:
         table = model._meta.table_name
         present = {c.name for c in db.get_columns(table)}
         if column.column_name not in present:
-            db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column.column_name}" INTEGER NOT NULL DEFAULT 0')
+            db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column.column_name}" {kind}')
 
 
 def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:

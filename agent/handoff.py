@@ -8,7 +8,7 @@ it. A worker restart or a second worker can neither start nor lose a run.
 from __future__ import annotations
 
 from .db import SyncRequest, SyncRun, database, iso, utcnow
-from .history import VERIFY
+from .history import COLLECT, VERIFY
 
 
 def request_sync(trigger: str = "manual", force: bool = False) -> SyncRequest:
@@ -41,10 +41,11 @@ def pick(request: SyncRequest) -> None:
 
 def attach(request: SyncRequest, run_id: str) -> bool:
     """Let a run already going on serve the request: runs never overlap.
-    A run of the other kind (a sync for a verify, or the reverse) cannot:
-    the request waits for its own turn. Returns whether it was attached."""
+    A run of the other kind (a sync for a verify, or the reverse, or a
+    collection from the box's Moodle for either) cannot: the request waits
+    for its own turn. Returns whether it was attached."""
     run = SyncRun.get_or_none(SyncRun.id == run_id)
-    if run is not None and (run.trigger == VERIFY) != (request.trigger == VERIFY):
+    if run is not None and (run.trigger == COLLECT or (run.trigger == VERIFY) != (request.trigger == VERIFY)):
         if request.picked_at is not None:  # back to waiting; no write (an fsync) when it already is
             request.picked_at = request.sync_id = None
             request.save()

@@ -20,10 +20,17 @@ log = logging.getLogger(__name__)
 
 SUCCESS = (SyncRun.COMPLETED,)
 VERIFY = "verify"  # the trigger of a full re-check (agent/verify.py)
+COLLECT = "collect"  # the trigger of a collection from the box's Moodle (agent/collect.py)
 
 # What a run's ``actions`` count: a sync's server actions, a verify's checks.
 ACTION_KINDS = ["users_created", "users_updated", "enrolments", "completions", "grades", "courses_refreshed"]
 VERIFY_KINDS = ["checked", "matching", "requeued", "not_checked"]
+# A collection's: the events it queued, and how many learners' completion states it read.
+COLLECT_KINDS = ["completions", "grades", "accounts", "enrolments", "learners_read"]
+
+# The page's Last Syncs, its status and the e-mail notices are about syncs
+# (and verifies): the collections every few minutes stay out of them.
+IS_SYNC = SyncRun.trigger != COLLECT
 
 
 def events_done(row: SyncRun) -> int:
@@ -52,6 +59,7 @@ def run_dict(row: SyncRun) -> dict[str, Any]:
         "conflicts": row.conflicts,
         "errors": row.errors or [],
         "clock_offset_s": row.clock_offset_s,
+        "collected": row.collected,
         "progress": {
             "phase": row.phase,
             "courses_done": row.courses_done,
@@ -62,20 +70,32 @@ def run_dict(row: SyncRun) -> dict[str, Any]:
     }
 
 
-def recent(limit: int = 5) -> list[dict[str, Any]]:
-    rows = SyncRun.select().order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).limit(limit)
+def recent(limit: int = 5, collections: bool = False) -> list[dict[str, Any]]:
+    """The latest runs: syncs and verifies, and with ``collections`` the
+    collections from the box's Moodle too (the command line's history)."""
+    query = SyncRun.select() if collections else SyncRun.select().where(IS_SYNC)
+    rows = query.order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).limit(limit)
     return [run_dict(r) for r in rows]
 
 
 def last_successful() -> SyncRun | None:
-    return (SyncRun.select().where(SyncRun.status.in_(SUCCESS))
+    return (SyncRun.select().where(SyncRun.status.in_(SUCCESS), IS_SYNC)
             .order_by(SyncRun.started_at.desc()).first())
 
 
-def running_run() -> SyncRun | None:
+def last_collection() -> SyncRun | None:
+    return (SyncRun.select().where(SyncRun.trigger == COLLECT, SyncRun.status != SyncRun.RUNNING)
+            .order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).first())
+
+
+def running_run(syncs_only: bool = False) -> SyncRun | None:
     """The run going on now: a row marked running whose process still exists.
-    (Probing the lock instead would race with a run starting at that moment.)"""
-    row = SyncRun.select().where(SyncRun.status == SyncRun.RUNNING).order_by(SyncRun.started_at.desc()).first()
+    (Probing the lock instead would race with a run starting at that moment.)
+    ``syncs_only``: a collection going on does not count (the page's view)."""
+    query = SyncRun.select().where(SyncRun.status == SyncRun.RUNNING)
+    if syncs_only:
+        query = query.where(IS_SYNC)
+    row = query.order_by(SyncRun.started_at.desc()).first()
     if row is None or not row.pid:
         return None
     try:
@@ -88,7 +108,8 @@ def running_run() -> SyncRun | None:
 
 
 def is_running() -> bool:
-    return running_run() is not None
+    """A sync (or a verify) is going on; a collection does not count."""
+    return running_run(syncs_only=True) is not None
 
 
 def recover_stale_runs(run_id: str | None = None) -> None:
@@ -120,7 +141,7 @@ def record_skipped(trigger: str, reason: str, bytes_sent: int = 0, bytes_receive
 def status(config: Config) -> dict[str, Any]:
     counts = count_by_status()
     values = settings.preferences(config) | settings.state(config)
-    last = SyncRun.select().order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).first()
+    last = SyncRun.select().where(IS_SYNC).order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).first()
     ok = last_successful()
     oldest = (Event.select(Event.queued_at).where(Event.status == Event.QUEUED)
               .order_by(Event.id).first())
@@ -142,4 +163,22 @@ def status(config: Config) -> dict[str, Any]:
         "sync_enabled": bool(values["sync_enabled"]),
         "schedule": {"enabled": bool(values["schedule_enabled"]), "time_utc": values["schedule_time_utc"]},
         "box_name": config.agent.box_name,
+        "box_moodle": box_moodle(config, values),
+    }
+
+
+def box_moodle(config: Config, values: dict[str, Any]) -> dict[str, Any] | None:
+    """The box's own Moodle ([box]) as the last collection found it; None without one."""
+    if config.box is None:
+        return None
+    last = last_collection()
+    return {
+        "url": config.box.url,
+        "site_name": values["box_site_name"],
+        "reachable": values["box_reachable"],  # None: never tried
+        "collect_minutes": config.box.collect_minutes,
+        "last_collection": None if last is None else {
+            "id": last.id, "status": last.status, "started_at": last.started_at,
+            "completed_at": last.completed_at, "full": bool(last.force), "actions": last.actions or {},
+            "errors": last.errors or []},
     }

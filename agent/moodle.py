@@ -20,10 +20,9 @@ import json
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__, network
-from .config import MoodleConfig
 
 if TYPE_CHECKING:
     import requests
@@ -122,8 +121,24 @@ def _header_bytes(headers) -> int:
     return sum(len(k) + len(str(v)) + 4 for k, v in headers.items()) + 2
 
 
+class Site(Protocol):
+    """What a client needs of a Moodle site: the school's ([moodle], MoodleConfig)
+    or the box's own ([box], BoxConfig)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def token(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def ca_bundle(self) -> str | None: ...
+    @property
+    def rest_url(self) -> str: ...
+
+
 class MoodleClient:
-    def __init__(self, config: MoodleConfig, session: requests.Session | None = None):
+    def __init__(self, config: Site, session: requests.Session | None = None):
         import requests  # here, not at the top: see the module's docstring
 
         self.config = config

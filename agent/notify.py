@@ -16,7 +16,7 @@ from email.utils import formatdate, make_msgid
 from . import settings
 from .config import Config, SmtpConfig
 from .db import SyncRun, database
-from .history import run_dict
+from .history import IS_SYNC, run_dict
 from .text import human_bytes
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ def _mark(rows: list[SyncRun]) -> None:
 def send_pending(config: Config) -> int:
     """Mail every notice still owed; returns how many went out. Never raises
     for a mail problem: it is logged and the notice stays owed."""
-    owed = list(SyncRun.select().where(SyncRun.notified == False, SyncRun.status != SyncRun.RUNNING)  # noqa: E712
+    owed = list(SyncRun.select().where(SyncRun.notified == False, SyncRun.status != SyncRun.RUNNING,  # noqa: E712
+                                       IS_SYNC)  # a collection every few minutes is no news
                 .order_by(SyncRun.started_at.desc()))
     if not owed:
         return 0

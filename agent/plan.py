@@ -56,7 +56,9 @@ def plan_users(rows: list[Queued], known: Mapping[str, int], passwords: Mapping[
                can_update: bool) -> Plan:
     """Create the accounts the server lacks, update the others. A second
     event for an account created in this chunk waits for the next chunk: its
-    creation must be confirmed first, so that it becomes an update."""
+    creation must be confirmed first, so that it becomes an update. An event
+    with ``only_if_missing`` (an account collected from the box's Moodle)
+    leaves an existing account alone: nothing is sent for it."""
     plan = Plan()
     created: set[str] = set()
     for e in rows:
@@ -65,7 +67,9 @@ def plan_users(rows: list[Queued], known: Mapping[str, int], passwords: Mapping[
         plan.planned += 1
         profile = {k: e.data[k] for k in PROFILE_FIELDS if k in e.data}
         password = passwords.get(e.id)
-        if e.username in known:
+        if e.username in known and e.data.get("only_if_missing"):
+            plan.done.append(e.id)
+        elif e.username in known:
             if not can_update:
                 plan.conflict(e, "the token's service lacks core_user_update_users, "
                                  f"so the existing account {e.username!r} cannot be updated")
@@ -157,3 +161,65 @@ def grade_problem(call: Call, data: object) -> str | None:
     code = data if isinstance(data, int) else -1
     meaning = {1: "failed", 2: "multiple grade items", 4: "the grade item is locked"}.get(code, "refused")
     return f"the server did not take the grade (core_grades_update_grades answered {data}: {meaning})"
+
+
+# -- mapping the box's activities to the server's ------------------------------
+
+
+@dataclass(frozen=True)
+class ActivityInfo:
+    """An activity of one side, as the mapping needs it."""
+
+    cmid: int
+    section: int
+    modname: str
+    name: str
+    idnumber: str | None = None
+
+
+def describe_activity(a: ActivityInfo) -> str:
+    """An activity in words, for the teacher: its name, type and section."""
+    return f"'{a.name}' ({a.modname}, section {a.section})"
+
+
+@dataclass
+class ActivityMapping:
+    mapped: dict[int, int] = field(default_factory=dict)  # box cmid -> server cmid
+    unmapped: dict[int, str] = field(default_factory=dict)  # box cmid -> why, in words
+
+
+def map_activities(box: Collection[ActivityInfo], server: Collection[ActivityInfo]) -> ActivityMapping:
+    """Which server activity each box activity is. A box course and its server
+    course are the same course restored elsewhere: every id differs, but an
+    activity keeps its idnumber, its section, its type and its name. By
+    idnumber where both sides have one, else by (section, type, name); only a
+    unique match counts, both ways: nothing is ever guessed."""
+    result = ActivityMapping()
+    by_idnumber: dict[str, list[ActivityInfo]] = {}
+    by_key: dict[tuple[int, str, str], list[ActivityInfo]] = {}
+    for a in server:
+        if a.idnumber:
+            by_idnumber.setdefault(a.idnumber, []).append(a)
+        by_key.setdefault((a.section, a.modname, a.name), []).append(a)
+    claimed: dict[int, list[int]] = {}  # server cmid -> the box cmids matching it
+    for b in box:
+        same_id = by_idnumber.get(b.idnumber, []) if b.idnumber else []
+        if same_id:
+            found, rule = same_id, f"idnumber {b.idnumber!r}"
+        else:
+            # An idnumber on both sides that differs says: another activity.
+            found = [a for a in by_key.get((b.section, b.modname, b.name), []) if not (a.idnumber and b.idnumber)]
+            rule = "section, type and name"
+        if not found:
+            result.unmapped[b.cmid] = f"no activity on the server has the same {rule}"
+        elif len(found) > 1:
+            result.unmapped[b.cmid] = f"{len(found)} activities on the server have the same {rule}"
+        else:
+            claimed.setdefault(found[0].cmid, []).append(b.cmid)
+    for server_cmid, box_cmids in claimed.items():
+        if len(box_cmids) == 1:
+            result.mapped[box_cmids[0]] = server_cmid
+        else:
+            for cmid in box_cmids:
+                result.unmapped[cmid] = f"{len(box_cmids)} activities of the box match the same server activity"
+    return result

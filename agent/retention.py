@@ -1,7 +1,9 @@
 """Bounded growth: old sent events and old history go, in small batches.
 
 Sent events stay ``retention_days`` as an audit trail (and for ``verify``),
-history 365 days or 10,000 runs, whichever is less. Conflicts, queued and
+history 365 days or 10,000 runs, whichever is less; the collections from
+the box's Moodle (one every few minutes) COLLECTIONS_DAYS, and they do not
+count in the 10,000. Conflicts, queued and
 discarded events are never deleted here: only a person settles those.
 Freed pages go back to the filesystem through SQLite's incremental vacuum
 (the database is created with auto_vacuum=incremental), which unlike VACUUM
@@ -18,9 +20,11 @@ import peewee as pw
 from .config import Config
 from .db import Event, SyncRun, database, first_column, iso, utcnow
 from .clock import clock_is_sane
+from .history import COLLECT, IS_SYNC
 
 HISTORY_DAYS = 365
 HISTORY_RUNS = 10_000
+COLLECTIONS_DAYS = 14
 # Small transactions: the page and the queue never wait long on the lock,
 # and a power cut loses at most one batch of deletions (which is redone).
 BATCH = 500
@@ -55,12 +59,15 @@ def prune(config: Config, now: datetime | None = None) -> Pruned:
     sent_before = iso(now - timedelta(days=config.agent.retention_days))
     pruned.events = _delete_in_batches(Event, Event.id, (Event.status == Event.SENT) & (Event.sent_at < sent_before))
     runs_before = iso(now - timedelta(days=HISTORY_DAYS))
-    oldest_kept = (SyncRun.select(SyncRun.started_at).order_by(SyncRun.started_at.desc())
+    oldest_kept = (SyncRun.select(SyncRun.started_at).where(IS_SYNC).order_by(SyncRun.started_at.desc())
                    .offset(HISTORY_RUNS - 1).limit(1).scalar())
     if oldest_kept is not None and oldest_kept > runs_before:
         runs_before = oldest_kept
-    pruned.runs = _delete_in_batches(SyncRun, SyncRun.id,
-                                     (SyncRun.status != SyncRun.RUNNING) & (SyncRun.started_at < runs_before))
+    collections_before = iso(now - timedelta(days=COLLECTIONS_DAYS))
+    finished = SyncRun.status != SyncRun.RUNNING
+    pruned.runs = _delete_in_batches(SyncRun, SyncRun.id, finished & IS_SYNC & (SyncRun.started_at < runs_before))
+    pruned.runs += _delete_in_batches(SyncRun, SyncRun.id, finished & (SyncRun.trigger == COLLECT)
+                                      & (SyncRun.started_at < collections_before))
     if pruned.anything:
         db = database.obj
         # Through executescript: Python's cursor steps this pragma only once,

@@ -27,7 +27,7 @@ import peewee as pw
 from . import settings
 from .config import Config
 from .db import Event, SyncRun, iso, utcnow
-from .history import recover_stale_runs
+from .history import COLLECT, IS_SYNC, recover_stale_runs
 from .moodle import MoodleError, TokenRejected, Traffic, Unreachable
 from .queue import count_by_status
 from .storage import database_problem, keep_reserve, release_reserve
@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 
 
 class AlreadyRunning(Exception):
-    def __init__(self, run_id: str | None):
-        self.run_id = run_id
-        super().__init__(f"a sync is already running (id {run_id or 'unknown'})")
+    def __init__(self, run_id: str | None, trigger: str | None = None):
+        self.run_id, self.trigger = run_id, trigger
+        what = "a collection from the box's Moodle" if trigger == COLLECT else "a sync"
+        super().__init__(f"{what} is already running (id {run_id or 'unknown'})")
 
 
 class SyncDisabled(Exception):
@@ -64,9 +65,10 @@ def run_lock(config: Config) -> Iterator[None]:
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            running = SyncRun.select(SyncRun.id).where(SyncRun.status == SyncRun.RUNNING) \
-                .order_by(SyncRun.started_at.desc()).first()
-            raise AlreadyRunning(running.id if running else None) from None
+            # A sync's own collection runs inside it: name the sync.
+            running = SyncRun.select(SyncRun.id, SyncRun.trigger).where(SyncRun.status == SyncRun.RUNNING) \
+                .order_by(IS_SYNC.desc(), SyncRun.started_at.desc()).first()
+            raise AlreadyRunning(running.id if running else None, running.trigger if running else None) from None
         yield
     finally:
         os.close(fd)  # closing releases the flock
@@ -138,40 +140,62 @@ def describe_failure(config: Config, exc: BaseException) -> tuple[str, str]:
     return SyncRun.FAILED, f"internal error: {type(exc).__name__}: {exc}"
 
 
+RUN_NAMES = {"verify": "verify", COLLECT: "collection"}
+
+
 @contextmanager
 def recorded_run(config: Config, trigger: str, kinds: Sequence[str], *, force: bool = False,
-                 on_started: Callable[[SyncRun], None] | None = None) -> Iterator[Record]:
+                 on_started: Callable[[SyncRun], None] | None = None,
+                 describe: Callable[[BaseException], tuple[str, str] | None] | None = None) -> Iterator[Record]:
     """Hold the lock and the history row of one run; give it its final status.
     Raises AlreadyRunning or SyncDisabled before anything is recorded. Whatever
     the body raises ends the run with a status and a sentence, never a run
-    left "running"; the exception does not propagate."""
+    left "running"; the exception does not propagate. ``describe``: the run's
+    own status and sentence for an exception, before the common ones."""
     if not settings.get(config, "sync_enabled"):
         raise SyncDisabled()
     with run_lock(config):
         keep_reserve(config)
         recover_stale_runs()
-        started = time.monotonic()
-        row = SyncRun.create(trigger=trigger, force=force, status=SyncRun.RUNNING, started_at=iso(utcnow()),
-                             pid=os.getpid(), phase="checking_connection",
-                             events_total=count_by_status()[Event.QUEUED])
-        record = Record(row=row, kinds=kinds)
-        if on_started:
-            on_started(row)
-        log.info("%s %s started (trigger %s%s)", "verify" if trigger == "verify" else "sync", row.id, trigger,
-                 ", forced" if force else "")
-        try:
+        with _recorded(config, trigger, kinds, force, on_started, describe) as record:
             yield record
-            row.status = record.status or record.final_status()
-        except Exception as exc:
-            row.status, sentence = describe_failure(config, exc)
-            record.errors.append(sentence)
-        row.completed_at = iso(utcnow())
-        row.duration_s = round(time.monotonic() - started, 3)
-        try:
-            record.save(phase="done")
-        except pw.OperationalError as exc:
-            if disk_full_error(exc) is None or not release_reserve(config):
-                raise
-            record.save(phase="done")  # in the space the reserve held
-        log.info("run %s ended: %s in %.1f s, %d B sent, %d B received",
-                 row.id, row.status, row.duration_s, row.bytes_sent, row.bytes_received)
+
+
+@contextmanager
+def nested_run(config: Config, trigger: str, kinds: Sequence[str], *, force: bool = False,
+               describe: Callable[[BaseException], tuple[str, str] | None] | None = None) -> Iterator[Record]:
+    """A run of its own in the history, inside a run that holds the lock (the
+    collection a sync starts with). Like recorded_run, it never raises."""
+    with _recorded(config, trigger, kinds, force, None, describe) as record:
+        yield record
+
+
+@contextmanager
+def _recorded(config: Config, trigger: str, kinds: Sequence[str], force: bool,
+              on_started: Callable[[SyncRun], None] | None,
+              describe: Callable[[BaseException], tuple[str, str] | None] | None) -> Iterator[Record]:
+    started = time.monotonic()
+    row = SyncRun.create(trigger=trigger, force=force, status=SyncRun.RUNNING, started_at=iso(utcnow()),
+                         pid=os.getpid(), phase="checking_connection",
+                         events_total=count_by_status()[Event.QUEUED])
+    record = Record(row=row, kinds=kinds)
+    if on_started:
+        on_started(row)
+    log.info("%s %s started (trigger %s%s)", RUN_NAMES.get(trigger, "sync"), row.id, trigger,
+             ("" if not force else ", full" if trigger == COLLECT else ", forced"))
+    try:
+        yield record
+        row.status = record.status or record.final_status()
+    except Exception as exc:
+        row.status, sentence = (describe and describe(exc)) or describe_failure(config, exc)
+        record.errors.append(sentence)
+    row.completed_at = iso(utcnow())
+    row.duration_s = round(time.monotonic() - started, 3)
+    try:
+        record.save(phase="done")
+    except pw.OperationalError as exc:
+        if disk_full_error(exc) is None or not release_reserve(config):
+            raise
+        record.save(phase="done")  # in the space the reserve held
+    log.info("run %s ended: %s in %.1f s, %d B sent, %d B received",
+             row.id, row.status, row.duration_s, row.bytes_sent, row.bytes_received)

@@ -224,6 +224,22 @@ class Planner:
             self.on_handled(self.handled)
 
 
+class Every:
+    """A local job due every ``interval_s`` by the monotonic clock the caller
+    passes in (the daemon's injected clock): the collection from the box's
+    Moodle. Due at once at first; :meth:`done` starts the next interval."""
+
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
+        self.next: float | None = None
+
+    def due(self, mono: float) -> bool:
+        return self.next is None or mono >= self.next
+
+    def done(self, mono: float) -> None:
+        self.next = mono + self.interval_s
+
+
 class Recurring:
     """The daemon's recurring local jobs, each every N seconds. schedule times
     its jobs by the wall clock: after the clock steps back (a time server

@@ -56,6 +56,10 @@ KEYS: dict[str, Key] = {key.name: key for key in (
     Key("site_name", "state", str),
     Key("site_url", "state", str),
     Key("moodle_release", "state", str),
+    # The box's own Moodle ([box]), as the last collection found it: its site
+    # name and whether it answered (the collection itself is in the history).
+    Key("box_site_name", "state", str),
+    Key("box_reachable", "state", bool),
     # The daemon's: the latest scheduled slot that needs nothing more (ISO).
     Key("schedule_last_slot", "state", str),
     # The daemon's process, [pid, start time]: the page shows its memory.

@@ -26,12 +26,16 @@ import peewee as pw
 
 from . import courses as courses_mod
 from . import settings
+from .collect import collect_for_sync
 from .config import Config
 from .db import Activity, Course, Event, Secret, SyncRun, database, first_column, iso, utcnow
+from .db import BoxActivity, BoxCourse, Collected
 from .history import ACTION_KINDS
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from .plan import Call, Plan, Queued, grade_problem, plan_enrolments, plan_learning, plan_users
+from .plan import ActivityInfo, describe_activity, map_activities
 from .queue import correct_event_times
+from .queue import count_by_status
 from .runs import Interrupted, Record, recorded_run
 
 log = logging.getLogger(__name__)
@@ -329,6 +333,64 @@ def conflicts_for_missing_activities(run: Run, course_id: int, shortname: str) -
     return len(gone)
 
 
+# -- the box's own Moodle: its activities mapped to the server's ---------------
+
+
+def map_box_activities(run: Run, pushable: list[Course]) -> None:
+    """Give the completions and grades collected from the box's Moodle the
+    server's cmids, per course, before they are pushed (after the course
+    check: the server's activities are up to date). The courses are the same
+    when every box activity with learner data maps to exactly one server
+    activity; otherwise the course is shown as differing, naming the
+    activities, and their events become conflicts with the reason. Force
+    Sync skips the check, yet pushes only what maps: a mapping is never guessed."""
+    for course in pushable:
+        box = BoxCourse.get_or_none(BoxCourse.course_id == course.id)
+        if box is None:
+            continue
+        waiting = list(Event.select(Event.id, Event.data).where(
+            Event.status == Event.QUEUED, Event.course_id == course.id, Event.type.in_(["completion", "grade"]),
+            Event.cmid.is_null()))
+        with_data = set(first_column(Collected.select(Collected.box_cmid).where(Collected.box_course == box.id)
+                                     .distinct()))
+        with_data |= {int(e.data["box_cmid"]) for e in waiting if "box_cmid" in e.data}
+        if not with_data:
+            continue
+        on_box = {a.cmid: ActivityInfo(a.cmid, a.section, a.modname, a.name, a.idnumber)
+                  for a in BoxActivity.select().where(BoxActivity.box_course == box.id)}
+        on_server = [ActivityInfo(a.cmid, a.section, a.modname, a.name)
+                     for a in Activity.select().where(Activity.course == course.id)]
+        mapping = map_activities(list(on_box.values()), on_server)
+        why = {cmid: f"activity {describe_activity(on_box[cmid])} of the box's course {course.shortname} has no "
+                     f"match on the server: {reason}" for cmid, reason in mapping.unmapped.items()}
+        why |= {cmid: f"activity {cmid} of the box's course {course.shortname} is no longer on the box's Moodle"
+                for cmid in with_data - set(on_box)}
+        differs = sorted(why[cmid] for cmid in with_data if cmid in why)
+        settle_box_events(run, waiting, mapping.mapped, why)
+        if differs and not run.force:
+            outcome = run.rec.courses.setdefault(course.id, {"id": course.id, "shortname": course.shortname,
+                                                             "outcome": "unchanged"})
+            outcome["outcome"] += "; differs from the box's course: " + "; ".join(differs)
+            outcome["differs"] = differs
+            run.rec.save()
+
+
+def settle_box_events(run: Run, waiting: list[Event], mapped: dict[int, int], why: dict[int, str]) -> None:
+    """The server's cmid on each mapped event, a conflict for each other one: one commit."""
+    to_cmid: dict[int, list[int]] = {}
+    conflicts = {}
+    for e in waiting:
+        box_cmid = int(e.data.get("box_cmid") or 0)
+        if box_cmid in mapped:
+            to_cmid.setdefault(mapped[box_cmid], []).append(e.id)
+        else:
+            conflicts[e.id] = why.get(box_cmid, f"activity {box_cmid} of the box's Moodle has no match on the server")
+    with database.obj.atomic():
+        for cmid, ids in to_cmid.items():
+            Event.update(cmid=cmid).where(Event.id.in_(ids)).execute()
+        run.mark_conflicts(conflicts)
+
+
 def check_connection(run: Run) -> bool:
     """The online check; notes the clock offset, the service's functions and the site."""
     try:
@@ -347,6 +409,7 @@ def execute(run: Run) -> str:
     if not check_connection(run):
         return SyncRun.SKIPPED_OFFLINE
     pushable = check_courses(run)
+    map_box_activities(run, pushable)
     run.rec.save(phase="sending_events")
     offset = run.rec.row.clock_offset_s
     corrected = correct_event_times(offset)
@@ -363,9 +426,16 @@ def execute(run: Run) -> str:
 
 def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
              stop: threading.Event | None = None, client: MoodleClient | None = None,
-             on_started: Callable[[SyncRun], None] | None = None) -> SyncRun:
-    """Run one sync and return its history row. Raises AlreadyRunning or SyncDisabled."""
+             on_started: Callable[[SyncRun], None] | None = None, collect: bool = True) -> SyncRun:
+    """Run one sync and return its history row. Raises AlreadyRunning or SyncDisabled.
+    With a box's Moodle ([box]) and ``collect``, a full collection comes first,
+    in its own history row; the sync's row keeps what it found."""
     with recorded_run(config, trigger, ACTION_KINDS, force=force, on_started=on_started) as rec:
+        if collect and config.box is not None:
+            rec.save(phase="collecting")
+            rec.row.collected = collect_for_sync(config, stop)
+            # The progress bar's total: with what the collection queued.
+            rec.save(phase="checking_connection", events_total=count_by_status()[Event.QUEUED])
         client = client or MoodleClient(config.moodle)
         rec.traffic.append(client.traffic)
         run = Run(config, client, rec, force=force, stop=stop or threading.Event())

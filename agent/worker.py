@@ -1,5 +1,6 @@
-"""One job of the daemon, in a process of its own: a page's sync request, or
-a scheduled attempt (the online check, then the sync).
+"""One job of the daemon, in a process of its own: a page's sync request, a
+scheduled attempt (the online check, then the sync), or a collection from
+the box's own Moodle (every [box] collect_minutes).
 
 Why a process: the daemon idles 23 hours a day. Its jobs need the HTTP stack
 (requests, urllib3, TLS: ~12 MB) and grow the heap; a job that exits gives
@@ -7,6 +8,7 @@ all of it back, and the daemon stays at its start-up size for months.
 
     python -m agent.worker --config PATH request ID
     python -m agent.worker --config PATH scheduled
+    python -m agent.worker --config PATH collect [--full]
 
 It prints lines of JSON on stdout for the daemon: ``{"run": ID}`` when its
 run has started, then its outcome as the last line. SIGTERM or SIGINT stops
@@ -25,6 +27,7 @@ import threading
 from typing import Any, Callable
 
 from . import handoff, settings
+from .collect import run_collect
 from .config import Config, load_config
 from .db import SyncRequest, SyncRun, open_db
 from .history import VERIFY
@@ -113,12 +116,24 @@ def scheduled(config: Config, stop: threading.Event) -> dict:
     return {"status": row.status}
 
 
+def collect(config: Config, stop: threading.Event, full: bool = False) -> dict:
+    """A collection from the box's Moodle; a run going on (a sync collects
+    first anyway) or sync turned off: nothing to do."""
+    try:
+        result = run_collect(config, full=full, stop=stop, on_started=started)
+    except (AlreadyRunning, SyncDisabled) as exc:
+        log.info("collection not run: %s", exc)
+        return {}
+    return {"status": result.row.status}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.worker")
     parser.add_argument("--config", required=True)
     sub = parser.add_subparsers(dest="job", required=True)
     sub.add_parser("request").add_argument("id", type=int)
     sub.add_parser("scheduled")
+    sub.add_parser("collect").add_argument("--full", action="store_true")
     args = parser.parse_args(argv)
 
     signalled: list[int] = []
@@ -134,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         try:
-            outcome.update(serve(config, args.id, stop) if args.job == "request" else scheduled(config, stop))
+            if args.job == "request":
+                outcome.update(serve(config, args.id, stop))
+            elif args.job == "collect":
+                outcome.update(collect(config, stop, args.full))
+            else:
+                outcome.update(scheduled(config, stop))
         except Exception as exc:  # the database, a bug: the daemon's plan backs off and it goes on
             log.exception("sync worker failed")
             outcome["error"] = f"internal error: {type(exc).__name__}: {exc}"

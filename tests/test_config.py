@@ -134,6 +134,39 @@ def test_ranges_are_written_without_exponent(tmp_path):
     assert "must be between 0 and 1000000, got -1" in str(err.value)
 
 
+# -- [box]: the box's own Moodle, optional -------------------------------------
+
+def test_without_a_box_url_there_is_no_box(tmp_path):
+    assert load_config(write(tmp_path, BASE)).box is None
+    # The packaged file's empty [box] section, or keys without a url: no box either.
+    assert load_config(write(tmp_path, BASE + "[box]\nurl =\ntimeout = 5\n")).box is None
+
+
+def test_a_box_url_reads_its_token_and_settings(tmp_path):
+    (tmp_path / "box-token").write_text("box-secret\n")
+    cfg = load_config(write(tmp_path, BASE + f"[box]\nurl = http://127.0.0.1/\ntoken_file = {tmp_path / 'box-token'}\n"
+                                             "collect_minutes = 5\n"))
+    assert cfg.box is not None
+    assert (cfg.box.url, cfg.box.token, cfg.box.timeout, cfg.box.collect_minutes) == ("http://127.0.0.1", "box-secret",
+                                                                                      30.0, 5.0)
+    assert cfg.box.rest_url == "http://127.0.0.1/webservice/rest/server.php"
+    assert cfg.moodle.token == "x" and "box-secret" not in repr(cfg)
+
+
+@pytest.mark.parametrize("body, key, problem", [
+    ("[box]\nurl = http://127.0.0.1\n", "[box] token_file", "missing"),
+    ("[box]\nurl = ftp://box\ntoken = t\n", "[box] url", "http"),
+    ("[box]\nurl = http://127.0.0.1\ntoken_file = /nonexistent\n", "[box] token_file", "cannot read"),
+    ("[box]\nurl = http://127.0.0.1\ntoken = t\ncollect_minutes = 0\n", "[box] collect_minutes", "between 1 and 1440"),
+    ("[box]\nurl = http://127.0.0.1\ntoken = t\ncolect_minutes = 5\n", "[box] colect_minutes",
+     "did you mean collect_minutes"),
+])
+def test_bad_box_values_name_the_key(tmp_path, body, key, problem):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE + body))
+    assert key in str(err.value) and problem in str(err.value)
+
+
 # -- [web] api_key: at least 128 bits ----------------------------------------
 
 @pytest.mark.parametrize("key", [

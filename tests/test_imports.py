@@ -14,12 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("agent", "webui")
 
 ENGINE = {"agent.sync", "agent.verify", "agent.runs", "agent.plan", "agent.worker", "agent.daemon", "agent.cli",
-          "agent.courses", "agent.moodle"}
+          "agent.courses", "agent.moodle", "agent.collect", "agent.box_diff"}
 WIRE = {"agent.moodle", "requests", "urllib3"}
 STORED_STATE = {"agent.db", "agent.queue", "agent.history", "agent.settings", "agent.handoff", "agent.retention",
                 "agent.storage", "agent.clock", "agent.text", "agent.roles", "agent.config"}
 # Pure planning: testable without a database or a server.
-PURE = {"agent.plan": {"agent.roles"}}
+PURE = {"agent.plan": {"agent.roles"}, "agent.box_diff": set()}
 
 
 def module_files() -> dict[str, Path]:

@@ -114,3 +114,22 @@ def test_the_daemon_applies_retention_when_it_starts(config):
     assert not Event.select().where(Event.id.in_(expired)).exists()
     assert Event.select().where(Event.id.in_(recent)).count() == 10
     assert RETENTION_EVERY_S == 3600
+
+
+def test_collections_go_after_two_weeks_and_never_push_syncs_out(config, monkeypatch):
+    """The box's Moodle is read every few minutes: its collections must not
+    use up the history's 10,000 runs, nor stay a year."""
+    monkeypatch.setattr(retention, "HISTORY_RUNS", 3)
+    now = utcnow()
+
+    def run(trigger: str, days: float) -> str:
+        when = iso(now - timedelta(days=days))
+        return SyncRun.create(trigger=trigger, status=SyncRun.COMPLETED, started_at=when, completed_at=when).id
+
+    syncs = [run("schedule", d) for d in (1, 2, 3)]
+    fresh = [run("collect", d / 10) for d in range(1, 20)]  # newer than every sync
+    old = [run("collect", d) for d in (15, 20)]
+    pruned = retention.prune(config, now)
+    assert pruned.runs == 2
+    assert {r.id for r in SyncRun.select()} == set(syncs) | set(fresh)
+    assert not set(old) & {r.id for r in SyncRun.select()}

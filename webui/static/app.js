@@ -192,7 +192,7 @@
     polling = false;
     var message = run ? t("sync_finished", { status: t("status_" + run.status) }) : t("not_started");
     var problem = !run || run.status !== "completed";
-    refresh(["sync", "queue", "history", "banners", "server", "force", "health", "verify"]).then(function () { toast(message, problem); });
+    refresh(["sync", "queue", "history", "banners", "server", "box-moodle", "force", "health", "verify"]).then(function () { toast(message, problem); });
   }
 
   function update(status) {

@@ -1,0 +1,137 @@
+"""What changed on the box's own Moodle since the last collection: pure
+functions, no database, no server. agent/collect.py reads the box's Moodle,
+hands the answers and the last collected state to these functions, and
+queues what they return.
+
+Every change carries the state it moves to and that state's version (the
+time Moodle stamped it), so that its event id can be derived from them: a
+collection repeated after a crash queues the same ids again, which the
+queue stores once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Collection, Iterable, Mapping
+
+COMPLETION, GRADE = "completion", "grade"
+# Moodle moves a course's lastcourseaccess at most once a minute
+# (LASTACCESS_UPDATE_SECS in lib/moodlelib.php, user_accesstime_log()).
+ACCESS_STEP_S = 60
+
+
+@dataclass(frozen=True)
+class Learner:
+    """Someone enrolled in a course of the box's Moodle."""
+
+    userid: int
+    username: str
+    profile: Mapping[str, str]  # firstname, lastname, email, idnumber (as the box has them)
+    roles: tuple[str, ...]  # role short names
+    lastcourseaccess: int
+
+    @property
+    def role(self) -> str | None:
+        """The role an enrolment on the server gets: student, or None for
+        anyone else (a teacher made on the box is not made on the server)."""
+        return "student" if "student" in self.roles else None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One learner's new state of one activity."""
+
+    kind: str  # completion or grade
+    username: str
+    box_cmid: int
+    value: float  # completion state (0 not done, 1 done, 2 passed, 3 failed), or the raw grade
+    version: str  # when Moodle set it (timecompleted, the date graded)
+    time: int  # Unix time of the state, 0 if unknown
+
+
+def learner(user: Mapping[str, Any]) -> Learner:
+    """An entry of core_enrol_get_enrolled_users."""
+    roles = tuple(str(r.get("shortname", "")) for r in user.get("roles") or [] if isinstance(r, dict))
+    profile = {k: str(user[k]) for k in ("firstname", "lastname", "email", "idnumber") if user.get(k)}
+    return Learner(userid=int(user["id"]), username=str(user["username"]), profile=profile,
+                   roles=tuple(r for r in roles if r), lastcourseaccess=int(user.get("lastcourseaccess") or 0))
+
+
+def to_read(learners: Iterable[Learner], last_access: Mapping[int, int], full: bool,
+            recheck: Collection[int] = ()) -> list[Learner]:
+    """Whose completion states to read: every learner in a full collection;
+    else those new to the course, those whose lastcourseaccess moved since
+    the last collection (a learner marks an activity done in the course, so
+    their access moves; a teacher's override does not: the full collection
+    before every sync catches those), and those ``recheck`` names (see
+    :func:`needs_recheck`)."""
+    return [u for u in learners if u.role is not None
+            and (full or u.userid not in last_access or last_access[u.userid] != u.lastcourseaccess
+                 or u.userid in recheck)]
+
+
+def needs_recheck(lastcourseaccess: int, box_now: float | None) -> bool:
+    """Read this learner again next time even if their access does not move:
+    it was under a minute old when read, and what they do in the rest of
+    that minute leaves it where it is."""
+    return lastcourseaccess > 0 and (box_now is None or box_now - lastcourseaccess < ACCESS_STEP_S)
+
+
+def completion_changes(username: str, statuses: Iterable[Mapping[str, Any]],
+                       previous: Mapping[tuple[str, int], float | None]) -> list[Change]:
+    """A learner's completion states (core_completion_get_activities_completion_status)
+    against the last collected ones: a state never collected counts only
+    when it is done; one back to 0 is a change too (undone on the box)."""
+    changes = []
+    for s in statuses:
+        cmid, state = int(s["cmid"]), int(s.get("state") or 0)
+        before = previous.get((username, cmid))
+        if (before is None and state == 0) or before == state:
+            continue
+        when = int(s.get("timecompleted") or 0)
+        # An override moves the state with a time of its own; who overrode is part of the version.
+        version = f"{when}/{s.get('overrideby') or ''}"
+        changes.append(Change(COMPLETION, username, cmid, float(state), version, when))
+    return changes
+
+
+def grade_changes(usergrades: Iterable[Mapping[str, Any]], usernames: Mapping[int, str],
+                  previous: Mapping[tuple[str, int], float | None]) -> list[Change]:
+    """Every learner's activity grades (gradereport_user_get_grade_items with
+    userid=0) against the last collected ones. A grade taken away on the
+    box is not sent: the events carry grades, not their absence."""
+    changes = []
+    for report in usergrades:
+        username = usernames.get(int(report.get("userid") or 0))
+        if username is None:
+            continue
+        for item in report.get("gradeitems") or []:
+            raw = item.get("graderaw")
+            if item.get("cmid") is None or raw is None:
+                continue
+            cmid, value = int(item["cmid"]), float(raw)
+            if previous.get((username, cmid)) == value:
+                continue
+            when = int(item.get("gradedategraded") or 0)
+            changes.append(Change(GRADE, username, cmid, value, str(when), when))
+    return changes
+
+
+def grade_idnumbers(usergrades: Iterable[Mapping[str, Any]]) -> dict[int, str]:
+    """cmid -> the idnumber of its grade item (Moodle keeps it equal to the
+    activity's), where one is set."""
+    found = {}
+    for report in usergrades:
+        for item in report.get("gradeitems") or []:
+            if item.get("cmid") is not None and item.get("idnumber"):
+                found[int(item["cmid"])] = str(item["idnumber"])
+    return found
+
+
+def event_key(box_name: str, shortname: str, username: str, box_cmid: int | str, kind: str,
+              value: object = "", version: str = "") -> str:
+    """The id of a collected event: the same box, course, learner, activity
+    and new state always give the same id."""
+    text = "|".join(str(p) for p in (box_name, shortname, username, box_cmid, kind, value, version))
+    return "box-" + hashlib.sha256(text.encode()).hexdigest()[:32]
