@@ -13,6 +13,7 @@ Skipped where /usr/sbin/nginx is missing (apt-get install nginx).
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import signal
 import socket
@@ -58,6 +59,7 @@ class Demo:
         self.port = free_port()
         self.out_path = tmp / "demo.out"
         env = dict(os.environ, DEMO_DIR=str(self.dir), DEMO_PORT=str(self.port), SIM_PORT=str(free_port()),
+                   BOX_PORT=str(free_port()),
                    DEMO_PYTHON=sys.executable,
                    PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
         env.pop("MOODLE_SYNC_AGENT_CONFIG", None)
@@ -237,3 +239,24 @@ def test_the_demo_keeps_its_files_private_and_stops_every_child(tmp_path, signum
     # The simulator, the daemon, gunicorn (master, 2 workers), nginx (master, worker).
     assert len(children) >= 7, names
     assert alive == [], f"still running after {signum.name}: {[' '.join(p.cmdline()) for p in alive]}"
+
+
+def test_the_demo_lands_the_learners_work_from_the_box_on_the_server(demo):
+    """What a newcomer sees: work done in the box's Moodle (its own ids)
+    reaches the school's Moodle under the server's ids, through the daemon."""
+    from tests.helpers import MoodleReader
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(demo.dir / "agent.ini")
+    server = MoodleReader(parser.get("moodle", "url"), Path(parser.get("moodle", "token_file")).read_text().strip())
+    env = dict(os.environ, MOODLE_SYNC_AGENT_CONFIG=str(demo.dir / "agent.ini"),
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    result = subprocess.run([sys.executable, "-m", "agent", "sync", "--via-agent", "--json"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = json.loads(result.stdout)
+    assert run["status"] == "completed" and run["events_sent"] >= 3, run  # collected at start or just before
+    assert server.completion(2, 3, 1) == 1  # student1's page: box cmid 101, server cmid 1
+    assert server.grade(2, 4, 3)[0] == 80  # the teacher's grade for student2 (box id 24, server id 4)
+    amina = server.user_id("amina2")  # an account the box alone had
+    assert amina and server.completion(2, amina, 2) == 1
