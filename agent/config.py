@@ -239,6 +239,26 @@ class ScheduleConfig:
         help="After a missed scheduled time, keep trying for this many hours.")
 
 
+DIRECTIONS = ("up", "down", "both")
+
+
+def _direction(value: str) -> str:
+    if value not in DIRECTIONS:
+        raise ValueError(f"must be up, down or both, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """What a sync carries, and which way (the page changes it afterwards)."""
+
+    direction: str = setting(
+        "up", check=_direction,
+        help="up: the box's progress goes to the server (box -> server); down: the\n"
+             "server's progress comes into the box's Moodle ([box]); both: the two.\n"
+             "A fresh box's value; the page changes it from the next sync on.")
+
+
 @dataclass(frozen=True)
 class WebConfig:
     """The teacher's page and the events API."""
@@ -297,6 +317,7 @@ class Config:
     moodle: MoodleConfig
     agent: AgentConfig = AgentConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    sync: SyncConfig = SyncConfig()
     web: WebConfig = WebConfig()
     smtp: SmtpConfig = SmtpConfig()
     # None without a [box] url: the learners' events come from the events API only.

@@ -60,6 +60,7 @@ def run_dict(row: SyncRun) -> dict[str, Any]:
         "errors": row.errors or [],
         "clock_offset_s": row.clock_offset_s,
         "collected": row.collected,
+        "direction": row.direction,
         "progress": {
             "phase": row.phase,
             "courses_done": row.courses_done,

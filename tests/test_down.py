@@ -1,0 +1,125 @@
+"""The sync down (agent/down.py): the server's progress into the box's own
+Moodle, with [sync] direction. Two simulators on loopback, the box's
+(``box=True``: C1 is 12 there, cmid 101 is the server's 1, student1 is user
+23, student2 24) and the school's, driven through the real CLI."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from tests.helpers import TOKEN, Box, MoodleReader
+from tests.test_collect import BOX_C1, BOX_TOKEN, C1, OFFSET_CM, box_section, boxsim, calls, mark, run_json  # noqa: F401
+
+WRITES = ("core_completion_override_activity_completion_status", "core_grades_update_grades")
+
+
+def make_box(tmp_path, simulator, boxsim, direction: str) -> Box:  # noqa: F811
+    box = Box(tmp_path, simulator.url, extra=box_section(tmp_path, boxsim) + f"\n[sync]\ndirection = {direction}\n")
+    assert box.cli("courses", "add", "C1", "C2").returncode == 0
+    return box
+
+
+def writes(sim) -> int:
+    return sum(calls(sim).get(fn, 0) for fn in WRITES)
+
+
+def sync(box) -> dict:
+    code, run, err = run_json(box, "sync")
+    assert code == 0 and run["status"] == "completed", (run, err)
+    return run
+
+
+def server_override(simulator, userid: int, cmid: int, state: int) -> None:
+    MoodleReader(simulator.url, TOKEN).call("core_completion_override_activity_completion_status",
+                                            userid=userid, cmid=cmid, newstate=state)
+
+
+def grade(sim, token: str, courseid: int, cmid: int, studentid: int, value: float) -> None:
+    MoodleReader(sim.url, token).call(
+        "core_grades_update_grades", source="teacher", courseid=courseid, component="mod_assign",
+        activityid=cmid, itemnumber=0, **{"grades[0][studentid]": studentid, "grades[0][grade]": value})
+
+
+def conflicts_log(box) -> list[dict]:
+    with sqlite3.connect(box.database) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM twowayconflict ORDER BY id")]
+
+
+def directions(box) -> list[str]:
+    with sqlite3.connect(box.database) as conn:
+        return [r[0] for r in conn.execute("SELECT direction FROM syncrun WHERE trigger != 'collect' "
+                                           "ORDER BY started_at")]
+
+
+def test_both_ways_the_servers_completion_and_grade_land_on_the_box_then_nothing_is_sent(
+        tmp_path, simulator, boxsim):  # noqa: F811
+    box = make_box(tmp_path, simulator, boxsim, "both")
+    on_box = MoodleReader(boxsim.url, BOX_TOKEN)
+    sync(box)
+    server_override(simulator, 3, 1, 1)  # student1, the server's ids
+    grade(simulator, TOKEN, C1, 3, 4, 66)  # student2
+    run = sync(box)
+    assert run["direction"] == "both"
+    # The grade completes the assignment on the server (completion on grade): that comes down too.
+    assert run["actions"]["completions_down"] == 2 and run["actions"]["grades_down"] == 1, run
+    assert on_box.completion(BOX_C1, 23, 1 + OFFSET_CM) == 1
+    assert on_box.completion(BOX_C1, 24, 3 + OFFSET_CM) == 1
+    assert on_box.grade(BOX_C1, 24, 3 + OFFSET_CM)[0] == 66
+
+    before = writes(simulator), writes(boxsim)
+    again = sync(box)
+    assert (writes(simulator), writes(boxsim)) == before  # no echo either way
+    assert again["collected"]["completions"] == again["collected"]["grades"] == 0
+    assert again["actions"]["completions_down"] == again["actions"]["grades_down"] == 0
+    assert again["events_sent"] == 0 and directions(box) == ["both"] * 3
+
+
+def test_direction_up_writes_nothing_into_the_boxs_moodle(tmp_path, simulator, boxsim):  # noqa: F811
+    box = make_box(tmp_path, simulator, boxsim, "up")
+    sync(box)
+    server_override(simulator, 3, 1, 1)
+    before = writes(boxsim)
+    run = sync(box)
+    assert writes(boxsim) == before and "completions_down" not in run["actions"]
+    assert MoodleReader(boxsim.url, BOX_TOKEN).completion(BOX_C1, 23, 1 + OFFSET_CM) == 0
+    assert directions(box) == ["up", "up"]
+
+
+def test_direction_down_writes_nothing_to_the_server(tmp_path, simulator, boxsim):  # noqa: F811
+    box = make_box(tmp_path, simulator, boxsim, "down")
+    sync(box)
+    mark(boxsim, "student1", 2 + OFFSET_CM)  # on the box: stays there
+    server_override(simulator, 4, 1, 1)  # on the server: comes down
+    before = writes(simulator)
+    run = sync(box)
+    assert writes(simulator) == before
+    assert MoodleReader(simulator.url, TOKEN).completion(C1, 3, 2) == 0
+    assert run["actions"]["completions_down"] == 1
+    assert MoodleReader(boxsim.url, BOX_TOKEN).completion(BOX_C1, 24, 1 + OFFSET_CM) == 1
+
+
+@pytest.mark.parametrize("box_later", [True, False])
+def test_a_grade_changed_on_both_sides_the_later_wins_and_the_log_holds_both(
+        tmp_path, simulator, boxsim, box_later):  # noqa: F811
+    box = make_box(tmp_path, simulator, boxsim, "both")
+    sync(box)
+    base = 1_900_000_000
+    boxsim.state.set_clock(base + (100 if box_later else 0))
+    simulator.state.set_clock(base + (0 if box_later else 100))
+    grade(boxsim, BOX_TOKEN, BOX_C1, 3 + OFFSET_CM, 24, 50)
+    grade(simulator, TOKEN, C1, 3, 4, 90)
+    run = sync(box)
+    assert run["actions"]["two_way_conflicts"] == 1
+    [logged] = conflicts_log(box)
+    assert (logged["username"], logged["cmid"], logged["kind"]) == ("student2", 3, "grade")
+    assert (logged["box_value"], logged["server_value"]) == (50, 90)
+    assert logged["kept"] == ("box" if box_later else "server") and logged["rule"] == "the later change wins"
+    kept = 50 if box_later else 90
+    assert MoodleReader(simulator.url, TOKEN).grade(C1, 4, 3)[0] == kept
+    assert MoodleReader(boxsim.url, BOX_TOKEN).grade(BOX_C1, 24, 3 + OFFSET_CM)[0] == kept
+    before = writes(simulator), writes(boxsim)
+    sync(box)
+    assert (writes(simulator), writes(boxsim)) == before and len(conflicts_log(box)) == 1
