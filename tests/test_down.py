@@ -54,6 +54,15 @@ def directions(box) -> list[str]:
                                            "ORDER BY started_at")]
 
 
+def test_a_direction_other_than_up_down_or_both_is_refused_naming_the_key(tmp_path):
+    from agent.config import ConfigError, load_config
+
+    box = Box(tmp_path, "http://127.0.0.1:9", extra="[sync]\ndirection = sideways\n")
+    with pytest.raises(ConfigError, match=r"\[sync\] direction: must be up, down or both, got 'sideways'"):
+        load_config(box.config)
+    assert load_config(Box(tmp_path, "http://127.0.0.1:9").config).sync.direction == "up"
+
+
 def test_both_ways_the_servers_completion_and_grade_land_on_the_box_then_nothing_is_sent(
         tmp_path, simulator, boxsim):  # noqa: F811
     box = make_box(tmp_path, simulator, boxsim, "both")
