@@ -132,3 +132,42 @@ def test_a_grade_changed_on_both_sides_the_later_wins_and_the_log_holds_both(
     before = writes(simulator), writes(boxsim)
     sync(box)
     assert (writes(simulator), writes(boxsim)) == before and len(conflicts_log(box)) == 1
+
+
+def test_a_kill_in_the_middle_of_the_way_down_loses_nothing_applies_nothing_twice_and_echoes_nothing(
+        tmp_path, simulator, boxsim):  # noqa: F811
+    import signal
+    import time
+
+    # batch_size 1: a request per write, so that the kill falls between two of them.
+    box = Box(tmp_path, simulator.url, batch_size=1,
+              extra=box_section(tmp_path, boxsim) + "\n[sync]\ndirection = both\n")
+    assert box.cli("courses", "add", "C1", "C2").returncode == 0
+    sync(box)
+    server = MoodleReader(simulator.url, TOKEN)
+    for userid in (3, 4, 5):  # student1..3 on the server
+        server_override(simulator, userid, 1, 1)  # C1
+        server_override(simulator, userid, 4, 1)  # C2's page
+    override = "core_completion_override_activity_completion_status"
+    start = calls(boxsim).get(override, 0)
+    boxsim.faults.set(latency_ms=200)
+    proc = box.popen("sync")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and calls(boxsim).get(override, 0) == start:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    boxsim.faults.set(latency_ms=0)
+    assert 0 < calls(boxsim).get(override, 0) - start < 6, "the kill did not fall in the middle of the way down"
+
+    before_server = writes(simulator)
+    run = sync(box)
+    on_box = MoodleReader(boxsim.url, BOX_TOKEN)
+    for userid in (23, 24, 25):
+        assert on_box.completion(BOX_C1, userid, 1 + OFFSET_CM) == 1
+        assert on_box.completion(BOX_C1 + 1, userid, 4 + OFFSET_CM) == 1
+    # What the killed run wrote into the box comes back in the collection: equal to the server's, it is not sent.
+    assert writes(simulator) == before_server and run["events_sent"] == 0
+    before = writes(simulator), writes(boxsim)
+    sync(box)
+    assert (writes(simulator), writes(boxsim)) == before
