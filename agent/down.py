@@ -32,9 +32,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from .collect import read_all
+from .box_diff import learner
+from .collect import PARTICIPANT_FIELDS, read_all
 from .db import Activity, BoxActivity, BoxCourse, Collected, Course, Event, Participant, ServerSeen, \
-    TwoWayConflict, database, iso, utcnow
+    TwoWayConflict, database, first_column, iso, utcnow
 from .down_diff import COMPLETION, GRADE, Decision, Reported, decide, server_completions, server_grades
 from .moodle import BATCH_FUNCTION, MoodleClient, Unreachable
 from .plan import ActivityInfo, map_activities
@@ -42,9 +43,12 @@ from .plan import ActivityInfo, map_activities
 log = logging.getLogger(__name__)
 
 # What a sync's row counts of the way down (only when the direction is not up).
-DOWN_KINDS = ["completions_down", "grades_down", "two_way_conflicts"]
+DOWN_KINDS = ["completions_down", "grades_down", "accounts_down", "enrolments_down", "two_way_conflicts"]
 SERVER_READS = ["core_completion_get_activities_completion_status", "gradereport_user_get_grade_items"]
-BOX_WRITES = ["core_completion_override_activity_completion_status", "core_grades_update_grades"]
+BOX_WRITES = ["core_completion_override_activity_completion_status", "core_grades_update_grades",
+              "core_user_get_users_by_field", "core_user_create_users", "enrol_manual_enrol_users"]
+# Moodle's standard role id of a student, on the box's Moodle as on any other.
+STUDENT_ROLE_ID = 5
 
 Key = tuple[str, int, str]  # username, the server's cmid, kind
 
@@ -78,7 +82,37 @@ def pull_down(run: Any, pushable: list[Course], pushing: bool) -> None:
         run.check_stop()
         bc = BoxCourse.get_or_none(BoxCourse.course_id == course.id)
         if bc is not None:
+            accounts_down(run, course, bc, box)
             down_course(run, course, bc, box, box_batch, pushing)
+
+
+def accounts_down(run: Any, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
+    """A learner of the server's course not in the box's: their account on
+    the box's Moodle if they have none (with Moodle's createpassword: no
+    password travels), then their enrolment. Their progress comes down at
+    the next sync, once the collection knows them. A repeat after a kill
+    finds the account made and only enrols."""
+    people = run.client.call("core_enrol_get_enrolled_users", {"courseid": course.id, "options": [PARTICIPANT_FIELDS]})
+    on_box_names = set(first_column(Participant.select(Participant.username).where(Participant.box_course == bc.id)))
+    missing = [u for u in (learner(p) for p in people or [] if isinstance(p, dict) and p.get("username"))
+               if u.role is not None and u.username not in on_box_names]
+    if not missing:
+        return
+    found = box.call("core_user_get_users_by_field", {"field": "username", "values": [u.username for u in missing]})
+    ids = {str(u["username"]): int(u["id"]) for u in found or []}
+    new = [u for u in missing if u.username not in ids and all(u.profile.get(k) for k in
+                                                               ("firstname", "lastname", "email"))]
+    if new:
+        created = box.call("core_user_create_users", {"users": [
+            {"username": u.username, **u.profile, "createpassword": 1} for u in new]})
+        ids |= {str(u["username"]): int(u["id"]) for u in created or []}
+        run.rec.actions["accounts_down"] += len(created or [])
+    enrol = [u for u in missing if u.username in ids]
+    if enrol:
+        box.call("enrol_manual_enrol_users", {"enrolments": [
+            {"roleid": STUDENT_ROLE_ID, "userid": ids[u.username], "courseid": bc.id} for u in enrol]})
+        run.rec.actions["enrolments_down"] += len(enrol)
+    run.rec.save()
 
 
 def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:

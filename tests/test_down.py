@@ -171,3 +171,25 @@ def test_a_kill_in_the_middle_of_the_way_down_loses_nothing_applies_nothing_twic
     before = writes(simulator), writes(boxsim)
     sync(box)
     assert (writes(simulator), writes(boxsim)) == before
+
+
+def test_a_learner_enrolled_on_the_server_unknown_on_the_box_gets_account_and_enrolment_there(
+        tmp_path, simulator, boxsim):  # noqa: F811
+    from tests.test_collect import control
+
+    box = make_box(tmp_path, simulator, boxsim, "both")
+    sync(box)
+    control(simulator, "edit", {"op": "add_user", "username": "newkid", "firstname": "New", "lastname": "Kid",
+                                "email": "newkid@example.org"})
+    control(simulator, "edit", {"op": "enrol_user", "username": "newkid", "courseid": C1, "roleid": 5})
+    run = sync(box)
+    assert run["actions"]["accounts_down"] == 1 and run["actions"]["enrolments_down"] == 1, run
+    on_box = MoodleReader(boxsim.url, BOX_TOKEN)
+    [kid] = on_box.users("newkid")
+    assert (kid["firstname"], kid["email"]) == ("New", "newkid@example.org")
+    assert "newkid" in on_box.enrolled(BOX_C1) and "newkid" not in on_box.enrolled(BOX_C1 + 1)
+    # The next collection finds them on the box: nothing goes back up, nothing is made twice.
+    before = sum(calls(simulator).get(f, 0) for f in ("core_user_create_users", "enrol_manual_enrol_users"))
+    again = sync(box)
+    assert again["actions"]["accounts_down"] == again["actions"]["enrolments_down"] == 0
+    assert sum(calls(simulator).get(f, 0) for f in ("core_user_create_users", "enrol_manual_enrol_users")) == before
