@@ -193,3 +193,36 @@ def test_a_learner_enrolled_on_the_server_unknown_on_the_box_gets_account_and_en
     again = sync(box)
     assert again["actions"]["accounts_down"] == again["actions"]["enrolments_down"] == 0
     assert sum(calls(simulator).get(f, 0) for f in ("core_user_create_users", "enrol_manual_enrol_users")) == before
+
+
+def test_the_information_dialog_shows_up_and_down_apart(tmp_path, simulator, boxsim):  # noqa: F811
+    import re
+
+    from agent.auth import hash_password
+    from agent.config import load_config
+    from agent.db import close_db
+    from agent import settings
+    from webui import create_app
+
+    box = make_box(tmp_path, simulator, boxsim, "both")
+    sync(box)
+    mark(boxsim, "student2", 2 + OFFSET_CM)  # up
+    server_override(simulator, 3, 1, 1)  # down
+    run = sync(box)
+    assert run["actions"]["completions"] == 1 and run["actions"]["completions_down"] == 1, run
+    app = create_app(load_config(box.config))
+    settings.put(password_hash=hash_password("correct horse battery"))
+    client = app.test_client()
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+    assert client.post("/login", data={"password": "correct horse battery", "csrf_token": csrf}).status_code == 303
+    try:
+        html = client.get("/").get_data(as_text=True)
+        dialog = re.search(rf'<dialog class="info-dialog" id="run-{run["id"]}".*?</dialog>', html, re.S).group(0)
+        actions = re.search(r'data-field="actions">(.*?)</dd>', dialog, re.S).group(1)
+        completions = re.search(r'data-kind="completions".*?</li>', actions, re.S).group(0)
+        assert re.search(r'data-way="up"[^>]*>1 ↑<', completions) and re.search(r'data-way="down"[^>]*>1 ↓<',
+                                                                                  completions)
+        assert 'data-kind="two_way_conflicts"' in actions
+        assert '<option value="both" selected>' in html
+    finally:
+        close_db()
