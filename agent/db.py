@@ -165,6 +165,8 @@ class SyncRun(BaseModel):
     collected = JSONField(null=True)
     # A sync: up, down or both (the direction it ran with); None before issue 13.
     direction = pw.CharField(max_length=8, null=True)
+    # A sync down: the bytes to and from the box's own Moodle {"sent", "received"}, apart from the server's.
+    box_bytes = JSONField(null=True)
 
 
 class Setting(BaseModel):
@@ -321,7 +323,7 @@ def _create_event_counters(db: pw.SqliteDatabase) -> None:
 # Columns added after a release, with their type; create_tables(safe=True)
 # does not add columns to a table that exists, so an upgraded box gets them here.
 ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts, "INTEGER NOT NULL DEFAULT 0"), (SyncRun, SyncRun.collected, "TEXT"),
-                 (SyncRun, SyncRun.direction, "VARCHAR(8)")]
+                 (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:

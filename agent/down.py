@@ -65,6 +65,7 @@ def pull_down(run: Any, pushable: list[Course], pushing: bool) -> None:
                               "nothing was brought down")
         return
     box = MoodleClient(run.config.box)
+    run.rec.box_traffic.append(box.traffic)
     try:
         info = box.site_info()
     except Unreachable as exc:

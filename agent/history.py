@@ -61,6 +61,7 @@ def run_dict(row: SyncRun) -> dict[str, Any]:
         "clock_offset_s": row.clock_offset_s,
         "collected": row.collected,
         "direction": row.direction,
+        "box_bytes": row.box_bytes,
         "progress": {
             "phase": row.phase,
             "courses_done": row.courses_done,

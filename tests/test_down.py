@@ -86,15 +86,29 @@ def test_both_ways_the_servers_completion_and_grade_land_on_the_box_then_nothing
     assert again["events_sent"] == 0 and directions(box) == ["both"] * 3
 
 
-def test_direction_up_writes_nothing_into_the_boxs_moodle(tmp_path, simulator, boxsim):  # noqa: F811
+def test_direction_up_writes_nothing_into_the_boxs_moodle_and_a_change_applies_from_the_next_sync(tmp_path, simulator, boxsim):  # noqa: F811
     box = make_box(tmp_path, simulator, boxsim, "up")
     sync(box)
     server_override(simulator, 3, 1, 1)
     before = writes(boxsim)
     run = sync(box)
-    assert writes(boxsim) == before and "completions_down" not in run["actions"]
+    assert writes(boxsim) == before and "completions_down" not in run["actions"] and run["box_bytes"] is None
     assert MoodleReader(boxsim.url, BOX_TOKEN).completion(BOX_C1, 23, 1 + OFFSET_CM) == 0
     assert directions(box) == ["up", "up"]
+
+    # Changed as the page does (the database's preference): the next sync runs both ways.
+    from agent import settings
+    from agent.db import close_db, open_db
+
+    open_db(box.database)
+    try:
+        settings.put(sync_direction="both")
+    finally:
+        close_db()
+    run = sync(box)
+    assert run["actions"]["completions_down"] == 1
+    assert MoodleReader(boxsim.url, BOX_TOKEN).completion(BOX_C1, 23, 1 + OFFSET_CM) == 1
+    assert directions(box) == ["up", "up", "both"]
 
 
 def test_direction_down_writes_nothing_to_the_server(tmp_path, simulator, boxsim):  # noqa: F811
@@ -223,6 +237,9 @@ def test_the_information_dialog_shows_up_and_down_apart(tmp_path, simulator, box
         assert re.search(r'data-way="up"[^>]*>1 ↑<', completions) and re.search(r'data-way="down"[^>]*>1 ↓<',
                                                                                   completions)
         assert 'data-kind="two_way_conflicts"' in actions
+        # The box's Moodle's bytes apart from the server's.
+        assert run["box_bytes"]["sent"] > 0 and run["box_bytes"]["received"] > 0
+        assert 'data-field="box_bytes"' in dialog
         assert '<option value="both" selected>' in html
     finally:
         close_db()
