@@ -50,6 +50,8 @@ BOX_WRITES = ["core_completion_override_activity_completion_status", "core_grade
 # Moodle's standard role id of a student, on the box's Moodle as on any other.
 STUDENT_ROLE_ID = 5
 
+# ServerSeen's row of a learner enrolled in the server's course (cmid 0).
+ENROLMENT = "enrolment"
 Key = tuple[str, int, str]  # username, the server's cmid, kind
 
 
@@ -88,32 +90,41 @@ def pull_down(run: Any, pushable: list[Course], pushing: bool) -> None:
 
 
 def accounts_down(run: Any, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
-    """A learner of the server's course not in the box's: their account on
-    the box's Moodle if they have none (with Moodle's createpassword: no
-    password travels), then their enrolment. Their progress comes down at
-    the next sync, once the collection knows them. A repeat after a kill
-    finds the account made and only enrols."""
+    """A learner newly enrolled in the server's course (not seen there at an
+    earlier sync down) and not in the box's: their account on the box's
+    Moodle if they have none (with Moodle's createpassword: no password
+    travels), then their enrolment. Their progress comes down at the next
+    sync, once the collection knows them. A learner seen before and not on
+    the box was unenrolled there: unenrolments are never copied, so neither
+    is the enrolment again. A repeat after a kill finds the account made."""
     people = run.client.call("core_enrol_get_enrolled_users", {"courseid": course.id, "options": [PARTICIPANT_FIELDS]})
-    on_box_names = set(first_column(Participant.select(Participant.username).where(Participant.box_course == bc.id)))
-    missing = [u for u in (learner(p) for p in people or [] if isinstance(p, dict) and p.get("username"))
-               if u.role is not None and u.username not in on_box_names]
-    if not missing:
-        return
-    found = box.call("core_user_get_users_by_field", {"field": "username", "values": [u.username for u in missing]})
-    ids = {str(u["username"]): int(u["id"]) for u in found or []}
-    new = [u for u in missing if u.username not in ids and all(u.profile.get(k) for k in
-                                                               ("firstname", "lastname", "email"))]
-    if new:
-        created = box.call("core_user_create_users", {"users": [
-            {"username": u.username, **u.profile, "createpassword": 1} for u in new]})
-        ids |= {str(u["username"]): int(u["id"]) for u in created or []}
-        run.rec.actions["accounts_down"] += len(created or [])
-    enrol = [u for u in missing if u.username in ids]
-    if enrol:
-        box.call("enrol_manual_enrol_users", {"enrolments": [
-            {"roleid": STUDENT_ROLE_ID, "userid": ids[u.username], "courseid": bc.id} for u in enrol]})
-        run.rec.actions["enrolments_down"] += len(enrol)
-    run.rec.save()
+    learners = [u for u in (learner(p) for p in people or [] if isinstance(p, dict) and p.get("username"))
+                if u.role is not None]
+    seen = set(first_column(ServerSeen.select(ServerSeen.username).where(
+        ServerSeen.course_id == course.id, ServerSeen.kind == ENROLMENT)))
+    on_box = set(first_column(Participant.select(Participant.username).where(Participant.box_course == bc.id)))
+    missing = [u for u in learners if u.username not in seen and u.username not in on_box]
+    if missing:
+        found = box.call("core_user_get_users_by_field", {"field": "username", "values": [u.username for u in missing]})
+        ids = {str(u["username"]): int(u["id"]) for u in found or []}
+        new = [u for u in missing if u.username not in ids and all(u.profile.get(k) for k in
+                                                                   ("firstname", "lastname", "email"))]
+        if new:
+            created = box.call("core_user_create_users", {"users": [
+                {"username": u.username, **u.profile, "createpassword": 1} for u in new]})
+            ids |= {str(u["username"]): int(u["id"]) for u in created or []}
+            run.rec.actions["accounts_down"] += len(created or [])
+        enrol = [u for u in missing if u.username in ids]
+        if enrol:
+            box.call("enrol_manual_enrol_users", {"enrolments": [
+                {"roleid": STUDENT_ROLE_ID, "userid": ids[u.username], "courseid": bc.id} for u in enrol]})
+            run.rec.actions["enrolments_down"] += len(enrol)
+    rows = [{"course_id": course.id, "username": u.username, "cmid": 0, "kind": ENROLMENT, "value": 1.0}
+            for u in learners if u.username not in seen]
+    with database.obj.atomic():
+        for start in range(0, len(rows), 200):
+            ServerSeen.insert_many(rows[start:start + 200]).on_conflict_replace().execute()
+        run.rec.save()
 
 
 def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
@@ -167,7 +178,8 @@ def down_course(run: Any, course: Course, bc: BoxCourse, box: MoodleClient, box_
     for (username, cmid), reported in server_grades((grades.data or {}).get("usergrades") or [], by_id).items():
         server[(username, cmid, GRADE)] = reported
 
-    seen = {(s.username, s.cmid, s.kind): s.value for s in ServerSeen.select().where(ServerSeen.course_id == course.id)}
+    seen = {(s.username, s.cmid, s.kind): s.value for s in ServerSeen.select().where(
+        ServerSeen.course_id == course.id, ServerSeen.kind != ENROLMENT)}
     box_now = {(c.username, mapping.mapped[c.box_cmid], c.kind): c.value
                for c in Collected.select().where(Collected.box_course == bc.id) if c.box_cmid in mapping.mapped}
     waiting = _waiting(course.id)

@@ -243,3 +243,17 @@ def test_the_information_dialog_shows_up_and_down_apart(tmp_path, simulator, box
         assert '<option value="both" selected>' in html
     finally:
         close_db()
+
+
+def test_an_unenrolment_on_either_side_is_not_copied(tmp_path, simulator, boxsim):  # noqa: F811
+    box = make_box(tmp_path, simulator, boxsim, "both")
+    sync(box)
+    # The simulators have no unenrol function: their records, as an unenrolment leaves them.
+    del simulator.state.enrolments[C1][5]  # student3 on the server
+    del boxsim.state.enrolments[BOX_C1][24]  # student2 on the box
+    for _ in range(2):
+        run = sync(box)
+        assert run["actions"]["enrolments_down"] == run["actions"]["enrolments"] == 0, run
+    assert "student3" in MoodleReader(boxsim.url, BOX_TOKEN).enrolled(BOX_C1)
+    assert "student2" in MoodleReader(simulator.url, TOKEN).enrolled(C1)
+    assert "student2" not in MoodleReader(boxsim.url, BOX_TOKEN).enrolled(BOX_C1)
