@@ -42,6 +42,27 @@ def grade(sim, token: str, courseid: int, cmid: int, studentid: int, value: floa
         activityid=cmid, itemnumber=0, **{"grades[0][studentid]": studentid, "grades[0][grade]": value})
 
 
+def page(box) -> str:
+    """The page as the logged-in admin sees it."""
+    import re
+
+    from agent import settings
+    from agent.auth import hash_password
+    from agent.config import load_config
+    from agent.db import close_db
+    from webui import create_app
+
+    app = create_app(load_config(box.config))
+    try:
+        settings.put(password_hash=hash_password("correct horse battery"))
+        client = app.test_client()
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+        assert client.post("/login", data={"password": "correct horse battery", "csrf_token": csrf}).status_code == 303
+        return client.get("/").get_data(as_text=True)
+    finally:
+        close_db()
+
+
 def conflicts_log(box) -> list[dict]:
     with sqlite3.connect(box.database) as conn:
         conn.row_factory = sqlite3.Row
@@ -141,6 +162,13 @@ def test_a_grade_changed_on_both_sides_the_later_wins_and_the_log_holds_both(
     assert (logged["box_value"], logged["server_value"]) == (50, 90)
     assert logged["kept"] == ("box" if box_later else "server") and logged["rule"] == "the later change wins"
     kept = 50 if box_later else 90
+    [shown] = run["two_way_conflicts"]
+    assert (shown["box_value"], shown["server_value"], shown["kept"]) == (50, 90, logged["kept"])
+    html = page(box)
+    import re
+    dialog = re.search(rf'<dialog class="info-dialog" id="run-{run["id"]}".*?</dialog>', html, re.S).group(0)
+    item = re.search(r'data-field="two_way_conflicts">.*?<li data-kept="(\w+)">(.*?)</li>', dialog, re.S)
+    assert item.group(1) == logged["kept"] and "student2" in item.group(2) and "box 50, server 90" in item.group(2)
     assert MoodleReader(simulator.url, TOKEN).grade(C1, 4, 3)[0] == kept
     assert MoodleReader(boxsim.url, BOX_TOKEN).grade(BOX_C1, 24, 3 + OFFSET_CM)[0] == kept
     before = writes(simulator), writes(boxsim)
