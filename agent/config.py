@@ -257,6 +257,12 @@ class SyncConfig:
         help="up: the box's progress goes to the server (box -> server); down: the\n"
              "server's progress comes into the box's Moodle ([box]); both: the two.\n"
              "A fresh box's value; the page changes it from the next sync on.")
+    accounts_down: bool = setting(
+        True,
+        help="Down or both: yes: a learner enrolled on the server in a course kept on the\n"
+             "box, with no account on the box's Moodle, gets one (Moodle's createpassword:\n"
+             "no password travels) and the enrolment; no: only learners with an account\n"
+             "there are enrolled.")
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def accounts_down(run: Any, course: Course, bc: BoxCourse, box: MoodleClient) ->
         ids = {str(u["username"]): int(u["id"]) for u in found or []}
         new = [u for u in missing if u.username not in ids and all(u.profile.get(k) for k in
                                                                    ("firstname", "lastname", "email"))]
-        if new:
+        if new and run.config.sync.accounts_down:
             created = box.call("core_user_create_users", {"users": [
                 {"username": u.username, **u.profile, "createpassword": 1} for u in new]})
             ids |= {str(u["username"]): int(u["id"]) for u in created or []}

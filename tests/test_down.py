@@ -15,8 +15,9 @@ from tests.test_collect import BOX_C1, BOX_TOKEN, C1, OFFSET_CM, box_section, bo
 WRITES = ("core_completion_override_activity_completion_status", "core_grades_update_grades")
 
 
-def make_box(tmp_path, simulator, boxsim, direction: str) -> Box:  # noqa: F811
-    box = Box(tmp_path, simulator.url, extra=box_section(tmp_path, boxsim) + f"\n[sync]\ndirection = {direction}\n")
+def make_box(tmp_path, simulator, boxsim, direction: str, sync_keys: str = "") -> Box:  # noqa: F811
+    box = Box(tmp_path, simulator.url,
+              extra=box_section(tmp_path, boxsim) + f"\n[sync]\ndirection = {direction}\n{sync_keys}")
     assert box.cli("courses", "add", "C1", "C2").returncode == 0
     return box
 
@@ -271,6 +272,19 @@ def test_the_information_dialog_shows_up_and_down_apart(tmp_path, simulator, box
         assert '<option value="both" selected>' in html
     finally:
         close_db()
+
+
+def test_with_accounts_down_off_no_account_is_made_on_the_box(tmp_path, simulator, boxsim):  # noqa: F811
+    from tests.test_collect import control
+
+    box = make_box(tmp_path, simulator, boxsim, "both", "accounts_down = no\n")
+    sync(box)
+    control(simulator, "edit", {"op": "add_user", "username": "newkid", "firstname": "New", "lastname": "Kid",
+                                "email": "newkid@example.org"})
+    control(simulator, "edit", {"op": "enrol_user", "username": "newkid", "courseid": C1, "roleid": 5})
+    run = sync(box)
+    assert run["actions"]["accounts_down"] == run["actions"]["enrolments_down"] == 0, run
+    assert MoodleReader(boxsim.url, BOX_TOKEN).users("newkid") == []
 
 
 def test_an_unenrolment_on_either_side_is_not_copied(tmp_path, simulator, boxsim):  # noqa: F811
