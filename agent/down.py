@@ -55,7 +55,7 @@ ENROLMENT = "enrolment"
 Key = tuple[str, int, str]  # username, the server's cmid, kind
 
 
-def pull_down(run: Any, pushable: list[Course], pushing: bool) -> None:
+def pull_down(run: Any, pushable: list[Course]) -> None:
     """The way down for every course; ``run`` is agent.sync.Run (not
     imported: sync imports this module)."""
     if run.config.box is None:
@@ -86,7 +86,7 @@ def pull_down(run: Any, pushable: list[Course], pushing: bool) -> None:
         bc = BoxCourse.get_or_none(BoxCourse.course_id == course.id)
         if bc is not None:
             accounts_down(run, course, bc, box)
-            down_course(run, course, bc, box, box_batch, pushing)
+            down_course(run, course, bc, box, box_batch)
 
 
 def accounts_down(run: Any, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
@@ -143,7 +143,7 @@ def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
     return found
 
 
-def down_course(run: Any, course: Course, bc: BoxCourse, box: MoodleClient, box_batch: int, pushing: bool) -> None:
+def down_course(run: Any, course: Course, bc: BoxCourse, box: MoodleClient, box_batch: int) -> None:
     learners = {p.username: p.userid for p in Participant.select().where(Participant.box_course == bc.id)
                 if "student" in (p.roles or [])}
     run.resolve_users(set(learners))
@@ -185,7 +185,7 @@ def down_course(run: Any, course: Course, bc: BoxCourse, box: MoodleClient, box_
     waiting = _waiting(course.id)
     keys = {k for k in {*server, *waiting} if k[0] in on_server and k[1] in to_box}
     decisions = {k: decide(k[2], server.get(k), seen.get(k), box_now.get(k),
-                           waiting[k][1] if k in waiting else None, pushing) for k in sorted(keys)}
+                           waiting[k][1] if k in waiting else None) for k in sorted(keys)}
 
     writes = [(k, d) for k, d in decisions.items() if d.write_down is not None]
     calls, owners = box_calls(writes, bc.id, learners, to_box, box_acts)
@@ -275,3 +275,22 @@ def save_course(run: Any, course: Course, bc: BoxCourse, decisions: dict[Key, De
             TwoWayConflict.insert_many(conflicts).execute()
         run.rec.actions["two_way_conflicts"] += len(conflicts)
         run.rec.save()
+
+
+def record_pushed(run: Any) -> None:
+    """After the push (direction both): what the server confirmed in this
+    run is its last known state, so that it does not come back down. A run
+    cut off before this leaves it for the next one, which reads the pushed
+    value on the server, finds it already on the box, and writes nothing."""
+    latest: dict[tuple[int, int, str, str], float] = {}  # (course, cmid, kind, username) -> value
+    for e in (Event.select(Event.type, Event.username, Event.course_id, Event.cmid, Event.data)
+              .where(Event.sync_id == run.rec.row.id, Event.status == Event.SENT,
+                     Event.type.in_([COMPLETION, GRADE]), Event.cmid.is_null(False)).order_by(Event.id)):
+        value = (1.0 if e.data.get("completed") else 0.0) if e.type == COMPLETION else e.data.get("grade")
+        if value is not None and e.course_id is not None:
+            latest[(e.course_id, int(e.cmid or 0), e.type, e.username)] = float(value)
+    rows = [{"course_id": course, "username": username, "cmid": cmid, "kind": kind, "value": value}
+            for (course, cmid, kind, username), value in latest.items()]
+    with database.obj.atomic():
+        for start in range(0, len(rows), 200):
+            ServerSeen.insert_many(rows[start:start + 200]).on_conflict_replace().execute()

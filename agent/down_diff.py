@@ -50,11 +50,13 @@ def normal(kind: str, value: float) -> float:
 
 
 def decide(kind: str, server: Reported | None, seen: float | None, box_now: float | None,
-           box_change: Reported | None, pushing: bool) -> Decision:
+           box_change: Reported | None) -> Decision:
     """``server``: the server's value now (None: it has none); ``seen``: its
     last known value; ``box_now``: the box's current value (as last
     collected); ``box_change``: the box's change waiting to be pushed, if
-    any; ``pushing``: whether this run pushes (direction up or both).
+    any. A box change that stays queued leaves the server's last known
+    state as it is: it moves once the server confirms the push
+    (agent/down.py, record_pushed), never before.
 
     A value equal on both sides is never sent. Both changed and differing:
     a completion done wins over not done; a grade, the later change wins,
@@ -63,13 +65,12 @@ def decide(kind: str, server: Reported | None, seen: float | None, box_now: floa
     box_now = normal(kind, box_now) if box_now is not None else None
     server_changed = server_value is not None and server_value != seen and not (
         seen is None and kind == COMPLETION and server_value == 0)
-    # What is pushed is what the server will hold: it must not come back down.
     if box_change is not None:
         box_value = normal(kind, box_change.value)
         if server_value == box_value:  # already there: nothing to send either way
             return Decision(None, True, server_value)
         if not server_changed:
-            return Decision(None, False, box_value if pushing else seen)
+            return Decision(None, False, seen)
         assert server is not None and server_value is not None
         if kind == COMPLETION:
             box_wins, rule = box_value > 0, "done wins over not done"
@@ -77,7 +78,7 @@ def decide(kind: str, server: Reported | None, seen: float | None, box_now: floa
             box_wins = box_change.time > server.time
             rule = "the later change wins" if box_change.time != server.time else "a tie keeps the server's"
         if box_wins:
-            return Decision(None, False, box_value if pushing else seen, rule)
+            return Decision(None, False, seen, rule)
         return Decision(None if box_now == server_value else server_value, True, server_value, rule)
     if not server_changed:
         return Decision(None, False, seen)

@@ -27,7 +27,7 @@ import peewee as pw
 from . import courses as courses_mod
 from . import settings
 from .collect import collect_for_sync
-from .down import DOWN_KINDS, pull_down
+from .down import DOWN_KINDS, pull_down, record_pushed
 from .config import Config
 from .db import Activity, Course, Event, Secret, SyncRun, database, first_column, iso, utcnow
 from .db import BoxActivity, BoxCourse, Collected
@@ -413,7 +413,7 @@ def execute(run: Run) -> str:
     pushable = check_courses(run)
     map_box_activities(run, pushable)
     if run.direction != "up":
-        pull_down(run, pushable, pushing=run.direction == "both")
+        pull_down(run, pushable)
         if run.direction == "down":
             return run.rec.final_status()
     run.rec.save(phase="sending_events")
@@ -427,6 +427,8 @@ def execute(run: Run) -> str:
         push_enrolments(run, course.id)
     for course in pushable:
         push_learning(run, course)
+    if run.direction == "both":
+        record_pushed(run)
     return run.rec.final_status()
 
 

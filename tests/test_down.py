@@ -299,3 +299,20 @@ def test_an_unenrolment_on_either_side_is_not_copied(tmp_path, simulator, boxsim
     assert "student3" in MoodleReader(boxsim.url, BOX_TOKEN).enrolled(BOX_C1)
     assert "student2" in MoodleReader(simulator.url, TOKEN).enrolled(C1)
     assert "student2" not in MoodleReader(boxsim.url, BOX_TOKEN).enrolled(BOX_C1)
+
+
+def test_a_push_the_server_refused_does_not_count_as_on_the_server_so_nothing_comes_down_over_it(
+        tmp_path, simulator, boxsim):  # noqa: F811
+    box = make_box(tmp_path, simulator, boxsim, "both")
+    sync(box)
+    server_override(simulator, 3, 1, 1)
+    assert sync(box)["actions"]["completions_down"] == 1  # done on both sides now
+    mark(boxsim, "student1", 1 + OFFSET_CM, done=False)  # undone on the box
+    simulator.faults.set(fail_function={"core_completion_override_activity_completion_status": "nopermissions"})
+    run = sync(box)
+    assert run["conflicts"] == 1 and run["actions"]["completions"] == 0, run
+    simulator.faults.clear()
+    run = sync(box)
+    # The server still holds "done", as it did: no change there, nothing written over the box's undo.
+    assert run["actions"]["completions_down"] == 0 and run["actions"]["two_way_conflicts"] == 0, run
+    assert MoodleReader(boxsim.url, BOX_TOKEN).completion(BOX_C1, 23, 1 + OFFSET_CM) == 0
