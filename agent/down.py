@@ -37,7 +37,7 @@ from .collect import PARTICIPANT_FIELDS, read_all
 from .db import Activity, BoxActivity, BoxCourse, Collected, Course, Event, Participant, ServerSeen, \
     TwoWayConflict, database, first_column, iso, utcnow
 from .down_diff import COMPLETION, GRADE, Decision, Reported, decide, server_completions, server_grades
-from .moodle import BATCH_FUNCTION, MoodleClient, Unreachable
+from .moodle import BATCH_FUNCTION, MoodleClient, MoodleError, TokenRejected, Unreachable
 from .plan import ActivityInfo, map_activities
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ def pull_down(run: Any, pushable: list[Course]) -> None:
     except Unreachable as exc:
         run.rec.errors.append(f"direction down: the box's Moodle does not answer: {exc.reason}")
         return
+    except TokenRejected:
+        run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
+        return
     box_functions = {str(f.get("name")) for f in info.get("functions", []) if isinstance(f, dict)}
     lacking = [f for f in BOX_WRITES if f not in box_functions]
     if lacking:
@@ -84,9 +87,30 @@ def pull_down(run: Any, pushable: list[Course]) -> None:
     for course in pushable:
         run.check_stop()
         bc = BoxCourse.get_or_none(BoxCourse.course_id == course.id)
-        if bc is not None:
+        if bc is None:
+            continue
+        try:
             accounts_down(run, course, bc, box)
             down_course(run, course, bc, box, box_batch)
+        except BoxTokenRejected:
+            run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
+            return
+        except TokenRejected:
+            raise  # the server's token: the run ends, as for any other call to the server
+        except MoodleError as exc:
+            # One course's refusal (an account the box's Moodle will not make, say) stops only that course.
+            run.rec.errors.append(f"course {course.shortname}: the way down stopped: {exc}")
+
+
+class BoxTokenRejected(Exception):
+    """The box's Moodle rejected its token (not the server's: that ends the run)."""
+
+
+def box_call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
+    try:
+        return box.call(function, args)
+    except TokenRejected:
+        raise BoxTokenRejected() from None
 
 
 def accounts_down(run: Any, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
@@ -105,18 +129,19 @@ def accounts_down(run: Any, course: Course, bc: BoxCourse, box: MoodleClient) ->
     on_box = set(first_column(Participant.select(Participant.username).where(Participant.box_course == bc.id)))
     missing = [u for u in learners if u.username not in seen and u.username not in on_box]
     if missing:
-        found = box.call("core_user_get_users_by_field", {"field": "username", "values": [u.username for u in missing]})
+        found = box_call(box, "core_user_get_users_by_field",
+                         {"field": "username", "values": [u.username for u in missing]})
         ids = {str(u["username"]): int(u["id"]) for u in found or []}
         new = [u for u in missing if u.username not in ids and all(u.profile.get(k) for k in
                                                                    ("firstname", "lastname", "email"))]
         if new and run.config.sync.accounts_down:
-            created = box.call("core_user_create_users", {"users": [
+            created = box_call(box, "core_user_create_users", {"users": [
                 {"username": u.username, **u.profile, "createpassword": 1} for u in new]})
             ids |= {str(u["username"]): int(u["id"]) for u in created or []}
             run.rec.actions["accounts_down"] += len(created or [])
         enrol = [u for u in missing if u.username in ids]
         if enrol:
-            box.call("enrol_manual_enrol_users", {"enrolments": [
+            box_call(box, "enrol_manual_enrol_users", {"enrolments": [
                 {"roleid": STUDENT_ROLE_ID, "userid": ids[u.username], "courseid": bc.id} for u in enrol]})
             run.rec.actions["enrolments_down"] += len(enrol)
     rows = [{"course_id": course.id, "username": u.username, "cmid": 0, "kind": ENROLMENT, "value": 1.0}
@@ -189,7 +214,10 @@ def down_course(run: Any, course: Course, bc: BoxCourse, box: MoodleClient, box_
 
     writes = [(k, d) for k, d in decisions.items() if d.write_down is not None]
     calls, owners = box_calls(writes, bc.id, learners, to_box, box_acts)
-    results = read_all(box, calls, box_batch, run.stop) if calls else []
+    try:
+        results = read_all(box, calls, box_batch, run.stop) if calls else []
+    except TokenRejected:
+        raise BoxTokenRejected() from None
     failed: set[Key] = set()
     for (function, _), result, keys_of in zip(calls, results, owners):
         problem: object = None

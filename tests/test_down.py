@@ -10,7 +10,8 @@ import sqlite3
 import pytest
 
 from tests.helpers import TOKEN, Box, MoodleReader
-from tests.test_collect import BOX_C1, BOX_TOKEN, C1, OFFSET_CM, box_section, boxsim, calls, mark, run_json  # noqa: F401
+from tests.test_collect import boxsim  # noqa: F401 (the fixture)
+from tests.test_collect import BOX_C1, BOX_TOKEN, C1, OFFSET_CM, box_section, calls, mark, run_json
 
 WRITES = ("core_completion_override_activity_completion_status", "core_grades_update_grades")
 
@@ -108,7 +109,8 @@ def test_both_ways_the_servers_completion_and_grade_land_on_the_box_then_nothing
     assert again["events_sent"] == 0 and directions(box) == ["both"] * 3
 
 
-def test_direction_up_writes_nothing_into_the_boxs_moodle_and_a_change_applies_from_the_next_sync(tmp_path, simulator, boxsim):  # noqa: F811
+def test_direction_up_writes_nothing_into_the_boxs_moodle_and_a_change_applies_from_the_next_sync(
+        tmp_path, simulator, boxsim):  # noqa: F811
     box = make_box(tmp_path, simulator, boxsim, "up")
     sync(box)
     server_override(simulator, 3, 1, 1)
@@ -316,3 +318,16 @@ def test_a_push_the_server_refused_does_not_count_as_on_the_server_so_nothing_co
     # The server still holds "done", as it did: no change there, nothing written over the box's undo.
     assert run["actions"]["completions_down"] == 0 and run["actions"]["two_way_conflicts"] == 0, run
     assert MoodleReader(boxsim.url, BOX_TOKEN).completion(BOX_C1, 23, 1 + OFFSET_CM) == 0
+
+
+def test_the_boxs_moodle_rejecting_its_token_stops_only_the_way_down(tmp_path, simulator, boxsim):  # noqa: F811
+    box = make_box(tmp_path, simulator, boxsim, "both")
+    sync(box)
+    server_override(simulator, 3, 1, 1)
+    boxsim.faults.set(reject_token=True)
+    code, run, err = run_json(box, "sync")
+    assert run["status"] == "completed_with_errors", (run, err)
+    assert "direction down: the box's Moodle rejected its token ([box] token_file)" in run["errors"]
+    assert BOX_TOKEN not in str(run)
+    boxsim.faults.clear()
+    assert sync(box)["actions"]["completions_down"] == 1  # brought down once the box's Moodle takes its token
