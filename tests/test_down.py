@@ -331,3 +331,19 @@ def test_the_boxs_moodle_rejecting_its_token_stops_only_the_way_down(tmp_path, s
     assert BOX_TOKEN not in str(run)
     boxsim.faults.clear()
     assert sync(box)["actions"]["completions_down"] == 1  # brought down once the box's Moodle takes its token
+
+
+def test_check_names_the_write_functions_the_boxs_service_lacks_when_syncing_down(tmp_path, simulator):
+    from moodle_simulator import start_simulator
+
+    lacking = start_simulator(token=BOX_TOKEN, box=True, without_functions=["core_grades_update_grades"])
+    try:
+        for direction, missing in (("up", []), ("both", ["core_grades_update_grades"])):
+            box = Box(
+                tmp_path, simulator.url, extra=box_section(tmp_path, lacking) + f"\n[sync]\ndirection = {direction}\n")
+            code, result, err = run_json(box, "check")
+            assert code == 0, err
+            assert result["box"]["missing_functions"] == missing, direction
+            assert result["missing_functions"] == []
+    finally:
+        lacking.stop()
