@@ -268,6 +268,7 @@ def test_the_information_dialog_shows_up_and_down_apart(tmp_path, simulator, box
         assert re.search(r'data-way="up"[^>]*>1 ↑<', completions) and re.search(r'data-way="down"[^>]*>1 ↓<',
                                                                                   completions)
         assert 'data-kind="two_way_conflicts"' in actions
+        assert re.search(r'data-field="direction">Both ways<', dialog)
         # The box's Moodle's bytes apart from the server's.
         assert run["box_bytes"]["sent"] > 0 and run["box_bytes"]["received"] > 0
         assert 'data-field="box_bytes"' in dialog
