@@ -18,6 +18,7 @@ import peewee as pw
 
 from . import __version__, courses, handoff, health, history, settings
 from .collect import BOX_FUNCTIONS, NoBox, run_collect
+from .down import BOX_WRITES, SERVER_READS
 from .config import Config, ConfigError, load_config
 from .daemon import run_daemon
 from .db import Event, SyncRequest, SyncRun, open_db
@@ -277,10 +278,14 @@ def print_check(result: dict, who: str) -> None:
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     """The school's Moodle, and the box's own when [box] names one."""
-    code, result = check_site(MoodleClient(config.moodle), config.moodle.url, REQUIRED_FUNCTIONS, OPTIONAL_FUNCTIONS)
+    # The way down (direction down or both) reads more of the server and writes into the box's Moodle.
+    down = settings.get(config, "sync_direction") != "up"
+    required = REQUIRED_FUNCTIONS + [f for f in SERVER_READS if down and f not in REQUIRED_FUNCTIONS]
+    code, result = check_site(MoodleClient(config.moodle), config.moodle.url, required, OPTIONAL_FUNCTIONS)
     box_code, box = EXIT_OK, None
     if config.box is not None:
-        box_code, box = check_site(MoodleClient(config.box), config.box.url, BOX_FUNCTIONS, OPTIONAL_FUNCTIONS)
+        box_required = BOX_FUNCTIONS + [f for f in BOX_WRITES if down and f not in BOX_FUNCTIONS]
+        box_code, box = check_site(MoodleClient(config.box), config.box.url, box_required, OPTIONAL_FUNCTIONS)
         if box.get("token_valid") is False:
             box["error"] = "the box's Moodle rejected its token"
         result["box"] = box

@@ -108,28 +108,7 @@ class Collector:
     # -- reading ---------------------------------------------------------------
 
     def read(self, calls: Sequence[tuple[str, dict[str, Any]]]) -> list[CallResult]:
-        """Every call's result, batched when the service allows. Moodle stops a
-        batch at its first failing call: the calls after it go again."""
-        results: list[CallResult] = []
-        pending = list(calls)
-        while pending:
-            if self.stop.is_set():
-                raise Interrupted()
-            if self.batch_size == 1 or len(pending) == 1:
-                function, args = pending.pop(0)
-                try:
-                    results.append(CallResult(True, data=self.client.call(function, args)))
-                except TokenRejected:
-                    raise
-                except MoodleError as exc:
-                    results.append(CallResult(False, error=exc))
-                continue
-            answered = self.client.batch(pending[:self.batch_size])
-            if not answered:
-                raise Unreachable("the box's Moodle answered an empty batch", "bad_answer")
-            results += answered
-            pending = pending[len(answered):]
-        return results
+        return read_all(self.client, calls, self.batch_size, self.stop)
 
     def check_connection(self) -> bool:
         try:
@@ -272,6 +251,32 @@ class Collector:
             except BaseException:
                 self.rec.restore(counted)  # not committed: the history must not count it either
                 raise
+
+
+def read_all(client: MoodleClient, calls: Sequence[tuple[str, dict[str, Any]]], batch_size: int,
+             stop: threading.Event) -> list[CallResult]:
+    """Every call's result, batched when batch_size > 1. Moodle stops a
+    batch at its first failing call: the calls after it go again."""
+    results: list[CallResult] = []
+    pending = list(calls)
+    while pending:
+        if stop.is_set():
+            raise Interrupted()
+        if batch_size == 1 or len(pending) == 1:
+            function, args = pending.pop(0)
+            try:
+                results.append(CallResult(True, data=client.call(function, args)))
+            except TokenRejected:
+                raise
+            except MoodleError as exc:
+                results.append(CallResult(False, error=exc))
+            continue
+        answered = client.batch(pending[:batch_size])
+        if not answered:
+            raise Unreachable("the Moodle answered an empty batch", "bad_answer")
+        results += answered
+        pending = pending[len(answered):]
+    return results
 
 
 @dataclass

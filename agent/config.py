@@ -239,6 +239,32 @@ class ScheduleConfig:
         help="After a missed scheduled time, keep trying for this many hours.")
 
 
+DIRECTIONS = ("up", "down", "both")
+
+
+def _direction(value: str) -> str:
+    if value not in DIRECTIONS:
+        raise ValueError(f"must be up, down or both, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """What a sync carries, and which way (the page changes it afterwards)."""
+
+    direction: str = setting(
+        "up", check=_direction,
+        help="up: the box's progress goes to the server (box -> server); down: the\n"
+             "server's progress comes into the box's Moodle ([box]); both: the two.\n"
+             "A fresh box's value; the page changes it from the next sync on.")
+    accounts_down: bool = setting(
+        True,
+        help="Down or both: yes: a learner enrolled on the server in a course kept on the\n"
+             "box, with no account on the box's Moodle, gets one (Moodle's createpassword:\n"
+             "no password travels) and the enrolment; no: only learners with an account\n"
+             "there are enrolled.")
+
+
 @dataclass(frozen=True)
 class WebConfig:
     """The teacher's page and the events API."""
@@ -297,6 +323,7 @@ class Config:
     moodle: MoodleConfig
     agent: AgentConfig = AgentConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    sync: SyncConfig = SyncConfig()
     web: WebConfig = WebConfig()
     smtp: SmtpConfig = SmtpConfig()
     # None without a [box] url: the learners' events come from the events API only.

@@ -36,7 +36,7 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def utcnow() -> datetime:
@@ -163,6 +163,10 @@ class SyncRun(BaseModel):
     # A sync: what the collection from the box's Moodle before it found
     # (agent/collect.py), for the Information dialog. None without [box].
     collected = JSONField(null=True)
+    # A sync: up, down or both (the direction it ran with); None before issue 13.
+    direction = pw.CharField(max_length=8, null=True)
+    # A sync down: the bytes to and from the box's own Moodle {"sent", "received"}, apart from the server's.
+    box_bytes = JSONField(null=True)
 
 
 class Setting(BaseModel):
@@ -248,8 +252,41 @@ class Collected(BaseModel):
         primary_key = pw.CompositeKey("box_course", "username", "box_cmid", "kind")
 
 
+class ServerSeen(BaseModel):
+    """The last state read from (or pushed to) the server per course, learner,
+    activity (the server's cmid) and kind: what the next sync down compares
+    with, so that only what changed on the server is written into the box's
+    Moodle, and what the agent pushed does not come back down (agent/down.py)."""
+
+    course_id = pw.IntegerField()  # the server's
+    username = pw.CharField(max_length=100)
+    cmid = pw.IntegerField()  # the server's
+    kind = pw.CharField(max_length=16)
+    value = pw.FloatField()
+
+    class Meta:
+        primary_key = pw.CompositeKey("course_id", "username", "cmid", "kind")
+
+
+class TwoWayConflict(BaseModel):
+    """The conflicts log: the same learner's same activity changed on both
+    sides since the last sync, both values and the one kept."""
+
+    id = pw.AutoField()
+    sync_id = pw.CharField(max_length=36, index=True)
+    course_id = pw.IntegerField()  # the server's
+    username = pw.CharField(max_length=100)
+    cmid = pw.IntegerField()  # the server's
+    kind = pw.CharField(max_length=16)
+    box_value = pw.FloatField()
+    server_value = pw.FloatField()
+    kept = pw.CharField(max_length=8)  # "box" or "server"
+    rule = pw.CharField(max_length=120)
+    at = pw.CharField()
+
+
 MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest, LoginAttempt, BoxCourse, BoxActivity,
-          Participant, Collected]
+          Participant, Collected, ServerSeen, TwoWayConflict]
 
 # The page shows how many events wait; counting a million queued rows on each
 # request is too slow on an SD card, so triggers keep one counter per status,
@@ -285,7 +322,8 @@ def _create_event_counters(db: pw.SqliteDatabase) -> None:
 
 # Columns added after a release, with their type; create_tables(safe=True)
 # does not add columns to a table that exists, so an upgraded box gets them here.
-ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts, "INTEGER NOT NULL DEFAULT 0"), (SyncRun, SyncRun.collected, "TEXT")]
+ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts, "INTEGER NOT NULL DEFAULT 0"), (SyncRun, SyncRun.collected, "TEXT"),
+                 (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:

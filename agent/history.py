@@ -13,7 +13,7 @@ import peewee as pw
 
 from . import settings
 from .config import Config
-from .db import Event, SyncRun, iso, utcnow
+from .db import Activity, Event, SyncRun, TwoWayConflict, iso, utcnow
 from .queue import count_by_status
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,17 @@ def events_done(row: SyncRun) -> int:
     return row.events_sent + row.conflicts
 
 
+def two_way_conflicts(sync_id: str) -> list[dict[str, Any]]:
+    """The conflicts log of one sync: what changed on both sides, both values and the one kept."""
+    rows = TwoWayConflict.select().where(TwoWayConflict.sync_id == sync_id).order_by(TwoWayConflict.id)
+    logged = list(rows)
+    names = {a.cmid: a.name for a in Activity.select(Activity.cmid, Activity.name)
+             .where(Activity.cmid.in_([c.cmid for c in logged]))} if logged else {}
+    return [{"username": c.username, "course_id": c.course_id, "cmid": c.cmid, "activity": names.get(c.cmid),
+             "kind": c.kind, "box_value": c.box_value, "server_value": c.server_value, "kept": c.kept,
+             "rule": c.rule, "at": c.at} for c in logged]
+
+
 def run_dict(row: SyncRun) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -60,6 +71,9 @@ def run_dict(row: SyncRun) -> dict[str, Any]:
         "errors": row.errors or [],
         "clock_offset_s": row.clock_offset_s,
         "collected": row.collected,
+        "direction": row.direction,
+        "box_bytes": row.box_bytes,
+        "two_way_conflicts": two_way_conflicts(row.id) if row.direction in ("down", "both") else [],
         "progress": {
             "phase": row.phase,
             "courses_done": row.courses_done,

@@ -84,6 +84,8 @@ class Record:
     errors: list[str] = field(default_factory=list)
     courses: dict[int, dict] = field(default_factory=dict)
     traffic: list[Traffic] = field(default_factory=list)
+    # The box's own Moodle's, counted apart: it is local, not the school's line (a sync down).
+    box_traffic: list[Traffic] = field(default_factory=list)
     status: str | None = None  # set by the run when it ends by itself
 
     def save(self, **fields: object) -> None:
@@ -91,6 +93,9 @@ class Record:
             setattr(self.row, key, value)
         self.row.bytes_sent = sum(t.bytes_sent for t in self.traffic)
         self.row.bytes_received = sum(t.bytes_received for t in self.traffic)
+        if self.box_traffic:
+            self.row.box_bytes = {"sent": sum(t.bytes_sent for t in self.box_traffic),
+                                  "received": sum(t.bytes_received for t in self.box_traffic)}
         self.row.actions = {kind: self.actions.get(kind, 0) for kind in self.kinds}
         self.row.courses = list(self.courses.values())
         self.row.errors = self.errors

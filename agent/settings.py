@@ -48,6 +48,8 @@ KEYS: dict[str, Key] = {key.name: key for key in (
     Key("sync_enabled", "preference", bool, True),
     Key("schedule_enabled", "preference", bool, from_config=lambda config: config.schedule.enabled),
     Key("schedule_time_utc", "preference", str, from_config=lambda config: config.schedule.time_utc),
+    # up, down or both (config.DIRECTIONS); a change applies from the next run on.
+    Key("sync_direction", "preference", str, from_config=lambda config: config.sync.direction),
     Key("notify_enabled", "preference", bool, False),
     Key("notify_email", "preference", str),
     Key("force_next", "preference", bool, False),

@@ -27,6 +27,7 @@ import peewee as pw
 from . import courses as courses_mod
 from . import settings
 from .collect import collect_for_sync
+from .down import DOWN_KINDS, pull_down, record_pushed
 from .config import Config
 from .db import Activity, Course, Event, Secret, SyncRun, database, first_column, iso, utcnow
 from .db import BoxActivity, BoxCourse, Collected
@@ -75,6 +76,7 @@ class Run:
     user_ids: dict[str, int] = field(default_factory=dict)
     enrolled: dict[int, set[int]] = field(default_factory=dict)
     secrets_erased: bool = False
+    direction: str = "up"  # [sync] direction / the page's setting, read once when the run starts
 
     @property
     def read_size(self) -> int:
@@ -410,6 +412,10 @@ def execute(run: Run) -> str:
         return SyncRun.SKIPPED_OFFLINE
     pushable = check_courses(run)
     map_box_activities(run, pushable)
+    if run.direction != "up":
+        pull_down(run, pushable)
+        if run.direction == "down":
+            return run.rec.final_status()
     run.rec.save(phase="sending_events")
     offset = run.rec.row.clock_offset_s
     corrected = correct_event_times(offset)
@@ -421,6 +427,8 @@ def execute(run: Run) -> str:
         push_enrolments(run, course.id)
     for course in pushable:
         push_learning(run, course)
+    if run.direction == "both":
+        record_pushed(run)
     return run.rec.final_status()
 
 
@@ -430,7 +438,10 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
     """Run one sync and return its history row. Raises AlreadyRunning or SyncDisabled.
     With a box's Moodle ([box]) and ``collect``, a full collection comes first,
     in its own history row; the sync's row keeps what it found."""
-    with recorded_run(config, trigger, ACTION_KINDS, force=force, on_started=on_started) as rec:
+    direction = settings.get(config, "sync_direction")
+    kinds = ACTION_KINDS if direction == "up" else ACTION_KINDS + DOWN_KINDS
+    with recorded_run(config, trigger, kinds, force=force, on_started=on_started) as rec:
+        rec.row.direction = direction
         if collect and config.box is not None:
             rec.save(phase="collecting")
             rec.row.collected = collect_for_sync(config, stop)
@@ -438,7 +449,7 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
             rec.save(phase="checking_connection", events_total=count_by_status()[Event.QUEUED])
         client = client or MoodleClient(config.moodle)
         rec.traffic.append(client.traffic)
-        run = Run(config, client, rec, force=force, stop=stop or threading.Event())
+        run = Run(config, client, rec, force=force, stop=stop or threading.Event(), direction=direction)
         try:
             rec.status = execute(run)
         finally:

@@ -12,7 +12,8 @@ from tests.helpers import Box
 @pytest.fixture
 def config(tmp_path):
     cfg = load_config(Box(tmp_path, "http://127.0.0.1:9",
-                          extra="[schedule]\nenabled = no\ntime_utc = 04:45\n").config)
+                          extra="[schedule]\nenabled = no\ntime_utc = 04:45\n\n"
+                                                          "[sync]\ndirection = both\n").config)
     open_db(cfg.agent.database)
     return cfg
 
@@ -20,7 +21,8 @@ def config(tmp_path):
 def test_defaults_come_from_the_declaration_and_the_config(config):
     assert settings.preferences(config) == {
         "sync_enabled": True, "schedule_enabled": False, "schedule_time_utc": "04:45",
-        "notify_enabled": False, "notify_email": None, "force_next": False}
+        "notify_enabled": False, "notify_email": None, "force_next": False,
+        "sync_direction": "both"}
     assert settings.state(config) == {
         "token_rejected": False, "site_name": None, "site_url": None, "moodle_release": None,
         "box_site_name": None, "box_reachable": None,

@@ -110,6 +110,7 @@ STATE_CHANGING = {  # URL -> form that changes something
     "/sync/start": {},
     "/verify/start": {},
     "/settings/schedule": {"enabled": "", "time_utc": "13:45"},
+    "/settings/direction": {"direction": "both"},
     "/settings/notifications": {"enabled": "on", "email": "head@example.org"},
     "/settings/force": {"enabled": "on"},
     "/conflicts": {"action": "discard", "all": "1"},
@@ -438,6 +439,17 @@ def test_schedule_is_validated_and_kept(admin, config):
     assert settings.get(config, "schedule_time_utc") == "21:15"
     assert settings.get(config, "schedule_enabled") is False
     assert 'value="21:15"' in admin.get("/").get_data(as_text=True)
+
+
+def test_the_direction_is_validated_kept_and_shown_applying_from_the_next_sync(admin, config):
+    assert settings.get(config, "sync_direction") == "up"
+    answer = post(admin, "/settings/direction", {"direction": "sideways"})
+    assert answer.status_code == 400 and answer.get_json()["field"] == "direction"
+    assert settings.get(config, "sync_direction") == "up"
+    answer = post(admin, "/settings/direction", {"direction": "down"}).get_json()
+    assert answer["ok"] and "Server → box" in answer["message"] and "next sync" in answer["message"]
+    assert settings.get(config, "sync_direction") == "down"
+    assert '<option value="down" selected>' in admin.get("/").get_data(as_text=True)
 
 
 def test_notifications_validate_the_address(admin, config):

@@ -34,7 +34,7 @@ SCRIPT_TEXTS = ["requested", "agent_silent", "not_started", "sync_finished", "sy
                 "n_of_total", "phase_starting", "phase_checking_connection", "phase_checking_courses",
                 "phase_sending_events", "phase_done", "status_completed", "status_completed_with_errors",
                 "status_failed", "status_skipped_offline", "status_interrupted", "status_running",
-                "form_expired", "login_needed", "phase_verifying", "phase_collecting"]
+                "form_expired", "login_needed", "phase_verifying", "phase_collecting", "phase_syncing_down"]
 
 SECURITY_HEADERS = {
     # Everything comes from the box itself: no outside address, no inline script.

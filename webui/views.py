@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from agent import health, history, settings
-from agent.config import Config, parse_time_utc
+from agent.config import DIRECTIONS, Config, parse_time_utc
 from agent.db import Event, parse_iso, utcnow
 from agent.handoff import next_request, request_sync
 from agent.queue import EMAIL_RE, conflict_dicts, set_conflicts
@@ -162,6 +162,16 @@ def set_schedule():
         return refuse(400, "bad_time", field="time_utc", problem=str(exc))
     settings.put(schedule_enabled=enabled, schedule_time_utc=time_utc)
     return done(text("schedule_saved", state=text("on" if enabled else "off").lower(), time=time_utc))
+
+
+@bp.route("/settings/direction", methods=["POST"])
+@login_required
+def set_direction():
+    direction = request.form.get("direction", "")
+    if direction not in DIRECTIONS:
+        return refuse(400, "bad_direction", field="direction", value=direction[:20])
+    settings.put(sync_direction=direction)
+    return done(text("direction_saved", direction=text(f"direction_{direction}")))
 
 
 @bp.route("/settings/notifications", methods=["POST"])

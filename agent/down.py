@@ -1,0 +1,324 @@
+"""The sync down: the server's completions and grades into the box's own
+Moodle ([box]), for direction ``down`` or ``both`` ([sync] direction, the
+page's setting).
+
+For every course kept on the box, after the course check and the mapping of
+the box's activities (agent/sync.py), before anything is pushed (so that a
+change made on both sides is decided, not overwritten):
+- read from the server, for the learners of the box's course known on both
+  sides, their completion states (one call per learner) and every grade
+  (one gradereport_user_get_grade_items call with userid=0);
+- decide per learner and activity (agent/down_diff.py) against the last
+  state known of the server (ServerSeen), the box's current state (as
+  collected: Collected) and the box's change waiting to be pushed;
+- write what changed on the server into the box's Moodle through the box's
+  token (core_completion_override_activity_completion_status,
+  core_grades_update_grades), under the box's ids, batched;
+- then, in one transaction per course: the new ServerSeen (what the server
+  holds, including what is about to be pushed there: it must not come back
+  down), the new Collected (what the agent wrote into the box's Moodle is
+  not collected back as a learner's), the box's changes that lost or were
+  already on the server taken out of the queue, and the conflicts log.
+
+A kill between the writes and the commit loses nothing: the writes set a
+state (repeating them changes nothing), the next collection finds the
+written values and queues them, and, equal to the server's, they are taken
+out of the queue without being sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from .box_diff import learner
+from .collect import PARTICIPANT_FIELDS, read_all
+from .db import Activity, BoxActivity, BoxCourse, Collected, Course, Event, Participant, ServerSeen, \
+    TwoWayConflict, database, first_column, iso, utcnow
+from .down_diff import COMPLETION, GRADE, Decision, Reported, decide, server_completions, server_grades
+from .moodle import BATCH_FUNCTION, MoodleClient, MoodleError, TokenRejected, Unreachable
+from .plan import ActivityInfo, map_activities
+
+log = logging.getLogger(__name__)
+
+# What a sync's row counts of the way down (only when the direction is not up).
+DOWN_KINDS = ["completions_down", "grades_down", "accounts_down", "enrolments_down", "two_way_conflicts"]
+SERVER_READS = ["core_completion_get_activities_completion_status", "gradereport_user_get_grade_items"]
+BOX_WRITES = ["core_completion_override_activity_completion_status", "core_grades_update_grades",
+              "core_user_get_users_by_field", "core_user_create_users", "enrol_manual_enrol_users"]
+# Moodle's standard role id of a student, on the box's Moodle as on any other.
+STUDENT_ROLE_ID = 5
+
+# ServerSeen's row of a learner enrolled in the server's course (cmid 0).
+ENROLMENT = "enrolment"
+Key = tuple[str, int, str]  # username, the server's cmid, kind
+
+
+def pull_down(run: Any, pushable: list[Course]) -> None:
+    """The way down for every course; ``run`` is agent.sync.Run (not
+    imported: sync imports this module)."""
+    if run.config.box is None:
+        run.rec.errors.append("direction down: there is no box's Moodle ([box] url) to write into")
+        return
+    missing = [f for f in SERVER_READS if f not in run.functions]
+    if missing:
+        run.rec.errors.append(f"direction down: the server's token service lacks {', '.join(missing)}: "
+                              "nothing was brought down")
+        return
+    box = MoodleClient(run.config.box)
+    run.rec.box_traffic.append(box.traffic)
+    try:
+        info = box.site_info()
+    except Unreachable as exc:
+        run.rec.errors.append(f"direction down: the box's Moodle does not answer: {exc.reason}")
+        return
+    except TokenRejected:
+        run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
+        return
+    box_functions = {str(f.get("name")) for f in info.get("functions", []) if isinstance(f, dict)}
+    lacking = [f for f in BOX_WRITES if f not in box_functions]
+    if lacking:
+        run.rec.errors.append(f"direction down: the box's Moodle token service lacks {', '.join(lacking)}: "
+                              "nothing was brought down")
+        return
+    box_batch = run.config.agent.batch_size if BATCH_FUNCTION in box_functions else 1
+    run.rec.save(phase="syncing_down")
+    for course in pushable:
+        run.check_stop()
+        bc = BoxCourse.get_or_none(BoxCourse.course_id == course.id)
+        if bc is None:
+            continue
+        try:
+            accounts_down(run, course, bc, box)
+            down_course(run, course, bc, box, box_batch)
+        except BoxTokenRejected:
+            run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
+            return
+        except TokenRejected:
+            raise  # the server's token: the run ends, as for any other call to the server
+        except MoodleError as exc:
+            # One course's refusal (an account the box's Moodle will not make, say) stops only that course.
+            run.rec.errors.append(f"course {course.shortname}: the way down stopped: {exc}")
+
+
+class BoxTokenRejected(Exception):
+    """The box's Moodle rejected its token (not the server's: that ends the run)."""
+
+
+def box_call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
+    try:
+        return box.call(function, args)
+    except TokenRejected:
+        raise BoxTokenRejected() from None
+
+
+def accounts_down(run: Any, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
+    """A learner newly enrolled in the server's course (not seen there at an
+    earlier sync down) and not in the box's: their account on the box's
+    Moodle if they have none (with Moodle's createpassword: no password
+    travels), then their enrolment. Their progress comes down at the next
+    sync, once the collection knows them. A learner seen before and not on
+    the box was unenrolled there: unenrolments are never copied, so neither
+    is the enrolment again. A repeat after a kill finds the account made."""
+    people = run.client.call("core_enrol_get_enrolled_users", {"courseid": course.id, "options": [PARTICIPANT_FIELDS]})
+    learners = [u for u in (learner(p) for p in people or [] if isinstance(p, dict) and p.get("username"))
+                if u.role is not None]
+    seen = set(first_column(ServerSeen.select(ServerSeen.username).where(
+        ServerSeen.course_id == course.id, ServerSeen.kind == ENROLMENT)))
+    on_box = set(first_column(Participant.select(Participant.username).where(Participant.box_course == bc.id)))
+    missing = [u for u in learners if u.username not in seen and u.username not in on_box]
+    if missing:
+        found = box_call(box, "core_user_get_users_by_field",
+                         {"field": "username", "values": [u.username for u in missing]})
+        ids = {str(u["username"]): int(u["id"]) for u in found or []}
+        new = [u for u in missing if u.username not in ids and all(u.profile.get(k) for k in
+                                                                   ("firstname", "lastname", "email"))]
+        if new and run.config.sync.accounts_down:
+            created = box_call(box, "core_user_create_users", {"users": [
+                {"username": u.username, **u.profile, "createpassword": 1} for u in new]})
+            ids |= {str(u["username"]): int(u["id"]) for u in created or []}
+            run.rec.actions["accounts_down"] += len(created or [])
+        enrol = [u for u in missing if u.username in ids]
+        if enrol:
+            box_call(box, "enrol_manual_enrol_users", {"enrolments": [
+                {"roleid": STUDENT_ROLE_ID, "userid": ids[u.username], "courseid": bc.id} for u in enrol]})
+            run.rec.actions["enrolments_down"] += len(enrol)
+    rows = [{"course_id": course.id, "username": u.username, "cmid": 0, "kind": ENROLMENT, "value": 1.0}
+            for u in learners if u.username not in seen]
+    with database.obj.atomic():
+        for start in range(0, len(rows), 200):
+            ServerSeen.insert_many(rows[start:start + 200]).on_conflict_replace().execute()
+        run.rec.save()
+
+
+def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
+    """The box's changes queued for the server, mapped: the latest per key, and every event id."""
+    found: dict[Key, tuple[list[int], Reported]] = {}
+    for e in (Event.select(Event.id, Event.type, Event.username, Event.cmid, Event.data, Event.event_time)
+              .where(Event.status == Event.QUEUED, Event.course_id == course_id,
+                     Event.type.in_([COMPLETION, GRADE]), Event.cmid.is_null(False)).order_by(Event.id)):
+        value = (1.0 if e.data.get("completed") else 0.0) if e.type == COMPLETION else e.data.get("grade")
+        if value is None:
+            continue
+        when = int(datetime.fromisoformat(e.event_time.replace("Z", "+00:00")).timestamp()) if e.event_time else 0
+        key = (e.username, int(e.cmid or 0), e.type)
+        ids = found[key][0] if key in found else []
+        found[key] = ([*ids, e.id], Reported(float(value), when))
+    return found
+
+
+def down_course(run: Any, course: Course, bc: BoxCourse, box: MoodleClient, box_batch: int) -> None:
+    learners = {p.username: p.userid for p in Participant.select().where(Participant.box_course == bc.id)
+                if "student" in (p.roles or [])}
+    run.resolve_users(set(learners))
+    on_server = {u: run.user_ids[u] for u in learners if u in run.user_ids}
+    if not on_server:
+        return
+    box_acts = {a.cmid: a for a in BoxActivity.select().where(BoxActivity.box_course == bc.id)}
+    mapping = map_activities(
+        [ActivityInfo(a.cmid, a.section, a.modname, a.name, a.idnumber) for a in box_acts.values()],
+        [ActivityInfo(a.cmid, a.section, a.modname, a.name) for a in Activity.select().where(
+            Activity.course == course.id)])
+    to_box = {server: box_cmid for box_cmid, server in mapping.mapped.items()}
+    names = sorted(on_server)
+    server_batch = run.config.agent.batch_size if BATCH_FUNCTION in run.functions else 1
+    reads = read_all(run.client, [
+        *(("core_completion_get_activities_completion_status", {"courseid": course.id, "userid": on_server[u]})
+          for u in names),
+        ("gradereport_user_get_grade_items", {"courseid": course.id, "userid": 0})], server_batch, run.stop)
+    server: dict[Key, Reported] = {}
+    for username, result in zip(names, reads):
+        if not result.ok:
+            run.rec.errors.append(f"course {course.shortname}: the server's completion states of {username} "
+                                  f"could not be read: {result.error}")
+            return
+        for cmid, reported in server_completions((result.data or {}).get("statuses") or []).items():
+            server[(username, cmid, COMPLETION)] = reported
+    grades = reads[-1]
+    if not grades.ok:
+        run.rec.errors.append(f"course {course.shortname}: the server's grades could not be read: {grades.error}")
+        return
+    by_id = {uid: u for u, uid in on_server.items()}
+    for (username, cmid), reported in server_grades((grades.data or {}).get("usergrades") or [], by_id).items():
+        server[(username, cmid, GRADE)] = reported
+
+    seen = {(s.username, s.cmid, s.kind): s.value for s in ServerSeen.select().where(
+        ServerSeen.course_id == course.id, ServerSeen.kind != ENROLMENT)}
+    box_now = {(c.username, mapping.mapped[c.box_cmid], c.kind): c.value
+               for c in Collected.select().where(Collected.box_course == bc.id) if c.box_cmid in mapping.mapped}
+    waiting = _waiting(course.id)
+    keys = {k for k in {*server, *waiting} if k[0] in on_server and k[1] in to_box}
+    decisions = {k: decide(k[2], server.get(k), seen.get(k), box_now.get(k),
+                           waiting[k][1] if k in waiting else None) for k in sorted(keys)}
+
+    writes = [(k, d) for k, d in decisions.items() if d.write_down is not None]
+    calls, owners = box_calls(writes, bc.id, learners, to_box, box_acts)
+    try:
+        results = read_all(box, calls, box_batch, run.stop) if calls else []
+    except TokenRejected:
+        raise BoxTokenRejected() from None
+    failed: set[Key] = set()
+    for (function, _), result, keys_of in zip(calls, results, owners):
+        problem: object = None
+        if not result.ok:
+            problem = result.error
+        elif function == "core_grades_update_grades" and result.data not in (0, "0"):
+            problem = f"it answered {result.data}"
+        if problem is not None:
+            failed |= set(keys_of)
+            run.rec.errors.append(f"course {course.shortname}: the box's Moodle refused {function}: {problem}")
+    save_course(run, course, bc, decisions, failed, server, waiting, to_box)
+
+
+def box_calls(writes: list[tuple[Key, Decision]], box_course: int, learners: dict[str, int], to_box: dict[int, int],
+              box_acts: dict[int, BoxActivity]) -> tuple[list[tuple[str, dict[str, Any]]], list[list[Key]]]:
+    """The box's calls for what to write, under the box's ids, and the keys each one carries."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+    owners: list[list[Key]] = []
+    per_activity: dict[int, int] = {}
+    for key, d in writes:
+        username, cmid, kind = key
+        box_cmid, userid = to_box[cmid], learners[username]
+        assert d.write_down is not None
+        if kind == COMPLETION:
+            calls.append(("core_completion_override_activity_completion_status",
+                          {"userid": userid, "cmid": box_cmid, "newstate": int(d.write_down)}))
+            owners.append([key])
+            continue
+        if box_cmid not in per_activity:
+            per_activity[box_cmid] = len(calls)
+            calls.append(("core_grades_update_grades",
+                          {"source": "moodle-sync-agent", "courseid": box_course,
+                           "component": f"mod_{box_acts[box_cmid].modname}", "activityid": box_cmid,
+                           "itemnumber": 0, "grades": []}))
+            owners.append([])
+        i = per_activity[box_cmid]
+        calls[i][1]["grades"].append({"studentid": userid, "grade": d.write_down})
+        owners[i].append(key)
+    return calls, owners
+
+
+def save_course(run: Any, course: Course, bc: BoxCourse, decisions: dict[Key, Decision], failed: set[Key],
+                server: dict[Key, Reported], waiting: dict[Key, tuple[list[int], Reported]],
+                to_box: dict[int, int]) -> None:
+    """One course's outcome: one commit. A key whose write failed keeps its
+    old state: it is decided again next time."""
+    now = iso(utcnow())
+    seen_rows, collected_rows, conflicts, dropped, discarded = [], [], [], [], {}
+    for key, d in decisions.items():
+        if key in failed:
+            continue
+        username, cmid, kind = key
+        if d.server_after is not None:
+            seen_rows.append({"course_id": course.id, "username": username, "cmid": cmid, "kind": kind,
+                              "value": d.server_after})
+        if d.write_down is not None:
+            collected_rows.append({"box_course": bc.id, "username": username, "box_cmid": to_box[cmid], "kind": kind,
+                                   "value": d.write_down, "version": "synced-down"})
+            run.rec.actions["completions_down" if kind == COMPLETION else "grades_down"] += 1
+        if d.rule is not None:
+            box_value, server_value = waiting[key][1].value, server[key].value
+            conflicts.append({"sync_id": run.rec.row.id, "course_id": course.id, "username": username, "cmid": cmid,
+                              "kind": kind, "box_value": box_value, "server_value": server_value, "kept": d.kept,
+                              "rule": d.rule, "at": now})
+            if d.drop_box:
+                for event_id in waiting[key][0]:
+                    discarded[event_id] = (f"changed on both sides: box {box_value:g}, server {server_value:g}; "
+                                           f"the server's kept ({d.rule})")
+        elif d.drop_box and key in waiting:
+            dropped += waiting[key][0]  # already on the server: nothing to send
+    with database.obj.atomic():
+        for start in range(0, len(seen_rows), 200):
+            ServerSeen.insert_many(seen_rows[start:start + 200]).on_conflict_replace().execute()
+        for start in range(0, len(collected_rows), 200):
+            Collected.insert_many(collected_rows[start:start + 200]).on_conflict_replace().execute()
+        for event_id, reason in discarded.items():
+            Event.update(status=Event.DISCARDED, last_error=reason, sync_id=run.rec.row.id).where(
+                Event.id == event_id).execute()
+        if dropped:
+            Event.update(status=Event.SENT, sent_at=now, sync_id=run.rec.row.id, last_error=None).where(
+                Event.id.in_(dropped)).execute()
+        if conflicts:
+            TwoWayConflict.insert_many(conflicts).execute()
+        run.rec.actions["two_way_conflicts"] += len(conflicts)
+        run.rec.save()
+
+
+def record_pushed(run: Any) -> None:
+    """After the push (direction both): what the server confirmed in this
+    run is its last known state, so that it does not come back down. A run
+    cut off before this leaves it for the next one, which reads the pushed
+    value on the server, finds it already on the box, and writes nothing."""
+    latest: dict[tuple[int, int, str, str], float] = {}  # (course, cmid, kind, username) -> value
+    for e in (Event.select(Event.type, Event.username, Event.course_id, Event.cmid, Event.data)
+              .where(Event.sync_id == run.rec.row.id, Event.status == Event.SENT,
+                     Event.type.in_([COMPLETION, GRADE]), Event.cmid.is_null(False)).order_by(Event.id)):
+        value = (1.0 if e.data.get("completed") else 0.0) if e.type == COMPLETION else e.data.get("grade")
+        if value is not None and e.course_id is not None:
+            latest[(e.course_id, int(e.cmid or 0), e.type, e.username)] = float(value)
+    rows = [{"course_id": course, "username": username, "cmid": cmid, "kind": kind, "value": value}
+            for (course, cmid, kind, username), value in latest.items()]
+    with database.obj.atomic():
+        for start in range(0, len(rows), 200):
+            ServerSeen.insert_many(rows[start:start + 200]).on_conflict_replace().execute()
