@@ -259,7 +259,9 @@ def test_sample_lines_fit_a_terminal():
 ])
 def test_gunicorn_conf_binds_from_the_config_file(tmp_path, web, bind):
     path = write(tmp_path, BASE + web)
-    env = {**os.environ, "MOODLE_SYNC_AGENT_CONFIG": str(path), "PYTHONPATH": str(ROOT)}
+    # The modules may be installed elsewhere (scripts/test-package): keep that path too.
+    env = {**os.environ, "MOODLE_SYNC_AGENT_CONFIG": str(path),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     env.pop("MOODLE_SYNC_AGENT_BIND", None)
     result = subprocess.run(
         [sys.executable, "-c", "import runpy, sys; print(runpy.run_path(sys.argv[1])['bind'])",
