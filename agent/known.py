@@ -31,17 +31,24 @@ from typing import Any, Iterable
 from .db import KnownEnrolment, KnownUser, iso, utcnow
 
 TRUST_DAYS = 7
+# An older account id is not trusted, but still worth asking about: the
+# enrolment check answers the account's username with its profile, so it
+# confirms the id and the enrolment at once, without a look-up first. Past
+# this, the learner has left the box: the fact is deleted.
+KEEP_DAYS = 60
 
 
-def _since(now: datetime | None = None) -> str:
-    return iso((now or utcnow()) - timedelta(days=TRUST_DAYS)) or ""
+def _since(now: datetime | None = None, days: int = TRUST_DAYS) -> str:
+    return iso((now or utcnow()) - timedelta(days=days)) or ""
 
 
-def trusted_users(site: str, now: datetime | None = None) -> dict[str, int]:
-    """Username -> account id, for the facts still within their age."""
-    rows: list[Any] = list(KnownUser.select(KnownUser.username, KnownUser.user_id)
-                           .where(KnownUser.site == site, KnownUser.confirmed_at >= _since(now)).tuples())
-    return {str(username): int(uid) for username, uid in rows}
+def users(site: str, now: datetime | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """Username -> account id: the facts within their age, and the older ones."""
+    since = _since(now)
+    rows: list[Any] = list(KnownUser.select(KnownUser.username, KnownUser.user_id, KnownUser.confirmed_at)
+                           .where(KnownUser.site == site).tuples())
+    trusted = {str(username): int(uid) for username, uid, at in rows if at >= since}
+    return trusted, {str(username): int(uid) for username, uid, at in rows if at < since}
 
 
 def trusted_enrolments(site: str, now: datetime | None = None) -> dict[int, set[int]]:
@@ -91,7 +98,10 @@ def forget_enrolments(site: str, pairs: Iterable[tuple[int, int]]) -> None:
 
 
 def forget_old(site: str, now: datetime | None = None) -> None:
-    """Facts past their age, or of another server: they will be asked again anyway."""
-    since = _since(now)
+    """Delete the facts of learners gone from the box, and of another server;
+    only when there are some (a read costs less than a write on an SD card)."""
+    since = _since(now, KEEP_DAYS)
     for model in (KnownUser, KnownEnrolment):
-        model.delete().where((model.site != site) | (model.confirmed_at < since)).execute()
+        old = (model.site != site) | (model.confirmed_at < since)
+        if model.select().where(old).exists():
+            model.delete().where(old).execute()

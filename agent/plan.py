@@ -63,6 +63,7 @@ class Knowledge:
     enrolled: dict[int, set[int]] = field(default_factory=dict)  # course -> user ids confirmed enrolled
     checked: set[tuple[int, int]] = field(default_factory=set)  # (course, user id) checked in this run
     new: set[int] = field(default_factory=set)  # accounts this run created: enrolled nowhere yet
+    stale: dict[str, int] = field(default_factory=dict)  # ids past their age: asked about, never used
 
     def is_enrolled(self, course_id: int, uid: int) -> bool | None:
         """True, False, or None: not known yet."""
@@ -92,7 +93,8 @@ def wants(e: Queued, known: Knowledge, busy: Busy) -> Want:
     """What the run must learn before it can plan this event: nothing
     (READY: the plan functions decide), the account id of its username
     (``("lookup", username)``), whether its user is enrolled in its course
-    (``("check", (course, user id))``), or an event of its own to be settled
+    (``("check", (course, user id))``, also for an id known from before but
+    past its age), or an event of its own to be settled
     first (WAIT). Accounts are looked up in the run before they are created
     or updated; an account created, or an enrolment made, in this run is
     waited for, so that what follows it is planned on the server's answer."""
@@ -101,11 +103,16 @@ def wants(e: Queued, known: Knowledge, busy: Busy) -> Want:
             return WAIT
         return READY if e.username in known.looked_up else ("lookup", e.username)
     uid = known.ids.get(e.username)
+    course = int(e.course_id or 0)
     if uid is None:
         if e.username in busy.users:
             return WAIT
-        return READY if e.username in known.looked_up else ("lookup", e.username)
-    course = int(e.course_id or 0)
+        if e.username in known.looked_up:
+            return READY
+        stale = known.stale.get(e.username)
+        # The check's answer names the account: it confirms an old id, or
+        # (no such profile) sends the username to a look-up.
+        return ("check", (course, stale)) if stale is not None else ("lookup", e.username)
     enrolled = known.is_enrolled(course, uid)
     if enrolled is None:
         return ("check", (course, uid))

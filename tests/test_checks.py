@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from agent.known import TRUST_DAYS
+from agent.known import KEEP_DAYS, TRUST_DAYS
 from moodle_simulator import start_simulator
 from tests.helpers import Box, MoodleReader
 
@@ -39,6 +39,18 @@ def age_facts(box, days):
     for table in ("knownuser", "knownenrolment"):
         sql(box, f"UPDATE {table} SET confirmed_at = strftime('%Y-%m-%dT%H:%M:%SZ', confirmed_at, ?)",
             f"-{days} days")
+
+
+def make_account(moodle, username, course_id):
+    """An account made on the server (a teacher's doing), enrolled in the course: its id."""
+    moodle.call("core_user_create_users", **{"users[0][username]": username, "users[0][firstname]": "New",
+                                             "users[0][lastname]": "Account",
+                                             "users[0][email]": f"{username}@example.org",
+                                             "users[0][createpassword]": 1})
+    uid = moodle.user_id(username)
+    moodle.call("enrol_manual_enrol_users", **{"enrolments[0][roleid]": 5, "enrolments[0][userid]": uid,
+                                               "enrolments[0][courseid]": course_id})
+    return uid
 
 
 @pytest.fixture
@@ -94,12 +106,7 @@ def test_look_ups_ride_in_the_batches_and_a_course_does_not_wait_for_another(box
     assert box.cli("courses", "add", "C1", "C2").returncode == 0
     box.enqueue(completions(C1, students, 1))
     sync(box)  # the box now knows student1..5 and their enrolments in C1
-    moodle.call("core_user_create_users", **{"users[0][username]": "newkid", "users[0][firstname]": "New",
-                                             "users[0][lastname]": "Kid", "users[0][email]": "newkid@example.org",
-                                             "users[0][createpassword]": 1})
-    newkid = moodle.user_id("newkid")
-    moodle.call("enrol_manual_enrol_users", **{"enrolments[0][roleid]": 5, "enrolments[0][userid]": newkid,
-                                               "enrolments[0][courseid]": C2})
+    newkid = make_account(moodle, "newkid", C2)
     box.enqueue(completions(C1, students, 2) + completions(C2, ["student1", "newkid"], 4))
     simulator.stats.reset()
     run = sync(box)
@@ -131,14 +138,48 @@ def test_facts_older_than_their_age_are_asked_again(box, simulator):
     box.enqueue(completions(C1, ["student1"], 2))
     simulator.stats.reset()
     sync(box)
-    assert LOOKUP not in simulator.stats.snapshot()["calls"]  # six days old: trusted
+    calls = simulator.stats.snapshot()["calls"]
+    assert LOOKUP not in calls and PROFILES not in calls  # six days old: trusted
     age_facts(box, 2)
     box.enqueue(completions(C1, ["student1"], 1, done=False, prefix="undo"))
     simulator.stats.reset()
-    sync(box)
+    run = sync(box)
     calls = simulator.stats.snapshot()["calls"]
-    assert (calls[LOOKUP], calls[PROFILES]) == (1, 1)  # eight days old: asked again
-    assert sql(box, "SELECT confirmed_at >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-1 hour') FROM knownuser") == [(1,)]
+    # Eight days old: checked again. The check's profile names the account,
+    # so the old id is confirmed with the enrolment, without a look-up.
+    assert run["actions"]["completions"] == 1
+    assert calls[PROFILES] == 1 and LOOKUP not in calls
+    fresh = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-1 hour')"
+    assert sql(box, f"SELECT user_id, confirmed_at >= {fresh} FROM knownuser") == [(3, 1)]
+    assert sql(box, f"SELECT user_id, confirmed_at >= {fresh} FROM knownenrolment") == [(3, 1)]
+
+
+def test_an_old_id_of_an_account_made_again_is_looked_up_before_anything_is_sent(box, simulator, moodle):
+    assert box.cli("courses", "add", "C1").returncode == 0
+    box.enqueue(completions(C1, ["student1"], 1))
+    sync(box)
+    age_facts(box, TRUST_DAYS + 1)
+    simulator.state.forget(users=[3])
+    again = make_account(moodle, "student1", C1)
+    box.enqueue(completions(C1, ["student1"], 2))
+    simulator.stats.reset()
+    run = sync(box)
+    calls = simulator.stats.snapshot()["calls"]
+    assert (run["actions"]["completions"], run["conflicts"]) == (1, 0)
+    assert (calls[PROFILES], calls[LOOKUP]) == (2, 1)  # no profile for id 3: looked up, checked
+    assert moodle.completion(C1, again, 2) == 1
+    assert sql(box, "SELECT user_id FROM knownuser") == [(again,)]
+
+
+def test_facts_of_learners_gone_from_the_box_are_deleted(box):
+    assert box.cli("courses", "add", "C1").returncode == 0
+    box.enqueue(completions(C1, ["student1"], 1))
+    sync(box)
+    age_facts(box, KEEP_DAYS + 1)
+    box.enqueue(completions(C1, ["student2"], 1))
+    sync(box)
+    assert sql(box, "SELECT username FROM knownuser") == [("student2",)]
+    assert sql(box, "SELECT user_id FROM knownenrolment") == [(4,)]
 
 
 def test_force_asks_everything_again(box, simulator):
@@ -160,13 +201,8 @@ def test_an_account_made_again_under_a_new_id_is_caught_by_verify(box, simulator
     box.enqueue(completions(C1, ["student1"], 1))
     sync(box)
     simulator.state.forget(users=[3])
-    moodle.call("core_user_create_users", **{"users[0][username]": "student1", "users[0][firstname]": "S",
-                                             "users[0][lastname]": "One", "users[0][email]": "s1@example.org",
-                                             "users[0][createpassword]": 1})
-    again = moodle.user_id("student1")
+    again = make_account(moodle, "student1", C1)
     assert again != 3
-    moodle.call("enrol_manual_enrol_users", **{"enrolments[0][roleid]": 5, "enrolments[0][userid]": again,
-                                               "enrolments[0][courseid]": C1})
     box.enqueue(completions(C1, ["student1"], 2))
     run = sync(box)
     assert run["actions"]["completions"] == 1  # to id 3, which the server took without a word

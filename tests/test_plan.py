@@ -147,3 +147,11 @@ def test_a_checked_enrolment_is_known_either_way():
     assert wants(completion(1), known, Busy()) == READY
     known.enrolled[2] = {3}
     assert known.is_enrolled(2, 3) is True
+
+
+def test_an_id_past_its_age_is_asked_about_with_the_check_and_never_used():
+    known = Knowledge(stale={"student1": 3})
+    assert wants(completion(1), known, Busy()) == ("check", (2, 3))
+    assert wants(Queued(2, "user", "student1"), known, Busy()) == ("lookup", "student1")
+    known.looked_up.add("student1")  # looked up after all, and not found
+    assert wants(completion(1), known, Busy()) == READY
