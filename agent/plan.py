@@ -64,12 +64,13 @@ class Knowledge:
     checked: set[tuple[int, int]] = field(default_factory=set)  # (course, user id) checked in this run
     new: set[int] = field(default_factory=set)  # accounts this run created: enrolled nowhere yet
     stale: dict[str, int] = field(default_factory=dict)  # ids past their age: asked about, never used
+    listed: set[int] = field(default_factory=set)  # courses whose every participant this run read
 
     def is_enrolled(self, course_id: int, uid: int) -> bool | None:
         """True, False, or None: not known yet."""
         if uid in self.enrolled.get(course_id, ()):
             return True
-        if (course_id, uid) in self.checked or uid in self.new:
+        if (course_id, uid) in self.checked or uid in self.new or course_id in self.listed:
             return False
         return None
 

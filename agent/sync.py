@@ -246,7 +246,8 @@ class Run:
         trusted, stale = known.users(self.site)
         for username, uid in trusted.items():
             k.ids.setdefault(username, uid)
-        k.stale.update({u: uid for u, uid in stale.items() if u not in k.ids})
+        if PROFILES in self.functions:  # only its answer names the account
+            k.stale.update({u: uid for u, uid in stale.items() if u not in k.ids})
         for course_id, uids in known.trusted_enrolments(self.site).items():
             k.enrolled.setdefault(course_id, set()).update(uids)
 
@@ -308,15 +309,15 @@ class Run:
         known.forget_enrolments(self.site, not_enrolled)
 
     def learn_participants(self, course: int, pairs: list[tuple[int, int, str]], answer: object) -> None:
-        """The older check's answer: the ids of everyone enrolled in the course."""
+        """The older check's answer: the ids of everyone enrolled in the
+        course. Kept for the run (the course is not read twice); only the
+        asked learners' enrolments are remembered."""
         ids = {int(u["id"]) for u in answer or [] if isinstance(u, dict) and "id" in u}  # type: ignore[attr-defined]
         k = self.knowledge
-        for _, uid, _ in pairs:
-            k.checked.add((course, uid))
-            if uid in ids:
-                k.enrolled.setdefault(course, set()).add(uid)
-            else:
-                k.enrolled.get(course, set()).discard(uid)
+        k.listed.add(course)
+        k.enrolled[course] = ids
+        for _, _, username in pairs:
+            k.stale.pop(username, None)  # this answer names no one: an old id is looked up
         known.confirm_enrolments(self.site, [(course, uid) for _, uid, _ in pairs if uid in ids])
         known.forget_enrolments(self.site, [(course, uid) for _, uid, _ in pairs if uid not in ids])
 

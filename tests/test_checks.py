@@ -301,3 +301,18 @@ def test_an_upgraded_database_gets_the_tables(tmp_path):
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"knownuser", "knownenrolment"} <= tables
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+
+
+def test_the_older_check_reads_a_course_once_and_an_old_id_is_looked_up(tmp_path):
+    with start_simulator(without_functions=[PROFILES]) as sim:
+        box = Box(tmp_path, sim.url)
+        assert box.cli("courses", "add", "C1").returncode == 0
+        box.enqueue(completions(C1, ["student1"], 1))
+        sync(box)
+        age_facts(box, TRUST_DAYS + 1)
+        box.enqueue(completions(C1, ["student1", "student2", "student3"], 2))
+        sim.stats.reset()
+        run = sync(box)
+        calls = sim.stats.snapshot()["calls"]
+        assert run["actions"]["completions"] == 3
+        assert (calls[ENROLLED], calls[LOOKUP]) == (1, 1)
