@@ -392,7 +392,7 @@ class Pusher:
         self.sources = list(sources)
         self.waiting: list[Queued] = []  # read, not planned yet
         self.pending: list[Call] = []  # planned, not sent yet, in queue order
-        self.owners: dict[int, Queued] = {}  # id(call) -> the event of a pending user or enrolment call
+        self.owners: dict[int, tuple[Call, Queued]] = {}  # id(call) -> a pending user or enrolment call, its event
         self.ahead: list[Queued] = []  # who the unread events are for (id 0): asked about early
         self.refused: dict[Want, str] = {}  # a look-up or check the server refused, with the reason
         self.lookups: set[str] = set()
@@ -456,10 +456,7 @@ class Pusher:
                 busy.users.add(e.username)
             elif e.type == "enrolment":
                 busy.enrolling.add((int(e.course_id or 0), e.username))
-        for call in self.pending:
-            owner = self.owners.get(id(call))
-            if owner is None:
-                continue
+        for call, owner in self.owners.values():
             if owner.type == "user":
                 busy.users.add(owner.username)
                 if call.creates_user:
@@ -493,7 +490,7 @@ class Pusher:
             by_id = {e.id: e for e in rows}
             for call in plan.calls:
                 if call.creates_user or call.enrols is not None or call.function == "core_user_update_users":
-                    self.owners[id(call)] = by_id[call.events[0]]
+                    self.owners[id(call)] = (call, by_id[call.events[0]])
                 self.pending.append(call)
         if settled:
             self.waiting = [e for e in self.waiting if e.id not in settled]
