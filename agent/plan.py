@@ -16,7 +16,7 @@ from .roles import ROLES
 PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Queued:
     """One queued event, as the planner needs it."""
 
@@ -66,6 +66,10 @@ class Knowledge:
     stale: dict[str, int] = field(default_factory=dict)  # ids past their age: asked about, never used
     listed: set[int] = field(default_factory=set)  # courses whose every participant this run read
 
+    def answered(self, course_id: int, uid: int) -> bool:
+        """Did the server say, in this run, whether the user is enrolled there?"""
+        return (course_id, uid) in self.checked or uid in self.new or course_id in self.listed
+
     def is_enrolled(self, course_id: int, uid: int) -> bool | None:
         """True, False, or None: not known yet."""
         if uid in self.enrolled.get(course_id, ()):
@@ -95,7 +99,7 @@ def wants(e: Queued, known: Knowledge, busy: Busy) -> Want:
     (READY: the plan functions decide), the account id of its username
     (``("lookup", username)``), whether its user is enrolled in its course
     (``("check", (course, user id))``, also for an id known from before but
-    past its age), or an event of its own to be settled
+    past its age, and for every enrolment event), or an event of its own to be settled
     first (WAIT). Accounts are looked up in the run before they are created
     or updated; an account created, or an enrolment made, in this run is
     waited for, so that what follows it is planned on the server's answer."""
@@ -119,6 +123,11 @@ def wants(e: Queued, known: Knowledge, busy: Busy) -> Want:
         return ("check", (course, uid))
     pair = (course, e.username)
     if e.type == "enrolment":
+        # Checked in the run before it is made (or settled as made), however
+        # sure the box is: an enrolment event is rare, and it must not be
+        # settled on a remembered fact about an account made again since.
+        if not known.answered(course, uid):
+            return ("check", (course, uid))
         return WAIT if pair in busy.enrol_calls else READY
     return WAIT if not enrolled and pair in busy.enrolling else READY
 

@@ -220,6 +220,7 @@ class Run:
             if call.enrols is not None:
                 course = int(call.args["enrolments"][0]["courseid"])
                 k.enrolled.setdefault(course, set()).add(call.enrols)
+                k.checked.add((course, call.enrols))
                 known.confirm_enrolments(self.site, [(course, call.enrols)])
             return None
         error = result.error
@@ -339,6 +340,7 @@ def fatal_error(error: MoodleError) -> Exception | None:
 # -- pushing the queue -------------------------------------------------------
 
 LEARNING = ("completion", "grade")
+READ_AHEAD = 1000  # (kind, course, user) rows read ahead, at most: a few batches' worth of look-ups
 
 
 @dataclass
@@ -424,7 +426,9 @@ class Pusher:
     def read(self) -> bool:
         """The next chunk of the queue into ``waiting``; False once all is read."""
         while self.sources:
-            rows = self.sources[0].read(self.run.read_size)
+            # As many as before batches filled across courses: the grades of an
+            # activity share a call within what is read together.
+            rows = self.sources[0].read(self.run.read_size * 4)
             if rows:
                 self.waiting.extend(rows)
                 return True
@@ -433,19 +437,22 @@ class Pusher:
 
     def read_ahead(self) -> None:
         """Who the queued events are for, once per kind, course and user, in
-        one query; a source with nothing queued is not read at all."""
+        one query: enough to fill the first batches with look-ups and checks;
+        the rest are found as the events are read."""
         courses = [s.course_id for s in self.sources if s.kind != "user"]
         where = Event.course_id.in_(courses)
         if any(s.kind == "user" for s in self.sources):
             where = where | (Event.type == "user")
         rows: list[Any] = list(Event.select(Event.type, Event.course_id, Event.username)
-                               .where(Event.status == Event.QUEUED, where).distinct().tuples())
+                               .where(Event.status == Event.QUEUED, where).distinct()
+                               .limit(READ_AHEAD).tuples())
         present: set[tuple[str, int]] = set()
         for etype, course_id, username in rows:
             kind = "learning" if etype in LEARNING else etype
             present.add((kind, course_id or 0))
             self.ahead.append(Queued(0, "completion" if kind == "learning" else kind, username, course_id))
-        self.sources = [s for s in self.sources if (s.kind, s.course_id) in present]
+        if len(rows) < READ_AHEAD:  # all of it: a source with nothing queued is not read at all
+            self.sources = [s for s in self.sources if (s.kind, s.course_id) in present]
 
     # -- planning --------------------------------------------------------------
 

@@ -316,3 +316,15 @@ def test_the_older_check_reads_a_course_once_and_an_old_id_is_looked_up(tmp_path
         calls = sim.stats.snapshot()["calls"]
         assert run["actions"]["completions"] == 3
         assert (calls[ENROLLED], calls[LOOKUP]) == (1, 1)
+
+
+def test_an_enrolment_event_is_checked_even_when_the_box_remembers_it(box, simulator):
+    assert box.cli("courses", "add", "C1").returncode == 0
+    box.enqueue(completions(C1, ["student1"], 1))
+    sync(box)
+    box.enqueue([{"type": "enrolment", "course_id": C1, "user": "student1"}] + completions(C1, ["student1"], 2))
+    simulator.stats.reset()
+    run = sync(box)
+    calls = simulator.stats.snapshot()["calls"]
+    assert (run["events_sent"], run["actions"]["enrolments"]) == (2, 0)  # enrolled already: settled, not made
+    assert calls[PROFILES] == 1 and "enrol_manual_enrol_users" not in calls

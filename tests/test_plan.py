@@ -120,6 +120,9 @@ def test_an_account_event_waits_for_a_look_up_in_this_run_even_when_the_id_is_re
 def test_a_remembered_learner_enrolled_is_ready_without_asking():
     known = Knowledge(ids={"student1": 3}, enrolled={2: {3}})
     assert wants(completion(1), known, Busy()) == READY
+    # An enrolment event is checked in the run, whatever the box remembers.
+    assert wants(enrolment(2), known, Busy()) == ("check", (2, 3))
+    known.checked.add((2, 3))
     assert wants(enrolment(2), known, Busy()) == READY  # plan_enrolments settles it as done
 
 
