@@ -36,7 +36,7 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def utcnow() -> datetime:
@@ -285,8 +285,37 @@ class TwoWayConflict(BaseModel):
     at = pw.CharField()
 
 
+
+class KnownUser(BaseModel):
+    """A username's account id on a server, as the server last confirmed it
+    (agent/known.py says how long that is trusted)."""
+
+    site = pw.CharField()  # the server's address ([moodle] url)
+    username = pw.CharField(max_length=100)
+    user_id = pw.IntegerField()
+    confirmed_at = pw.CharField()  # ISO 8601 UTC
+
+    class Meta:
+        primary_key = pw.CompositeKey("site", "username")
+
+
+class KnownEnrolment(BaseModel):
+    """A user id the server confirmed enrolled in a course, and when."""
+
+    site = pw.CharField()
+    course_id = pw.IntegerField()
+    user_id = pw.IntegerField()
+    confirmed_at = pw.CharField()
+
+    class Meta:
+        primary_key = pw.CompositeKey("site", "course_id", "user_id")
+
+
+# New tables (KnownUser, KnownEnrolment: schema version 5) are created on an
+# upgraded box by create_tables(safe=True) in open_db.
 MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest, LoginAttempt, BoxCourse, BoxActivity,
-          Participant, Collected, ServerSeen, TwoWayConflict]
+          Participant, Collected, ServerSeen, TwoWayConflict,
+          KnownUser, KnownEnrolment]
 
 # The page shows how many events wait; counting a million queued rows on each
 # request is too slow on an SD card, so triggers keep one counter per status,

@@ -9,14 +9,14 @@ events in one transaction per chunk, then sends the calls.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Literal, Mapping
 
 from .roles import ROLES
 
 PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Queued:
     """One queued event, as the planner needs it."""
 
@@ -50,6 +50,86 @@ class Plan:
 
     def conflict(self, event: Queued, reason: str) -> None:
         self.conflicts[event.id] = reason
+
+
+@dataclass
+class Knowledge:
+    """What a run knows of the server to plan with. ``ids`` and ``enrolled``
+    are trusted: this run's answers, or the box's facts within their age
+    (agent/known.py); the sets say what the server answered in this run."""
+
+    ids: dict[str, int] = field(default_factory=dict)  # username -> account id
+    looked_up: set[str] = field(default_factory=set)  # usernames looked up in this run, found or not
+    enrolled: dict[int, set[int]] = field(default_factory=dict)  # course -> user ids confirmed enrolled
+    checked: set[tuple[int, int]] = field(default_factory=set)  # (course, user id) checked in this run
+    new: set[int] = field(default_factory=set)  # accounts this run created: enrolled nowhere yet
+    stale: dict[str, int] = field(default_factory=dict)  # ids past their age: asked about, never used
+    listed: set[int] = field(default_factory=set)  # courses whose every participant this run read
+
+    def answered(self, course_id: int, uid: int) -> bool:
+        """Did the server say, in this run, whether the user is enrolled there?"""
+        return (course_id, uid) in self.checked or uid in self.new or course_id in self.listed
+
+    def is_enrolled(self, course_id: int, uid: int) -> bool | None:
+        """True, False, or None: not known yet."""
+        if uid in self.enrolled.get(course_id, ()):
+            return True
+        if (course_id, uid) in self.checked or uid in self.new or course_id in self.listed:
+            return False
+        return None
+
+
+@dataclass
+class Busy:
+    """Events read but not settled yet, that others must wait for."""
+
+    users: set[str] = field(default_factory=set)  # usernames with a user event not settled
+    creating: set[str] = field(default_factory=set)  # ... whose creation is not confirmed yet
+    enrolling: set[tuple[int, str]] = field(default_factory=set)  # (course, username): enrolment not settled
+    enrol_calls: set[tuple[int, str]] = field(default_factory=set)  # ... whose call is not confirmed yet
+
+
+Want = tuple[Literal["ready", "wait", "lookup", "check"], Any]
+READY: Want = ("ready", None)
+WAIT: Want = ("wait", None)
+
+
+def wants(e: Queued, known: Knowledge, busy: Busy) -> Want:
+    """What the run must learn before it can plan this event: nothing
+    (READY: the plan functions decide), the account id of its username
+    (``("lookup", username)``), whether its user is enrolled in its course
+    (``("check", (course, user id))``, also for an id known from before but
+    past its age, and for every enrolment event), or an event of its own to be settled
+    first (WAIT). Accounts are looked up in the run before they are created
+    or updated; an account created, or an enrolment made, in this run is
+    waited for, so that what follows it is planned on the server's answer."""
+    if e.type == "user":
+        if e.username in busy.creating:
+            return WAIT
+        return READY if e.username in known.looked_up else ("lookup", e.username)
+    uid = known.ids.get(e.username)
+    course = int(e.course_id or 0)
+    if uid is None:
+        if e.username in busy.users:
+            return WAIT
+        if e.username in known.looked_up:
+            return READY
+        stale = known.stale.get(e.username)
+        # The check's answer names the account: it confirms an old id, or
+        # (no such profile) sends the username to a look-up.
+        return ("check", (course, stale)) if stale is not None else ("lookup", e.username)
+    enrolled = known.is_enrolled(course, uid)
+    if enrolled is None:
+        return ("check", (course, uid))
+    pair = (course, e.username)
+    if e.type == "enrolment":
+        # Checked in the run before it is made (or settled as made), however
+        # sure the box is: an enrolment event is rare, and it must not be
+        # settled on a remembered fact about an account made again since.
+        if not known.answered(course, uid):
+            return ("check", (course, uid))
+        return WAIT if pair in busy.enrol_calls else READY
+    return WAIT if not enrolled and pair in busy.enrolling else READY
 
 
 def plan_users(rows: list[Queued], known: Mapping[str, int], passwords: Mapping[int, str],

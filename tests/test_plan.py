@@ -98,3 +98,63 @@ def test_grade_answers_other_than_zero_are_problems():
     assert grade_problem(call, 0) is None and grade_problem(call, "0") is None
     assert "locked" in grade_problem(call, 4)
     assert grade_problem(learning([completion(1)]).calls[0], None) is None
+
+
+# -- what an event waits for before it can be planned (wants) ------------------
+
+from agent.plan import READY, WAIT, Busy, Knowledge, wants  # noqa: E402
+
+
+def enrolment(i, user="student1", course=2):
+    return Queued(i, "enrolment", user, course, data={"role": "student"})
+
+
+def test_an_account_event_waits_for_a_look_up_in_this_run_even_when_the_id_is_remembered():
+    known = Knowledge(ids={"student1": 3})
+    assert wants(Queued(1, "user", "student1"), known, Busy()) == ("lookup", "student1")
+    known.looked_up.add("student1")
+    assert wants(Queued(1, "user", "student1"), known, Busy()) == READY
+    assert wants(Queued(1, "user", "student1"), known, Busy(creating={"student1"})) == WAIT
+
+
+def test_a_remembered_learner_enrolled_is_ready_without_asking():
+    known = Knowledge(ids={"student1": 3}, enrolled={2: {3}})
+    assert wants(completion(1), known, Busy()) == READY
+    # An enrolment event is checked in the run, whatever the box remembers.
+    assert wants(enrolment(2), known, Busy()) == ("check", (2, 3))
+    known.checked.add((2, 3))
+    assert wants(enrolment(2), known, Busy()) == READY  # plan_enrolments settles it as done
+
+
+def test_an_unknown_id_is_looked_up_unless_its_account_event_is_not_settled():
+    assert wants(completion(1, "kid"), Knowledge(), Busy()) == ("lookup", "kid")
+    assert wants(completion(1, "kid"), Knowledge(), Busy(users={"kid"})) == WAIT
+    # Looked up and not found: the plan makes it a conflict.
+    assert wants(completion(1, "kid"), Knowledge(looked_up={"kid"}), Busy()) == READY
+
+
+def test_an_enrolment_not_known_is_checked_and_a_new_account_needs_no_check():
+    known = Knowledge(ids={"student1": 3, "kid": 9}, new={9})
+    assert wants(completion(1), known, Busy()) == ("check", (2, 3))
+    assert wants(enrolment(2), known, Busy()) == ("check", (2, 3))
+    assert wants(enrolment(3, "kid"), known, Busy()) == READY
+    # The kid's completion waits for its enrolment, queued or on its way.
+    assert wants(completion(4, "kid"), known, Busy(enrolling={(2, "kid")})) == WAIT
+    assert wants(completion(4, "kid"), known, Busy()) == READY  # none: the plan says not enrolled
+    assert wants(enrolment(5, "kid"), known, Busy(enrol_calls={(2, "kid")})) == WAIT
+
+
+def test_a_checked_enrolment_is_known_either_way():
+    known = Knowledge(ids={"student1": 3}, checked={(2, 3)})
+    assert known.is_enrolled(2, 3) is False and known.is_enrolled(4, 3) is None
+    assert wants(completion(1), known, Busy()) == READY
+    known.enrolled[2] = {3}
+    assert known.is_enrolled(2, 3) is True
+
+
+def test_an_id_past_its_age_is_asked_about_with_the_check_and_never_used():
+    known = Knowledge(stale={"student1": 3})
+    assert wants(completion(1), known, Busy()) == ("check", (2, 3))
+    assert wants(Queued(2, "user", "student1"), known, Busy()) == ("lookup", "student1")
+    known.looked_up.add("student1")  # looked up after all, and not found
+    assert wants(completion(1), known, Busy()) == READY
