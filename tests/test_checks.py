@@ -286,7 +286,7 @@ def test_new_accounts_are_enrolled_without_a_check_and_remembered(box, simulator
 
 
 def test_an_upgraded_database_gets_the_tables(tmp_path):
-    from agent.db import close_db, open_db
+    from agent.db import SCHEMA_VERSION, close_db, open_db
 
     path = tmp_path / "agent.db"
     open_db(path)
@@ -300,7 +300,7 @@ def test_an_upgraded_database_gets_the_tables(tmp_path):
     with sqlite3.connect(path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"knownuser", "knownenrolment"} <= tables
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_the_older_check_reads_a_course_once_and_an_old_id_is_looked_up(tmp_path):
