@@ -263,11 +263,11 @@ class Run:
             with database.obj.atomic():
                 self.learn_users(asked, answer)
 
-    def learn_users(self, asked: list[str], answer: object) -> None:
+    def learn_users(self, asked: list[str], answer: Any) -> None:
         """A look-up's answer: the ids of the usernames found; the others are
         not on the server."""
         wanted = set(asked)
-        found = {str(u["username"]): int(u["id"]) for u in answer or []  # type: ignore[attr-defined]
+        found = {str(u["username"]): int(u["id"]) for u in answer or []
                  if isinstance(u, dict) and u.get("username") in wanted}
         k = self.knowledge
         k.looked_up.update(asked)
@@ -279,11 +279,11 @@ class Run:
         known.confirm_users(self.site, found)
         known.forget_users(self.site, [u for u in asked if u not in found])
 
-    def learn_profiles(self, pairs: list[tuple[int, int, str]], answer: object) -> None:
+    def learn_profiles(self, pairs: list[tuple[int, int, str]], answer: Any) -> None:
         """An enrolment check's answer: each asked user's profile in the asked
         course, with their roles there (none: not enrolled). No profile, or
         one under another username: the id is not that account any more."""
-        profiles = {int(p["id"]): p for p in answer or [] if isinstance(p, dict) and "id" in p}  # type: ignore[attr-defined]
+        profiles = {int(p["id"]): p for p in answer or [] if isinstance(p, dict) and "id" in p}
         k = self.knowledge
         users, enrolled, not_enrolled, gone = {}, [], [], []
         for course, uid, username in pairs:
@@ -309,11 +309,11 @@ class Run:
         known.confirm_enrolments(self.site, enrolled)
         known.forget_enrolments(self.site, not_enrolled)
 
-    def learn_participants(self, course: int, pairs: list[tuple[int, int, str]], answer: object) -> None:
+    def learn_participants(self, course: int, pairs: list[tuple[int, int, str]], answer: Any) -> None:
         """The older check's answer: the ids of everyone enrolled in the
         course. Kept for the run (the course is not read twice); only the
         asked learners' enrolments are remembered."""
-        ids = {int(u["id"]) for u in answer or [] if isinstance(u, dict) and "id" in u}  # type: ignore[attr-defined]
+        ids = {int(u["id"]) for u in answer or [] if isinstance(u, dict) and "id" in u}
         k = self.knowledge
         k.listed.add(course)
         k.enrolled[course] = ids
