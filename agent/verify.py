@@ -23,7 +23,8 @@ from .history import VERIFY, VERIFY_KINDS
 from .moodle import CallResult, MoodleClient
 from .plan import Call
 from .runs import recorded_run
-from .sync import Run, check_connection, fatal_error
+from .session import Run, fatal_error
+from .sync import check_connection
 # What each event type is checked against.
 READS = {
     "completion": "core_completion_get_activities_completion_status",

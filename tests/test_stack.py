@@ -229,6 +229,7 @@ def test_the_demo_keeps_its_files_private_and_stops_every_child(tmp_path, signum
                  for p in [demo.dir, *demo.dir.rglob("*")]}
         children = psutil.Process(demo.proc.pid).children(recursive=True)
         names = sorted({" ".join(c.cmdline()[:3]).rsplit("/", 1)[-1] for c in children})
+        simulators = sum("moodle-simulator" in " ".join(c.cmdline()) for c in children)
         os.kill(demo.proc.pid, signum)
         gone, alive = psutil.wait_procs(children, timeout=15)
     finally:
@@ -239,7 +240,7 @@ def test_the_demo_keeps_its_files_private_and_stops_every_child(tmp_path, signum
     # The two simulators (server, box), the daemon, gunicorn, nginx (master, workers).
     kinds = ["moodle-simulator", "-m agent", "gunicorn", "nginx: master", "nginx: worker"]
     assert all(any(kind in name for name in names) for kind in kinds), names
-    assert sum("moodle-simulator" in " ".join(c.cmdline()) for c in children) == 2, names
+    assert simulators == 2, names
     assert alive == [], f"still running after {signum.name}: {[' '.join(p.cmdline()) for p in alive]}"
 
 
