@@ -338,6 +338,31 @@ def test_phone_width(stack, browser):
     page.context.close()
 
 
+def test_the_sync_direction_is_set_on_the_page_in_english_french_and_german(stack, browser):
+    page = new_page(browser, 1280, 900)
+    log_in(page, stack)
+    region = page.locator('[data-region="direction"]')
+    select = page.locator("#direction")
+    for lang, label, option, saved in (
+            ("EN", "Sync direction", "Both ways", "It applies from the next sync on."),
+            ("FR", "Sens de la synchronisation", "Boîtier → serveur", "à partir de la prochaine synchronisation"),
+            ("DE", "Synchronisierungsrichtung", "Server → Box", "ab der nächsten Synchronisierung")):
+        page.get_by_role("link", name=lang, exact=True).click()
+        assert region.locator("label[for=direction]").inner_text() == label
+        select.select_option(label=option)
+        region.locator('button[type="submit"]').click()
+        playwright_api.expect(page.locator("#toast")).to_contain_text(saved)
+        page.reload()
+        assert select.evaluate("s => s.options[s.selectedIndex].text") == option
+    shot(page, "desktop-direction-de")
+    with stack.db() as db:
+        assert db.execute("SELECT value FROM setting WHERE key = 'sync_direction'").fetchone()[0] == '"down"'
+        db.execute("DELETE FROM setting WHERE key = 'sync_direction'")  # back to up for the tests after this one
+    page.get_by_role("link", name="EN", exact=True).click()
+    assert page.js_errors == []
+    page.context.close()
+
+
 def test_a_run_against_a_stopped_server_shows_the_alert_and_its_error(stack, browser):
     page = new_page(browser, 1280, 900)
     log_in(page, stack)
@@ -368,28 +393,4 @@ def test_a_run_against_a_stopped_server_shows_the_alert_and_its_error(stack, bro
     assert "limit=3" not in log
     for path in stack.logs.iterdir():
         assert TOKEN not in path.read_text()
-    page.context.close()
-
-
-def test_the_sync_direction_is_set_on_the_page_in_english_french_and_german(stack, browser):
-    page = new_page(browser, 1280, 900)
-    log_in(page, stack)
-    region = page.locator('[data-region="direction"]')
-    select = page.locator("#direction")
-    for lang, label, option, saved in (
-            ("EN", "Sync direction", "Both ways", "It applies from the next sync on."),
-            ("FR", "Sens de la synchronisation", "Boîtier → serveur", "à partir de la prochaine synchronisation"),
-            ("DE", "Synchronisierungsrichtung", "Server → Box", "ab der nächsten Synchronisierung")):
-        page.get_by_role("link", name=lang, exact=True).click()
-        assert region.locator("label[for=direction]").inner_text() == label
-        select.select_option(label=option)
-        region.locator('button[type="submit"]').click()
-        playwright_api.expect(page.locator("#toast")).to_contain_text(saved)
-        page.reload()
-        assert select.evaluate("s => s.options[s.selectedIndex].text") == option
-    shot(page, "desktop-direction-de")
-    with stack.db() as db:
-        assert db.execute("SELECT value FROM setting WHERE key = 'sync_direction'").fetchone()[0] == '"down"'
-    page.get_by_role("link", name="EN", exact=True).click()
-    assert page.js_errors == []
     page.context.close()
