@@ -14,9 +14,9 @@ import hashlib
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import settings
+from .store import settings
 from .config import Config
-from .db import database
+from .store.db import database
 
 METHOD = "pbkdf2:sha256:260000"
 

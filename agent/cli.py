@@ -16,17 +16,18 @@ from typing import Any, Callable
 
 import peewee as pw
 
-from . import __version__, courses, handoff, health, history, settings
-from .collect import BOX_FUNCTIONS, NoBox, run_collect
-from .down import BOX_WRITES, SERVER_READS
+from . import __version__, courses, health
+from .store import handoff, history, settings
+from .box.collect import BOX_FUNCTIONS, NoBox, run_collect
+from .down.pull import BOX_WRITES, SERVER_READS
 from .config import Config, ConfigError, load_config
-from .daemon import run_daemon
-from .db import Event, SyncRequest, SyncRun, open_db
+from .service.daemon import run_daemon
+from .store.db import Event, SyncRequest, SyncRun, open_db
 from .logs import configure_logging
 from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
-from .queue import EventError, conflict_dicts, enqueue, parse_events, read_input, set_conflicts, validate_events
+from .store.queue import EventError, conflict_dicts, enqueue, parse_events, read_input, set_conflicts, validate_events
 from .runs import AlreadyRunning, SyncDisabled
-from .storage import database_problem
+from .store.diskspace import database_problem
 from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS, run_sync
 from .text import human_bytes
 from .verify import run_verify

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .db import Activity, Course, database, iso, utcnow
+from .store.db import Activity, Course, database, iso, utcnow
 from .moodle import MoodleClient, MoodleError
 
 

@@ -17,11 +17,12 @@ from typing import Any, Callable, TypeVar
 
 import psutil
 
-from . import BUILD_DATE, network, settings
+from . import BUILD_DATE, network
+from .store import settings
 from .config import Config
-from .db import Event, SyncRun, iso, parse_iso, utcnow
+from .store.db import Event, SyncRun, iso, parse_iso, utcnow
 from .clock import clock_is_sane
-from .storage import disk_space
+from .store.diskspace import disk_space
 from .text import human_bytes
 
 # Past these a value gets a red mark. A Raspberry Pi throttles at 80-85 °C.

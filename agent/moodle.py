@@ -10,7 +10,7 @@ never in an exception message or a log line.
 
 requests and urllib3 are imported when a client is made, not with this
 module: the daemon imports it for its exceptions and types but leaves every
-request to its worker process (agent/worker.py), and so idles ~10 MB lighter.
+request to its worker process (agent/service/worker.py), and so idles ~10 MB lighter.
 """
 
 from __future__ import annotations

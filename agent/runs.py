@@ -24,13 +24,13 @@ from typing import Callable, Iterator, Sequence
 
 import peewee as pw
 
-from . import settings
+from .store import settings
 from .config import Config
-from .db import Event, SyncRun, iso, utcnow
-from .history import COLLECT, IS_SYNC, recover_stale_runs
+from .store.db import Event, SyncRun, iso, utcnow
+from .store.history import COLLECT, IS_SYNC, recover_stale_runs
 from .moodle import MoodleError, TokenRejected, Traffic, Unreachable
-from .queue import count_by_status
-from .storage import database_problem, keep_reserve, release_reserve
+from .store.queue import count_by_status
+from .store.diskspace import database_problem, keep_reserve, release_reserve
 
 log = logging.getLogger(__name__)
 

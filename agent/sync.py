@@ -9,7 +9,7 @@ Guarantees:
   grades set a state rather than add to one;
 - one run at a time across processes (agent/runs.py).
 
-What to send is decided by the pure functions of agent/plan.py; this module
+What to send is decided by the pure functions of agent/push/plan.py; this module
 reads the queue, writes each chunk's outcome in one transaction (the SD card
 is slow: one fsync per chunk and per batch, not per event) and talks to the
 server.
@@ -25,21 +25,21 @@ from typing import Any, Callable
 import peewee as pw
 
 from . import courses as courses_mod
-from . import settings
-from .collect import collect_for_sync
-from .down import DOWN_KINDS, pull_down, record_pushed
+from .store import settings
+from .box.collect import collect_for_sync
+from .down.pull import DOWN_KINDS, pull_down, record_pushed
 from .config import Config
-from .db import Activity, Course, Event, Secret, SyncRun, database, first_column
-from .db import BoxActivity, BoxCourse, Collected
-from .history import ACTION_KINDS
+from .store.db import Activity, Course, Event, Secret, SyncRun, database, first_column
+from .store.db import BoxActivity, BoxCourse, Collected
+from .store.history import ACTION_KINDS
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, Unreachable
-from .plan import (READY, Busy, Call, Knowledge, Plan, Queued, Want, plan_enrolments, plan_learning,
+from .push.plan import (READY, Busy, Call, Knowledge, Plan, Queued, Want, plan_enrolments, plan_learning,
                    plan_users, wants)
-from .plan import ActivityInfo, describe_activity, map_activities
-from .queue import correct_event_times
-from .queue import count_by_status
+from .push.plan import ActivityInfo, describe_activity, map_activities
+from .store.queue import correct_event_times
+from .store.queue import count_by_status
 from .runs import recorded_run
-from .session import ENROLLED, LOOKUP, LOOKUP_CHUNK, PROFILES, Run, fatal_error, lookup_args
+from .push.session import ENROLLED, LOOKUP, LOOKUP_CHUNK, PROFILES, Run, fatal_error, lookup_args
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Pusher:
     """Pushes queued events in one stream of batches. Each request carries
     first the look-ups and enrolment checks that the events still need, then
     as many calls of events already planned as fit; after each answer the
-    events that waited for it are planned (agent/plan.py, ``wants``). So the
+    events that waited for it are planned (agent/push/plan.py, ``wants``). So the
     look-ups travel inside the batches instead of as requests of their own,
     and a course's events go as soon as what they depend on is known, without
     waiting for another course's look-ups. Before the first request, the

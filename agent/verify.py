@@ -18,12 +18,12 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from .config import Config
-from .db import Course, Event, SyncRun, database, iso, utcnow
-from .history import VERIFY, VERIFY_KINDS
+from .store.db import Course, Event, SyncRun, database, iso, utcnow
+from .store.history import VERIFY, VERIFY_KINDS
 from .moodle import CallResult, MoodleClient
-from .plan import Call
+from .push.plan import Call
 from .runs import recorded_run
-from .session import Run, fatal_error
+from .push.session import Run, fatal_error
 from .sync import check_connection
 # What each event type is checked against.
 READS = {

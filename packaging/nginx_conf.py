@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from agent.config import Config, ConfigError, load_config
-from agent.queue import MAX_INPUT_BYTES
+from agent.store.queue import MAX_INPUT_BYTES
 
 TEMPLATE = Path(__file__).with_name("nginx.conf.in")
 HOST_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})")

@@ -14,9 +14,9 @@ from typing import Any
 
 import requests
 
-from agent.db import Course, iso, utcnow
+from agent.store.db import Course, iso, utcnow
 from agent.roles import ROLES
-from agent.schedule import Clock
+from agent.service.schedule import Clock
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "TOKEN"
@@ -40,7 +40,7 @@ class Box:
 
     def keep_courses(self, *ids: int) -> None:
         """Courses kept on this box without asking a server (see keep_courses)."""
-        from agent.db import database, open_db
+        from agent.store.db import database, open_db
 
         previous = database.obj
         db = open_db(self.database)

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from agent.known import KEEP_DAYS, TRUST_DAYS
+from agent.store.known import KEEP_DAYS, TRUST_DAYS
 from moodle_simulator import start_simulator
 from tests.helpers import Box, MoodleReader
 
@@ -286,7 +286,7 @@ def test_new_accounts_are_enrolled_without_a_check_and_remembered(box, simulator
 
 
 def test_an_upgraded_database_gets_the_tables(tmp_path):
-    from agent.db import SCHEMA_VERSION, close_db, open_db
+    from agent.store.db import SCHEMA_VERSION, close_db, open_db
 
     path = tmp_path / "agent.db"
     open_db(path)

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from agent import settings
+from agent.store import settings
 from agent.config import load_config
-from agent.daemon import Daemon
-from agent.db import Event, SyncRun, close_db, open_db
+from agent.service.daemon import Daemon
+from agent.store.db import Event, SyncRun, close_db, open_db
 from tests.helpers import TOKEN, Box, FakeClock, MoodleReader, drive
 
 BOX_TOKEN = "BOX-ADMIN-TOKEN"

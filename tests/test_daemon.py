@@ -16,13 +16,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agent import handoff, settings
+from agent.store import handoff, settings
 from agent.config import load_config
 from agent.cli import request_sync_via_agent
-from agent.daemon import Daemon
+from agent.service.daemon import Daemon
 from agent.logs import LineFormatter
-from agent.db import Event, SyncRequest, SyncRun, close_db, open_db, parse_iso
-from agent.queue import enqueue, validate_events
+from agent.store.db import Event, SyncRequest, SyncRun, close_db, open_db, parse_iso
+from agent.store.queue import enqueue, validate_events
 from agent.sync import run_sync
 from tests.helpers import TOKEN, Box, FakeClock, MoodleReader, drive
 
@@ -416,10 +416,10 @@ def test_the_daemon_leaves_the_http_stack_to_its_worker_process(box, config):
     in a worker process and never loads requests or urllib3 itself."""
     script = (
         "import sys\n"
-        "from agent import handoff\n"
+        "from agent.store import handoff\n"
         "from agent.config import load_config\n"
-        "from agent.daemon import Daemon\n"
-        "from agent.db import SyncRun, open_db\n"
+        "from agent.service.daemon import Daemon\n"
+        "from agent.store.db import SyncRun, open_db\n"
         f"config = load_config({str(box.config)!r})\n"
         "open_db(config.agent.database)\n"
         "daemon = Daemon(config)\n"

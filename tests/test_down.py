@@ -1,4 +1,4 @@
-"""The sync down (agent/down.py): the server's progress into the box's own
+"""The sync down (agent/down/pull.py): the server's progress into the box's own
 Moodle, with [sync] direction. Two simulators on loopback, the box's
 (``box=True``: C1 is 12 there, cmid 101 is the server's 1, student1 is user
 23, student2 24) and the school's, driven through the real CLI."""
@@ -48,10 +48,10 @@ def page(box) -> str:
     """The page as the logged-in admin sees it."""
     import re
 
-    from agent import settings
+    from agent.store import settings
     from agent.auth import hash_password
     from agent.config import load_config
-    from agent.db import close_db
+    from agent.store.db import close_db
     from webui import create_app
 
     app = create_app(load_config(box.config))
@@ -121,8 +121,8 @@ def test_direction_up_writes_nothing_into_the_boxs_moodle_and_a_change_applies_f
     assert directions(box) == ["up", "up"]
 
     # Changed as the page does (the database's preference): the next sync runs both ways.
-    from agent import settings
-    from agent.db import close_db, open_db
+    from agent.store import settings
+    from agent.store.db import close_db, open_db
 
     open_db(box.database)
     try:
@@ -245,8 +245,8 @@ def test_the_information_dialog_shows_up_and_down_apart(tmp_path, simulator, box
 
     from agent.auth import hash_password
     from agent.config import load_config
-    from agent.db import close_db
-    from agent import settings
+    from agent.store.db import close_db
+    from agent.store import settings
     from webui import create_app
 
     box = make_box(tmp_path, simulator, boxsim, "both")

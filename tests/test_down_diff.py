@@ -1,6 +1,6 @@
-"""The decisions of the way down (agent/down_diff.py): pure, no database."""
+"""The decisions of the way down (agent/down/diff.py): pure, no database."""
 
-from agent.down_diff import COMPLETION, GRADE, Reported, decide, server_completions, server_grades
+from agent.down.diff import COMPLETION, GRADE, Reported, decide, server_completions, server_grades
 
 
 def test_a_change_on_the_server_only_is_written_down_and_becomes_the_last_known():

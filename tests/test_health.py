@@ -12,9 +12,9 @@ import pytest
 
 from agent import cli, health
 from agent.config import load_config
-from agent.db import Event, SyncRun, close_db, iso, open_db, parse_iso, utcnow
+from agent.store.db import Event, SyncRun, close_db, iso, open_db, parse_iso, utcnow
 from agent.moodle import MoodleClient, Unreachable
-from agent.queue import enqueue, validate_events
+from agent.store.queue import enqueue, validate_events
 from agent.sync import run_sync
 from tests.helpers import Box, keep_courses
 

@@ -237,8 +237,8 @@ def test_plural_rules_refuse_anything_else(header):
 # -- on the page -------------------------------------------------------------------------
 
 def test_conflict_messages_count_in_each_language(admin):
-    from agent.db import Event
-    from agent.queue import enqueue, validate_events
+    from agent.store.db import Event
+    from agent.store.queue import enqueue, validate_events
 
     def conflicts(lang: str) -> list[int]:
         enqueue(validate_events([{"type": "completion", "id": f"{lang}{i}", "course_id": 2, "user": "student1",
@@ -268,9 +268,9 @@ def test_conflict_messages_count_in_each_language(admin):
 def test_days_and_cores_on_the_page_are_counted(tmp_path):
     from datetime import timedelta
 
-    from agent import settings
+    from agent.store import settings
     from agent.auth import hash_password
-    from agent.db import SyncRun, iso, utcnow
+    from agent.store.db import SyncRun, iso, utcnow
 
     cfg = write_config(tmp_path, web="stale_days = 1", agent="retention_days = 1")
     client = create_app(cfg).test_client()  # noqa: F811

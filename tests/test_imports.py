@@ -18,13 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = Path(agent.__file__).resolve().parents[1]
 PACKAGES = ("agent", "webui")
 
-ENGINE = {"agent.sync", "agent.verify", "agent.runs", "agent.plan", "agent.worker", "agent.daemon", "agent.cli",
-          "agent.courses", "agent.moodle", "agent.collect", "agent.box_diff"}
+ENGINE = {"agent.sync", "agent.verify", "agent.runs", "agent.push.plan", "agent.push.session", "agent.service.worker",
+          "agent.service.daemon", "agent.cli", "agent.courses", "agent.moodle", "agent.box.collect", "agent.box.diff",
+          "agent.down.pull", "agent.down.diff"}
 WIRE = {"agent.moodle", "requests", "urllib3"}
-STORED_STATE = {"agent.db", "agent.queue", "agent.history", "agent.settings", "agent.handoff", "agent.retention",
-                "agent.storage", "agent.clock", "agent.text", "agent.roles", "agent.config"}
+STORED_STATE = {"agent.store.db", "agent.store.queue", "agent.store.history", "agent.store.settings",
+                "agent.store.handoff", "agent.store.retention", "agent.store.diskspace", "agent.store.known",
+                "agent.clock", "agent.text", "agent.roles", "agent.config"}
 # Pure planning: testable without a database or a server.
-PURE = {"agent.plan": {"agent.roles"}, "agent.box_diff": set()}
+PURE = {"agent.push.plan": {"agent.roles"}, "agent.box.diff": set()}
 
 
 def module_files() -> dict[str, Path]:
@@ -74,7 +76,7 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 def test_the_graph_is_read(graph):
     assert {"agent.sync", "agent.cli", "webui", "webui.views"} <= set(graph)
-    assert "agent.runs" in graph["agent.sync"] and "peewee" in graph["agent.db"]
+    assert "agent.runs" in graph["agent.sync"] and "peewee" in graph["agent.store.db"]
 
 
 def test_no_import_cycle(graph):

@@ -13,13 +13,13 @@ import requests
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from agent import handoff, settings
+from agent.store import handoff, settings
 from agent.config import load_config
 from agent.courses import add as add_courses
-from agent.daemon import Daemon
-from agent.db import SyncRun, close_db, open_db
+from agent.service.daemon import Daemon
+from agent.store.db import SyncRun, close_db, open_db
 from agent.moodle import MoodleClient
-from agent.queue import enqueue, validate_events
+from agent.store.queue import enqueue, validate_events
 from tests.helpers import TOKEN, Box
 
 TEACHER = "teacher@school.example"

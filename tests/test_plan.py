@@ -1,7 +1,7 @@
 """The planner alone: queued events and what the run knows of the server in,
 calls, conflicts and settled events out. No database, no server."""
 
-from agent.plan import Queued, grade_problem, plan_enrolments, plan_learning, plan_users
+from agent.push.plan import Queued, grade_problem, plan_enrolments, plan_learning, plan_users
 
 KNOWN = {"student1": 3, "student2": 4}
 
@@ -102,7 +102,7 @@ def test_grade_answers_other_than_zero_are_problems():
 
 # -- what an event waits for before it can be planned (wants) ------------------
 
-from agent.plan import READY, WAIT, Busy, Knowledge, wants  # noqa: E402
+from agent.push.plan import READY, WAIT, Busy, Knowledge, wants  # noqa: E402
 
 
 def enrolment(i, user="student1", course=2):

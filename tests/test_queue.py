@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from agent.db import Event, Secret, open_db
-from agent.queue import EventError, enqueue, parse_events, validate_events
+from agent.store.db import Event, Secret, open_db
+from agent.store.queue import EventError, enqueue, parse_events, validate_events
 from tests.helpers import Box, keep_courses
 
 GOOD = [

@@ -10,10 +10,10 @@ from datetime import timedelta
 
 import pytest
 
-from agent import retention
+from agent.store import retention
 from agent.config import load_config
-from agent.db import Event, SyncRun, iso, open_db, utcnow
-from agent.daemon import RETENTION_EVERY_S, Daemon
+from agent.store.db import Event, SyncRun, iso, open_db, utcnow
+from agent.service.daemon import RETENTION_EVERY_S, Daemon
 from tests.helpers import Box
 
 CLOSED_LOOPBACK = "http://127.0.0.1:9"

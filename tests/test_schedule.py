@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from agent.schedule import BACKOFF_S, Attempt, Missed, Plan, Planner, slot_on_or_before
+from agent.service.schedule import BACKOFF_S, Attempt, Missed, Plan, Planner, slot_on_or_before
 
 D = datetime(2026, 12, 1, tzinfo=timezone.utc)  # after agent.BUILD_DATE
 HOUR = 3600

@@ -3,9 +3,9 @@ key or a value of the wrong type is refused at the call, on a real database."""
 
 import pytest
 
-from agent import settings
+from agent.store import settings
 from agent.config import load_config
-from agent.db import Setting, open_db
+from agent.store.db import Setting, open_db
 from tests.helpers import Box
 
 

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from agent.config import load_config
-from agent.db import open_db
-from agent.queue import StorageFull, enqueue, validate_events
+from agent.store.db import open_db
+from agent.store.queue import StorageFull, enqueue, validate_events
 from tests.helpers import Box, MoodleReader, keep_courses
 from tests.test_sync import sync
 

@@ -153,8 +153,9 @@ def test_takes_the_sync_lock_and_answers_offline(box):
 
 
 def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
-    from agent import handoff, worker
-    from agent.db import SyncRun, iso, open_db, utcnow
+    from agent.store import handoff
+    from agent.service import worker
+    from agent.store.db import SyncRun, iso, open_db, utcnow
 
     control(simulator, "forget", {"userid": STUDENTS["student1"], "cmid": 1})
     config = load_config(box.config)
@@ -179,9 +180,10 @@ def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
 
 
 def test_verify_button_under_the_advanced_settings(box, simulator):
-    from agent import handoff, worker, settings
+    from agent.store import handoff, settings
+    from agent.service import worker
     from agent.auth import hash_password
-    from agent.db import close_db
+    from agent.store.db import close_db
     from tests.test_web import PASSWORD, login, post
     from webui import create_app
 

@@ -14,11 +14,11 @@ from datetime import timedelta
 
 import pytest
 
-from agent import settings
+from agent.store import settings
 from agent.auth import hash_password
 from agent.config import load_config
-from agent.db import Event, LoginAttempt, Setting, SyncRequest, SyncRun, database, iso, utcnow
-from agent.queue import count_by_status
+from agent.store.db import Event, LoginAttempt, Setting, SyncRequest, SyncRun, database, iso, utcnow
+from agent.store.queue import count_by_status
 from agent.sync import run_sync
 from tests.helpers import ROOT, keep_courses
 from webui import create_app
@@ -125,7 +125,7 @@ def test_every_post_route_is_listed_here(app):
 
 def _with_a_conflict():
     api_events = [dict(COMPLETION, id="c1")]
-    from agent.queue import enqueue, validate_events
+    from agent.store.queue import enqueue, validate_events
     enqueue(validate_events(api_events))
     Event.update(status=Event.CONFLICT, last_error="refused").execute()
 
@@ -470,7 +470,7 @@ def test_force_next_and_conflicts(admin, config):
     assert post(admin, "/settings/force", {"enabled": "on"}).get_json()["ok"]
     assert settings.get(config, "force_next") is True
     assert "skips the check that the courses are identical" in admin.get("/").get_data(as_text=True)
-    from agent.queue import enqueue, validate_events
+    from agent.store.queue import enqueue, validate_events
     enqueue(validate_events([dict(COMPLETION, id=f"c{i}") for i in range(3)]))
     Event.update(status=Event.CONFLICT, last_error="activity 1 does not exist").execute()
     ids = [e.id for e in Event.select().order_by(Event.id)]
@@ -485,7 +485,7 @@ def test_force_next_and_conflicts(admin, config):
 
 def test_banners_for_a_rejected_token_and_an_old_last_success(admin, config):
     assert 'class="banner"' not in admin.get("/").get_data(as_text=True)
-    from agent.queue import enqueue, validate_events
+    from agent.store.queue import enqueue, validate_events
     enqueue(validate_events([COMPLETION]), now=utcnow() - timedelta(days=9))
     html = admin.get("/").get_data(as_text=True)
     assert "No sync has succeeded yet, and events have been waiting since" in html
@@ -550,7 +550,7 @@ def test_the_moodle_token_never_appears(tmp_path, leak_sim):
     settings.put(password_hash=hash_password(PASSWORD))
     from agent.courses import add as add_courses
     from agent.moodle import MoodleClient
-    from agent.queue import enqueue, validate_events
+    from agent.store.queue import enqueue, validate_events
     add_courses(MoodleClient(config.moodle), ["C1"])
     enqueue(validate_events([dict(COMPLETION, id="ok"), dict(COMPLETION, id="bad", user="nobody")]))
     first = run_sync(config, trigger="cli")

@@ -15,9 +15,9 @@ import requests
 from werkzeug.serving import make_server
 
 import webui.auth
-from agent import settings
+from agent.store import settings
 from agent.auth import hash_password
-from agent.db import LoginAttempt
+from agent.store.db import LoginAttempt
 from tests.helpers import ROOT
 from tests.test_web import (API_KEY, COMPLETION, PASSWORD, admin, api, app, client, config,  # noqa: F401 (fixtures)
                             csrf_of, login, page_csrf, post, queued)

@@ -19,9 +19,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from agent import __version__
 from agent.config import Config, load_config
-from agent.db import database, open_db
-from agent.queue import MAX_INPUT_BYTES
-from agent.history import ACTION_KINDS, VERIFY_KINDS
+from agent.store.db import database, open_db
+from agent.store.queue import MAX_INPUT_BYTES
+from agent.store.history import ACTION_KINDS, VERIFY_KINDS
 from agent.text import human_bytes
 
 from . import api, auth, views

@@ -8,9 +8,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from agent import health, history
-from agent.db import SyncRequest
-from agent.queue import (MAX_BATCH, MAX_INPUT_BYTES, EventError, StorageFull, enqueue, parse_events,
+from agent import health
+from agent.store import history
+from agent.store.db import SyncRequest
+from agent.store.queue import (MAX_BATCH, MAX_INPUT_BYTES, EventError, StorageFull, enqueue, parse_events,
                          validate_events)
 
 from .auth import API_KEYS, client_address, is_admin, now

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 
-from agent import settings
+from agent.store import settings
 from agent.auth import check_password, revoke_sessions, session_tag
-from agent.db import LoginAttempt, database
+from agent.store.db import LoginAttempt, database
 
 from .i18n import text
 

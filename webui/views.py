@@ -14,11 +14,12 @@ from flask import Blueprint, abort, current_app, flash, jsonify, redirect, rende
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
-from agent import health, history, settings
+from agent import health
+from agent.store import history, settings
 from agent.config import DIRECTIONS, Config, parse_time_utc
-from agent.db import Event, parse_iso, utcnow
-from agent.handoff import next_request, request_sync
-from agent.queue import EMAIL_RE, conflict_dicts, set_conflicts
+from agent.store.db import Event, parse_iso, utcnow
+from agent.store.handoff import next_request, request_sync
+from agent.store.queue import EMAIL_RE, conflict_dicts, set_conflicts
 from agent.text import human_bytes
 
 from .auth import is_admin, login_required, safe_next, wants_json

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from .config import Config
+from ..config import Config
 from .db import Setting, database
 
 Kind = Literal["preference", "state", "password"]

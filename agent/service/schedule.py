@@ -43,7 +43,7 @@ from typing import Callable
 
 import schedule
 
-from .clock import clock_is_sane
+from ..clock import clock_is_sane
 
 BACKOFF_S = (60, 120, 240, 480, 900)  # then 900 until the window closes
 # Wall and monotonic clocks disagreeing by more than this between two ticks is

@@ -1,5 +1,5 @@
 """What changed on the box's own Moodle since the last collection: pure
-functions, no database, no server. agent/collect.py reads the box's Moodle,
+functions, no database, no server. agent/box/collect.py reads the box's Moodle,
 hands the answers and the last collected state to these functions, and
 queues what they return.
 

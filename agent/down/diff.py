@@ -1,5 +1,5 @@
 """What to write into the box's Moodle from the server, and who wins when
-both sides changed: pure functions, no database, no server. agent/down.py
+both sides changed: pure functions, no database, no server. agent/down/pull.py
 reads both sides and the last known states, hands them to :func:`decide`,
 and applies what it returns.
 
@@ -56,7 +56,7 @@ def decide(kind: str, server: Reported | None, seen: float | None, box_now: floa
     collected); ``box_change``: the box's change waiting to be pushed, if
     any. A box change that stays queued leaves the server's last known
     state as it is: it moves once the server confirms the push
-    (agent/down.py, record_pushed), never before.
+    (agent/down/pull.py, record_pushed), never before.
 
     A value equal on both sides is never sent. Both changed and differing:
     a completion done wins over not done; a grade, the later change wins,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Collection, Literal, Mapping
 
-from .roles import ROLES
+from ..roles import ROLES
 
 PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
 
@@ -56,7 +56,7 @@ class Plan:
 class Knowledge:
     """What a run knows of the server to plan with. ``ids`` and ``enrolled``
     are trusted: this run's answers, or the box's facts within their age
-    (agent/known.py); the sets say what the server answered in this run."""
+    (agent/store/known.py); the sets say what the server answered in this run."""
 
     ids: dict[str, int] = field(default_factory=dict)  # username -> account id
     looked_up: set[str] = field(default_factory=set)  # usernames looked up in this run, found or not

@@ -1,10 +1,10 @@
 """The agent daemon, ``moodle-sync-agent run``: the one process that syncs.
 
 About once a second (:meth:`Daemon.step`) it re-reads the page's settings,
-picks up a sync request, or asks the daily plan (agent/schedule.py) whether
+picks up a sync request, or asks the daily plan (agent/service/schedule.py) whether
 a scheduled sync is due; with a box's Moodle ([box]), when nothing else is
 to be done, it collects from it every collect_minutes. Syncs, and the server checks before them, run in a
-worker process (agent/worker.py) that a thread here waits for, so a request
+worker process (agent/service/worker.py) that a thread here waits for, so a request
 is still seen within two seconds, a switch turned off still stops a run while
 one goes on, and the daemon itself never loads the HTTP stack: it idles at
 its start-up size. E-mail notices go out in a thread of their own and never
@@ -31,11 +31,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, handoff, health, notify, retention, settings
-from .config import Config, parse_time_utc
-from .db import SyncRequest, SyncRun, close_db, iso, parse_iso
-from .history import record_skipped, recover_stale_runs, running_run
-from .logs import configure_logging
+from .. import __version__, health
+from ..store import handoff, retention, settings
+from . import notify
+from ..config import Config, parse_time_utc
+from ..store.db import SyncRequest, SyncRun, close_db, iso, parse_iso
+from ..store.history import record_skipped, recover_stale_runs, running_run
+from ..logs import configure_logging
 from .schedule import Attempt, Clock, Every, Missed, Plan, Planner, Recurring
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ class Job:
 
 def worker_command(config: Config, *job: str) -> list[str]:
     # -P: nothing from the working directory on sys.path
-    return [sys.executable, "-P", "-m", "agent.worker", "--config", str(config.path), *job]
+    return [sys.executable, "-P", "-m", "agent.service.worker", "--config", str(config.path), *job]
 
 
 def worker_env() -> dict[str, str]:

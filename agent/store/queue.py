@@ -16,11 +16,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from .clock import clock_is_sane
-from .config import AgentConfig, Config
+from ..clock import clock_is_sane
+from ..config import AgentConfig, Config
 from .db import Course, Event, Secret, database, first_column, iso, parse_iso, utcnow
-from .roles import ROLES
-from .storage import DiskSpace, disk_space
+from ..roles import ROLES
+from .diskspace import DiskSpace, disk_space
 
 MAX_BATCH = 10_000
 MAX_INPUT_BYTES = 20 * 1024 * 1024

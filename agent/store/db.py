@@ -161,7 +161,7 @@ class SyncRun(BaseModel):
     events_total = pw.IntegerField(default=0)  # queued when it started
     notified = pw.BooleanField(default=False)
     # A sync: what the collection from the box's Moodle before it found
-    # (agent/collect.py), for the Information dialog. None without [box].
+    # (agent/box/collect.py), for the Information dialog. None without [box].
     collected = JSONField(null=True)
     # A sync: up, down or both (the direction it ran with); None before issue 13.
     direction = pw.CharField(max_length=8, null=True)
@@ -256,7 +256,7 @@ class ServerSeen(BaseModel):
     """The last state read from (or pushed to) the server per course, learner,
     activity (the server's cmid) and kind: what the next sync down compares
     with, so that only what changed on the server is written into the box's
-    Moodle, and what the agent pushed does not come back down (agent/down.py)."""
+    Moodle, and what the agent pushed does not come back down (agent/down/pull.py)."""
 
     course_id = pw.IntegerField()  # the server's
     username = pw.CharField(max_length=100)
@@ -288,7 +288,7 @@ class TwoWayConflict(BaseModel):
 
 class KnownUser(BaseModel):
     """A username's account id on a server, as the server last confirmed it
-    (agent/known.py says how long that is trusted)."""
+    (agent/store/known.py says how long that is trusted)."""
 
     site = pw.CharField()  # the server's address ([moodle] url)
     username = pw.CharField(max_length=100)

@@ -12,7 +12,7 @@ from typing import Any
 import peewee as pw
 
 from . import settings
-from .config import Config
+from ..config import Config
 from .db import Activity, Event, SyncRun, TwoWayConflict, iso, utcnow
 from .queue import count_by_status
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 SUCCESS = (SyncRun.COMPLETED,)
 VERIFY = "verify"  # the trigger of a full re-check (agent/verify.py)
-COLLECT = "collect"  # the trigger of a collection from the box's Moodle (agent/collect.py)
+COLLECT = "collect"  # the trigger of a collection from the box's Moodle (agent/box/collect.py)
 
 # What a run's ``actions`` count: a sync's server actions, a verify's checks.
 ACTION_KINDS = ["users_created", "users_updated", "enrolments", "completions", "grades", "courses_refreshed"]

@@ -13,11 +13,11 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from . import settings
-from .config import Config, SmtpConfig
-from .db import SyncRun, database
-from .history import IS_SYNC, run_dict
-from .text import human_bytes
+from ..store import settings
+from ..config import Config, SmtpConfig
+from ..store.db import SyncRun, database
+from ..store.history import IS_SYNC, run_dict
+from ..text import human_bytes
 
 log = logging.getLogger(__name__)
 

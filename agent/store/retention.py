@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 import peewee as pw
 
-from .config import Config
+from ..config import Config
 from .db import Event, SyncRun, database, first_column, iso, utcnow
-from .clock import clock_is_sane
+from ..clock import clock_is_sane
 from .history import COLLECT, IS_SYNC
 
 HISTORY_DAYS = 365

@@ -8,7 +8,7 @@ change made on both sides is decided, not overwritten):
 - read from the server, for the learners of the box's course known on both
   sides, their completion states (one call per learner) and every grade
   (one gradereport_user_get_grade_items call with userid=0);
-- decide per learner and activity (agent/down_diff.py) against the last
+- decide per learner and activity (agent/down/diff.py) against the last
   state known of the server (ServerSeen), the box's current state (as
   collected: Collected) and the box's change waiting to be pushed;
 - write what changed on the server into the box's Moodle through the box's
@@ -32,13 +32,13 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from .box_diff import learner
-from .collect import PARTICIPANT_FIELDS, read_all
-from .db import Activity, BoxActivity, BoxCourse, Collected, Course, Event, Participant, ServerSeen, \
+from ..box.diff import learner
+from ..box.collect import PARTICIPANT_FIELDS, read_all
+from ..store.db import Activity, BoxActivity, BoxCourse, Collected, Course, Event, Participant, ServerSeen, \
     TwoWayConflict, database, first_column, iso, utcnow
-from .down_diff import COMPLETION, GRADE, Decision, Reported, decide, server_completions, server_grades
-from .moodle import BATCH_FUNCTION, MoodleClient, MoodleError, TokenRejected, Unreachable
-from .plan import ActivityInfo, map_activities
+from .diff import COMPLETION, GRADE, Decision, Reported, decide, server_completions, server_grades
+from ..moodle import BATCH_FUNCTION, MoodleClient, MoodleError, TokenRejected, Unreachable
+from ..push.plan import ActivityInfo, map_activities
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from typing import Any, Callable
 
 import peewee as pw
 
-from . import known
-from .config import Config
-from .db import Event, Secret, database, iso, utcnow
-from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
+from ..store import known
+from ..config import Config
+from ..store.db import Event, Secret, database, iso, utcnow
+from ..moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from .plan import Call, Knowledge, Plan, grade_problem
-from .runs import Interrupted, Record
+from ..runs import Interrupted, Record
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Run:
 
     @property
     def site(self) -> str:
-        """Whose facts the box's memory holds (agent/known.py)."""
+        """Whose facts the box's memory holds (agent/store/known.py)."""
         return self.config.moodle.url
 
     @property
@@ -209,7 +209,7 @@ class Run:
     # -- what the server knows ----------------------------------------------
 
     def remember(self) -> None:
-        """Start from the box's facts still within their age (agent/known.py);
+        """Start from the box's facts still within their age (agent/store/known.py);
         --force asks the server everything again."""
         if self.force:
             return

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psutil
 
-from .config import AgentConfig, Config
-from .text import human_bytes
+from ..config import AgentConfig, Config
+from ..text import human_bytes
 
 
 @dataclass(frozen=True)

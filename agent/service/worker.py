@@ -6,9 +6,9 @@ Why a process: the daemon idles 23 hours a day. Its jobs need the HTTP stack
 (requests, urllib3, TLS: ~12 MB) and grow the heap; a job that exits gives
 all of it back, and the daemon stays at its start-up size for months.
 
-    python -m agent.worker --config PATH request ID
-    python -m agent.worker --config PATH scheduled
-    python -m agent.worker --config PATH collect [--full]
+    python -m agent.service.worker --config PATH request ID
+    python -m agent.service.worker --config PATH scheduled
+    python -m agent.service.worker --config PATH collect [--full]
 
 It prints lines of JSON on stdout for the daemon: ``{"run": ID}`` when its
 run has started, then its outcome as the last line. SIGTERM or SIGINT stops
@@ -26,18 +26,18 @@ import threading
 
 from typing import Any, Callable
 
-from . import handoff, settings
-from .collect import run_collect
-from .config import Config, load_config
-from .db import SyncRequest, SyncRun, open_db
-from .history import VERIFY
-from .logs import configure_logging
-from .moodle import MoodleClient, MoodleError, Unreachable
-from .runs import AlreadyRunning, SyncDisabled
-from .sync import run_sync
-from .verify import run_verify
+from ..store import handoff, settings
+from ..box.collect import run_collect
+from ..config import Config, load_config
+from ..store.db import SyncRequest, SyncRun, open_db
+from ..store.history import VERIFY
+from ..logs import configure_logging
+from ..moodle import MoodleClient, MoodleError, Unreachable
+from ..runs import AlreadyRunning, SyncDisabled
+from ..sync import run_sync
+from ..verify import run_verify
 
-log = logging.getLogger("agent.worker")  # not "__main__" under -m
+log = logging.getLogger("agent.service.worker")  # not "__main__" under -m
 
 
 def emit(**message: Any) -> None:
@@ -128,7 +128,7 @@ def collect(config: Config, stop: threading.Event, full: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.worker")
+    parser = argparse.ArgumentParser(prog="python -m agent.service.worker")
     parser.add_argument("--config", required=True)
     sub = parser.add_subparsers(dest="job", required=True)
     sub.add_parser("request").add_argument("id", type=int)

@@ -14,7 +14,7 @@ client as the school's:
 
 The last collected state is kept in SQLite (Participant, Collected); only
 what changed is queued, with event ids derived from the box, the course,
-the learner, the activity and the new state (agent/box_diff.py). Each
+the learner, the activity and the new state (agent/box/diff.py). Each
 course is one transaction: its events, its new state and the run's counts
 commit together, so a collection cut off at any point and run again queues
 nothing twice. A learner new to a course becomes a ``user`` event (created
@@ -35,17 +35,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Sequence
 
-from . import courses as courses_mod
-from . import settings
-from .box_diff import COMPLETION, GRADE, Change, Learner, completion_changes, event_key, grade_changes, \
+from .. import courses as courses_mod
+from ..store import settings
+from .diff import COMPLETION, GRADE, Change, Learner, completion_changes, event_key, grade_changes, \
     grade_idnumbers, learner, needs_recheck, to_read
-from .config import BoxConfig, Config
-from .db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, SyncRun, database, first_column, \
+from ..config import BoxConfig, Config
+from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, SyncRun, database, first_column, \
     iso, utcnow
-from .history import COLLECT, COLLECT_KINDS
-from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from .queue import NewEvent, StorageFull, enqueue
-from .runs import Interrupted, Record, nested_run, recorded_run
+from ..store.history import COLLECT, COLLECT_KINDS
+from ..moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
+from ..store.queue import NewEvent, StorageFull, enqueue
+from ..runs import Interrupted, Record, nested_run, recorded_run
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Collection: reading the box's own Moodle and queueing what changed."""

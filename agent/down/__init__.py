@@ -1,0 +1,1 @@
+"""The way down: the server's progress into the box's Moodle."""

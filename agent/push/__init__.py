@@ -1,0 +1,1 @@
+"""The way up: planning the calls and sending them to the server."""

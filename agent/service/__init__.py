@@ -1,0 +1,1 @@
+"""The daemon: its schedule, its worker process, its e-mails."""
