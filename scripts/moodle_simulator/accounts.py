@@ -18,6 +18,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+from .config import ADMIN_ID
 from .errors import MoodleException, moodle_exception
 from .params import clean_param, parse_php_form
 from .php import php_json_encode
@@ -177,6 +178,8 @@ def seed_accounts(site: Site, box: bool, sync_account: bool, sync_without: tuple
         MOBILE_SERVICE: make_service(MOBILE_SERVICE, "Moodle mobile web service", dict(MOBILE_FUNCTIONS),
                                      enabled=site.mobile_services),
     }
+    if site.admin_token:        # made by hand in Site administration: login/token.php hands it out again
+        site.tokens[site.admin_token] = (ADMIN_ID, SYNC_SERVICE)
     for uid in site.user_ids():
         u = site.users.get(uid)
         if u is not None and u.username == "admin":

@@ -17,9 +17,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from .accounts import LOGIN_PATH, login, login_headers
+from .accounts import LOGIN_PATH, SYNC_SERVICE, login, login_headers
 from .changes import Moodle
-from .config import SERVICE_FUNCTIONS, WS_PATH
+from .config import ADMIN_ID, SERVICE_FUNCTIONS, WS_PATH
 from .faults import Faults
 from .seed import BOX, SERVER
 from .stats import Stats
@@ -344,6 +344,8 @@ class SimServer:
         except ValueError:
             self.httpd.server_close()
             raise
+        self.state.admin_token = token
+        self.state.tokens[token] = (ADMIN_ID, SYNC_SERVICE)
         self.faults = Faults(request_cost_ms=request_cost_ms, call_cost_ms=call_cost_ms,
                              calibrated_costs=calibrated_costs, debug=debug)
         self.state.clock_offset = lambda: self.faults.clock_offset_s   # a skewed server stamps its own time

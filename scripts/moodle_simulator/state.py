@@ -51,6 +51,7 @@ class Site:
         self.mobile_services = False
         self.services: dict[str, Record] = {}
         self.acting_service: dict | None = None    # the functions of the running call's token's service
+        self.admin_token: str | None = None         # the token given at start: the admin's, for self.service
         self.clear()
 
     # -- clock -------------------------------------------------------------
