@@ -183,9 +183,9 @@ def seed_accounts(site: Site, box: bool, sync_account: bool, sync_without: tuple
     for uid in site.user_ids():
         u = site.users.get(uid)
         if u is not None and u.username == "admin":
-            u.password = hash_password(ADMIN_PASSWORD)
+            u["password"] = hash_password(ADMIN_PASSWORD)
         elif u is not None and re.fullmatch(r"student[1-5]", u.username):
-            u.password = hash_password(LEARNER_PASSWORD)
+            u["password"] = hash_password(LEARNER_PASSWORD)
     if not sync_account:
         return
     presets = rights.BOX_PRESETS if box else rights.SERVER_PRESETS

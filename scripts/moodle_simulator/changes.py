@@ -206,7 +206,9 @@ class Moodle(Site):
             uid = self._userid_of(userid, username)
             if password is not None and (not isinstance(password, str) or password_policy_text(password)):
                 raise ValueError("password: must meet the site's password policy")
-            self.user_for_update(uid).password = hash_password(password) if password is not None else None
+            u = self.user_for_update(uid)
+            assert u is not None        # _userid_of() found it
+            u["password"] = hash_password(password) if password is not None else None
             return {"userid": uid}
 
     def password_is(self, password: str, userid: int | None = None, username: str | None = None) -> bool:

@@ -234,7 +234,7 @@ def update_users(site: Site, p: dict, userid: int) -> dict:
                 if k in ("id", "customfields", "preferences", "userpicture", "interests"):
                     continue
                 if k == "password":             # stored as a hash; existing tokens stay valid (91_)
-                    existing.password = hash_password(v)
+                    existing["password"] = hash_password(v)
                     continue
                 existing[k] = bool(v) if k == "suspended" else (php_str(v) if k == "idnumber" else v)
             site.index_user(existing)
