@@ -324,7 +324,8 @@ def test_sync_account_does_what_the_agent_needs_on_the_box(box):
 def test_sync_account_cannot_do_what_only_an_admin_may(server):
     token = login(server, SYNC_USERNAME, SYNC_PASSWORD, "moodle_sync_agent").json()["token"]
     # Another role than student: refused as Moodle refuses it (15_).
-    refused = ws(server, "enrol_manual_enrol_users", token=token, enrolments=[{"roleid": 3, "userid": 3, "courseid": 2}])
+    refused = ws(server, "enrol_manual_enrol_users", token=token,
+                 enrolments=[{"roleid": 3, "userid": 3, "courseid": 2}])
     assert refused == {"exception": "core\\exception\\moodle_exception", "errorcode": "wsusercannotassign",
                        "message": "You don't have the permission to assign this role (3) to this user (3) in this "
                                   "course (2)."}
