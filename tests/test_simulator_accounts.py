@@ -346,7 +346,7 @@ def test_sync_account_cannot_do_what_only_an_admin_may(server):
     assert "cacherev" not in listed and "format" not in listed and listed["shortname"] == "OTHER"
     assert ws(server, "enrol_manual_enrol_users", token=token,
               enrolments=[{"roleid": 5, "userid": 3, "courseid": other}])["errorcode"] == "requireloginerror"
-    # Not site admin, and no other service's functions.
+    # What the simulator does not answer for this account, it refuses rather than answer as the admin would.
     assert ws(server, "core_enrol_get_users_courses", token=token, userid=3)["errorcode"] == "notsimulated"
 
 
