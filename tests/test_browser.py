@@ -270,7 +270,7 @@ def test_teacher_runs_a_sync_from_the_page(stack, browser):
     assert page.js_errors == []
 
     run = stack.history()[0]
-    assert run["status"] == "completed" and run["trigger"] == "manual"
+    assert run["status"] == "completed" and (run["kind"], run["trigger"]) == ("sync", "page")
     assert run["actions"]["completions"] == EVENTS
     with stack.db() as db:  # the daemon served exactly the page's request
         assert db.execute("SELECT sync_id FROM syncrequest").fetchall() == [(run["id"],)]

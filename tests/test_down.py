@@ -73,7 +73,7 @@ def conflicts_log(box) -> list[dict]:
 
 def directions(box) -> list[str]:
     with sqlite3.connect(box.database) as conn:
-        return [r[0] for r in conn.execute("SELECT direction FROM syncrun WHERE trigger != 'collect' "
+        return [r[0] for r in conn.execute("SELECT direction FROM syncrun WHERE kind != 'collect' "
                                            "ORDER BY started_at")]
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from agent.service.schedule import BACKOFF_S, Attempt, Missed, Plan, Planner, slot_on_or_before
+from agent.service.schedule import BACKOFF_S, Attempt, Missed, DailyPlan, Planner, slot_on_or_before
 
 D = datetime(2026, 12, 1, tzinfo=timezone.utc)  # after agent.BUILD_DATE
 HOUR = 3600
@@ -24,7 +24,7 @@ class Box:
     def __init__(self, start: datetime, time_utc: str = "02:00", jitter_min: float = 0, catch_up_h: float = 6,
                  handled: datetime | None = None, seed: int = 1, step: float = 10):
         self.wall, self.mono, self.step = start, 5000.0, step
-        self.plan = Plan(True, time_utc, jitter_min * 60, catch_up_h * HOUR)
+        self.plan = DailyPlan(True, time_utc, jitter_min * 60, catch_up_h * HOUR)
         self.planner = Planner(handled, random.Random(seed))
         self.online = lambda now: True
         self.retry_after = lambda now: None
@@ -65,18 +65,18 @@ def test_fires_daily_at_the_set_utc_time_once():
 def test_changed_time_applies_from_now_and_switch_off_stops():
     box = Box(at(0, 9))
     box.until(at(0, 10))
-    box.plan = Plan(True, "10:05", 0, 6 * HOUR)  # later today: runs today
+    box.plan = DailyPlan(True, "10:05", 0, 6 * HOUR)  # later today: runs today
     box.until(at(0, 12))
     assert box.runs == [at(0, 10, 5)]
-    box.plan = Plan(True, "11:00", 0, 6 * HOUR)  # earlier than now: not caught up, tomorrow
+    box.plan = DailyPlan(True, "11:00", 0, 6 * HOUR)  # earlier than now: not caught up, tomorrow
     box.until(at(1, 10, 30))
     assert box.runs == [at(0, 10, 5)]
     box.until(at(1, 12))
     assert box.runs == [at(0, 10, 5), at(1, 11)]
-    box.plan = Plan(False, "11:00", 0, 6 * HOUR)
+    box.plan = DailyPlan(False, "11:00", 0, 6 * HOUR)
     box.until(at(3, 12))
     assert len(box.runs) == 2 and box.missed == []
-    box.plan = Plan(True, "11:00", 0, 6 * HOUR)  # on again at 12:00: the 11:00 slot was before it
+    box.plan = DailyPlan(True, "11:00", 0, 6 * HOUR)  # on again at 12:00: the 11:00 slot was before it
     box.until(at(4, 12))
     assert box.runs[2:] == [at(4, 11)]
 
@@ -137,7 +137,7 @@ def test_fresh_box_owes_nothing_before_its_first_start():
 @hsettings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), jitter=st.floats(0, 720), hh=st.integers(0, 23), mm=st.integers(0, 59))
 def test_jitter_stays_within_its_bound(seed, jitter, hh, mm):
-    plan = Plan(True, f"{hh:02d}:{mm:02d}", jitter * 60, 6 * HOUR)
+    plan = DailyPlan(True, f"{hh:02d}:{mm:02d}", jitter * 60, 6 * HOUR)
     now = at(0, 0) - timedelta(seconds=1)
     planner = Planner(handled=slot_on_or_before(now, plan.time_utc), rng=random.Random(seed))
     assert planner.tick(now, 0.0, plan) is None

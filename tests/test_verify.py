@@ -59,7 +59,7 @@ def test_nothing_lost_nothing_queued_again(box, simulator):
     before = stats(simulator)
     code, run, err = verify(box)
     assert code == 0, err
-    assert run["trigger"] == "verify" and run["status"] == "completed" and run["errors"] == []
+    assert (run["kind"], run["trigger"]) == ("verify", "cli") and run["status"] == "completed" and run["errors"] == []
     assert run["actions"] == {"checked": 15, "matching": 15, "requeued": 0, "not_checked": 0}
     assert [c["outcome"] for c in run["courses"]] == ["9 checked, 9 matching, 0 queued again",
                                                      "6 checked, 6 matching, 0 queued again"]
@@ -161,10 +161,10 @@ def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
     config = load_config(box.config)
     db = open_db(config.agent.database)
     try:
-        sync_request = handoff.request_sync(trigger="manual")
-        verify_request = handoff.request_sync(trigger="verify")
+        sync_request = handoff.request_sync(trigger="page")
+        verify_request = handoff.request_sync(kind="verify")
         assert verify_request.id != sync_request.id  # a waiting sync does not swallow the verify
-        assert handoff.request_sync(trigger="verify").id == verify_request.id
+        assert handoff.request_sync(kind="verify").id == verify_request.id
         # A sync going on serves a waiting sync request, never a verify: that one waits its turn.
         running = SyncRun.create(trigger="schedule", status=SyncRun.RUNNING, started_at=iso(utcnow()))
         assert handoff.attach(sync_request, running.id) is True
@@ -174,7 +174,7 @@ def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
         row = worker.serve_request(config, verify_request)
     finally:
         db.close()
-    assert (row.trigger, row.status, row.force) == ("verify", "completed", False)
+    assert (row.kind, row.trigger, row.status, row.force) == ("verify", "page", "completed", False)
     assert row.actions == {"checked": 15, "matching": 14, "requeued": 1, "not_checked": 0}
     assert queued_keys(box) == {"student1-c1"}
 
@@ -203,13 +203,14 @@ def test_verify_button_under_the_advanced_settings(box, simulator):
         assert answer.status_code == 202
         assert answer.get_json()["message"] == "Verify requested: waiting for the agent…"
         request = handoff.next_request()
-        assert request.trigger == "verify"
+        assert (request.kind, request.trigger) == ("verify", "page")
         row = worker.serve_request(config, request)  # what the daemon does with it
 
         page = client.get("/").get_data(as_text=True)
         dialog = page[page.index(f'id="run-{row.id}"'):]
         dialog = dialog[:dialog.index("</dialog>")]
-        assert re.search(r'data-field="trigger">\s*Verify\s*<', dialog)
+        assert re.search(r'data-field="kind">\s*Verify\s*<', dialog)
+        assert re.search(r'data-field="trigger">\s*This page\s*<', dialog)
         counts = dict(re.findall(r'data-kind="(\w+)".*?<strong>(\d+)</strong>', dialog, re.S))
         assert counts == {"checked": "15", "matching": "14", "requeued": "1", "not_checked": "0"}
         assert queued_keys(box) == {"student1-c1"}

@@ -411,7 +411,7 @@ def test_sync_switch_and_start_sync_refused_when_off(admin, config):
     answer = post(admin, "/sync/start")
     assert answer.status_code == 202
     request_id = answer.get_json()["request_id"]
-    assert SyncRequest.get_by_id(request_id).trigger == "manual"
+    assert (SyncRequest.get_by_id(request_id).kind, SyncRequest.get_by_id(request_id).trigger) == ("sync", "page")
     # A second press while the first waits for the agent adds no second request.
     assert post(admin, "/sync/start").get_json()["request_id"] == request_id
     assert SyncRequest.select().count() == 1

@@ -38,7 +38,7 @@ from ..config import Config, parse_time_utc
 from ..store.db import SyncRequest, SyncRun, close_db, iso, parse_iso
 from ..store.history import record_skipped, recover_stale_runs, running_run
 from ..logs import configure_logging
-from .schedule import Attempt, Clock, Every, Missed, Plan, Planner, Recurring
+from .schedule import Attempt, Clock, Every, Missed, DailyPlan, Planner, Recurring
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Daemon:
         self.notifier = Background("notify", lambda: notify.send_pending(config))
         self.pruner = Background("retention", lambda: retention.prune(config))
         self.values: dict = {}
-        self._plan: Plan | None = None
+        self._plan: DailyPlan | None = None
         self._checks: SlotChecks | None = None
         self._step_error: str | None = None
         self.planner = Planner(parse_iso(settings.get(config, "schedule_last_slot")), rng,
@@ -205,7 +205,7 @@ class Daemon:
             self.collection.done(mono)
             self._start(Job(collection=True), "collect")
 
-    def plan(self) -> Plan:
+    def plan(self) -> DailyPlan:
         v, cfg = self.values, self.config.schedule
         try:
             time_utc = parse_time_utc(v["schedule_time_utc"])
@@ -214,7 +214,7 @@ class Daemon:
             time_utc, enabled = cfg.time_utc, False
             if self._plan is None or self._plan.enabled:
                 log.error("schedule_time_utc in the database %s: no scheduled sync", exc)
-        plan = Plan(enabled=enabled, time_utc=time_utc, jitter_s=cfg.jitter_minutes * 60,
+        plan = DailyPlan(enabled=enabled, time_utc=time_utc, jitter_s=cfg.jitter_minutes * 60,
                     catch_up_s=cfg.catch_up_hours * 3600)
         if plan != self._plan:
             log.info("schedule: %s", f"daily at {plan.time_utc} UTC" if plan.enabled else

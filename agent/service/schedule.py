@@ -63,7 +63,7 @@ class Clock:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DailyPlan:
     """What the page and the config say now."""
 
     enabled: bool  # sync on and schedule on
@@ -125,13 +125,13 @@ class Planner:
         self.rng = rng or random.Random()
         self.on_handled = on_handled or (lambda slot: None)
         self.target: _Target | None = None
-        self._plan: Plan | None = None
+        self._plan: DailyPlan | None = None
         self._last: tuple[datetime, float] | None = None
         self.jumps: list[float] = []  # seconds, for the log and the tests
 
     # -- the step ------------------------------------------------------------
 
-    def tick(self, now: datetime, mono: float, plan: Plan) -> Attempt | Missed | None:
+    def tick(self, now: datetime, mono: float, plan: DailyPlan) -> Attempt | Missed | None:
         self._watch_clock(now, mono)
         if not clock_is_sane(now):
             # Unknown time: no slot can be judged, neither run nor missed.
@@ -188,7 +188,7 @@ class Planner:
 
     # -- internals -----------------------------------------------------------
 
-    def _new_target(self, slot: datetime, now: datetime, plan: Plan) -> _Target:
+    def _new_target(self, slot: datetime, now: datetime, plan: DailyPlan) -> _Target:
         due = slot + timedelta(seconds=self.rng.uniform(0, plan.jitter_s))
         window_end = due + timedelta(seconds=plan.catch_up_s)
         if due < now <= window_end:
