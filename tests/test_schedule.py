@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from agent.service.schedule import BACKOFF_S, Attempt, Missed, DailyPlan, Planner, slot_on_or_before
+from agent.service.schedule import BACKOFF_S, Attempt, Clock, DailyPlan, Missed, Planner, Recurring, slot_on_or_before
 
 D = datetime(2026, 12, 1, tzinfo=timezone.utc)  # after agent.BUILD_DATE
 HOUR = 3600
@@ -227,3 +227,72 @@ def test_slot_on_or_before():
     assert slot_on_or_before(at(0, 2), "02:00") == at(0, 2)
     assert slot_on_or_before(at(0, 1, 59, 59), "02:00") == at(-1, 2)
     assert slot_on_or_before(at(0, 23, 59), "00:00") == at(0, 0)
+
+
+# -- the recurring jobs (the schedule package, timed by the given clock) ------
+
+class Ticking:
+    """A daemon loop over Recurring with a fake clock, one tick a second."""
+
+    def __init__(self, start: datetime = D):
+        self.wall, self.mono = start, 1000.0
+        self.recurring = Recurring(Clock(wall=lambda: self.wall, mono=lambda: self.mono))
+        self.ran: list[tuple[str, float]] = []  # (job, monotonic time)
+
+    def job(self, name: str, every_s: float, at_once: bool = False) -> None:
+        self.recurring.every(every_s, lambda: self.ran.append((name, self.mono)), at_once=at_once)
+
+    def run(self, seconds: int) -> None:
+        for _ in range(seconds):
+            self.recurring.run_pending()
+            self.wall += timedelta(seconds=1)
+            self.mono += 1
+
+    def times(self, name: str) -> list[float]:
+        return [t - 1000.0 for n, t in self.ran if n == name]
+
+
+def test_recurring_jobs_run_every_n_seconds_of_the_given_clock():
+    box = Ticking()
+    box.job("collect", 900, at_once=True)
+    box.job("prune", 3600)
+    box.run(2 * HOUR + 1)
+    assert box.times("collect") == [0, 900, 1800, 2700, 3600, 4500, 5400, 6300, 7200]
+    assert box.times("prune") == [3600, 7200]
+
+
+def test_a_wall_clock_set_back_a_day_does_not_hold_a_job_back():
+    box = Ticking()
+    box.job("collect", 900, at_once=True)
+    box.run(100)
+    box.wall -= timedelta(days=1)  # a time server corrects a clock a day ahead
+    box.run(1000)
+    assert box.times("collect") == [0, 900]  # by elapsed time, as before the step
+    assert box.recurring.jumps == [-86400.0]
+
+
+def test_a_wall_clock_set_forward_neither_runs_a_job_early_nor_twice():
+    box = Ticking()
+    box.job("collect", 900, at_once=True)
+    box.run(100)
+    box.wall += timedelta(days=3)  # a box that booted with its last shutdown's time
+    box.run(1000)
+    assert box.times("collect") == [0, 900]
+
+
+def test_restart_starts_the_interval_again():
+    box = Ticking()
+    box.job("collect", 900, at_once=True)
+    box.run(600)
+    box.recurring.restart()  # a sync just collected in full
+    box.run(1600)
+    assert box.times("collect") == [0, 1500]
+
+
+def test_recurring_times_in_utc_whatever_the_wall_clocks_zone():
+    east = timezone(timedelta(hours=2))
+    box = Ticking(D.astimezone(east))
+    box.job("step", 1, at_once=True)
+    box.run(5)
+    [job] = box.recurring.scheduler.jobs
+    assert job.next_run == datetime(2026, 12, 1, 0, 0, 5)  # naive UTC, as schedule keeps its times

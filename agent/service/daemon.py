@@ -38,7 +38,7 @@ from ..config import Config, parse_time_utc
 from ..store.db import SyncRequest, SyncRun, close_db, iso, parse_iso
 from ..store.history import record_skipped, recover_stale_runs, running_run
 from ..logs import configure_logging
-from .schedule import Attempt, Clock, Every, Missed, DailyPlan, Planner, Recurring
+from .schedule import Attempt, Clock, DailyPlan, Missed, Planner, Recurring
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,11 @@ class Daemon:
         self._step_error: str | None = None
         self.planner = Planner(parse_iso(settings.get(config, "schedule_last_slot")), rng,
                                on_handled=lambda slot: settings.put(schedule_last_slot=iso(slot)))
-        # By self.clock, not by Recurring's wall clock: tests drive it with theirs.
-        self.collection = Every(config.box.collect_minutes * 60) if config.box is not None else None
+        # The collection from the box's Moodle, at once and then every few
+        # minutes, by self.clock: tests drive it with theirs.
+        self.collection = Recurring(self.clock)
+        if config.box is not None:
+            self.collection.every(config.box.collect_minutes * 60, self._start_collection, at_once=True)
 
     # -- the step ------------------------------------------------------------
 
@@ -200,10 +203,11 @@ class Daemon:
                            checks.clock_offset_s)
             self._checks = None
             self._notify()
-        mono = self.clock.mono()
-        if self.collection is not None and self.values["sync_enabled"] and self.collection.due(mono):
-            self.collection.done(mono)
-            self._start(Job(collection=True), "collect")
+        if self.values["sync_enabled"]:
+            self.collection.run_pending()  # a collection due waits while sync is off
+
+    def _start_collection(self) -> None:
+        self._start(Job(collection=True), "collect")
 
     def plan(self) -> DailyPlan:
         v, cfg = self.values, self.config.schedule
@@ -310,8 +314,8 @@ class Daemon:
                 self._checks = None
         if job.collection:
             return  # no notice for a collection
-        if isinstance(out, SyncRun) and self.collection is not None and out.collected is not None:
-            self.collection.done(self.clock.mono())  # the sync collected in full just now
+        if isinstance(out, SyncRun) and out.collected is not None:
+            self.collection.restart()  # the sync collected in full just now
         if job.run_id is not None:
             self._notify()
 
@@ -373,7 +377,9 @@ class Daemon:
                  self.config.agent.database, self.config.moodle.url,
                  "" if self.config.box is None else
                  f", collecting from {self.config.box.url} every {self.config.box.collect_minutes:g} min")
-        jobs = Recurring([(STEP_S, self.safe_step), (RETENTION_EVERY_S, self._prune)])
+        jobs = Recurring(self.clock)
+        jobs.every(STEP_S, self.safe_step)
+        jobs.every(RETENTION_EVERY_S, self._prune)
         self.safe_step()
         self._prune()  # a box switched off every night would otherwise never reach the hour
         while not signalled:
