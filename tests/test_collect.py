@@ -15,40 +15,16 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import requests
 
 from agent.store import settings
 from agent.config import load_config
 from agent.service.daemon import Daemon
 from agent.store.db import Event, SyncRun, close_db, open_db
-from tests.helpers import TOKEN, Box, FakeClock, MoodleReader, drive
-
-BOX_TOKEN = "BOX-ADMIN-TOKEN"
-C1, C2 = 2, 3  # the server's course ids
-BOX_C1, BOX_C2 = 12, 13  # the same courses on the box's Moodle
-OFFSET_CM = 100  # box cmid = server cmid + 100
-
+from tests.helpers import (BOX_C1, BOX_TOKEN, C1, C2, OFFSET_CM, TOKEN, Box, FakeClock, MoodleReader, box_section, calls,
+                           control, drive, mark, run_json)
 
 @pytest.fixture
-def boxsim():
-    from moodle_simulator import start_simulator
-
-    sim = start_simulator(token=BOX_TOKEN, box=True)
-    try:
-        yield sim
-    finally:
-        sim.stop()
-
-
-def box_section(tmp_path, boxsim, **keys) -> str:
-    (tmp_path / "box-token").write_text(BOX_TOKEN + "\n")
-    lines = [f"url = {boxsim.url}", f"token_file = {tmp_path / 'box-token'}", "timeout = 5",
-             *(f"{k} = {v}" for k, v in keys.items())]
-    return "[box]\n" + "\n".join(lines) + "\n"
-
-
-@pytest.fixture
-def box(tmp_path, simulator, boxsim):
+def box(tmp_path, simulator, boxsim):  # this module's: with the box's Moodle and two courses
     box = Box(tmp_path, simulator.url, extra=box_section(tmp_path, boxsim))
     assert box.cli("courses", "add", "C1", "C2").returncode == 0
     return box
@@ -59,36 +35,10 @@ def server(simulator):
     return MoodleReader(simulator.url)
 
 
-def control(sim, name, payload=None):
-    answer = requests.post(f"{sim.url}/__sim/{name}", json=payload or {}, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return answer.json() if answer.content else None
-
-
-def learner(boxsim, username: str) -> MoodleReader:
-    """The learner themself on the box's Moodle, with their own token."""
-    return MoodleReader(boxsim.url, control(boxsim, "tokens", {"username": username})["token"])
-
-
-def mark(boxsim, username: str, box_cmid: int, done: bool = True) -> None:
-    answer = learner(boxsim, username).call("core_completion_update_activity_completion_status_manually",
-                                            cmid=box_cmid, completed=int(done))
-    assert answer["status"] is True
-
-
-def calls(sim) -> dict[str, int]:
-    return dict(sim.stats.snapshot()["calls"])
-
-
 def writes(sim) -> int:
     """The calls that change something on the server."""
     return sum(n for fn, n in calls(sim).items() if not fn.startswith(("core_webservice", "core_course_get",
                                                                           "core_user_get", "core_enrol_get")))
-
-
-def run_json(box, *args):
-    result = box.cli(*args, "--json")
-    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None, result.stderr
 
 
 def queued_rows(box, where="status = 'queued'"):

@@ -10,8 +10,7 @@ import pytest
 
 from agent.config import load_config
 from agent.runs import run_lock
-from tests.helpers import Box, MoodleReader
-from tests.test_sync import control, stats, sync
+from tests.helpers import Box, control, stats, sync
 
 STUDENTS = {"student1": 3, "student2": 4, "student3": 5}
 C1, C2 = 2, 3
@@ -38,11 +37,6 @@ def box(tmp_path, simulator):
     code, run, err = sync(box)
     assert code == 0 and run["actions"]["completions"] == 9 and run["actions"]["grades"] == 6, (run, err)
     return box
-
-
-@pytest.fixture
-def moodle(simulator):
-    return MoodleReader(simulator.url)
 
 
 def verify(box, *args):
@@ -184,7 +178,7 @@ def test_verify_button_under_the_advanced_settings(box, simulator):
     from agent.service import worker
     from agent.auth import hash_password
     from agent.store.db import close_db
-    from tests.test_web import PASSWORD, login, post
+    from tests.helpers import PASSWORD, login, post
     from webui import create_app
 
     config = load_config(box.config)
