@@ -12,6 +12,17 @@ if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 
 
+# Fixtures that start a simulator or open a database: a test marked pure uses none.
+IMPURE_FIXTURES = {"simulator", "boxsim", "box", "moodle", "config", "app", "client", "admin", "browser"}
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("pure") is not None:
+        used = IMPURE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if used:
+            pytest.fail(f"a test marked pure uses {sorted(used)}: a simulator or a database", pytrace=False)
+
+
 # -- the Moodles on loopback ------------------------------------------------------
 
 @pytest.fixture

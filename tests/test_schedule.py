@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from agent.service.schedule import BACKOFF_S, Attempt, Clock, DailyPlan, Missed, Planner, Recurring, slot_on_or_before
+
+pytestmark = pytest.mark.pure  # no simulator, no database: pytest -m pure
 
 D = datetime(2026, 12, 1, tzinfo=timezone.utc)  # after agent.BUILD_DATE
 HOUR = 3600
