@@ -37,6 +37,7 @@ from . import notify
 from ..config import Config, parse_time_utc
 from ..store.db import SyncRequest, SyncRun, close_db, iso, parse_iso
 from ..store.history import record_skipped, recover_stale_runs, running_run
+from ..store.runkinds import SCHEDULE
 from ..logs import configure_logging
 from .schedule import Attempt, Clock, DailyPlan, Missed, Planner, Recurring
 
@@ -183,7 +184,7 @@ class Daemon:
         if request is not None and self._served_by_a_run(request):
             return
         if request is not None:
-            log.info("sync request %d picked up (trigger %s)", request.id, request.trigger)
+            log.info("%s request %d picked up (trigger %s)", request.kind, request.id, request.trigger)
             handoff.pick(request)
             self._start(Job(request=request, forced=request.force or bool(self.values["force_next"])),
                         "request", str(request.id))
@@ -199,7 +200,7 @@ class Daemon:
         if isinstance(action, Missed):
             checks = self._checks if self._checks is not None and self._checks.slot == action.slot \
                 else SlotChecks(action.slot)
-            record_skipped("schedule", action.reason, checks.bytes_sent, checks.bytes_received,
+            record_skipped(SCHEDULE, action.reason, checks.bytes_sent, checks.bytes_received,
                            checks.clock_offset_s)
             self._checks = None
             self._notify()
