@@ -110,6 +110,8 @@ def admin(client):
 def browser():
     from tests.browserkit import CHROMIUM, CHROMIUM_ARGS
 
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt install chromium)")
     playwright_api = pytest.importorskip("playwright.sync_api",
                                          reason="the playwright python package is not installed")
     with playwright_api.sync_playwright() as p:
