@@ -18,6 +18,8 @@ import peewee as pw
 
 from . import __version__, courses, health
 from .store import handoff, history, settings
+from .store.status import status as box_status
+from .store.runkinds import CLI, COLLECT, RUN_NAMES
 from .box.collect import BOX_FUNCTIONS, NoBox, run_collect
 from .down.pull import BOX_WRITES, SERVER_READS
 from .config import Config, ConfigError, load_config
@@ -101,10 +103,12 @@ def cmd_courses(config: Config, args: argparse.Namespace) -> int:
 
 
 def format_run(run: dict) -> str:
-    if run["trigger"] == history.COLLECT:
-        head = f"Collection {run['id']}  [{run['status']}]  {'full' if run['force'] else 'incremental'}"
+    if run["kind"] == COLLECT:
+        head = (f"Collection {run['id']}  [{run['status']}]  {'full' if run['force'] else 'incremental'}"
+                f"  trigger {run['trigger']}")
     else:
-        head = f"Sync {run['id']}  [{run['status']}]  trigger {run['trigger']}{' (forced)' if run['force'] else ''}"
+        head = (f"{RUN_NAMES[run['kind']].capitalize()} {run['id']}  [{run['status']}]  trigger {run['trigger']}"
+                f"{' (forced)' if run['force'] else ''}")
     lines = [
         head,
         f"  started {run['started_at']}  completed {run['completed_at']}  duration {run['duration_s']} s",
@@ -130,7 +134,7 @@ def collected_words(found: dict) -> str:
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     if args.via_agent:
         return request_sync_via_agent(config, force=args.force, as_json=args.json)
-    return run_and_report(lambda: run_sync(config, trigger="cli", force=args.force), args.json)
+    return run_and_report(lambda: run_sync(config, trigger=CLI, force=args.force), args.json)
 
 
 def run_and_report(start: Callable[[], SyncRun], as_json: bool) -> int:
@@ -163,7 +167,7 @@ def request_sync_via_agent(config: Config, force: bool = False, as_json: bool = 
     if not settings.get(config, "sync_enabled"):
         print(SyncDisabled(), file=sys.stderr)
         return EXIT_ERRORS
-    request_id = handoff.request_sync(trigger="cli", force=force).id
+    request_id = handoff.request_sync(trigger=CLI, force=force).id
     deadline = time.monotonic() + pickup_timeout_s
     while True:
         request = SyncRequest.get_by_id(request_id)
@@ -195,7 +199,7 @@ def request_sync_via_agent(config: Config, force: bool = False, as_json: bool = 
 def cmd_collect(config: Config, args: argparse.Namespace) -> int:
     """One collection from the box's Moodle; exit 3 when it does not answer."""
     try:
-        result = run_collect(config, full=args.full)
+        result = run_collect(config, full=args.full, trigger=CLI)
     except AlreadyRunning as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_RUNNING
@@ -209,7 +213,7 @@ def cmd_collect(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
-    return run_and_report(lambda: run_verify(config, course_id=args.course), args.json)
+    return run_and_report(lambda: run_verify(config, course_id=args.course, trigger=CLI), args.json)
 
 
 def cmd_history(config: Config, args: argparse.Namespace) -> int:
@@ -222,7 +226,7 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    st = history.status(config)
+    st = box_status(config)
     st["health"] = health.gather(config)
     if args.json:
         _print_json(st)

@@ -27,7 +27,8 @@ import peewee as pw
 from .store import settings
 from .config import Config
 from .store.db import Event, SyncRun, iso, utcnow
-from .store.history import COLLECT, IS_SYNC, recover_stale_runs
+from .store.history import IS_SYNC, recover_stale_runs
+from .store.runkinds import COLLECT, RUN_NAMES
 from .moodle import MoodleError, TokenRejected, Traffic, Unreachable
 from .store.queue import count_by_status
 from .store.diskspace import database_problem, keep_reserve, release_reserve
@@ -36,9 +37,9 @@ log = logging.getLogger(__name__)
 
 
 class AlreadyRunning(Exception):
-    def __init__(self, run_id: str | None, trigger: str | None = None):
-        self.run_id, self.trigger = run_id, trigger
-        what = "a collection from the box's Moodle" if trigger == COLLECT else "a sync"
+    def __init__(self, run_id: str | None, kind: str | None = None):
+        self.run_id, self.kind = run_id, kind
+        what = "a collection from the box's Moodle" if kind == COLLECT else "a sync"
         super().__init__(f"{what} is already running (id {run_id or 'unknown'})")
 
 
@@ -66,9 +67,9 @@ def run_lock(config: Config) -> Iterator[None]:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             # A sync's own collection runs inside it: name the sync.
-            running = SyncRun.select(SyncRun.id, SyncRun.trigger).where(SyncRun.status == SyncRun.RUNNING) \
+            running = SyncRun.select(SyncRun.id, SyncRun.kind).where(SyncRun.status == SyncRun.RUNNING) \
                 .order_by(IS_SYNC.desc(), SyncRun.started_at.desc()).first()
-            raise AlreadyRunning(running.id if running else None, running.trigger if running else None) from None
+            raise AlreadyRunning(running.id if running else None, running.kind if running else None) from None
         yield
     finally:
         os.close(fd)  # closing releases the flock
@@ -79,7 +80,7 @@ class Record:
     """What a run has done so far, written into its history row by save()."""
 
     row: SyncRun
-    kinds: Sequence[str]  # the action counters the row shows
+    counters: Sequence[str]  # the action counters the row shows
     actions: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     courses: dict[int, dict] = field(default_factory=dict)
@@ -96,7 +97,7 @@ class Record:
         if self.box_traffic:
             self.row.box_bytes = {"sent": sum(t.bytes_sent for t in self.box_traffic),
                                   "received": sum(t.bytes_received for t in self.box_traffic)}
-        self.row.actions = {kind: self.actions.get(kind, 0) for kind in self.kinds}
+        self.row.actions = {kind: self.actions.get(kind, 0) for kind in self.counters}
         self.row.courses = list(self.courses.values())
         self.row.errors = self.errors
         self.row.save()
@@ -145,49 +146,47 @@ def describe_failure(config: Config, exc: BaseException) -> tuple[str, str]:
     return SyncRun.FAILED, f"internal error: {type(exc).__name__}: {exc}"
 
 
-RUN_NAMES = {"verify": "verify", COLLECT: "collection"}
-
-
 @contextmanager
-def recorded_run(config: Config, trigger: str, kinds: Sequence[str], *, force: bool = False,
+def recorded_run(config: Config, kind: str, trigger: str, counters: Sequence[str], *, force: bool = False,
                  on_started: Callable[[SyncRun], None] | None = None,
                  describe: Callable[[BaseException], tuple[str, str] | None] | None = None) -> Iterator[Record]:
     """Hold the lock and the history row of one run; give it its final status.
     Raises AlreadyRunning or SyncDisabled before anything is recorded. Whatever
     the body raises ends the run with a status and a sentence, never a run
-    left "running"; the exception does not propagate. ``describe``: the run's
+    left "running"; the exception does not propagate. ``kind``: what the run
+    does (agent/store/runkinds.py), ``trigger``: who started it. ``describe``: the run's
     own status and sentence for an exception, before the common ones."""
     if not settings.get(config, "sync_enabled"):
         raise SyncDisabled()
     with run_lock(config):
         keep_reserve(config)
         recover_stale_runs()
-        with _recorded(config, trigger, kinds, force, on_started, describe) as record:
+        with _recorded(config, kind, trigger, counters, force, on_started, describe) as record:
             yield record
 
 
 @contextmanager
-def nested_run(config: Config, trigger: str, kinds: Sequence[str], *, force: bool = False,
+def nested_run(config: Config, kind: str, trigger: str, counters: Sequence[str], *, force: bool = False,
                describe: Callable[[BaseException], tuple[str, str] | None] | None = None) -> Iterator[Record]:
     """A run of its own in the history, inside a run that holds the lock (the
     collection a sync starts with). Like recorded_run, it never raises."""
-    with _recorded(config, trigger, kinds, force, None, describe) as record:
+    with _recorded(config, kind, trigger, counters, force, None, describe) as record:
         yield record
 
 
 @contextmanager
-def _recorded(config: Config, trigger: str, kinds: Sequence[str], force: bool,
+def _recorded(config: Config, kind: str, trigger: str, counters: Sequence[str], force: bool,
               on_started: Callable[[SyncRun], None] | None,
               describe: Callable[[BaseException], tuple[str, str] | None] | None) -> Iterator[Record]:
     started = time.monotonic()
-    row = SyncRun.create(trigger=trigger, force=force, status=SyncRun.RUNNING, started_at=iso(utcnow()),
+    row = SyncRun.create(kind=kind, trigger=trigger, force=force, status=SyncRun.RUNNING, started_at=iso(utcnow()),
                          pid=os.getpid(), phase="checking_connection",
                          events_total=count_by_status()[Event.QUEUED])
-    record = Record(row=row, kinds=kinds)
+    record = Record(row=row, counters=counters)
     if on_started:
         on_started(row)
-    log.info("%s %s started (trigger %s%s)", RUN_NAMES.get(trigger, "sync"), row.id, trigger,
-             ("" if not force else ", full" if trigger == COLLECT else ", forced"))
+    log.info("%s %s started (trigger %s%s)", RUN_NAMES[kind], row.id, trigger,
+             ("" if not force else ", full" if kind == COLLECT else ", forced"))
     try:
         yield record
         row.status = record.status or record.final_status()

@@ -31,7 +31,7 @@ from .down.pull import DOWN_KINDS, pull_down, record_pushed
 from .config import Config
 from .store.db import Activity, Course, Event, Secret, SyncRun, database, first_column
 from .store.db import BoxActivity, BoxCourse, Collected
-from .store.history import ACTION_KINDS
+from .store.runkinds import ACTION_KINDS, SYNC
 from .moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, Unreachable
 from .push.plan import (READY, Busy, Call, Knowledge, Plan, Queued, Want, plan_enrolments, plan_learning,
                    plan_users, wants)
@@ -521,7 +521,7 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
     # Made before the run starts: it imports the HTTP stack (0.05-0.15 s on
     # a small board), which is the process starting, not the sync.
     client = client or MoodleClient(config.moodle)
-    with recorded_run(config, trigger, kinds, force=force, on_started=on_started) as rec:
+    with recorded_run(config, SYNC, trigger, kinds, force=force, on_started=on_started) as rec:
         rec.row.direction = direction
         if collect and config.box is not None:
             rec.save(phase="collecting")

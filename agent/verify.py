@@ -19,7 +19,7 @@ from typing import Callable
 
 from .config import Config
 from .store.db import Course, Event, SyncRun, database, iso, utcnow
-from .store.history import VERIFY, VERIFY_KINDS
+from .store.runkinds import CLI, VERIFY, VERIFY_KINDS
 from .moodle import CallResult, MoodleClient
 from .push.plan import Call
 from .runs import recorded_run
@@ -158,12 +158,12 @@ class Verify:
         return {"id": course_id, "shortname": course.shortname if course else str(course_id), "outcome": text}
 
 
-def run_verify(config: Config, course_id: int | None = None, *, stop: threading.Event | None = None,
+def run_verify(config: Config, course_id: int | None = None, *, trigger: str = CLI, stop: threading.Event | None = None,
                client: MoodleClient | None = None,
                on_started: Callable[[SyncRun], None] | None = None) -> SyncRun:
     """Run one full re-check and return its history row (trigger "verify").
     Raises AlreadyRunning or SyncDisabled, as a sync does."""
-    with recorded_run(config, VERIFY, VERIFY_KINDS, on_started=on_started) as rec:
+    with recorded_run(config, VERIFY, trigger, VERIFY_KINDS, on_started=on_started) as rec:
         client = client or MoodleClient(config.moodle)
         rec.traffic.append(client.traffic)
         run = Run(config, client, rec, stop=stop or threading.Event())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -192,3 +193,114 @@ def expected_view(seed: dict, events: list[dict]) -> dict:
             # The simulator's assignments complete on a grade (as C1/C2's do on the recorded site).
             want["completions"][(e["user"], e["cmid"])] = 1
     return want
+
+
+# -- the simulators' control side and the CLI's JSON -----------------------------
+
+def control(sim, name, payload=None):
+    """A simulator's test-only control endpoint (/__sim/...)."""
+    answer = requests.post(f"{sim.url}/__sim/{name}", json=payload or {}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json() if answer.content else None
+
+
+def stats(sim):
+    return requests.get(f"{sim.url}/__sim/stats", timeout=10).json()
+
+
+def calls(sim) -> dict[str, int]:
+    return dict(sim.stats.snapshot()["calls"])
+
+
+def run_json(box, *args):
+    """A CLI command with --json: its exit code, its answer, its stderr."""
+    result = box.cli(*args, "--json")
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None, result.stderr
+
+
+def sync(box, *args):
+    result = box.cli("sync", "--json", *args)
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None, result.stderr
+
+
+# -- the box's own Moodle (the ``boxsim`` fixture) ------------------------------------
+
+BOX_TOKEN = "BOX-ADMIN-TOKEN"
+C1, C2 = 2, 3  # the server's course ids
+BOX_C1, BOX_C2 = 12, 13  # the same courses on the box's Moodle
+OFFSET_CM = 100  # box cmid = server cmid + 100
+
+
+def box_section(tmp_path, boxsim, **keys) -> str:
+    """The [box] section of a config that collects from ``boxsim``."""
+    (tmp_path / "box-token").write_text(BOX_TOKEN + "\n")
+    lines = [f"url = {boxsim.url}", f"token_file = {tmp_path / 'box-token'}", "timeout = 5",
+             *(f"{k} = {v}" for k, v in keys.items())]
+    return "[box]\n" + "\n".join(lines) + "\n"
+
+
+def learner(boxsim, username: str) -> MoodleReader:
+    """The learner themself on the box's Moodle, with their own token."""
+    return MoodleReader(boxsim.url, control(boxsim, "tokens", {"username": username})["token"])
+
+
+def mark(boxsim, username: str, box_cmid: int, done: bool = True) -> None:
+    """The learner ticks (or unticks) an activity on the box's Moodle."""
+    answer = learner(boxsim, username).call("core_completion_update_activity_completion_status_manually",
+                                            cmid=box_cmid, completed=int(done))
+    assert answer["status"] is True
+
+
+# -- the page and the events API (the ``config``, ``app``, ``client``, ``admin`` fixtures) --
+
+# Recognisable, so a leak anywhere is found by a plain substring search.
+MOODLE_TOKEN = "leakcheck0d1e2a3d4b5e6e7f8token"
+API_KEY = "apikey-4f1c2b7e9a0d3c5e"
+PASSWORD = "correct horse battery"
+
+COMPLETION = {"type": "completion", "course_id": 2, "user": "student1", "cmid": 1, "completed": True}
+
+
+def write_config(tmp_path, url="http://127.0.0.1:9", web="", agent="") -> Any:
+    from agent.config import load_config
+
+    (tmp_path / "token").write_text(MOODLE_TOKEN + "\n")
+    path = tmp_path / "agent.ini"
+    path.write_text(
+        f"[moodle]\nurl = {url}\ntoken_file = {tmp_path / 'token'}\ntimeout = 5\n\n"
+        f"[agent]\ndatabase = {tmp_path / 'data' / 'agent.db'}\nbox_name = test-box\n{agent}\n\n"
+        f"[web]\napi_key = {API_KEY}\n{web}\n")
+    return load_config(path)
+
+
+def csrf_of(client) -> str:
+    page = client.get("/login").get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def login(client, password=PASSWORD, **kw):
+    return client.post("/login", data={"password": password, "csrf_token": csrf_of(client)}, **kw)
+
+
+def page_csrf(client) -> str:
+    page = client.get("/").get_data(as_text=True)
+    return re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
+
+
+def post(client, url, data=None, token=None, json_answer=True):
+    headers = {"X-Requested-With": "fetch"} if json_answer else {}
+    data = dict(data or {})
+    data["csrf_token"] = page_csrf(client) if token is None else token
+    return client.post(url, data=data, headers=headers)
+
+
+def api(client, events, key=API_KEY, **kw):
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    body = events if isinstance(events, (bytes, str)) else json.dumps(events)
+    return client.post("/api/v1/events", data=body, headers=headers, content_type="application/json", **kw)
+
+
+def queued() -> int:
+    from agent.store.db import Event
+
+    return Event.select().where(Event.status == Event.QUEUED).count()

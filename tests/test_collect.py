@@ -15,40 +15,16 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import requests
 
 from agent.store import settings
 from agent.config import load_config
 from agent.service.daemon import Daemon
 from agent.store.db import Event, SyncRun, close_db, open_db
-from tests.helpers import TOKEN, Box, FakeClock, MoodleReader, drive
-
-BOX_TOKEN = "BOX-ADMIN-TOKEN"
-C1, C2 = 2, 3  # the server's course ids
-BOX_C1, BOX_C2 = 12, 13  # the same courses on the box's Moodle
-OFFSET_CM = 100  # box cmid = server cmid + 100
-
+from tests.helpers import (BOX_C1, BOX_TOKEN, C1, C2, OFFSET_CM, TOKEN, Box, FakeClock, MoodleReader, box_section, calls,
+                           control, drive, mark, run_json)
 
 @pytest.fixture
-def boxsim():
-    from moodle_simulator import start_simulator
-
-    sim = start_simulator(token=BOX_TOKEN, box=True)
-    try:
-        yield sim
-    finally:
-        sim.stop()
-
-
-def box_section(tmp_path, boxsim, **keys) -> str:
-    (tmp_path / "box-token").write_text(BOX_TOKEN + "\n")
-    lines = [f"url = {boxsim.url}", f"token_file = {tmp_path / 'box-token'}", "timeout = 5",
-             *(f"{k} = {v}" for k, v in keys.items())]
-    return "[box]\n" + "\n".join(lines) + "\n"
-
-
-@pytest.fixture
-def box(tmp_path, simulator, boxsim):
+def box(tmp_path, simulator, boxsim):  # this module's: with the box's Moodle and two courses
     box = Box(tmp_path, simulator.url, extra=box_section(tmp_path, boxsim))
     assert box.cli("courses", "add", "C1", "C2").returncode == 0
     return box
@@ -59,36 +35,10 @@ def server(simulator):
     return MoodleReader(simulator.url)
 
 
-def control(sim, name, payload=None):
-    answer = requests.post(f"{sim.url}/__sim/{name}", json=payload or {}, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return answer.json() if answer.content else None
-
-
-def learner(boxsim, username: str) -> MoodleReader:
-    """The learner themself on the box's Moodle, with their own token."""
-    return MoodleReader(boxsim.url, control(boxsim, "tokens", {"username": username})["token"])
-
-
-def mark(boxsim, username: str, box_cmid: int, done: bool = True) -> None:
-    answer = learner(boxsim, username).call("core_completion_update_activity_completion_status_manually",
-                                            cmid=box_cmid, completed=int(done))
-    assert answer["status"] is True
-
-
-def calls(sim) -> dict[str, int]:
-    return dict(sim.stats.snapshot()["calls"])
-
-
 def writes(sim) -> int:
     """The calls that change something on the server."""
     return sum(n for fn, n in calls(sim).items() if not fn.startswith(("core_webservice", "core_course_get",
                                                                           "core_user_get", "core_enrol_get")))
-
-
-def run_json(box, *args):
-    result = box.cli(*args, "--json")
-    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None, result.stderr
 
 
 def queued_rows(box, where="status = 'queued'"):
@@ -114,7 +64,7 @@ def test_a_learners_completion_on_the_box_lands_on_the_server_under_its_cmid(box
     mark(boxsim, "student1", 1 + OFFSET_CM)
     code, run, err = run_json(box, "collect")
     assert code == 0, err
-    assert run["trigger"] == "collect" and run["force"] is False
+    assert (run["kind"], run["trigger"]) == ("collect", "cli") and run["force"] is False
     assert run["actions"]["completions"] == 1 and run["actions"]["learners_read"] == 1
     [event] = queued_rows(box)
     assert (event["type"], event["course_id"], event["username"], event["cmid"]) == ("completion", C1, "student1",
@@ -217,7 +167,7 @@ def test_collections_repeated_or_killed_queue_nothing_twice_and_a_second_sync_se
         (course, user, cmid) for course, cmid in ((C1, 101), (C2, 104))
         for user in ("student1", "student2", "student3"))
     history = box.history(limit=10)
-    assert [r["status"] for r in history if r["trigger"] == "collect"] == ["completed", "completed", "interrupted"]
+    assert [r["status"] for r in history if r["kind"] == "collect"] == ["completed", "completed", "interrupted"]
     assert history[0]["actions"]["completions"] == 0
 
     code, run, err = run_json(box, "sync")
@@ -274,7 +224,7 @@ def test_the_boxs_moodle_down_collect_exits_3_and_the_sync_of_the_queue_still_ru
     assert server.completion(C1, server.user_id("student4"), 2) == 1
     status = box.status()
     assert status["box_moodle"]["reachable"] is False
-    assert {r["trigger"] for r in box.history(10)[:2]} == {"cli", "collect"}  # the collection inside the sync
+    assert {(r["kind"], r["trigger"]) for r in box.history(10)[:2]} == {("sync", "cli"), ("collect", "sync")}  # the collection inside the sync
 
 
 def test_check_covers_both_moodles_and_names_what_the_boxs_service_lacks(tmp_path, simulator):
@@ -327,15 +277,15 @@ def test_the_daemon_collects_every_collect_minutes_reading_only_the_active_learn
         rows = collections()
         # Read once more (Moodle moves an access at most once a minute), then no more.
         assert len(rows) == 4 and [r.actions["learners_read"] for r in rows[2:]] == [1, 0]
-        assert all(r.trigger == "collect" and r.status == "completed" for r in rows)
+        assert all((r.kind, r.trigger, r.status) == ("collect", "schedule", "completed") for r in rows)
         assert Event.select().where(Event.type == "completion").count() == 1
-        assert SyncRun.select().where(SyncRun.trigger != "collect").count() == 0
+        assert SyncRun.select().where(SyncRun.kind != "collect").count() == 0
     finally:
         close_db()
 
 
 def collections() -> list[SyncRun]:
-    return list(SyncRun.select().where(SyncRun.trigger == "collect").order_by(SyncRun.started_at))
+    return list(SyncRun.select().where(SyncRun.kind == "collect").order_by(SyncRun.started_at))
 
 
 def test_a_sync_asked_of_the_daemon_starts_with_a_full_collection(tmp_path, simulator, boxsim, server):
@@ -400,7 +350,7 @@ def test_the_page_shows_the_boxs_moodle_keeps_collections_out_of_last_syncs_and_
         assert "(full)" in last and "status-ok" in last
         # Last Syncs: the two syncs, not the three collections.
         assert re.findall(r'<tr data-run-id="([^"]+)"', html) == [run["id"], first["id"]]
-        assert SyncRun.select().where(SyncRun.trigger == "collect").count() == 3
+        assert SyncRun.select().where(SyncRun.kind == "collect").count() == 3
         dialog = re.search(rf'<dialog class="info-dialog" id="run-{run["id"]}".*?</dialog>', html, re.S).group(0)
         found = re.search(r'data-field="collected">(.*?)</dd>', dialog, re.S).group(1)
         counts = dict(re.findall(r'data-kind="(\w+)".*?<strong>(\d+)</strong>', found, re.S))

@@ -19,6 +19,7 @@ def write(tmp_path, text):
     return path
 
 
+@pytest.mark.pure  # no database, no server
 def test_full_config_reads_every_section(tmp_path):
     (tmp_path / "tok").write_text("secret-token\n")
     cfg = load_config(write(tmp_path, f"""
@@ -55,6 +56,7 @@ catch_up_hours = 0
     ("[moodle]\nurl = http://x\ntoken = x\n[schedule]\nenabled = maybe\n", "[schedule] enabled", "yes or no"),
     ("not an ini file\n", "file", "not a valid INI file"),
 ])
+@pytest.mark.pure  # no database, no server
 def test_bad_values_name_file_key_and_problem(tmp_path, body, key, problem):
     path = write(tmp_path, body)
     with pytest.raises(ConfigError) as err:
@@ -109,18 +111,21 @@ def test_cli_refuses_unknown_section_or_key_with_closest_name(tmp_path, extra, n
     assert lines == [f"moodle-sync-agent: {box.config}: {named}: {hint}"]
 
 
+@pytest.mark.pure  # no database, no server
 def test_unknown_key_without_close_match_lists_the_known_ones(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, BASE + "[web]\ncolour = blue\n"))
     assert "[web] colour: unknown key; known: host, port, api_key, public_status, stale_days" in str(err.value)
 
 
+@pytest.mark.pure  # no database, no server
 def test_default_section_is_refused(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, "[DEFAULT]\ntimeout = 5\n" + BASE))
     assert "[DEFAULT]: unknown section" in str(err.value)
 
 
+@pytest.mark.pure  # no database, no server
 def test_unknown_key_is_named_before_a_missing_one(tmp_path):
     # "urll" is the reason url is missing: say so, not "url missing".
     with pytest.raises(ConfigError) as err:
@@ -128,6 +133,7 @@ def test_unknown_key_is_named_before_a_missing_one(tmp_path):
     assert "[moodle] urll: unknown key (did you mean url?)" in str(err.value)
 
 
+@pytest.mark.pure  # no database, no server
 def test_ranges_are_written_without_exponent(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, BASE + "[agent]\nmin_free_mb = -1\n"))
@@ -136,12 +142,14 @@ def test_ranges_are_written_without_exponent(tmp_path):
 
 # -- [box]: the box's own Moodle, optional -------------------------------------
 
+@pytest.mark.pure  # no database, no server
 def test_without_a_box_url_there_is_no_box(tmp_path):
     assert load_config(write(tmp_path, BASE)).box is None
     # The packaged file's empty [box] section, or keys without a url: no box either.
     assert load_config(write(tmp_path, BASE + "[box]\nurl =\ntimeout = 5\n")).box is None
 
 
+@pytest.mark.pure  # no database, no server
 def test_a_box_url_reads_its_token_and_settings(tmp_path):
     (tmp_path / "box-token").write_text("box-secret\n")
     cfg = load_config(write(tmp_path, BASE + f"[box]\nurl = http://127.0.0.1/\ntoken_file = {tmp_path / 'box-token'}\n"
@@ -161,6 +169,7 @@ def test_a_box_url_reads_its_token_and_settings(tmp_path):
     ("[box]\nurl = http://127.0.0.1\ntoken = t\ncolect_minutes = 5\n", "[box] colect_minutes",
      "did you mean collect_minutes"),
 ])
+@pytest.mark.pure  # no database, no server
 def test_bad_box_values_name_the_key(tmp_path, body, key, problem):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, BASE + body))
@@ -177,6 +186,7 @@ def test_bad_box_values_name_the_key(tmp_path, body, key, problem):
     "ünïcödé-ünïcödé-ünïcödé-ünïcödé",
     "==========================",  # padding only
 ])
+@pytest.mark.pure  # no database, no server
 def test_short_or_odd_api_key_is_refused_without_echoing_it(tmp_path, key):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, BASE + f"[web]\napi_key = {key}\n"))
@@ -190,12 +200,14 @@ def test_short_or_odd_api_key_is_refused_without_echoing_it(tmp_path, key):
     "aB3-_xY9zQ0pL7mN4vR2tW",  # 22 base64url characters (secrets.token_urlsafe(16))
     "aB3+/xY9zQ0pL7mN4vR2tW==",  # base64 with padding
 ])
+@pytest.mark.pure  # no database, no server
 def test_api_key_of_128_bits_is_accepted(tmp_path, key):
     assert load_config(write(tmp_path, BASE + f"[web]\napi_key = {key}\n")).web.api_key == key
 
 
 # -- one declaration: the sample file and the man page come from the table ---
 
+@pytest.mark.pure  # no database, no server
 def test_packaged_files_match_the_table():
     ini = ROOT / "packaging" / "etc" / "agent.ini"
     man = ROOT / "packaging" / "moodle-sync-agent.1"
@@ -207,6 +219,7 @@ def test_packaged_files_match_the_table():
         assert f"\n.B {s.key}\n" in page or f"\n.BR {s.key} " in page, s.key
 
 
+@pytest.mark.pure  # no database, no server
 def test_gen_config_rewrites_a_drifted_file(tmp_path):
     (tmp_path / "packaging" / "etc").mkdir(parents=True)
     (tmp_path / "packaging" / "etc" / "agent.ini").write_text("[agent]\n#batch_size = 7\n")
@@ -234,6 +247,7 @@ def packaged_sample(tmp_path, uncomment: bool):
 
 
 @pytest.mark.parametrize("uncomment", [False, True])
+@pytest.mark.pure  # no database, no server
 def test_packaged_sample_loads_and_its_comments_tell_the_defaults(tmp_path, uncomment):
     cfg = load_config(packaged_sample(tmp_path, uncomment))
     assert cfg.moodle.url == "https://moodle.example.org" and cfg.moodle.token == "T"
@@ -245,6 +259,7 @@ def test_packaged_sample_loads_and_its_comments_tell_the_defaults(tmp_path, unco
     assert (cfg.web.port, cfg.web.api_key, cfg.web.public_status, cfg.web.stale_days) == (8080, None, False, 7)
 
 
+@pytest.mark.pure  # no database, no server
 def test_sample_lines_fit_a_terminal():
     long = [line for line in config_docs.sample_ini().splitlines() if len(line) > 79]
     assert long == []

@@ -268,7 +268,7 @@ def test_a_page_request_is_picked_up_within_2_seconds(agent, config):
         wait_for(lambda: picked(request.id), timeout=5, interval=0.01)
         assert time.monotonic() - start < 2.0
         wait_for(lambda: finished(request.id))
-    assert statuses("manual") == ["completed"] * 4
+    assert statuses("page") == ["completed"] * 4
     code, took = agent.stop()
     assert code == 0 and took < 10
     log = agent.text()
@@ -444,7 +444,7 @@ def test_a_request_during_a_command_line_run_starts_no_worker(box, simulator, co
     try:
         running = wait_for(lambda: SyncRun.get_or_none(SyncRun.status == "running"))
         sync_request = handoff.request_sync()
-        verify_request = handoff.request_sync(trigger="verify")
+        verify_request = handoff.request_sync(kind="verify")
         daemon = Daemon(config)
         for _ in range(3):
             daemon.step()
@@ -456,4 +456,4 @@ def test_a_request_during_a_command_line_run_starts_no_worker(box, simulator, co
     simulator.faults.set(latency_ms=0)
     daemon.step()  # the lock is free: the verify runs now
     daemon.wait_idle(60)
-    assert SyncRun.get_by_id(SyncRequest.get_by_id(verify_request.id).sync_id).trigger == "verify"
+    assert SyncRun.get_by_id(SyncRequest.get_by_id(verify_request.id).sync_id).kind == "verify"

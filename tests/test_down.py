@@ -9,14 +9,13 @@ import sqlite3
 
 import pytest
 
-from tests.helpers import TOKEN, Box, MoodleReader
-from tests.test_collect import boxsim  # noqa: F401 (the fixture)
-from tests.test_collect import BOX_C1, BOX_TOKEN, C1, OFFSET_CM, box_section, calls, mark, run_json
+from tests.helpers import (BOX_C1, BOX_TOKEN, C1, OFFSET_CM, TOKEN, Box, MoodleReader, box_section, calls, control,
+                           mark, run_json)
 
 WRITES = ("core_completion_override_activity_completion_status", "core_grades_update_grades")
 
 
-def make_box(tmp_path, simulator, boxsim, direction: str, sync_keys: str = "") -> Box:  # noqa: F811
+def make_box(tmp_path, simulator, boxsim, direction: str, sync_keys: str = "") -> Box:
     box = Box(tmp_path, simulator.url,
               extra=box_section(tmp_path, boxsim) + f"\n[sync]\ndirection = {direction}\n{sync_keys}")
     assert box.cli("courses", "add", "C1", "C2").returncode == 0
@@ -73,7 +72,7 @@ def conflicts_log(box) -> list[dict]:
 
 def directions(box) -> list[str]:
     with sqlite3.connect(box.database) as conn:
-        return [r[0] for r in conn.execute("SELECT direction FROM syncrun WHERE trigger != 'collect' "
+        return [r[0] for r in conn.execute("SELECT direction FROM syncrun WHERE kind != 'collect' "
                                            "ORDER BY started_at")]
 
 
@@ -220,7 +219,6 @@ def test_a_kill_in_the_middle_of_the_way_down_loses_nothing_applies_nothing_twic
 
 def test_a_learner_enrolled_on_the_server_unknown_on_the_box_gets_account_and_enrolment_there(
         tmp_path, simulator, boxsim):  # noqa: F811
-    from tests.test_collect import control
 
     box = make_box(tmp_path, simulator, boxsim, "both")
     sync(box)
@@ -278,7 +276,6 @@ def test_the_information_dialog_shows_up_and_down_apart(tmp_path, simulator, box
 
 
 def test_with_accounts_down_off_no_account_is_made_on_the_box(tmp_path, simulator, boxsim):  # noqa: F811
-    from tests.test_collect import control
 
     box = make_box(tmp_path, simulator, boxsim, "both", "accounts_down = no\n")
     sync(box)

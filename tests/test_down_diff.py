@@ -1,6 +1,10 @@
 """The decisions of the way down (agent/down/diff.py): pure, no database."""
 
+import pytest
+
 from agent.down.diff import COMPLETION, GRADE, Reported, decide, server_completions, server_grades
+
+pytestmark = pytest.mark.pure  # no simulator, no database: pytest -m pure
 
 
 def test_a_change_on_the_server_only_is_written_down_and_becomes_the_last_known():

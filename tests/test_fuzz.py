@@ -365,7 +365,7 @@ def test_any_input_is_refused_cleanly_or_stored_whole(db):
 
 @pytest.fixture
 def client(tmp_path):
-    from tests.test_web import API_KEY, write_config
+    from tests.helpers import API_KEY, write_config
     from webui import create_app
 
     app = create_app(write_config(tmp_path))

@@ -183,7 +183,7 @@ def test_loopback_url(url, loopback):
 # -- on the page and in the API ------------------------------------------------------
 
 def test_status_api_and_page_show_health_with_red_marks_and_the_storage_banner(tmp_path):
-    from tests.test_web import API_KEY, api, write_config
+    from tests.helpers import API_KEY, api, write_config
     from webui import create_app
 
     # Any disk here has less than 90 % free: the box is under its storage budget.
@@ -222,7 +222,7 @@ def queued_count() -> int:
 
 def test_clock_offset_on_the_page_has_no_minus_zero(tmp_path):
     """Rounded half away from zero, the same both ways; 0 has no sign."""
-    from tests.test_web import write_config
+    from tests.helpers import write_config
     from webui import create_app
 
     client = create_app(write_config(tmp_path, web="public_status = yes")).test_client()

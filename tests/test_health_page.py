@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_browser import (Stack, browser, log_in, new_page, shot, top_run_id,  # noqa: F401 (fixture)
-                                wait_for_run_end)
+from tests.browserkit import Stack, log_in, new_page, shot, top_run_id, wait_for_run_end
 
 pytestmark = pytest.mark.browser
 

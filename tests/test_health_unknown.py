@@ -17,7 +17,7 @@ import pytest
 
 from agent import cli, health
 from agent.store.db import close_db
-from tests.test_web import write_config
+from tests.helpers import write_config
 from webui import create_app
 
 QEMU = OSError(errno.ENOSYS, "Function not implemented (originated from ioctl(SIOCETHTOOL))")

@@ -15,7 +15,7 @@ from webui.i18n import CATALOGS, LANGUAGES, LOCALE_DIR, po_path, translate, tran
 from webui.po import CONTEXT_SEPARATOR, PoError, parse_plural_forms, parse_po
 
 from tests.helpers import ROOT
-from tests.test_web import admin, app, client, config, login, post, write_config  # noqa: F401 (fixtures)
+from tests.helpers import login, post, write_config
 
 
 def fields(s: str) -> set[str]:

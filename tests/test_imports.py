@@ -1,7 +1,9 @@
 """The house rules of the import graph, read from the source (ast), not
 from a comment: no cycle in agent/ and webui/; the page reads state and asks
 the daemon, and never loads the sync engine; the stored state (queue,
-history, settings ...) loads neither the engine nor the wire."""
+history, settings ...) loads neither the engine nor the wire; the pure
+modules load neither the database nor the wire; a test module never imports
+another test module (shared fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 import pytest
 
 import agent
+
+pytestmark = pytest.mark.pure  # no simulator, no database: pytest -m pure
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where agent/ and webui/ are: the checkout, or the installed package's
@@ -24,9 +28,14 @@ ENGINE = {"agent.sync", "agent.verify", "agent.runs", "agent.push.plan", "agent.
 WIRE = {"agent.moodle", "requests", "urllib3"}
 STORED_STATE = {"agent.store.db", "agent.store.queue", "agent.store.history", "agent.store.settings",
                 "agent.store.handoff", "agent.store.retention", "agent.store.diskspace", "agent.store.known",
-                "agent.clock", "agent.text", "agent.roles", "agent.config"}
-# Pure planning: testable without a database or a server.
-PURE = {"agent.push.plan": {"agent.roles"}, "agent.box.diff": set()}
+                "agent.store.status", "agent.store.runkinds", "agent.clock", "agent.text", "agent.roles", "agent.config"}
+# Pure: testable without a database or a server (pytest -m pure). Every
+# module of agent/ that loads none of IMPURE is listed here, and the reverse.
+PURE = {"agent", "agent.box", "agent.box.diff", "agent.clock", "agent.config", "agent.config_docs", "agent.down",
+        "agent.down.diff", "agent.logs", "agent.push", "agent.push.plan", "agent.roles", "agent.service",
+        "agent.service.schedule", "agent.store", "agent.store.runkinds", "agent.text"}
+IMPURE = {"agent.store.db", "peewee", "psutil"} | WIRE
+TESTS = ROOT / "tests"
 
 
 def module_files() -> dict[str, Path]:
@@ -96,10 +105,47 @@ def test_stored_state_loads_neither_the_engine_nor_the_wire(graph):
         assert not bad, f"{name} loads {sorted(bad)}"
 
 
-def test_the_planner_is_pure(graph):
-    for name, allowed in PURE.items():
-        project = {m for m in reachable(graph, name) if m.split(".")[0] in PACKAGES or m in ("peewee", "psutil")}
-        assert project <= allowed, f"{name} loads {sorted(project - allowed)}"
+def test_the_pure_modules_load_neither_the_database_nor_the_wire(graph):
+    for name in PURE:
+        bad = reachable(graph, name) & IMPURE
+        assert not bad, f"{name} loads {sorted(bad)}"
+    assert {"agent.push.plan", "agent.box.diff", "agent.down.diff"} <= PURE
+
+
+def test_every_pure_module_is_listed(graph):
+    pure = {name for name in graph if name.split(".")[0] == "agent" and not reachable(graph, name) & IMPURE}
+    assert pure == PURE, f"pure but not listed: {sorted(pure - PURE)}; listed but not pure: {sorted(PURE - pure)}"
+
+
+def test_no_test_module_imports_another():
+    """Shared fixtures live in conftest.py, shared functions in tests/helpers.py:
+    a test module imported by another couples them (and a fixture imported by
+    name hides where it comes from)."""
+    modules = {path.stem for path in TESTS.glob("test_*.py")}
+    assert len(modules) > 20, "the test modules were not found"
+    found = {path.name: sorted(bad) for path in TESTS.glob("*.py")
+             if (bad := imported_test_modules(path, modules))}
+    assert not found, f"test modules imported by others: {found}"
+
+
+def imported_test_modules(path: Path, modules: set[str]) -> set[str]:
+    """The test modules ``path`` imports: ``tests.test_x``, ``from .test_x import``,
+    ``from tests import test_x`` ..."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names |= {node.module or ""} | {f"{node.module or ''}.{alias.name}" for alias in node.names}
+    return {name for name in names if any(part in modules for part in name.split("."))}
+
+
+def test_a_test_module_importing_another_would_be_seen(tmp_path):
+    sample = tmp_path / "test_sample.py"
+    sample.write_text("import os\nfrom tests.helpers import login\nfrom tests.test_web import login\n"
+                      "from . import test_sync\nimport tests.test_down\n")
+    assert imported_test_modules(sample, {"test_web", "test_sync", "test_down", "test_sample"}) == {
+        "tests.test_web", "tests.test_web.login", ".test_sync", "tests.test_down"}
 
 
 def test_a_cycle_would_be_seen():

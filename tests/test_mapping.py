@@ -2,9 +2,13 @@
 (agent/push/plan.py), the accounts it hands over, and what changed since the last
 collection (agent/box/diff.py). No database, no server."""
 
+import pytest
+
 from agent.box.diff import (GRADE, Learner, completion_changes, event_key, grade_changes, grade_idnumbers,
                             learner, needs_recheck, to_read)
 from agent.push.plan import ActivityInfo, Queued, describe_activity, map_activities, plan_users
+
+pytestmark = pytest.mark.pure  # no simulator, no database: pytest -m pure
 
 SERVER = [ActivityInfo(1, 1, "page", "C1 Page"), ActivityInfo(2, 1, "url", "C1 URL"),
           ActivityInfo(3, 2, "assign", "C1 Assignment", "A1")]

@@ -94,7 +94,7 @@ def test_notice_has_the_box_the_status_and_every_field(config, smtp_port, simula
     text = msg.get_content()
     for expected in (f"Id:             {row.id}", f"Started:        {row.started_at}",
                      f"Completed:      {row.completed_at}", f"Duration:       {row.duration_s:.1f} s",
-                     "Data sent:      ", " KB", "Data received:  ", "Trigger:        manual",
+                     "Data sent:      ", " KB", "Data received:  ", "Kind:           sync\r\nTrigger:        page",
                      "C1 (id 2): unchanged", "C3 (id 4): missing on the server: 1 event(s) kept as conflicts",
                      "users created: 1", "enrolments: 1", "completions: 1", "Events sent:    3",
                      "Conflicts:      2"):

@@ -1,7 +1,11 @@
 """The planner alone: queued events and what the run knows of the server in,
 calls, conflicts and settled events out. No database, no server."""
 
+import pytest
+
 from agent.push.plan import Queued, grade_problem, plan_enrolments, plan_learning, plan_users
+
+pytestmark = pytest.mark.pure  # no simulator, no database: pytest -m pure
 
 KNOWN = {"student1": 3, "student2": 4}
 

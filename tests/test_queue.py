@@ -28,6 +28,7 @@ def db(tmp_path):
     database.close()
 
 
+@pytest.mark.pure  # no database, no server
 def test_parses_single_array_and_json_lines():
     one = json.dumps(GOOD[0])
     assert parse_events(one) == [GOOD[0]]
@@ -35,6 +36,7 @@ def test_parses_single_array_and_json_lines():
     assert parse_events("\n".join(json.dumps(e) for e in GOOD) + "\n") == GOOD
 
 
+@pytest.mark.pure  # no database, no server
 def test_bad_json_lines_name_the_line():
     with pytest.raises(EventError, match="line 2"):
         parse_events(json.dumps(GOOD[0]) + "\n{oops\n")
@@ -62,6 +64,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("bad, field, problem", BAD, ids=[b[1] + ":" + b[2] for b in BAD])
+@pytest.mark.pure  # no database, no server
 def test_invalid_event_names_index_and_field(bad, field, problem):
     with pytest.raises(EventError) as err:
         validate_events([GOOD[0], bad])
@@ -71,6 +74,7 @@ def test_invalid_event_names_index_and_field(bad, field, problem):
     assert str(err.value).startswith("event 1: field ")
 
 
+@pytest.mark.pure  # no database, no server
 def test_limits():
     with pytest.raises(EventError, match="at most 10000"):
         validate_events([GOOD[0]] * 10_001)

@@ -122,11 +122,11 @@ def test_collections_go_after_two_weeks_and_never_push_syncs_out(config, monkeyp
     monkeypatch.setattr(retention, "HISTORY_RUNS", 3)
     now = utcnow()
 
-    def run(trigger: str, days: float) -> str:
+    def run(kind: str, days: float) -> str:
         when = iso(now - timedelta(days=days))
-        return SyncRun.create(trigger=trigger, status=SyncRun.COMPLETED, started_at=when, completed_at=when).id
+        return SyncRun.create(kind=kind, trigger="schedule", status=SyncRun.COMPLETED, started_at=when, completed_at=when).id
 
-    syncs = [run("schedule", d) for d in (1, 2, 3)]
+    syncs = [run("sync", d) for d in (1, 2, 3)]
     fresh = [run("collect", d / 10) for d in range(1, 20)]  # newer than every sync
     old = [run("collect", d) for d in (15, 20)]
     pruned = retention.prune(config, now)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from agent.service.schedule import BACKOFF_S, Attempt, Missed, Plan, Planner, slot_on_or_before
+from agent.service.schedule import BACKOFF_S, Attempt, Clock, DailyPlan, Missed, Planner, Recurring, slot_on_or_before
+
+pytestmark = pytest.mark.pure  # no simulator, no database: pytest -m pure
 
 D = datetime(2026, 12, 1, tzinfo=timezone.utc)  # after agent.BUILD_DATE
 HOUR = 3600
@@ -24,7 +27,7 @@ class Box:
     def __init__(self, start: datetime, time_utc: str = "02:00", jitter_min: float = 0, catch_up_h: float = 6,
                  handled: datetime | None = None, seed: int = 1, step: float = 10):
         self.wall, self.mono, self.step = start, 5000.0, step
-        self.plan = Plan(True, time_utc, jitter_min * 60, catch_up_h * HOUR)
+        self.plan = DailyPlan(True, time_utc, jitter_min * 60, catch_up_h * HOUR)
         self.planner = Planner(handled, random.Random(seed))
         self.online = lambda now: True
         self.retry_after = lambda now: None
@@ -65,18 +68,18 @@ def test_fires_daily_at_the_set_utc_time_once():
 def test_changed_time_applies_from_now_and_switch_off_stops():
     box = Box(at(0, 9))
     box.until(at(0, 10))
-    box.plan = Plan(True, "10:05", 0, 6 * HOUR)  # later today: runs today
+    box.plan = DailyPlan(True, "10:05", 0, 6 * HOUR)  # later today: runs today
     box.until(at(0, 12))
     assert box.runs == [at(0, 10, 5)]
-    box.plan = Plan(True, "11:00", 0, 6 * HOUR)  # earlier than now: not caught up, tomorrow
+    box.plan = DailyPlan(True, "11:00", 0, 6 * HOUR)  # earlier than now: not caught up, tomorrow
     box.until(at(1, 10, 30))
     assert box.runs == [at(0, 10, 5)]
     box.until(at(1, 12))
     assert box.runs == [at(0, 10, 5), at(1, 11)]
-    box.plan = Plan(False, "11:00", 0, 6 * HOUR)
+    box.plan = DailyPlan(False, "11:00", 0, 6 * HOUR)
     box.until(at(3, 12))
     assert len(box.runs) == 2 and box.missed == []
-    box.plan = Plan(True, "11:00", 0, 6 * HOUR)  # on again at 12:00: the 11:00 slot was before it
+    box.plan = DailyPlan(True, "11:00", 0, 6 * HOUR)  # on again at 12:00: the 11:00 slot was before it
     box.until(at(4, 12))
     assert box.runs[2:] == [at(4, 11)]
 
@@ -137,7 +140,7 @@ def test_fresh_box_owes_nothing_before_its_first_start():
 @hsettings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), jitter=st.floats(0, 720), hh=st.integers(0, 23), mm=st.integers(0, 59))
 def test_jitter_stays_within_its_bound(seed, jitter, hh, mm):
-    plan = Plan(True, f"{hh:02d}:{mm:02d}", jitter * 60, 6 * HOUR)
+    plan = DailyPlan(True, f"{hh:02d}:{mm:02d}", jitter * 60, 6 * HOUR)
     now = at(0, 0) - timedelta(seconds=1)
     planner = Planner(handled=slot_on_or_before(now, plan.time_utc), rng=random.Random(seed))
     assert planner.tick(now, 0.0, plan) is None
@@ -227,3 +230,72 @@ def test_slot_on_or_before():
     assert slot_on_or_before(at(0, 2), "02:00") == at(0, 2)
     assert slot_on_or_before(at(0, 1, 59, 59), "02:00") == at(-1, 2)
     assert slot_on_or_before(at(0, 23, 59), "00:00") == at(0, 0)
+
+
+# -- the recurring jobs (the schedule package, timed by the given clock) ------
+
+class Ticking:
+    """A daemon loop over Recurring with a fake clock, one tick a second."""
+
+    def __init__(self, start: datetime = D):
+        self.wall, self.mono = start, 1000.0
+        self.recurring = Recurring(Clock(wall=lambda: self.wall, mono=lambda: self.mono))
+        self.ran: list[tuple[str, float]] = []  # (job, monotonic time)
+
+    def job(self, name: str, every_s: float, at_once: bool = False) -> None:
+        self.recurring.every(every_s, lambda: self.ran.append((name, self.mono)), at_once=at_once)
+
+    def run(self, seconds: int) -> None:
+        for _ in range(seconds):
+            self.recurring.run_pending()
+            self.wall += timedelta(seconds=1)
+            self.mono += 1
+
+    def times(self, name: str) -> list[float]:
+        return [t - 1000.0 for n, t in self.ran if n == name]
+
+
+def test_recurring_jobs_run_every_n_seconds_of_the_given_clock():
+    box = Ticking()
+    box.job("collect", 900, at_once=True)
+    box.job("prune", 3600)
+    box.run(2 * HOUR + 1)
+    assert box.times("collect") == [0, 900, 1800, 2700, 3600, 4500, 5400, 6300, 7200]
+    assert box.times("prune") == [3600, 7200]
+
+
+def test_a_wall_clock_set_back_a_day_does_not_hold_a_job_back():
+    box = Ticking()
+    box.job("collect", 900, at_once=True)
+    box.run(100)
+    box.wall -= timedelta(days=1)  # a time server corrects a clock a day ahead
+    box.run(1000)
+    assert box.times("collect") == [0, 900]  # by elapsed time, as before the step
+    assert box.recurring.jumps == [-86400.0]
+
+
+def test_a_wall_clock_set_forward_neither_runs_a_job_early_nor_twice():
+    box = Ticking()
+    box.job("collect", 900, at_once=True)
+    box.run(100)
+    box.wall += timedelta(days=3)  # a box that booted with its last shutdown's time
+    box.run(1000)
+    assert box.times("collect") == [0, 900]
+
+
+def test_restart_starts_the_interval_again():
+    box = Ticking()
+    box.job("collect", 900, at_once=True)
+    box.run(600)
+    box.recurring.restart()  # a sync just collected in full
+    box.run(1600)
+    assert box.times("collect") == [0, 1500]
+
+
+def test_recurring_times_in_utc_whatever_the_wall_clocks_zone():
+    east = timezone(timedelta(hours=2))
+    box = Ticking(D.astimezone(east))
+    box.job("step", 1, at_once=True)
+    box.run(5)
+    [job] = box.recurring.scheduler.jobs
+    assert job.next_run == datetime(2026, 12, 1, 0, 0, 5)  # naive UTC, as schedule keeps its times

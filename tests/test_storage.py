@@ -13,8 +13,7 @@ import pytest
 from agent.config import load_config
 from agent.store.db import open_db
 from agent.store.queue import StorageFull, enqueue, validate_events
-from tests.helpers import Box, MoodleReader, keep_courses
-from tests.test_sync import sync
+from tests.helpers import Box, MoodleReader, keep_courses, sync
 
 C1, C2 = 2, 3
 # 1.5 MB of the 3 MB must stay free: the same room for the sync's writes (the

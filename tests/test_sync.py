@@ -7,33 +7,10 @@ import signal
 import sqlite3
 import time
 
-import pytest
-import requests
-
-from tests.helpers import Box, MoodleReader
+from tests.helpers import Box, control, stats, sync
 
 STUDENT1, STUDENT2 = 3, 4
 C1, C2, C3 = 2, 3, 4
-
-
-@pytest.fixture
-def box(tmp_path, simulator):
-    return Box(tmp_path, simulator.url)
-
-
-@pytest.fixture
-def moodle(simulator):
-    return MoodleReader(simulator.url)
-
-
-def control(simulator, name, payload=None):
-    answer = requests.post(f"{simulator.url}/__sim/{name}", json=payload or {}, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return answer.json() if answer.content else None
-
-
-def stats(simulator):
-    return requests.get(f"{simulator.url}/__sim/stats", timeout=10).json()
 
 
 def running_in_db(box) -> bool:
@@ -44,11 +21,6 @@ def running_in_db(box) -> bool:
             return conn.execute("SELECT COUNT(*) FROM syncrun WHERE status = 'running'").fetchone()[0] > 0
         except sqlite3.OperationalError:
             return False
-
-
-def sync(box, *args):
-    result = box.cli("sync", "--json", *args)
-    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None, result.stderr
 
 
 def test_every_event_type_reaches_the_server(box, moodle):

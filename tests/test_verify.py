@@ -10,8 +10,7 @@ import pytest
 
 from agent.config import load_config
 from agent.runs import run_lock
-from tests.helpers import Box, MoodleReader
-from tests.test_sync import control, stats, sync
+from tests.helpers import Box, control, stats, sync
 
 STUDENTS = {"student1": 3, "student2": 4, "student3": 5}
 C1, C2 = 2, 3
@@ -40,11 +39,6 @@ def box(tmp_path, simulator):
     return box
 
 
-@pytest.fixture
-def moodle(simulator):
-    return MoodleReader(simulator.url)
-
-
 def verify(box, *args):
     result = box.cli("verify", "--json", *args)
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None, result.stderr
@@ -59,7 +53,7 @@ def test_nothing_lost_nothing_queued_again(box, simulator):
     before = stats(simulator)
     code, run, err = verify(box)
     assert code == 0, err
-    assert run["trigger"] == "verify" and run["status"] == "completed" and run["errors"] == []
+    assert (run["kind"], run["trigger"]) == ("verify", "cli") and run["status"] == "completed" and run["errors"] == []
     assert run["actions"] == {"checked": 15, "matching": 15, "requeued": 0, "not_checked": 0}
     assert [c["outcome"] for c in run["courses"]] == ["9 checked, 9 matching, 0 queued again",
                                                      "6 checked, 6 matching, 0 queued again"]
@@ -161,10 +155,10 @@ def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
     config = load_config(box.config)
     db = open_db(config.agent.database)
     try:
-        sync_request = handoff.request_sync(trigger="manual")
-        verify_request = handoff.request_sync(trigger="verify")
+        sync_request = handoff.request_sync(trigger="page")
+        verify_request = handoff.request_sync(kind="verify")
         assert verify_request.id != sync_request.id  # a waiting sync does not swallow the verify
-        assert handoff.request_sync(trigger="verify").id == verify_request.id
+        assert handoff.request_sync(kind="verify").id == verify_request.id
         # A sync going on serves a waiting sync request, never a verify: that one waits its turn.
         running = SyncRun.create(trigger="schedule", status=SyncRun.RUNNING, started_at=iso(utcnow()))
         assert handoff.attach(sync_request, running.id) is True
@@ -174,7 +168,7 @@ def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
         row = worker.serve_request(config, verify_request)
     finally:
         db.close()
-    assert (row.trigger, row.status, row.force) == ("verify", "completed", False)
+    assert (row.kind, row.trigger, row.status, row.force) == ("verify", "page", "completed", False)
     assert row.actions == {"checked": 15, "matching": 14, "requeued": 1, "not_checked": 0}
     assert queued_keys(box) == {"student1-c1"}
 
@@ -184,7 +178,7 @@ def test_verify_button_under_the_advanced_settings(box, simulator):
     from agent.service import worker
     from agent.auth import hash_password
     from agent.store.db import close_db
-    from tests.test_web import PASSWORD, login, post
+    from tests.helpers import PASSWORD, login, post
     from webui import create_app
 
     config = load_config(box.config)
@@ -203,13 +197,14 @@ def test_verify_button_under_the_advanced_settings(box, simulator):
         assert answer.status_code == 202
         assert answer.get_json()["message"] == "Verify requested: waiting for the agent…"
         request = handoff.next_request()
-        assert request.trigger == "verify"
+        assert (request.kind, request.trigger) == ("verify", "page")
         row = worker.serve_request(config, request)  # what the daemon does with it
 
         page = client.get("/").get_data(as_text=True)
         dialog = page[page.index(f'id="run-{row.id}"'):]
         dialog = dialog[:dialog.index("</dialog>")]
-        assert re.search(r'data-field="trigger">\s*Verify\s*<', dialog)
+        assert re.search(r'data-field="kind">\s*Verify\s*<', dialog)
+        assert re.search(r'data-field="trigger">\s*This page\s*<', dialog)
         counts = dict(re.findall(r'data-kind="(\w+)".*?<strong>(\d+)</strong>', dialog, re.S))
         assert counts == {"checked": "15", "matching": "14", "requeued": "1", "not_checked": "0"}
         assert queued_keys(box) == {"student1-c1"}

@@ -20,87 +20,15 @@ from agent.config import load_config
 from agent.store.db import Event, LoginAttempt, Setting, SyncRequest, SyncRun, database, iso, utcnow
 from agent.store.queue import count_by_status
 from agent.sync import run_sync
-from tests.helpers import ROOT, keep_courses
+from tests.helpers import (API_KEY, COMPLETION, MOODLE_TOKEN, PASSWORD, ROOT, api, csrf_of, keep_courses, login,
+                           page_csrf, post, queued, write_config)
 from webui import create_app
 from webui.auth import MAX_FAILURES, WINDOW_S
-
-# Recognisable, so a leak anywhere is found by a plain substring search.
-MOODLE_TOKEN = "leakcheck0d1e2a3d4b5e6e7f8token"
-API_KEY = "apikey-4f1c2b7e9a0d3c5e"
-PASSWORD = "correct horse battery"
-
-COMPLETION = {"type": "completion", "course_id": 2, "user": "student1", "cmid": 1, "completed": True}
-
-
-def write_config(tmp_path, url="http://127.0.0.1:9", web="", agent="") -> object:
-    (tmp_path / "token").write_text(MOODLE_TOKEN + "\n")
-    path = tmp_path / "agent.ini"
-    path.write_text(
-        f"[moodle]\nurl = {url}\ntoken_file = {tmp_path / 'token'}\ntimeout = 5\n\n"
-        f"[agent]\ndatabase = {tmp_path / 'data' / 'agent.db'}\nbox_name = test-box\n{agent}\n\n"
-        f"[web]\napi_key = {API_KEY}\n{web}\n")
-    return load_config(path)
-
-
-@pytest.fixture
-def config(tmp_path):
-    return write_config(tmp_path)
-
-
-@pytest.fixture
-def app(config):
-    app = create_app(config)
-    settings.put(password_hash=hash_password(PASSWORD))
-    keep_courses(2, 3, 4)
-    return app
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-def csrf_of(client) -> str:
-    page = client.get("/login").get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
-def login(client, password=PASSWORD, **kw):
-    return client.post("/login", data={"password": password, "csrf_token": csrf_of(client)}, **kw)
-
-
-@pytest.fixture
-def admin(client):
-    assert login(client).status_code == 303
-    return client
-
-
-def page_csrf(client) -> str:
-    page = client.get("/").get_data(as_text=True)
-    return re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
-
-
-def post(client, url, data=None, token=None, json_answer=True):
-    headers = {"X-Requested-With": "fetch"} if json_answer else {}
-    data = dict(data or {})
-    data["csrf_token"] = page_csrf(client) if token is None else token
-    return client.post(url, data=data, headers=headers)
-
 
 def snapshot(config):
     """Everything a page action could change."""
     return (sorted(Setting.select(Setting.key, Setting.value).tuples()), SyncRequest.select().count(),
             sorted(Event.select(Event.id, Event.status).tuples()))
-
-
-def api(client, events, key=API_KEY, **kw):
-    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-    body = events if isinstance(events, (bytes, str)) else json.dumps(events)
-    return client.post("/api/v1/events", data=body, headers=headers, content_type="application/json", **kw)
-
-
-def queued() -> int:
-    return Event.select().where(Event.status == Event.QUEUED).count()
 
 
 # -- what changes state ----------------------------------------------------------
@@ -411,7 +339,7 @@ def test_sync_switch_and_start_sync_refused_when_off(admin, config):
     answer = post(admin, "/sync/start")
     assert answer.status_code == 202
     request_id = answer.get_json()["request_id"]
-    assert SyncRequest.get_by_id(request_id).trigger == "manual"
+    assert (SyncRequest.get_by_id(request_id).kind, SyncRequest.get_by_id(request_id).trigger) == ("sync", "page")
     # A second press while the first waits for the agent adds no second request.
     assert post(admin, "/sync/start").get_json()["request_id"] == request_id
     assert SyncRequest.select().count() == 1

@@ -18,9 +18,7 @@ import webui.auth
 from agent.store import settings
 from agent.auth import hash_password
 from agent.store.db import LoginAttempt
-from tests.helpers import ROOT
-from tests.test_web import (API_KEY, COMPLETION, PASSWORD, admin, api, app, client, config,  # noqa: F401 (fixtures)
-                            csrf_of, login, page_csrf, post, queued)
+from tests.helpers import API_KEY, COMPLETION, PASSWORD, ROOT, api, csrf_of, login, page_csrf, post, queued
 from webui import create_app
 from webui.auth import IDLE_S, MAX_FAILURES, MAX_KEY_FAILURES, SESSION_MAX_S, WINDOW_S
 

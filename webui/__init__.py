@@ -21,7 +21,7 @@ from agent import __version__
 from agent.config import Config, load_config
 from agent.store.db import database, open_db
 from agent.store.queue import MAX_INPUT_BYTES
-from agent.store.history import ACTION_KINDS, VERIFY_KINDS
+from agent.store.runkinds import ACTION_KINDS, VERIFY_KINDS
 from agent.text import human_bytes
 
 from . import api, auth, views

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from agent import health
 from agent.store import history
+from agent.store.status import status as status_of
 from agent.store.db import SyncRequest
 from agent.store.queue import (MAX_BATCH, MAX_INPUT_BYTES, EventError, StorageFull, enqueue, parse_events,
                          validate_events)
@@ -100,7 +101,7 @@ def status():
     if refusal:
         return refusal
     config = current_app.config["AGENT"]
-    return jsonify({**history.status(config), "request": latest_request(), "health": health.gather(config)})
+    return jsonify({**status_of(config), "request": latest_request(), "health": health.gather(config)})
 
 
 @bp.route("/syncs")

@@ -16,6 +16,8 @@ from werkzeug.wrappers import Response
 
 from agent import health
 from agent.store import history, settings
+from agent.store.runkinds import PAGE, SYNC, VERIFY
+from agent.store.status import status as box_status
 from agent.config import DIRECTIONS, Config, parse_time_utc
 from agent.store.db import Event, parse_iso, utcnow
 from agent.store.handoff import next_request, request_sync
@@ -89,7 +91,7 @@ def index():
     if not admin and not config.web.public_status:
         return redirect(url_for("auth.login"))
     now = utcnow()
-    status = history.status(config)
+    status = box_status(config)
     values = settings.preferences(config) | settings.state(config)
     box = health.gather(config, now)
     return render_template(
@@ -123,29 +125,29 @@ def set_switch(key: str):
 
 # Start Sync Now, and Verify (a full re-check) under the advanced settings:
 # both are runs the daemon does, asked for the same way.
-STARTS = {"manual": ("start", "requested"), "verify": ("verify", "verify_requested")}
+STARTS = {SYNC: ("start", "requested"), VERIFY: ("verify", "verify_requested")}
 
 
 @bp.route("/sync/start", methods=["POST"])
 @login_required
 def start_sync():
-    return start_run("manual")
+    return start_run(SYNC)
 
 
 @bp.route("/verify/start", methods=["POST"])
 @login_required
 def start_verify():
-    return start_run("verify")
+    return start_run(VERIFY)
 
 
-def start_run(trigger: str) -> ResponseReturnValue:
+def start_run(kind: str) -> ResponseReturnValue:
     config = _config()
-    field, message = STARTS[trigger]
+    field, message = STARTS[kind]
     if not settings.get(config, "sync_enabled"):
         return refuse(409, "refused_off", field=field)
     if history.is_running():
         return refuse(409, "refused_running", field=field)
-    req = request_sync(trigger=trigger)
+    req = request_sync(kind=kind, trigger=PAGE)
     if wants_json():
         return jsonify({"ok": True, "message": text(message), "request_id": req.id}), 202
     flash(text(message), "info")

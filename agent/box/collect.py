@@ -42,7 +42,7 @@ from .diff import COMPLETION, GRADE, Change, Learner, completion_changes, event_
 from ..config import BoxConfig, Config
 from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, SyncRun, database, first_column, \
     iso, utcnow
-from ..store.history import COLLECT, COLLECT_KINDS
+from ..store.runkinds import BY_SYNC, CLI, COLLECT, COLLECT_KINDS
 from ..moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..store.queue import NewEvent, StorageFull, enqueue
 from ..runs import Interrupted, Record, nested_run, recorded_run
@@ -73,7 +73,7 @@ class NoBox(Exception):
 
 
 @dataclass
-class Collection:
+class CollectionRun:
     """A collection's history row, and whether the box's Moodle answered."""
 
     row: SyncRun
@@ -401,18 +401,18 @@ def box_failure(exc: BaseException) -> tuple[str, str] | None:
     return None
 
 
-def run_collect(config: Config, full: bool = False, *, stop: threading.Event | None = None,
+def run_collect(config: Config, full: bool = False, *, trigger: str = CLI, stop: threading.Event | None = None,
                 client: MoodleClient | None = None,
-                on_started: Callable[[SyncRun], None] | None = None) -> Collection:
+                on_started: Callable[[SyncRun], None] | None = None) -> CollectionRun:
     """Run one collection (with the run lock) and return its row. Raises
     NoBox without [box], AlreadyRunning or SyncDisabled before anything is recorded."""
     box = _box(config)
     collectors: list[Collector] = []
-    with recorded_run(config, COLLECT, COLLECT_KINDS, force=full, on_started=on_started,
+    with recorded_run(config, COLLECT, trigger, COLLECT_KINDS, force=full, on_started=on_started,
                       describe=box_failure) as rec:
         collectors.append(Collector(config, client or MoodleClient(box), rec, full, stop or threading.Event()))
         collectors[0].run()
-    return Collection(rec.row, collectors[0].unreachable if collectors else None)
+    return CollectionRun(rec.row, collectors[0].unreachable if collectors else None)
 
 
 def collect_for_sync(config: Config, stop: threading.Event | None = None) -> dict[str, Any] | None:
@@ -420,10 +420,10 @@ def collect_for_sync(config: Config, stop: threading.Event | None = None) -> dic
     it found, for the sync's row. None without [box]."""
     if config.box is None:
         return None
-    with nested_run(config, COLLECT, COLLECT_KINDS, force=True, describe=box_failure) as rec:
+    with nested_run(config, COLLECT, BY_SYNC, COLLECT_KINDS, force=True, describe=box_failure) as rec:
         Collector(config, MoodleClient(config.box), rec, True, stop or threading.Event()).run()
     log.info("collection before the sync: %s", rec.row.status)
-    return Collection(rec.row).summary()
+    return CollectionRun(rec.row).summary()
 
 
 def _box(config: Config) -> BoxConfig:
@@ -432,4 +432,4 @@ def _box(config: Config) -> BoxConfig:
     return config.box
 
 
-__all__ = ["BOX_FUNCTIONS", "Collection", "NoBox", "collect_for_sync", "run_collect"]
+__all__ = ["BOX_FUNCTIONS", "CollectionRun", "NoBox", "collect_for_sync", "run_collect"]

@@ -37,8 +37,9 @@ from . import notify
 from ..config import Config, parse_time_utc
 from ..store.db import SyncRequest, SyncRun, close_db, iso, parse_iso
 from ..store.history import record_skipped, recover_stale_runs, running_run
+from ..store.runkinds import SCHEDULE
 from ..logs import configure_logging
-from .schedule import Attempt, Clock, Every, Missed, Plan, Planner, Recurring
+from .schedule import Attempt, Clock, DailyPlan, Missed, Planner, Recurring
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +161,16 @@ class Daemon:
         self.notifier = Background("notify", lambda: notify.send_pending(config))
         self.pruner = Background("retention", lambda: retention.prune(config))
         self.values: dict = {}
-        self._plan: Plan | None = None
+        self._plan: DailyPlan | None = None
         self._checks: SlotChecks | None = None
         self._step_error: str | None = None
         self.planner = Planner(parse_iso(settings.get(config, "schedule_last_slot")), rng,
                                on_handled=lambda slot: settings.put(schedule_last_slot=iso(slot)))
-        # By self.clock, not by Recurring's wall clock: tests drive it with theirs.
-        self.collection = Every(config.box.collect_minutes * 60) if config.box is not None else None
+        # The collection from the box's Moodle, at once and then every few
+        # minutes, by self.clock: tests drive it with theirs.
+        self.collection = Recurring(self.clock)
+        if config.box is not None:
+            self.collection.every(config.box.collect_minutes * 60, self._start_collection, at_once=True)
 
     # -- the step ------------------------------------------------------------
 
@@ -180,7 +184,7 @@ class Daemon:
         if request is not None and self._served_by_a_run(request):
             return
         if request is not None:
-            log.info("sync request %d picked up (trigger %s)", request.id, request.trigger)
+            log.info("%s request %d picked up (trigger %s)", request.kind, request.id, request.trigger)
             handoff.pick(request)
             self._start(Job(request=request, forced=request.force or bool(self.values["force_next"])),
                         "request", str(request.id))
@@ -196,16 +200,17 @@ class Daemon:
         if isinstance(action, Missed):
             checks = self._checks if self._checks is not None and self._checks.slot == action.slot \
                 else SlotChecks(action.slot)
-            record_skipped("schedule", action.reason, checks.bytes_sent, checks.bytes_received,
+            record_skipped(SCHEDULE, action.reason, checks.bytes_sent, checks.bytes_received,
                            checks.clock_offset_s)
             self._checks = None
             self._notify()
-        mono = self.clock.mono()
-        if self.collection is not None and self.values["sync_enabled"] and self.collection.due(mono):
-            self.collection.done(mono)
-            self._start(Job(collection=True), "collect")
+        if self.values["sync_enabled"]:
+            self.collection.run_pending()  # a collection due waits while sync is off
 
-    def plan(self) -> Plan:
+    def _start_collection(self) -> None:
+        self._start(Job(collection=True), "collect")
+
+    def plan(self) -> DailyPlan:
         v, cfg = self.values, self.config.schedule
         try:
             time_utc = parse_time_utc(v["schedule_time_utc"])
@@ -214,7 +219,7 @@ class Daemon:
             time_utc, enabled = cfg.time_utc, False
             if self._plan is None or self._plan.enabled:
                 log.error("schedule_time_utc in the database %s: no scheduled sync", exc)
-        plan = Plan(enabled=enabled, time_utc=time_utc, jitter_s=cfg.jitter_minutes * 60,
+        plan = DailyPlan(enabled=enabled, time_utc=time_utc, jitter_s=cfg.jitter_minutes * 60,
                     catch_up_s=cfg.catch_up_hours * 3600)
         if plan != self._plan:
             log.info("schedule: %s", f"daily at {plan.time_utc} UTC" if plan.enabled else
@@ -310,8 +315,8 @@ class Daemon:
                 self._checks = None
         if job.collection:
             return  # no notice for a collection
-        if isinstance(out, SyncRun) and self.collection is not None and out.collected is not None:
-            self.collection.done(self.clock.mono())  # the sync collected in full just now
+        if isinstance(out, SyncRun) and out.collected is not None:
+            self.collection.restart()  # the sync collected in full just now
         if job.run_id is not None:
             self._notify()
 
@@ -373,7 +378,9 @@ class Daemon:
                  self.config.agent.database, self.config.moodle.url,
                  "" if self.config.box is None else
                  f", collecting from {self.config.box.url} every {self.config.box.collect_minutes:g} min")
-        jobs = Recurring([(STEP_S, self.safe_step), (RETENTION_EVERY_S, self._prune)])
+        jobs = Recurring(self.clock)
+        jobs.every(STEP_S, self.safe_step)
+        jobs.every(RETENTION_EVERY_S, self._prune)
         self.safe_step()
         self._prune()  # a box switched off every night would otherwise never reach the hour
         while not signalled:

@@ -45,6 +45,7 @@ def body(box_name: str, run: dict) -> str:
         f"Sync on {box_name}: {STATUS_WORDS.get(run['status'], run['status'])}",
         "",
         f"Id:             {run['id']}",
+        f"Kind:           {run['kind']}",
         f"Trigger:        {run['trigger']}{' (forced)' if run['force'] else ''}",
         f"Started:        {run['started_at']}",
         f"Completed:      {run['completed_at'] or '-'}",

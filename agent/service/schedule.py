@@ -10,10 +10,10 @@ Why not ``schedule``'s ``every().day.at()`` for the daily sync: schedule
 1.1 has no time zone argument and reads ``datetime.now()`` (naive local
 time) itself, so it can neither take an injected clock nor survive a clock
 that jumps a day after boot, nor catch up a slot the box was off for. The
-due times are computed here in UTC. The ``schedule`` library runs what it is
-good at, the daemon's recurring local jobs (:class:`Recurring`: the
-one-second step, retention every hour), where "every N seconds from now" is
-all that is wanted.
+due times are computed here in UTC. The ``schedule`` library keeps the
+daemon's recurring local jobs (:class:`Recurring`: the one-second step,
+retention every hour, the collection every few minutes), where "every N
+seconds" is all that is wanted, timed by the daemon's clock.
 
 Rules:
 - one slot a day at ``time_utc``; a random jitter (0..jitter) before it;
@@ -63,7 +63,7 @@ class Clock:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DailyPlan:
     """What the page and the config say now."""
 
     enabled: bool  # sync on and schedule on
@@ -125,13 +125,13 @@ class Planner:
         self.rng = rng or random.Random()
         self.on_handled = on_handled or (lambda slot: None)
         self.target: _Target | None = None
-        self._plan: Plan | None = None
+        self._plan: DailyPlan | None = None
         self._last: tuple[datetime, float] | None = None
         self.jumps: list[float] = []  # seconds, for the log and the tests
 
     # -- the step ------------------------------------------------------------
 
-    def tick(self, now: datetime, mono: float, plan: Plan) -> Attempt | Missed | None:
+    def tick(self, now: datetime, mono: float, plan: DailyPlan) -> Attempt | Missed | None:
         self._watch_clock(now, mono)
         if not clock_is_sane(now):
             # Unknown time: no slot can be judged, neither run nor missed.
@@ -188,7 +188,7 @@ class Planner:
 
     # -- internals -----------------------------------------------------------
 
-    def _new_target(self, slot: datetime, now: datetime, plan: Plan) -> _Target:
+    def _new_target(self, slot: datetime, now: datetime, plan: DailyPlan) -> _Target:
         due = slot + timedelta(seconds=self.rng.uniform(0, plan.jitter_s))
         window_end = due + timedelta(seconds=plan.catch_up_s)
         if due < now <= window_end:
@@ -224,40 +224,58 @@ class Planner:
             self.on_handled(self.handled)
 
 
-class Every:
-    """A local job due every ``interval_s`` by the monotonic clock the caller
-    passes in (the daemon's injected clock): the collection from the box's
-    Moodle. Due at once at first; :meth:`done` starts the next interval."""
-
-    def __init__(self, interval_s: float):
-        self.interval_s = interval_s
-        self.next: float | None = None
-
-    def due(self, mono: float) -> bool:
-        return self.next is None or mono >= self.next
-
-    def done(self, mono: float) -> None:
-        self.next = mono + self.interval_s
-
-
 class Recurring:
-    """The daemon's recurring local jobs, each every N seconds. schedule times
-    its jobs by the wall clock: after the clock steps back (a time server
-    reached at last) it would wait that long, so the jobs are planned again
-    from the new time."""
+    """The daemon's recurring local jobs, each every N seconds: the one-second
+    step, retention every hour, the collection from the box's Moodle every
+    few minutes. A ``schedule.Scheduler`` keeps the jobs and runs them; when
+    one is due is judged here, by the clock the daemon was given (tests pass
+    theirs), in UTC: schedule 1.1 reads naive local time itself, which steps
+    back an hour at the end of summer time. A wall-clock step (a time server
+    reached at last), seen against the monotonic clock, moves every job by
+    the step, so a job keeps its spacing in elapsed time: a clock set back
+    a day does not hold the collection back a day, nor set forward run it
+    early."""
 
-    def __init__(self, jobs: list[tuple[int, Callable[[], object]]]):
-        self.jobs = jobs
+    def __init__(self, clock: Clock | None = None):
+        self.clock = clock or Clock()
         self.scheduler = schedule.Scheduler()
-        self._plan()
+        self._last: tuple[datetime, float] | None = None
+        self.jumps: list[float] = []  # seconds, for the tests
 
-    def _plan(self) -> None:
-        self.scheduler.clear()
-        for seconds, work in self.jobs:
-            self.scheduler.every(seconds).seconds.do(work)
+    def every(self, seconds: float, work: Callable[[], object], *, at_once: bool = False) -> schedule.Job:
+        """Run ``work`` every ``seconds``; the first time now (``at_once``) or after one interval."""
+        job = self.scheduler.every(max(1, round(seconds))).seconds.do(work)
+        job.next_run = self._now() + (timedelta(0) if at_once else self._interval(job))
+        return job
 
     def run_pending(self) -> None:
-        self.scheduler.run_pending()
-        now = datetime.now()
-        if any(j.next_run and j.next_run - now > timedelta(seconds=j.interval) for j in self.scheduler.jobs):
-            self._plan()
+        now = self._now()
+        self._follow_steps(now)
+        for job in sorted(j for j in self.scheduler.jobs if j.next_run is not None and j.next_run <= now):
+            job.run()  # the work, then schedule's own bookkeeping (last_run)
+            job.next_run = self._now() + self._interval(job)
+
+    def restart(self) -> None:
+        """The jobs' work was just done another way: each next run one interval from now."""
+        for job in self.scheduler.jobs:
+            job.next_run = self._now() + self._interval(job)
+
+    def _now(self) -> datetime:
+        return self.clock.wall().astimezone(timezone.utc).replace(tzinfo=None)  # naive, as schedule keeps it
+
+    @staticmethod
+    def _interval(job: schedule.Job) -> timedelta:
+        return timedelta(seconds=job.interval)
+
+    def _follow_steps(self, now: datetime) -> None:
+        mono = self.clock.mono()
+        last, self._last = self._last, (now, mono)
+        if last is None:
+            return
+        delta = (now - (last[0] + timedelta(seconds=mono - last[1]))).total_seconds()
+        if abs(delta) <= JUMP_TOLERANCE_S:
+            return
+        self.jumps.append(delta)
+        for job in self.scheduler.jobs:
+            if job.next_run is not None:
+                job.next_run += timedelta(seconds=delta)

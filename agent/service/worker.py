@@ -30,7 +30,7 @@ from ..store import handoff, settings
 from ..box.collect import run_collect
 from ..config import Config, load_config
 from ..store.db import SyncRequest, SyncRun, open_db
-from ..store.history import VERIFY
+from ..store.runkinds import SCHEDULE, VERIFY
 from ..logs import configure_logging
 from ..moodle import MoodleClient, MoodleError, Unreachable
 from ..runs import AlreadyRunning, SyncDisabled
@@ -52,7 +52,7 @@ def serve_request(config: Config, request: SyncRequest, stop: threading.Event | 
                   on_started: Callable[[SyncRun], None] | None = None) -> SyncRun:
     """Run the sync (or verify) a request asked for. A one-shot Force Sync set on
     the page applies to the next sync and is then cleared."""
-    verify = request.trigger == VERIFY
+    verify = request.kind == VERIFY
     force = not verify and (request.force or bool(settings.get(config, "force_next")))
 
     def attach(row: SyncRun) -> None:
@@ -65,7 +65,7 @@ def serve_request(config: Config, request: SyncRequest, stop: threading.Event | 
         handoff.pick(request)
     try:
         if verify:
-            row = run_verify(config, stop=stop, on_started=attach)
+            row = run_verify(config, trigger=request.trigger, stop=stop, on_started=attach)
         else:
             row = run_sync(config, trigger=request.trigger, force=force, stop=stop, on_started=attach)
     except (AlreadyRunning, SyncDisabled):
@@ -108,7 +108,7 @@ def scheduled(config: Config, stop: threading.Event) -> dict:
     except MoodleError:
         pass  # it answered: the run records what is wrong (a rejected token ...)
     try:  # with a client of its own: the run's row counts the run's traffic, like `sync`
-        row = run_sync(config, trigger="schedule", stop=stop, on_started=started)
+        row = run_sync(config, trigger=SCHEDULE, stop=stop, on_started=started)
     except AlreadyRunning as exc:
         return offline(str(exc))  # checked again with the backoff: never two at once
     except SyncDisabled:
@@ -120,7 +120,7 @@ def collect(config: Config, stop: threading.Event, full: bool = False) -> dict:
     """A collection from the box's Moodle; a run going on (a sync collects
     first anyway) or sync turned off: nothing to do."""
     try:
-        result = run_collect(config, full=full, stop=stop, on_started=started)
+        result = run_collect(config, full=full, trigger=SCHEDULE, stop=stop, on_started=started)
     except (AlreadyRunning, SyncDisabled) as exc:
         log.info("collection not run: %s", exc)
         return {}

@@ -36,7 +36,7 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def utcnow() -> datetime:
@@ -139,6 +139,9 @@ class SyncRun(BaseModel):
     INTERRUPTED = "interrupted"
 
     id = pw.CharField(max_length=36, primary_key=True, default=lambda: str(uuid.uuid4()))
+    # What the run does (sync, verify, collect) and who started it (page, cli,
+    # schedule ...): agent/store/runkinds.py. One column until version 8.
+    kind = pw.CharField(max_length=8, default="sync")
     trigger = pw.CharField(max_length=16)
     force = pw.BooleanField(default=False)
     status = pw.CharField(max_length=24, index=True)
@@ -175,11 +178,12 @@ class Setting(BaseModel):
 
 
 class SyncRequest(BaseModel):
-    """A sync asked for by the page or ``sync --via-agent``; the daemon runs it."""
+    """A sync (or a verify) asked for by the page or ``sync --via-agent``; the daemon runs it."""
 
     id = pw.AutoField()
     requested_at = pw.CharField()
-    trigger = pw.CharField(max_length=16, default="manual")
+    kind = pw.CharField(max_length=8, default="sync")  # sync or verify
+    trigger = pw.CharField(max_length=16, default="page")
     force = pw.BooleanField(default=False)
     picked_at = pw.CharField(null=True)
     sync_id = pw.CharField(max_length=36, null=True)
@@ -363,6 +367,28 @@ def _add_missing_columns(db: pw.SqliteDatabase) -> None:
             db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column.column_name}" {kind}')
 
 
+# Version 8 gave the kind of run its own column: the trigger said both who
+# started a run and, for a verify or a collection, what it was. Old rows get
+# their kind from it; who started those is not known.
+SPLIT_KIND = [
+    """UPDATE syncrun SET kind = CASE trigger WHEN 'verify' THEN 'verify' WHEN 'collect' THEN 'collect'
+       ELSE 'sync' END""",
+    "UPDATE syncrun SET trigger = CASE WHEN trigger IN ('verify', 'collect') THEN 'unknown' ELSE trigger END",
+    "UPDATE syncrequest SET kind = CASE trigger WHEN 'verify' THEN 'verify' ELSE 'sync' END",
+    "UPDATE syncrequest SET trigger = 'page' WHERE trigger IN ('verify', 'manual')",
+    "UPDATE syncrun SET trigger = 'page' WHERE trigger = 'manual'",  # the page's button
+]
+
+
+def _split_kind_from_trigger(db: pw.SqliteDatabase) -> None:
+    if "kind" in {c.name for c in db.get_columns("syncrun")}:
+        return
+    for table in ("syncrun", "syncrequest"):
+        db.execute_sql(f"ALTER TABLE \"{table}\" ADD COLUMN \"kind\" VARCHAR(8) NOT NULL DEFAULT 'sync'")
+    for statement in SPLIT_KIND:
+        db.execute_sql(statement)
+
+
 def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
     """Open (and create) the database file and bind the models to it."""
     path = Path(path)
@@ -391,6 +417,7 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
                            "WHERE clock_offset_s IS NOT NULL")
             _create_event_counters(db)
             _add_missing_columns(db)
+            _split_kind_from_trigger(db)
             db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
 

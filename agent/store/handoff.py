@@ -8,13 +8,15 @@ it. A worker restart or a second worker can neither start nor lose a run.
 from __future__ import annotations
 
 from .db import SyncRequest, SyncRun, database, iso, utcnow
-from .history import COLLECT, VERIFY
+from .runkinds import PAGE, RUN_KINDS, SYNC, VERIFY
 
 
-def request_sync(trigger: str = "manual", force: bool = False) -> SyncRequest:
+def request_sync(trigger: str = PAGE, force: bool = False, kind: str = SYNC) -> SyncRequest:
     """Queue a request; one of the same kind already waiting absorbs the new one
-    (force is kept). Trigger "verify" asks for a full re-check instead of a sync."""
-    same_kind = SyncRequest.trigger == VERIFY if trigger == VERIFY else SyncRequest.trigger != VERIFY
+    (force is kept). Kind "verify" asks for a full re-check instead of a sync."""
+    if kind not in (SYNC, VERIFY):
+        raise ValueError(f"kind: a request is for a sync or a verify, not {kind!r} (one of {RUN_KINDS})")
+    same_kind = SyncRequest.kind == kind
     # IMMEDIATE: this reads, then writes; a deferred transaction whose snapshot
     # a concurrent writer (the daemon) made stale fails at once with "database
     # is locked" instead of waiting.
@@ -26,7 +28,7 @@ def request_sync(trigger: str = "manual", force: bool = False) -> SyncRequest:
                 waiting.force = True
                 waiting.save()
             return waiting
-        return SyncRequest.create(requested_at=iso(utcnow()), trigger=trigger, force=force)
+        return SyncRequest.create(requested_at=iso(utcnow()), kind=kind, trigger=trigger, force=force)
 
 
 def next_request() -> SyncRequest | None:
@@ -45,7 +47,7 @@ def attach(request: SyncRequest, run_id: str) -> bool:
     collection from the box's Moodle for either) cannot: the request waits
     for its own turn. Returns whether it was attached."""
     run = SyncRun.get_or_none(SyncRun.id == run_id)
-    if run is not None and (run.trigger == COLLECT or (run.trigger == VERIFY) != (request.trigger == VERIFY)):
+    if run is not None and run.kind != request.kind:  # a request is never for a collection
         if request.picked_at is not None:  # back to waiting; no write (an fsync) when it already is
             request.picked_at = request.sync_id = None
             request.save()

@@ -1,7 +1,8 @@
-"""The history of runs: what each run recorded, the run going on now, and
-the box's status, as plain dicts for the CLI, the page, the JSON API and the
-e-mail notice. Stored state only: nothing here talks to a server, and no
-secret ever goes in here."""
+"""The history of runs: what each run recorded and the run going on now, as
+plain dicts for the CLI, the page, the JSON API and the e-mail notice. Stored
+state only: nothing here talks to a server, and no secret ever goes in here.
+The kinds of run are in agent/store/runkinds.py, the box's status in
+agent/store/status.py."""
 
 from __future__ import annotations
 
@@ -11,32 +12,22 @@ from typing import Any
 
 import peewee as pw
 
-from . import settings
-from ..config import Config
-from .db import Activity, Event, SyncRun, TwoWayConflict, iso, utcnow
-from .queue import count_by_status
+from .db import Activity, SyncRun, TwoWayConflict, iso, utcnow
+from .runkinds import COLLECT, SYNC, VERIFY
 
 log = logging.getLogger(__name__)
 
 SUCCESS = (SyncRun.COMPLETED,)
-VERIFY = "verify"  # the trigger of a full re-check (agent/verify.py)
-COLLECT = "collect"  # the trigger of a collection from the box's Moodle (agent/box/collect.py)
-
-# What a run's ``actions`` count: a sync's server actions, a verify's checks.
-ACTION_KINDS = ["users_created", "users_updated", "enrolments", "completions", "grades", "courses_refreshed"]
-VERIFY_KINDS = ["checked", "matching", "requeued", "not_checked"]
-# A collection's: the events it queued, and how many learners' completion states it read.
-COLLECT_KINDS = ["completions", "grades", "accounts", "enrolments", "learners_read"]
 
 # The page's Last Syncs, its status and the e-mail notices are about syncs
 # (and verifies): the collections every few minutes stay out of them.
-IS_SYNC = SyncRun.trigger != COLLECT
+IS_SYNC = SyncRun.kind != COLLECT
 
 
 def events_done(row: SyncRun) -> int:
     """How far the run's progress bar is: events settled (sent or made a
     conflict) by a sync, events checked by a verify."""
-    if row.trigger == VERIFY:
+    if row.kind == VERIFY:
         actions = row.actions or {}
         return int(actions.get("checked", 0)) + int(actions.get("not_checked", 0))
     return row.events_sent + row.conflicts
@@ -56,6 +47,7 @@ def two_way_conflicts(sync_id: str) -> list[dict[str, Any]]:
 def run_dict(row: SyncRun) -> dict[str, Any]:
     return {
         "id": row.id,
+        "kind": row.kind,
         "trigger": row.trigger,
         "force": bool(row.force),
         "status": row.status,
@@ -98,7 +90,7 @@ def last_successful() -> SyncRun | None:
 
 
 def last_collection() -> SyncRun | None:
-    return (SyncRun.select().where(SyncRun.trigger == COLLECT, SyncRun.status != SyncRun.RUNNING)
+    return (SyncRun.select().where(SyncRun.kind == COLLECT, SyncRun.status != SyncRun.RUNNING)
             .order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).first())
 
 
@@ -145,54 +137,8 @@ def record_skipped(trigger: str, reason: str, bytes_sent: int = 0, bytes_receive
     the server could not be reached, with what its checks cost: the checks
     themselves record nothing."""
     now = iso(utcnow())
-    row = SyncRun.create(trigger=trigger, status=SyncRun.SKIPPED_OFFLINE, started_at=now, completed_at=now,
+    row = SyncRun.create(kind=SYNC, trigger=trigger, status=SyncRun.SKIPPED_OFFLINE, started_at=now, completed_at=now,
                          duration_s=0.0, phase="done", errors=[reason], bytes_sent=bytes_sent,
                          bytes_received=bytes_received, clock_offset_s=clock_offset_s)
     log.info("sync %s recorded: %s (%s)", row.id, row.status, reason)
     return row
-
-
-def status(config: Config) -> dict[str, Any]:
-    counts = count_by_status()
-    values = settings.preferences(config) | settings.state(config)
-    last = SyncRun.select().where(IS_SYNC).order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).first()
-    ok = last_successful()
-    oldest = (Event.select(Event.queued_at).where(Event.status == Event.QUEUED)
-              .order_by(Event.id).first())
-    return {
-        "queued": counts[Event.QUEUED],
-        "conflicts": counts[Event.CONFLICT],
-        "sent": counts[Event.SENT],
-        "oldest_queued_at": oldest.queued_at if oldest else None,
-        "running": is_running(),
-        "last_sync": run_dict(last) if last else None,
-        "last_success_at": ok.completed_at if ok else None,
-        "server": {
-            "url": config.moodle.url,
-            "site_name": values["site_name"],
-            "site_url": values["site_url"],
-            "release": values["moodle_release"],
-            "token_rejected": bool(values["token_rejected"]),
-        },
-        "sync_enabled": bool(values["sync_enabled"]),
-        "schedule": {"enabled": bool(values["schedule_enabled"]), "time_utc": values["schedule_time_utc"]},
-        "box_name": config.agent.box_name,
-        "box_moodle": box_moodle(config, values),
-    }
-
-
-def box_moodle(config: Config, values: dict[str, Any]) -> dict[str, Any] | None:
-    """The box's own Moodle ([box]) as the last collection found it; None without one."""
-    if config.box is None:
-        return None
-    last = last_collection()
-    return {
-        "url": config.box.url,
-        "site_name": values["box_site_name"],
-        "reachable": values["box_reachable"],  # None: never tried
-        "collect_minutes": config.box.collect_minutes,
-        "last_collection": None if last is None else {
-            "id": last.id, "status": last.status, "started_at": last.started_at,
-            "completed_at": last.completed_at, "full": bool(last.force), "actions": last.actions or {},
-            "errors": last.errors or []},
-    }

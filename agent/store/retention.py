@@ -20,7 +20,8 @@ import peewee as pw
 from ..config import Config
 from .db import Event, SyncRun, database, first_column, iso, utcnow
 from ..clock import clock_is_sane
-from .history import COLLECT, IS_SYNC
+from .history import IS_SYNC
+from .runkinds import COLLECT
 
 HISTORY_DAYS = 365
 HISTORY_RUNS = 10_000
@@ -66,7 +67,7 @@ def prune(config: Config, now: datetime | None = None) -> Pruned:
     collections_before = iso(now - timedelta(days=COLLECTIONS_DAYS))
     finished = SyncRun.status != SyncRun.RUNNING
     pruned.runs = _delete_in_batches(SyncRun, SyncRun.id, finished & IS_SYNC & (SyncRun.started_at < runs_before))
-    pruned.runs += _delete_in_batches(SyncRun, SyncRun.id, finished & (SyncRun.trigger == COLLECT)
+    pruned.runs += _delete_in_batches(SyncRun, SyncRun.id, finished & (SyncRun.kind == COLLECT)
                                       & (SyncRun.started_at < collections_before))
     if pruned.anything:
         db = database.obj

@@ -1,0 +1,61 @@
+"""Schema upgrades: a database file written by an older agent opens with the
+current one and keeps its rows, with what the new columns must say."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.store import handoff, history
+from agent.store.db import SCHEMA_VERSION, SyncRequest, SyncRun, close_db, open_db
+
+V7 = Path(__file__).with_name("schema") / "v7.sql"
+
+
+def test_a_version_7_database_upgrades_and_every_run_gets_its_kind(tmp_path):
+    path = tmp_path / "agent.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V7.read_text())
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
+        assert "kind" not in {r[1] for r in conn.execute("PRAGMA table_info(syncrun)")}
+    open_db(path)
+    try:
+        runs = {r.id: (r.kind, r.trigger, r.status) for r in SyncRun.select()}
+        assert runs == {
+            "run-0": ("sync", "page", "completed"),  # "manual": the page's button
+            "run-1": ("sync", "schedule", "skipped_offline"),
+            "run-2": ("sync", "cli", "completed_with_errors"),
+            "run-3": ("verify", "unknown", "completed"),  # who started it was not recorded
+            "run-4": ("collect", "unknown", "completed"),
+        }
+        assert SyncRun.get_by_id("run-3").actions == {"checked": 3}
+        # The history keeps the collection out of the page's list, as before.
+        assert [r["id"] for r in history.recent(10)] == ["run-3", "run-2", "run-1", "run-0"]
+        assert [(r["kind"], r["trigger"]) for r in history.recent(1, collections=True)] == [("collect", "unknown")]
+        assert history.last_collection().id == "run-4"
+        requests = [(r.id, r.kind, r.trigger, r.force) for r in SyncRequest.select().order_by(SyncRequest.id)]
+        assert requests == [(1, "verify", "page", False), (2, "sync", "page", True), (3, "sync", "cli", False)]
+        # The waiting verify still absorbs a new one, and a sync request the waiting sync.
+        assert handoff.request_sync(kind="verify").id == 1
+        assert handoff.request_sync(trigger="cli").id == 2
+    finally:
+        close_db()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+    open_db(path)  # opened again: nothing more to change
+    try:
+        assert SyncRun.select().where(SyncRun.kind == "collect").count() == 1
+    finally:
+        close_db()
+
+
+def test_a_request_names_a_sync_or_a_verify(tmp_path):
+    open_db(tmp_path / "agent.db")
+    try:
+        with pytest.raises(ValueError, match="kind: .*'collect'"):
+            handoff.request_sync(kind="collect")
+        assert SyncRequest.select().count() == 0
+    finally:
+        close_db()
