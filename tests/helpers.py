@@ -19,7 +19,9 @@ from agent.roles import ROLES
 from agent.schedule import Clock
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "TOKEN"
+# A Moodle token as Moodle makes them (32 hexadecimal characters): token files
+# hold nothing else. The simulators the tests start take it (conftest.simulator).
+TOKEN = "70c3e5a1b2d94f6e8a7c0b1d2e3f4a5b"
 
 
 class Box:

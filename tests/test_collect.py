@@ -23,7 +23,7 @@ from agent.daemon import Daemon
 from agent.db import Event, SyncRun, close_db, open_db
 from tests.helpers import TOKEN, Box, FakeClock, MoodleReader, drive
 
-BOX_TOKEN = "BOX-ADMIN-TOKEN"
+BOX_TOKEN = "b0a0d4e1c2f3a4b5c6d7e8f9a0b1c2d3"  # the box's Moodle's admin token
 C1, C2 = 2, 3  # the server's course ids
 BOX_C1, BOX_C2 = 12, 13  # the same courses on the box's Moodle
 OFFSET_CM = 100  # box cmid = server cmid + 100

@@ -25,7 +25,7 @@ from webui import create_app
 from webui.auth import MAX_FAILURES, WINDOW_S
 
 # Recognisable, so a leak anywhere is found by a plain substring search.
-MOODLE_TOKEN = "leakcheck0d1e2a3d4b5e6e7f8token"
+MOODLE_TOKEN = "1eac4c4ec0d1e2a3d4b5e6e7f8a9b0c1"
 API_KEY = "apikey-4f1c2b7e9a0d3c5e"
 PASSWORD = "correct horse battery"
 
