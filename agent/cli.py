@@ -12,24 +12,27 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import peewee as pw
 
+# The daemon, the sync and collection engines, the way down and the verify
+# (and through them requests and schedule) are imported by the commands that
+# run them: `status` or `enqueue`, run often from scripts and by the learning
+# apps, start without them. agent.moodle is light: it imports requests at its
+# first call.
 from . import __version__, courses, handoff, health, history, settings
-from .collect import BOX_FUNCTIONS, NoBox, run_collect
-from .down import BOX_WRITES, SERVER_READS
 from .config import Config, ConfigError, load_config
-from .daemon import run_daemon
 from .db import Event, SyncRequest, SyncRun, open_db
 from .logs import configure_logging
-from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
+from .moodle import MoodleError, TokenRejected, Unreachable
 from .queue import EventError, conflict_dicts, enqueue, parse_events, read_input, set_conflicts, validate_events
 from .runs import AlreadyRunning, SyncDisabled
 from .storage import database_problem
-from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS, run_sync
 from .text import human_bytes
-from .verify import run_verify
+
+if TYPE_CHECKING:
+    from .moodle import MoodleClient
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_OFFLINE, EXIT_RUNNING = 0, 1, 2, 3, 4
 
@@ -81,6 +84,8 @@ def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_courses(config: Config, args: argparse.Namespace) -> int:
     if args.action == "add":
+        from .moodle import MoodleClient
+
         added = courses.add(MoodleClient(config.moodle), args.courses)
         for c in added:
             print(f"added {c.shortname} (id {c.id}): {len(list(c.activities))} activities")
@@ -129,6 +134,8 @@ def collected_words(found: dict) -> str:
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     if args.via_agent:
         return request_sync_via_agent(config, force=args.force, as_json=args.json)
+    from .sync import run_sync
+
     return run_and_report(lambda: run_sync(config, trigger="cli", force=args.force), args.json)
 
 
@@ -193,8 +200,13 @@ def request_sync_via_agent(config: Config, force: bool = False, as_json: bool = 
 
 def cmd_collect(config: Config, args: argparse.Namespace) -> int:
     """One collection from the box's Moodle; exit 3 when it does not answer."""
+    from .collect import NoBox, run_collect
+
     try:
         result = run_collect(config, full=args.full)
+    except NoBox as exc:
+        print(f"moodle-sync-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except AlreadyRunning as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_RUNNING
@@ -208,6 +220,8 @@ def cmd_collect(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    from .verify import run_verify
+
     return run_and_report(lambda: run_verify(config, course_id=args.course), args.json)
 
 
@@ -278,6 +292,11 @@ def print_check(result: dict, who: str) -> None:
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     """The school's Moodle, and the box's own when [box] names one."""
+    from .collect import BOX_FUNCTIONS
+    from .down import BOX_WRITES, SERVER_READS
+    from .moodle import MoodleClient
+    from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS
+
     # The way down (direction down or both) reads more of the server and writes into the box's Moodle.
     down = settings.get(config, "sync_direction") != "up"
     required = REQUIRED_FUNCTIONS + [f for f in SERVER_READS if down and f not in REQUIRED_FUNCTIONS]
@@ -325,6 +344,8 @@ def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from .daemon import run_daemon
+
     return run_daemon(config)
 
 
@@ -438,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, EventError, UsageError) as exc:
         print(f"moodle-sync-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (courses.CourseNotFound, NoBox) as exc:
+    except courses.CourseNotFound as exc:
         print(f"moodle-sync-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TokenRejected:
