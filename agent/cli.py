@@ -22,6 +22,7 @@ import peewee as pw
 # apps, start without them. agent.moodle is light: it imports requests at its
 # first call.
 from . import __version__, courses, handoff, health, history, settings
+from .check_local import local_report, print_local
 from .config import Config, ConfigError, load_config
 from .db import Event, SyncRequest, SyncRun, open_db
 from .logs import configure_logging
@@ -308,12 +309,14 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         if box.get("token_valid") is False:
             box["error"] = "the box's Moodle rejected its token"
         result["box"] = box
+    result.update(local_report(config))  # the database's real path, token files others can read
     if args.json:
         _print_json(result)
     else:
         print_check(result, "server")
         if box is not None:
             print_check(box, "box's Moodle")
+        print_local(result)
     return code or box_code
 
 
