@@ -30,7 +30,7 @@ from .moodle import MoodleError, TokenRejected, Unreachable
 from .queue import EventError, conflict_dicts, enqueue, parse_events, read_input, set_conflicts, validate_events
 from .runs import AlreadyRunning, SyncDisabled
 from .storage import database_problem
-from .text import human_bytes
+from .text import error_words, human_bytes
 
 if TYPE_CHECKING:
     from .moodle import MoodleClient
@@ -472,10 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"moodle-sync-agent: offline: {exc.reason}", file=sys.stderr)
         return EXIT_OFFLINE
     except MoodleError as exc:
-        print(f"moodle-sync-agent: the server refused: {exc}", file=sys.stderr)
+        print(f"moodle-sync-agent: the server refused: {error_words(exc)}", file=sys.stderr)
         return EXIT_ERRORS
-    except OSError as exc:
-        print(f"moodle-sync-agent: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+    except OSError as exc:  # a file, the disk probe: named with the command that met it
+        print(f"moodle-sync-agent: {args.command}: {error_words(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except pw.DatabaseError as exc:  # typically a full disk: SQLite cannot even open its WAL
         print(f"moodle-sync-agent: {database_problem(config, exc)}", file=sys.stderr)

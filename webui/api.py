@@ -12,6 +12,7 @@ from agent import health, history
 from agent.db import SyncRequest
 from agent.queue import (MAX_BATCH, MAX_INPUT_BYTES, EventError, StorageFull, enqueue, parse_events,
                          validate_events)
+from agent.storage import DiskProbeError
 
 from .auth import API_KEYS, client_address, is_admin, now
 
@@ -80,6 +81,8 @@ def post_events():
         result = enqueue(validate_events(items), config=current_app.config["AGENT"])
     except StorageFull as exc:  # nothing written; the events already queued still sync
         return error(507, exc.problem)
+    except DiskProbeError as exc:  # nothing written: the budget could not be checked
+        return error(503, f"events not queued: {exc}")
     except EventError as exc:  # the whole batch refused, naming the event and the field
         return error(400, exc.problem, index=exc.index, field=exc.field)
     return jsonify({"stored": result.stored, "duplicates": result.duplicates}), 201
