@@ -14,7 +14,7 @@ from agent.queue import (MAX_BATCH, MAX_INPUT_BYTES, EventError, StorageFull, en
                          validate_events)
 from agent.storage import DiskProbeError
 
-from .auth import API_KEYS, client_address, is_admin, now
+from .auth import API_KEYS, client_address, is_admin, is_loopback, now, slow_down
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -35,14 +35,20 @@ def unauthorized(message: str) -> Response:
 
 def key_refusal(missing: str) -> Response | None:
     """None when the request carries the events API key; else the answer.
-    An address that sent MAX_KEY_FAILURES wrong keys within the window gets
-    429, even with the right key: a guess must not learn it was right."""
+    A remote address that sent MAX_KEY_FAILURES wrong keys within the window
+    gets 429, even with the right key: a guess must not learn it was right.
+    From the box itself a wrong key is slowed down, never locked out."""
     key = current_app.config["AGENT"].web.api_key
     scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return unauthorized(missing)  # no key sent: nothing guessed
     address, t = client_address(), now()
     right = bool(key and hmac.compare_digest(sent.strip().encode(), key.encode()))
+    if is_loopback(request.remote_addr):
+        if right:
+            return None
+        slow_down()
+        return unauthorized(missing)
     # Checking the key is cheap: only a wrong one writes (and is counted atomically).
     wait = API_KEYS.blocked(address, t) if right else API_KEYS.fail(address, t)
     if wait:
