@@ -30,6 +30,7 @@ class Box:
         self.dir = tmp_path
         self.token = token
         (tmp_path / "token").write_text(token + "\n")
+        (tmp_path / "token").chmod(0o600)  # as a box keeps it: `check` warns about one others can read
         self.database = tmp_path / "data" / "agent.db"
         self.config = tmp_path / "agent.ini"
         self.write_config(url, batch_size=batch_size, timeout=timeout, extra=extra)
