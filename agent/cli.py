@@ -12,27 +12,31 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import peewee as pw
 
+# The daemon, the sync and collection engines, the way down and the verify
+# (and through them requests and schedule) are imported by the commands that
+# run them: `status` or `enqueue`, run often from scripts and by the learning
+# apps, start without them. agent.moodle is light: it imports requests at its
+# first call.
 from . import __version__, courses, health
 from .store import handoff, history, settings
 from .store.status import status as box_status
 from .store.runkinds import CLI, COLLECT, RUN_NAMES
-from .box.collect import BOX_FUNCTIONS, NoBox, run_collect
-from .down.pull import BOX_WRITES, SERVER_READS
+from .check_local import local_report, print_local
 from .config import Config, ConfigError, load_config
-from .service.daemon import run_daemon
 from .store.db import Event, SyncRequest, SyncRun, open_db
 from .logs import configure_logging
-from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
+from .moodle import MoodleError, TokenRejected, Unreachable
 from .store.queue import EventError, conflict_dicts, enqueue, parse_events, read_input, set_conflicts, validate_events
 from .runs import AlreadyRunning, SyncDisabled
 from .store.diskspace import database_problem
-from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS, run_sync
-from .text import human_bytes
-from .verify import run_verify
+from .text import error_words, human_bytes
+
+if TYPE_CHECKING:
+    from .moodle import MoodleClient
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_OFFLINE, EXIT_RUNNING = 0, 1, 2, 3, 4
 
@@ -84,6 +88,8 @@ def cmd_enqueue(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_courses(config: Config, args: argparse.Namespace) -> int:
     if args.action == "add":
+        from .moodle import MoodleClient
+
         added = courses.add(MoodleClient(config.moodle), args.courses)
         for c in added:
             print(f"added {c.shortname} (id {c.id}): {len(list(c.activities))} activities")
@@ -134,6 +140,8 @@ def collected_words(found: dict) -> str:
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     if args.via_agent:
         return request_sync_via_agent(config, force=args.force, as_json=args.json)
+    from .sync import run_sync
+
     return run_and_report(lambda: run_sync(config, trigger=CLI, force=args.force), args.json)
 
 
@@ -198,8 +206,13 @@ def request_sync_via_agent(config: Config, force: bool = False, as_json: bool = 
 
 def cmd_collect(config: Config, args: argparse.Namespace) -> int:
     """One collection from the box's Moodle; exit 3 when it does not answer."""
+    from .box.collect import NoBox, run_collect
+
     try:
         result = run_collect(config, full=args.full, trigger=CLI)
+    except NoBox as exc:
+        print(f"moodle-sync-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except AlreadyRunning as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_RUNNING
@@ -213,6 +226,8 @@ def cmd_collect(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    from .verify import run_verify
+
     return run_and_report(lambda: run_verify(config, course_id=args.course, trigger=CLI), args.json)
 
 
@@ -283,6 +298,11 @@ def print_check(result: dict, who: str) -> None:
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     """The school's Moodle, and the box's own when [box] names one."""
+    from .box.collect import BOX_FUNCTIONS
+    from .down.pull import BOX_WRITES, SERVER_READS
+    from .moodle import MoodleClient
+    from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS
+
     # The way down (direction down or both) reads more of the server and writes into the box's Moodle.
     down = settings.get(config, "sync_direction") != "up"
     required = REQUIRED_FUNCTIONS + [f for f in SERVER_READS if down and f not in REQUIRED_FUNCTIONS]
@@ -294,12 +314,14 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         if box.get("token_valid") is False:
             box["error"] = "the box's Moodle rejected its token"
         result["box"] = box
+    result.update(local_report(config))  # the database's real path, token files others can read
     if args.json:
         _print_json(result)
     else:
         print_check(result, "server")
         if box is not None:
             print_check(box, "box's Moodle")
+        print_local(result)
     return code or box_code
 
 
@@ -330,6 +352,8 @@ def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from .service.daemon import run_daemon
+
     return run_daemon(config)
 
 
@@ -443,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, EventError, UsageError) as exc:
         print(f"moodle-sync-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (courses.CourseNotFound, NoBox) as exc:
+    except courses.CourseNotFound as exc:
         print(f"moodle-sync-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TokenRejected:
@@ -453,10 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"moodle-sync-agent: offline: {exc.reason}", file=sys.stderr)
         return EXIT_OFFLINE
     except MoodleError as exc:
-        print(f"moodle-sync-agent: the server refused: {exc}", file=sys.stderr)
+        print(f"moodle-sync-agent: the server refused: {error_words(exc)}", file=sys.stderr)
         return EXIT_ERRORS
-    except OSError as exc:
-        print(f"moodle-sync-agent: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+    except OSError as exc:  # a file, the disk probe: named with the command that met it
+        print(f"moodle-sync-agent: {args.command}: {error_words(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except pw.DatabaseError as exc:  # typically a full disk: SQLite cannot even open its WAL
         print(f"moodle-sync-agent: {database_problem(config, exc)}", file=sys.stderr)

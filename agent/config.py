@@ -9,6 +9,7 @@ annotation is its type, the field's default its default, and the metadata
 added by :func:`setting` its range and help line. :data:`SETTINGS` is the
 table derived from them; the reader, ``packaging/etc/agent.ini`` and the man
 page's list (both written by ``scripts/gen-config``) all come from it.
+:mod:`agent.config_values` holds :func:`setting`, and what a value may be.
 Stdlib only: gunicorn.conf.py imports this module in gunicorn's master.
 """
 
@@ -16,16 +17,17 @@ from __future__ import annotations
 
 import configparser
 import difflib
-import math
 import os
-import re
-import string
 import types
 import typing
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlparse
+
+# DIRECTIONS, format_number, format_value and parse_time_utc are imported from here too.
+from .config_values import (DIRECTIONS, SettingMeta, api_key, direction, existing_file,  # noqa: F401
+                            format_number, format_value, parse_time_utc, parse_value, read_token_file, setting,
+                            site_url)
 
 DEFAULT_PATH = Path("/etc/moodle-sync-agent/agent.ini")
 ENV_VAR = "MOODLE_SYNC_AGENT_CONFIG"
@@ -39,88 +41,7 @@ class ConfigError(Exception):
         super().__init__(f"{path}: {key}: {problem}")
 
 
-# -- special checks: each takes the parsed value, returns it (maybe normalised)
-# -- or raises ValueError with the problem in words.
-
-TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-
-
-def parse_time_utc(value: str) -> str:
-    """Validate HH:MM (24 h, UTC); raise ValueError with the problem."""
-    if not TIME_RE.match(value or ""):
-        raise ValueError(f"must be a time as HH:MM (00:00 to 23:59), got {value!r}")
-    return value
-
-
-def _site_url(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"must be an http:// or https:// address, got {url!r}")
-    if parsed.query or parsed.fragment:
-        raise ValueError("must be the site's base address, without ? or #")
-    return url.rstrip("/")
-
-
-def _existing_file(path: str) -> str:
-    if not Path(path).is_file():
-        raise ValueError(f"no such file: {path}")
-    return path
-
-
-# An events API key must carry 128 bits. Only its length and alphabet can be
-# checked: hex digits count 4 bits each, the other characters allowed in a
-# Bearer token (RFC 6750) 6 bits, as base64 does.
-_HEX_DIGITS = frozenset(string.hexdigits)
-_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-._~+/")
-KEY_BITS = 128
-NEW_KEY_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_hex(16))'"
-
-
-def _api_key(key: str) -> str:
-    body = key.rstrip("=")  # base64 padding carries nothing
-    if not body or not set(body) <= _TOKEN_CHARS:
-        raise ValueError(f"must be hex digits or base64/base64url characters (A-Z a-z 0-9 - . _ ~ + /); "
-                         f"{NEW_KEY_HINT}")
-    bits = len(body) * (4 if set(body) <= _HEX_DIGITS else 6)
-    if bits < KEY_BITS:
-        # The key itself is never echoed: only its length.
-        raise ValueError(f"must be at least 32 hex characters or 22 base64url characters ({KEY_BITS} bits), "
-                         f"got a key of length {len(key)}; {NEW_KEY_HINT}")
-    return key
-
-
 # -- the declaration -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SettingMeta:
-    """What a field's annotation and default do not say."""
-
-    help: str
-    lo: float | None = None
-    hi: float | None = None
-    required: bool = False
-    check: Callable[[Any], Any] | None = None
-    # Shown (commented out) in the sample file instead of the default, when
-    # the default is unset or depends on the box.
-    example: str | None = None
-    # Set (not commented out) in the packaged agent.ini.
-    packaged: str | None = None
-
-
-def setting(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None,
-            lo: float | None = None, hi: float | None = None, required: bool = False,
-            check: Callable[[Any], Any] | None = None, example: str | None = None,
-            packaged: str | None = None, secret: bool = False) -> Any:
-    """A dataclass field that is also a setting of the INI file. A secret is
-    left out of repr(), so that it is never printed with its config."""
-    meta = {"setting": SettingMeta(help=help, lo=lo, hi=hi, required=required, check=check,
-                                   example=example, packaged=packaged)}
-    if factory is not None:
-        return field(default_factory=factory, repr=not secret, metadata=meta)
-    if default is MISSING:
-        return field(repr=not secret, metadata=meta)
-    return field(default=default, repr=not secret, metadata=meta)
 
 
 def _host_name() -> str:
@@ -132,7 +53,7 @@ class MoodleConfig:
     """The school's Moodle site."""
 
     url: str = setting(
-        required=True, check=_site_url, packaged="https://moodle.example.org",
+        required=True, check=site_url, packaged="https://moodle.example.org",
         help="The site's base address, without /webservice/...")
     # Read from token, or from the file token_file names: see _read_token.
     token: str = setting(
@@ -140,15 +61,15 @@ class MoodleConfig:
         help="The web-service token itself, if not in token_file below (set only one).")
     token_file: str | None = setting(
         None, packaged="/etc/moodle-sync-agent/token",
-        help="The Moodle web-service token goes in this file, alone on one line\n"
-             "(readable only by root and the moodle-sync-agent group, mode 0640):\n"
+        help="The Moodle web-service token (32 hex digits) goes in this file, alone on\n"
+             "a line (readable only by root and the moodle-sync-agent group, mode 0640):\n"
              "  echo 'TOKEN' > /etc/moodle-sync-agent/token\n"
              "The two services stay stopped while this file is empty.")
     timeout: float = setting(
         30.0, lo=0.1, hi=600.0,
         help="Seconds to wait for the server before counting it as offline.")
     ca_bundle: str | None = setting(
-        None, check=_existing_file, example="/etc/moodle-sync-agent/ca.pem",
+        None, check=existing_file, example="/etc/moodle-sync-agent/ca.pem",
         help="A CA certificate (PEM) for a server with a private certificate authority.")
     # Fixed prefix of the REST endpoint; a real Moodle always uses this path.
     endpoint: str = "/webservice/rest/server.php"
@@ -163,7 +84,7 @@ class BoxConfig:
     """The box's own Moodle, where the learners work (optional)."""
 
     url: str = setting(
-        "", check=_site_url,
+        "", check=site_url,
         help="The box's own Moodle site, e.g. http://127.0.0.1; unset: nothing is\n"
              "collected, and this section's other keys are not used.")
     token: str = setting(
@@ -171,7 +92,8 @@ class BoxConfig:
         help="A web-service token of the box's Moodle, if not in token_file (set only one).")
     token_file: str | None = setting(
         None, example="/etc/moodle-sync-agent/box-token",
-        help="The box's Moodle token goes in this file, alone on one line (mode 0640).\n"
+        help="The box's Moodle token (32 hex digits) goes in this file, alone on one line\n"
+             "(mode 0640 or 0600).\n"
              "moodle-sync-agent check lists the functions its service lacks.")
     timeout: float = setting(
         30.0, lo=0.1, hi=600.0,
@@ -239,21 +161,12 @@ class ScheduleConfig:
         help="After a missed scheduled time, keep trying for this many hours.")
 
 
-DIRECTIONS = ("up", "down", "both")
-
-
-def _direction(value: str) -> str:
-    if value not in DIRECTIONS:
-        raise ValueError(f"must be up, down or both, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class SyncConfig:
     """What a sync carries, and which way (the page changes it afterwards)."""
 
     direction: str = setting(
-        "up", check=_direction,
+        "up", check=direction,
         help="up: the box's progress goes to the server (box -> server); down: the\n"
              "server's progress comes into the box's Moodle ([box]); both: the two.\n"
              "A fresh box's value; the page changes it from the next sync on.")
@@ -277,7 +190,7 @@ class WebConfig:
         8080, lo=1, hi=65535, packaged="8080",
         help="Its port. $MOODLE_SYNC_AGENT_BIND, when set, overrides host and port.")
     api_key: str | None = setting(
-        None, check=_api_key, secret=True,
+        None, check=api_key, secret=True,
         help="Key that the local learning apps send as \"Authorization: Bearer KEY\" to\n"
              "POST /api/v1/events. Unset: the events API is closed. At least 128 bits:\n"
              "32 hex digits or 22 base64url characters, e.g. from\n"
@@ -408,22 +321,6 @@ def default(section: str, key: str) -> Any:
     return find(section, key).default_value()
 
 
-def format_number(number: float) -> str:
-    """A number without exponent or trailing .0: 1000000, 0.1, 600."""
-    return str(int(number)) if math.isfinite(number) and number == int(number) else f"{number:g}"
-
-
-def format_value(value: Any) -> str:
-    """A value as the INI file writes it."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return format_number(value)
-    return str(value)
-
-
 # -- reading -----------------------------------------------------------------
 
 
@@ -465,7 +362,7 @@ class _Reader:
                 raise self.error(s.section, s.key, "missing (required)")
             return s.default_value()
         try:
-            value = _parse(s, raw)
+            value = parse_value(s.kind, raw, s.meta.lo, s.meta.hi)
             return s.meta.check(value) if s.meta.check else value
         except ValueError as exc:
             raise self.error(s.section, s.key, str(exc)) from None
@@ -482,46 +379,17 @@ def _did_you_mean(name: str, known: typing.Iterable[str], form: str) -> str:
     return "; known: " + ", ".join(form.format(k) for k in known)
 
 
-def _parse(s: Setting, raw: str) -> Any:
-    """The text of one value as its setting's type; ValueError says why not."""
-    if s.kind is bool:
-        lowered = raw.lower()
-        if lowered in ("1", "yes", "true", "on"):
-            return True
-        if lowered in ("0", "no", "false", "off"):
-            return False
-        raise ValueError(f"must be yes or no, got {raw!r}")
-    if s.kind is int:
-        try:
-            number: float = int(raw)
-        except ValueError:
-            raise ValueError(f"must be a whole number, got {raw!r}") from None
-    elif s.kind is float:
-        try:
-            number = float(raw)
-        except ValueError:
-            raise ValueError(f"must be a number, got {raw!r}") from None
-    else:
-        return s.kind(raw)  # str or Path
-    lo, hi = s.meta.lo, s.meta.hi
-    if lo is not None and hi is not None and not lo <= number <= hi:
-        raise ValueError(f"must be between {format_number(lo)} and {format_number(hi)}, "
-                         f"got {format_number(number)}")
-    return number
-
-
 def _read_token(r: _Reader, section: str, values: dict[str, Any]) -> str:
     inline, token_file = values["token"], values["token_file"]
     if inline and token_file:
         raise r.error(section, "token", "set either token or token_file, not both")
     if token_file:
         try:
-            token = Path(token_file).read_text(encoding="utf-8").strip()
+            return read_token_file(token_file)
         except OSError as exc:
             raise r.error(section, "token_file", f"cannot read {token_file}: {exc.strerror}") from None
-        if not token:
-            raise r.error(section, "token_file", f"{token_file} is empty")
-        return token
+        except ValueError as exc:
+            raise r.error(section, "token_file", str(exc)) from None
     if inline:
         return inline
     raise r.error(section, "token_file", "missing (set token_file, or token)")

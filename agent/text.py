@@ -1,6 +1,17 @@
-"""Numbers as a person reads them, for the CLI, the page and e-mail."""
+"""Numbers and errors as a person reads them, for the CLI, the page and e-mail."""
 
 from __future__ import annotations
+
+
+def error_words(exc: BaseException) -> str:
+    """An exception in words, never empty nor "None": an OSError's file and
+    reason, else its text, else its class (OSError() has neither)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    text = str(exc).strip()
+    if text and text != "None":
+        return text
+    return f"{type(exc).__name__} (no reason given)"
 
 
 def human_bytes(n: int | float | None) -> str:

@@ -102,7 +102,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         tmp = Path(tmp)
-        (tmp / "token").write_text("bench-token\n")
+        (tmp / "token").write_text("be0c4e0c3a1f4b2d9e8c7b6a5f4e3d2c\n")
         (tmp / "agent.ini").write_text(
             f"[moodle]\nurl = http://127.0.0.1:9\ntoken_file = {tmp / 'token'}\n\n"
             f"[agent]\ndatabase = {tmp / 'agent.db'}\n\n[web]\napi_key = 6d0b9c1e7a2f48d3b5e0c4a19f7e2d86\n")

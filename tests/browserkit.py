@@ -21,7 +21,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = ROOT / "test-output" / "screenshots"
-TOKEN = "browser-token-5e1f0c9d2b7a"
+TOKEN = "b7005e1f0c9d2b7a4c3e2d1f0a9b8c7d"
 PASSWORD = "teacher-pass-1"
 EVENTS = 60
 

@@ -27,10 +27,12 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture
 def simulator():
-    """A fresh Moodle simulator (token "TOKEN") on a free port, stopped afterwards."""
+    """A fresh Moodle simulator (token tests.helpers.TOKEN) on a free port, stopped afterwards."""
     from moodle_simulator import start_simulator
 
-    sim = start_simulator()
+    from tests.helpers import TOKEN
+
+    sim = start_simulator(token=TOKEN)
     try:
         yield sim
     finally:

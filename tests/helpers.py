@@ -20,7 +20,9 @@ from agent.roles import ROLES
 from agent.service.schedule import Clock
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "TOKEN"
+# A Moodle token as Moodle makes them (32 hexadecimal characters): token files
+# hold nothing else. The simulators the tests start take it (conftest.simulator).
+TOKEN = "70c3e5a1b2d94f6e8a7c0b1d2e3f4a5b"
 
 
 class Box:
@@ -29,6 +31,7 @@ class Box:
         self.dir = tmp_path
         self.token = token
         (tmp_path / "token").write_text(token + "\n")
+        (tmp_path / "token").chmod(0o600)  # as a box keeps it: `check` warns about one others can read
         self.database = tmp_path / "data" / "agent.db"
         self.config = tmp_path / "agent.ini"
         self.write_config(url, batch_size=batch_size, timeout=timeout, extra=extra)
@@ -225,7 +228,7 @@ def sync(box, *args):
 
 # -- the box's own Moodle (the ``boxsim`` fixture) ------------------------------------
 
-BOX_TOKEN = "BOX-ADMIN-TOKEN"
+BOX_TOKEN = "b0a0d4e1c2f3a4b5c6d7e8f9a0b1c2d3"  # the box's Moodle's admin token
 C1, C2 = 2, 3  # the server's course ids
 BOX_C1, BOX_C2 = 12, 13  # the same courses on the box's Moodle
 OFFSET_CM = 100  # box cmid = server cmid + 100
@@ -254,7 +257,7 @@ def mark(boxsim, username: str, box_cmid: int, done: bool = True) -> None:
 # -- the page and the events API (the ``config``, ``app``, ``client``, ``admin`` fixtures) --
 
 # Recognisable, so a leak anywhere is found by a plain substring search.
-MOODLE_TOKEN = "leakcheck0d1e2a3d4b5e6e7f8token"
+MOODLE_TOKEN = "1eac4c4ec0d1e2a3d4b5e6e7f8a9b0c1"
 API_KEY = "apikey-4f1c2b7e9a0d3c5e"
 PASSWORD = "correct horse battery"
 

@@ -11,7 +11,7 @@ import pytest
 
 from agent.store.known import KEEP_DAYS, TRUST_DAYS
 from moodle_simulator import start_simulator
-from tests.helpers import Box, MoodleReader
+from tests.helpers import TOKEN, Box, MoodleReader
 
 C1, C2, C3 = 2, 3, 4
 LOOKUP, PROFILES, ENROLLED = ("core_user_get_users_by_field", "core_user_get_course_user_profiles",
@@ -67,7 +67,7 @@ def test_the_check_reads_the_learners_of_the_box_not_the_course(tmp_path):
     students = [f"student{i}" for i in range(1, 6)]
     measured = {}
     for extra in (0, 3000):
-        with start_simulator(participants={C1: extra} if extra else None) as sim:
+        with start_simulator(token=TOKEN, participants={C1: extra} if extra else None) as sim:
             (tmp_path / f"p{extra}").mkdir()
             box = Box(tmp_path / f"p{extra}", sim.url)
             assert box.cli("courses", "add", "C1").returncode == 0
@@ -254,7 +254,7 @@ def test_a_refused_check_makes_its_events_conflicts_with_the_reason(box, simulat
 
 
 def test_a_service_set_up_for_an_older_agent_checks_with_the_participants(tmp_path):
-    with start_simulator(without_functions=[PROFILES]) as sim:
+    with start_simulator(token=TOKEN, without_functions=[PROFILES]) as sim:
         box = Box(tmp_path, sim.url)
         assert box.cli("courses", "add", "C1", "C3").returncode == 0
         box.enqueue(completions(C1, ["student1", "student2"], 1) + completions(C3, ["student1"], 7))
@@ -304,7 +304,7 @@ def test_an_upgraded_database_gets_the_tables(tmp_path):
 
 
 def test_the_older_check_reads_a_course_once_and_an_old_id_is_looked_up(tmp_path):
-    with start_simulator(without_functions=[PROFILES]) as sim:
+    with start_simulator(token=TOKEN, without_functions=[PROFILES]) as sim:
         box = Box(tmp_path, sim.url)
         assert box.cli("courses", "add", "C1").returncode == 0
         box.enqueue(completions(C1, ["student1"], 1))

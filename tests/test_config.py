@@ -1,9 +1,13 @@
 """Configuration errors exit 2 with one line naming the file, the key and the problem."""
 
+import http.server
 import os
 import re
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +15,10 @@ from agent import config as config_module
 from agent import config_docs
 from agent.config import ConfigError, load_config
 from tests.helpers import ROOT, Box
+
+# Moodle tokens as Moodle makes them: 32 hexadecimal characters.
+SECRET = "5ec7e70c3a1f4b2d9e8c7b6a5f4e3d2c"
+BOX_SECRET = "b0c5ec7e70c3a1f4b2d9e8c7b6a5f4e3"
 
 
 def write(tmp_path, text):
@@ -21,7 +29,7 @@ def write(tmp_path, text):
 
 @pytest.mark.pure  # no database, no server
 def test_full_config_reads_every_section(tmp_path):
-    (tmp_path / "tok").write_text("secret-token\n")
+    (tmp_path / "tok").write_text(f"  {SECRET}\n\n")
     cfg = load_config(write(tmp_path, f"""
 [moodle]
 url = https://moodle.example.org/
@@ -37,11 +45,11 @@ jitter_minutes = 2
 catch_up_hours = 0
 """))
     assert cfg.moodle.url == "https://moodle.example.org"
-    assert cfg.moodle.token == "secret-token"
+    assert cfg.moodle.token == SECRET
     assert cfg.moodle.timeout == 12.5
     assert cfg.agent.batch_size == 25
     assert cfg.schedule.enabled is False and cfg.schedule.time_utc == "03:30"
-    assert "secret-token" not in repr(cfg)
+    assert SECRET not in repr(cfg)
 
 
 @pytest.mark.parametrize("body, key, problem", [
@@ -151,14 +159,14 @@ def test_without_a_box_url_there_is_no_box(tmp_path):
 
 @pytest.mark.pure  # no database, no server
 def test_a_box_url_reads_its_token_and_settings(tmp_path):
-    (tmp_path / "box-token").write_text("box-secret\n")
+    (tmp_path / "box-token").write_text(BOX_SECRET + "\n")
     cfg = load_config(write(tmp_path, BASE + f"[box]\nurl = http://127.0.0.1/\ntoken_file = {tmp_path / 'box-token'}\n"
                                              "collect_minutes = 5\n"))
     assert cfg.box is not None
-    assert (cfg.box.url, cfg.box.token, cfg.box.timeout, cfg.box.collect_minutes) == ("http://127.0.0.1", "box-secret",
+    assert (cfg.box.url, cfg.box.token, cfg.box.timeout, cfg.box.collect_minutes) == ("http://127.0.0.1", BOX_SECRET,
                                                                                       30.0, 5.0)
     assert cfg.box.rest_url == "http://127.0.0.1/webservice/rest/server.php"
-    assert cfg.moodle.token == "x" and "box-secret" not in repr(cfg)
+    assert cfg.moodle.token == "x" and BOX_SECRET not in repr(cfg)
 
 
 @pytest.mark.parametrize("body, key, problem", [
@@ -205,6 +213,136 @@ def test_api_key_of_128_bits_is_accepted(tmp_path, key):
     assert load_config(write(tmp_path, BASE + f"[web]\napi_key = {key}\n")).web.api_key == key
 
 
+@pytest.mark.parametrize("key", [
+    "0" * 32,  # 128 bits by its length, none by its content
+    "ab" * 16,
+    "abcdefa" * 5,  # 7 distinct hex digits
+    "Z" * 22,  # base64url, one character
+    "aB3-aB3-aB3-aB3-aB3-aB3-",
+])
+def test_an_api_key_that_repeats_its_characters_is_refused(tmp_path, key):
+    box = Box(tmp_path, "http://127.0.0.1:9")
+    box.config.write_text(BASE + f"[web]\napi_key = {key}\n")
+    result = box.cli("status")
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert line.startswith(f"moodle-sync-agent: {box.config}: [web] api_key: repeats its characters (only "), line
+    assert "secrets.token_hex(16)" in line and key not in line
+
+
+def test_the_key_the_package_makes_is_accepted(tmp_path):
+    """What the Debian postinst runs (packaging/add_api_key.py) makes keys
+    that pass: 20 of them, each loaded."""
+    ini = write(tmp_path, BASE)
+    for _ in range(20):
+        ini.write_text(BASE)
+        result = subprocess.run([sys.executable, str(ROOT / "packaging" / "add_api_key.py"), str(ini)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert len(load_config(ini).web.api_key or "") == 32
+
+
+# -- token files: a Moodle token, or nothing read and nothing sent -------------
+
+@pytest.mark.parametrize("content", [
+    "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",
+    SECRET[:31] + "\n",  # one character short
+    SECRET + "0\n",
+    SECRET + " " + SECRET + "\n",  # two tokens
+    "TOKEN\n",
+    SECRET.replace("5", "g") + "\n",  # not hexadecimal
+    SECRET + "\n" + " " * 600,  # a token, then more than is read
+])
+@pytest.mark.parametrize("section", ["moodle", "box"])
+def test_a_token_file_without_a_moodle_token_is_refused_without_quoting_it(tmp_path, content, section):
+    token_file = tmp_path / "tok"
+    token_file.write_text(content)
+    body = (f"[moodle]\nurl = http://127.0.0.1:9\ntoken_file = {token_file}\n" if section == "moodle" else
+            BASE + f"[box]\nurl = http://127.0.0.1:9\ntoken_file = {token_file}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, body))
+    assert err.value.key == f"[{section}] token_file"
+    assert err.value.problem == (f"{token_file} does not hold a Moodle token (32 hexadecimal characters, "
+                                 "alone in the file): is it the right file?")
+
+
+def test_a_token_file_is_read_no_further_than_a_token(tmp_path):
+    """A pipe that never ends stands for a huge file (or /dev/zero): the
+    configuration is refused once a few hundred bytes came, not at the end."""
+    fifo = tmp_path / "tok"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def writer():
+        with open(fifo, "w") as fh:
+            fh.write("a" * 4096)
+            fh.flush()
+            done.wait(10)  # the end of the "file" comes only after 10 s, or after the test
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path, f"[moodle]\nurl = http://127.0.0.1:9\ntoken_file = {fifo}\n"))
+        assert time.monotonic() - started < 5
+    finally:
+        done.set()
+        thread.join()
+    assert "does not hold a Moodle token" in str(err.value) and "aaaa" not in str(err.value)
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    received: list[str] = []
+
+    def handle_one_request(self):
+        Recorder.received.append(self.requestline or "(a connection)")
+        super().handle_one_request()
+
+    def do_POST(self):
+        self.send_response(500)
+        self.end_headers()
+
+    do_GET = do_POST
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("command", ["sync", "check", "collect"])
+def test_token_file_etc_passwd_stops_at_load_and_sends_nothing(tmp_path, command):
+    Recorder.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        box = Box(tmp_path, url)
+        box.config.write_text(f"[moodle]\nurl = {url}\ntoken_file = /etc/passwd\n\n"
+                              f"[agent]\ndatabase = {box.database}\n\n[box]\nurl = {url}\ntoken_file = /etc/passwd\n")
+        result = box.cli(command)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"moodle-sync-agent: {box.config}: [moodle] token_file: /etc/passwd does not "
+                                     "hold a Moodle token (32 hexadecimal characters, alone in the file): "
+                                     "is it the right file?")
+    assert Path("/etc/passwd").read_text().splitlines()[0] not in result.stdout + result.stderr
+    assert Recorder.received == []
+    assert not box.database.exists()  # stopped before anything was opened
+
+
+# -- [agent] database: where it really is ------------------------------------
+
+def test_the_database_path_is_resolved_at_load(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    cfg = load_config(write(tmp_path, BASE + f"[agent]\ndatabase = {tmp_path}/a/b/../../link/./agent.db\n"))
+    assert cfg.agent.database == tmp_path.resolve() / "real" / "agent.db"
+    assert cfg.agent.data_dir == tmp_path.resolve() / "real"
+
+
 # -- one declaration: the sample file and the man page come from the table ---
 
 @pytest.mark.pure  # no database, no server
@@ -235,7 +373,7 @@ def test_gen_config_rewrites_a_drifted_file(tmp_path):
 def packaged_sample(tmp_path, uncomment: bool):
     """packaging/etc/agent.ini with a token file that exists; uncomment: every
     commented-out default set, as written."""
-    (tmp_path / "token").write_text("T\n")
+    (tmp_path / "token").write_text(SECRET + "\n")
     text = (ROOT / "packaging" / "etc" / "agent.ini").read_text()
     text = text.replace("token_file = /etc/moodle-sync-agent/token", f"token_file = {tmp_path / 'token'}")
     if uncomment:
@@ -250,7 +388,7 @@ def packaged_sample(tmp_path, uncomment: bool):
 @pytest.mark.pure  # no database, no server
 def test_packaged_sample_loads_and_its_comments_tell_the_defaults(tmp_path, uncomment):
     cfg = load_config(packaged_sample(tmp_path, uncomment))
-    assert cfg.moodle.url == "https://moodle.example.org" and cfg.moodle.token == "T"
+    assert cfg.moodle.url == "https://moodle.example.org" and cfg.moodle.token == SECRET
     assert cfg.web.host == "0.0.0.0"  # the package's own choice: the page on the classroom Wi-Fi
     assert cfg.agent == config_module.AgentConfig()
     assert cfg.schedule == config_module.ScheduleConfig()

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.helpers import Box, expected_view, server_view
+from tests.helpers import TOKEN, Box, expected_view, server_view
 
 SEED = 20261123
 TRIALS = 50
@@ -54,7 +54,7 @@ def workload(rng: random.Random) -> list[dict]:
 def sim():
     from moodle_simulator import start_simulator
 
-    server = start_simulator()
+    server = start_simulator(token=TOKEN)
     yield server
     server.stop()
 

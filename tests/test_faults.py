@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Box, MoodleReader, expected_view, server_view
+from tests.helpers import TOKEN, Box, MoodleReader, expected_view, server_view
 from tests.proxy import CUT, Proxy
 
 C1, C2 = 2, 3
@@ -215,7 +215,7 @@ def test_tls_failure_is_clear_and_ca_bundle_fixes_it(tmp_path, monkeypatch):
                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                            "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
-    sim = start_simulator(tls_cert=str(cert), tls_key=str(key))
+    sim = start_simulator(token=TOKEN, tls_cert=str(cert), tls_key=str(key))
     try:
         assert sim.url.startswith("https://")
         box = Box(tmp_path, sim.url, batch_size=10)

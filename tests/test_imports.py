@@ -31,7 +31,7 @@ STORED_STATE = {"agent.store.db", "agent.store.queue", "agent.store.history", "a
                 "agent.store.status", "agent.store.runkinds", "agent.clock", "agent.text", "agent.roles", "agent.config"}
 # Pure: testable without a database or a server (pytest -m pure). Every
 # module of agent/ that loads none of IMPURE is listed here, and the reverse.
-PURE = {"agent", "agent.box", "agent.box.diff", "agent.clock", "agent.config", "agent.config_docs", "agent.down",
+PURE = {"agent", "agent.box", "agent.box.diff", "agent.clock", "agent.check_local", "agent.config", "agent.config_docs", "agent.config_values", "agent.down",
         "agent.down.diff", "agent.logs", "agent.push", "agent.push.plan", "agent.roles", "agent.service",
         "agent.service.schedule", "agent.store", "agent.store.runkinds", "agent.text"}
 IMPURE = {"agent.store.db", "peewee", "psutil"} | WIRE
@@ -160,3 +160,30 @@ def test_no_module_is_too_long_to_read():
                for root in roots for path in root.rglob("*.py")}
     assert len(lengths) > 40, "the modules were not found"
     assert not {name: n for name, n in lengths.items() if n > 700}
+
+
+LOADED = """
+import sys
+from agent import cli
+code = cli.main(sys.argv[1:])
+heavy = ("agent.sync", "agent.service.daemon", "agent.box.collect", "agent.down.pull", "agent.verify", "agent.service.worker",
+         "requests", "urllib3", "schedule")
+print("exit", code, "loaded", ",".join(m for m in heavy if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv", [["status"], ["status", "--json"], ["history"], ["conflicts"], ["enqueue", "-"]])
+def test_quick_commands_start_without_the_engine(tmp_path, argv):
+    """The command line loads the daemon, the engines and requests only for the
+    commands that run them: each cost `status` memory and start-up time."""
+    import subprocess
+    import sys
+
+    from tests.helpers import Box
+
+    box = Box(tmp_path, "http://127.0.0.1:9")
+    box.keep_courses(2)
+    event = '{"type": "completion", "course_id": 2, "user": "student1", "cmid": 1, "completed": true}'
+    result = subprocess.run([sys.executable, "-c", LOADED, *argv], input=event, capture_output=True, text=True,
+                            env=box.env(), timeout=60, cwd=tmp_path)
+    assert result.stdout.splitlines()[-1] == "exit 0 loaded ", result.stdout + result.stderr

@@ -60,7 +60,7 @@ def test_an_unset_key_is_written_in_web(tmp_path, text):
 
 
 def nginx_conf(tmp_path, host: str, *extra: str) -> subprocess.CompletedProcess:
-    (tmp_path / "token").write_text("T\n")
+    (tmp_path / "token").write_text("0123456789abcdef0123456789abcdef\n")
     ini = tmp_path / "agent.ini"
     ini.write_text(f"[moodle]\nurl = http://127.0.0.1:9\ntoken_file = {tmp_path / 'token'}\n\n"
                    f"[agent]\ndatabase = {tmp_path / 'agent.db'}\n\n[web]\nhost = {host}\nport = 8123\n")

@@ -56,6 +56,14 @@ def php_json(value):
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True).replace("/", "\\/").encode()
 
 
+@pytest.fixture
+def simulator():
+    """The simulator with the recordings' token, "TOKEN" (conftest's has tests.helpers.TOKEN)."""
+    sim = start_simulator()
+    yield sim
+    sim.stop()
+
+
 # ---------------------------------------------------------------------------
 # Part 1: replay of the recordings
 # ---------------------------------------------------------------------------

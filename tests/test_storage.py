@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from agent.config import load_config
-from agent.store.db import open_db
+from agent.store.db import Event, open_db
 from agent.store.queue import StorageFull, enqueue, validate_events
 from tests.helpers import Box, MoodleReader, keep_courses, sync
 
@@ -133,3 +133,64 @@ def test_budget_defaults_apply_without_a_config(tmp_path, small_disk):
         assert enqueue(validate_events([event("student1", 1)]), config=config).stored == 1
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("failure, reason", [
+    (OSError(), "OSError (no reason given)"),  # what printed "moodle-sync-agent: : None"
+    (OSError(errno.ENOSYS, "Function not implemented"), "Function not implemented"),  # qemu-user
+    (RuntimeError(""), "RuntimeError (no reason given)"),
+])
+def test_a_failing_disk_probe_is_named_and_nothing_is_queued(tmp_path, monkeypatch, capsys, failure, reason):
+    """The probe really fails (psutil raises, as on a board whose kernel lacks
+    statfs); the CLI runs in this process, so that it meets that failure."""
+    import psutil
+
+    from agent import cli
+    from agent.store.db import database
+
+    box = Box(tmp_path, "http://127.0.0.1:9")
+    box.keep_courses(C1)
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps([event("student1", 1)]))
+
+    def probe(path):
+        raise failure
+
+    monkeypatch.setattr(psutil, "disk_usage", probe)
+    previous = database.obj
+    try:
+        code = cli.main(["--config", str(box.config), "enqueue", str(events)])
+    finally:
+        database.obj.close()
+        database.initialize(previous)
+    err = capsys.readouterr().err
+    assert (code, err) == (2, f"moodle-sync-agent: enqueue: cannot read the free space of {box.database.parent}: "
+                              f"{reason}\n")
+    monkeypatch.undo()
+    assert box.status()["queued"] == 0
+    # A file that is not there is named with the command too.
+    assert box.cli("enqueue", str(tmp_path / "nowhere.json")).stderr == (
+        f"moodle-sync-agent: enqueue: {tmp_path / 'nowhere.json'}: No such file or directory\n")
+
+
+def test_the_events_api_names_a_failing_disk_probe(tmp_path, monkeypatch):
+    import psutil
+
+    from tests.helpers import COMPLETION, api, write_config
+    from webui import create_app
+
+    app = create_app(write_config(tmp_path))
+    keep_courses(C1)
+
+    def probe(path):
+        raise OSError()
+
+    monkeypatch.setattr(psutil, "disk_usage", probe)
+    answer = api(app.test_client(), [COMPLETION])
+    assert answer.status_code == 503
+    assert answer.get_json() == {"error": f"events not queued: cannot read the free space of {tmp_path / 'data'}: "
+                                          "OSError (no reason given)"}
+    assert Event.select().count() == 0
+    monkeypatch.undo()
+    assert api(app.test_client(), [COMPLETION]).status_code == 201
+    assert Event.select().count() == 1

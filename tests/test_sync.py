@@ -7,7 +7,10 @@ import signal
 import sqlite3
 import time
 
-from tests.helpers import Box, control, stats, sync
+import pytest
+import requests
+
+from tests.helpers import TOKEN, Box, MoodleReader, control, stats, sync
 
 STUDENT1, STUDENT2 = 3, 4
 C1, C2, C3 = 2, 3, 4
@@ -290,7 +293,7 @@ def test_one_sync_at_a_time(box, simulator):
 def test_check_reports_site_release_and_missing_functions(tmp_path):
     from moodle_simulator import start_simulator
 
-    with start_simulator(token="TOKEN", without_functions=["core_user_update_users",
+    with start_simulator(token=TOKEN, without_functions=["core_user_update_users",
                                                             "tool_mobile_call_external_functions"]) as sim:
         box = Box(tmp_path, sim.url)
         result = box.cli("check", "--json")
@@ -307,7 +310,7 @@ def test_check_reports_site_release_and_missing_functions(tmp_path):
 def test_without_batching_each_event_is_its_own_call(tmp_path):
     from moodle_simulator import start_simulator
 
-    with start_simulator(token="TOKEN", without_functions=["tool_mobile_call_external_functions"]) as sim:
+    with start_simulator(token=TOKEN, without_functions=["tool_mobile_call_external_functions"]) as sim:
         box = Box(tmp_path, sim.url)
         assert box.cli("courses", "add", "C1").returncode == 0
         box.enqueue([{"type": "completion", "course_id": C1, "user": f"student{i}", "cmid": 1, "completed": True}

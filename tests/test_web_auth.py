@@ -4,6 +4,7 @@ parallel logins go through real HTTP to a threaded server on loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -166,6 +167,49 @@ def test_wrong_keys_on_the_status_api_count_and_no_key_does_not(client):
     assert {client.get("/api/v1/status", environ_base=plain).status_code for _ in range(30)} == {401}
     assert {api(client, [COMPLETION], key=None, environ_base=plain).status_code for _ in range(30)} == {401}
     assert api(client, [COMPLETION], environ_base=plain).status_code == 201
+
+
+def keyed(client, key: str, peer: str, forwarded: str | None = None, event_id: str = "a"):
+    headers = {"Authorization": f"Bearer {key}"}
+    if forwarded is not None:
+        headers["X-Forwarded-For"] = forwarded
+    return client.post("/api/v1/events", data=json.dumps([dict(COMPLETION, id=event_id)]), headers=headers,
+                       content_type="application/json", environ_base={"REMOTE_ADDR": peer})
+
+
+@pytest.mark.parametrize("peer, forwarded", [("127.0.0.1", None), ("127.8.9.10", None), ("::1", None),
+                                             ("::ffff:127.0.0.1", None),
+                                             ("", "127.0.0.1")],  # behind nginx, over its Unix socket
+                         ids=["127.0.0.1", "127/8", "::1", "mapped", "nginx"])
+def test_wrong_keys_from_the_box_itself_are_slowed_never_locked_out(app, client, clock, peer, forwarded):
+    """Every app of the box posts from loopback: one process with wrong keys
+    must not lock them all out. Each wrong key waits instead; the right one
+    works at once, and nothing is counted."""
+    slept: list[float] = []
+    app.config["SLEEP"] = slept.append
+    codes = [keyed(client, f"guess-{i}", peer, forwarded).status_code for i in range(2 * MAX_KEY_FAILURES)]
+    assert codes == [401] * (2 * MAX_KEY_FAILURES)
+    assert slept == [webui.auth.LOOPBACK_KEY_DELAY_S] * (2 * MAX_KEY_FAILURES) and slept[0] >= 1
+    assert keyed(client, API_KEY, peer, forwarded).status_code == 201
+    headers = {"Authorization": f"Bearer {API_KEY}", **({"X-Forwarded-For": forwarded} if forwarded else {})}
+    assert client.get("/api/v1/status", headers=headers, environ_base={"REMOTE_ADDR": peer}).status_code == 200
+    assert len(slept) == 2 * MAX_KEY_FAILURES  # the right key never waits
+    assert LoginAttempt.select().count() == 0 and queued() == 1
+
+
+@pytest.mark.parametrize("peer, forwarded", [("10.0.0.66", None), ("", "192.0.2.66"),
+                                             ("10.0.0.67", "127.0.0.1")],  # over TCP the header is not believed
+                         ids=["remote", "remote behind nginx", "forged header"])
+def test_wrong_keys_from_elsewhere_still_lock_the_address_out(app, client, clock, peer, forwarded):
+    slept: list[float] = []
+    app.config["SLEEP"] = slept.append
+    codes = [keyed(client, f"guess-{i}", peer, forwarded).status_code for i in range(MAX_KEY_FAILURES + 1)]
+    assert codes == [401] * MAX_KEY_FAILURES + [429]
+    assert keyed(client, API_KEY, peer, forwarded).status_code == 429  # even the right key, for the window
+    assert slept == []
+    assert keyed(client, API_KEY, "127.0.0.1", event_id="b").status_code == 201  # the box's apps go on
+    clock.t += WINDOW_S + 1
+    assert keyed(client, API_KEY, peer, forwarded, event_id="c").status_code == 201
 
 
 # -- parallel logins -----------------------------------------------------------------

@@ -14,8 +14,9 @@ from agent.store.status import status as status_of
 from agent.store.db import SyncRequest
 from agent.store.queue import (MAX_BATCH, MAX_INPUT_BYTES, EventError, StorageFull, enqueue, parse_events,
                          validate_events)
+from agent.store.diskspace import DiskProbeError
 
-from .auth import API_KEYS, client_address, is_admin, now
+from .auth import API_KEYS, client_address, is_admin, is_loopback, now, slow_down
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -36,14 +37,20 @@ def unauthorized(message: str) -> Response:
 
 def key_refusal(missing: str) -> Response | None:
     """None when the request carries the events API key; else the answer.
-    An address that sent MAX_KEY_FAILURES wrong keys within the window gets
-    429, even with the right key: a guess must not learn it was right."""
+    A remote address that sent MAX_KEY_FAILURES wrong keys within the window
+    gets 429, even with the right key: a guess must not learn it was right.
+    From the box itself a wrong key is slowed down, never locked out."""
     key = current_app.config["AGENT"].web.api_key
     scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return unauthorized(missing)  # no key sent: nothing guessed
     address, t = client_address(), now()
     right = bool(key and hmac.compare_digest(sent.strip().encode(), key.encode()))
+    if is_loopback(request.remote_addr):
+        if right:
+            return None
+        slow_down()
+        return unauthorized(missing)
     # Checking the key is cheap: only a wrong one writes (and is counted atomically).
     wait = API_KEYS.blocked(address, t) if right else API_KEYS.fail(address, t)
     if wait:
@@ -82,6 +89,8 @@ def post_events():
         result = enqueue(validate_events(items), config=current_app.config["AGENT"])
     except StorageFull as exc:  # nothing written; the events already queued still sync
         return error(507, exc.problem)
+    except DiskProbeError as exc:  # nothing written: the budget could not be checked
+        return error(503, f"events not queued: {exc}")
     except EventError as exc:  # the whole batch refused, naming the event and the field
         return error(400, exc.problem, index=exc.index, field=exc.field)
     return jsonify({"stored": result.stored, "duplicates": result.duplicates}), 201

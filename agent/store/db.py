@@ -9,6 +9,7 @@ sync requests the page hands to the daemon. Written for peewee 3.14
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -389,11 +390,29 @@ def _split_kind_from_trigger(db: pw.SqliteDatabase) -> None:
         db.execute_sql(statement)
 
 
+def create_private(path: Path) -> None:
+    """The missing directories 0700 and the file 0600, whatever the umask:
+    the queue holds learners' names and passwords on their way. SQLite gives
+    its -wal and -shm files the database file's mode."""
+    missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
     """Open (and create) the database file and bind the models to it."""
     path = Path(path)
     if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
     new_file = not path.exists() or path.stat().st_size == 0
     pragmas = NEW_FILE_PRAGMAS if new_file else PRAGMAS
     db = pw.SqliteDatabase(str(path), pragmas=pragmas, check_same_thread=False)

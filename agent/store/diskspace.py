@@ -10,7 +10,14 @@ from pathlib import Path
 import psutil
 
 from ..config import AgentConfig, Config
-from ..text import human_bytes
+from ..text import error_words, human_bytes
+
+
+class DiskProbeError(OSError):
+    """The free space could not be read: the budget cannot be checked."""
+
+    def __init__(self, path: Path, error: BaseException):
+        super().__init__(f"cannot read the free space of {path}: {error_words(error)}")
 
 
 @dataclass(frozen=True)
@@ -48,10 +55,24 @@ def disk_space(directory: str | os.PathLike, agent: AgentConfig) -> DiskSpace:
     return DiskSpace(path=str(path), total_bytes=usage.total, free_bytes=usage.free, min_free_bytes=minimum)
 
 
+def probed_disk_space(directory: str | os.PathLike, agent: AgentConfig) -> DiskSpace:
+    """disk_space for a writer that needs the answer: a probe that fails
+    (psutil, or the kernel: ENOSYS under qemu-user) is a DiskProbeError
+    naming the probe and the directory, whatever the error said (OSError()
+    says nothing)."""
+    try:
+        return disk_space(directory, agent)
+    except Exception as exc:
+        raise DiskProbeError(_existing(Path(directory)), exc) from exc
+
+
 def database_problem(config: Config, error: BaseException) -> str:
     """One line for a database that failed, naming a full disk when it is one."""
-    space = disk_space(config.agent.data_dir, config.agent)
-    text = f"database {config.agent.database}: {error}"
+    text = f"database {config.agent.database}: {error_words(error)}"
+    try:
+        space = probed_disk_space(config.agent.data_dir, config.agent)
+    except DiskProbeError:
+        return text  # the database's own error is what failed
     if space.full:
         text += f"; {space.shortage()}: free some space (queued events are kept)"
     return text

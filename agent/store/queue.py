@@ -20,7 +20,7 @@ from ..clock import clock_is_sane
 from ..config import AgentConfig, Config
 from .db import Course, Event, Secret, database, first_column, iso, parse_iso, utcnow
 from ..roles import ROLES
-from .diskspace import DiskSpace, disk_space
+from .diskspace import DiskSpace, probed_disk_space
 
 MAX_BATCH = 10_000
 MAX_INPUT_BYTES = 20 * 1024 * 1024
@@ -265,7 +265,7 @@ def check_storage(config: Config | None = None) -> None:
     """Raise StorageFull when the database's filesystem is under its budget.
     Without a config the defaults apply: the budget is never skipped."""
     agent = config.agent if config is not None else AgentConfig()
-    space = disk_space(Path(database.obj.database).parent, agent)
+    space = probed_disk_space(Path(database.obj.database).parent, agent)
     if space.full:
         raise StorageFull(space)
 
