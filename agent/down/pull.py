@@ -3,7 +3,7 @@ Moodle ([box]), for direction ``down`` or ``both`` ([sync] direction, the
 page's setting).
 
 For every course kept on the box, after the course check and the mapping of
-the box's activities (agent/sync.py), before anything is pushed (so that a
+the box's activities (agent/course_check.py), before anything is pushed (so that a
 change made on both sides is decided, not overwritten):
 - read from the server, for the learners of the box's course known on both
   sides, their completion states (one call per learner) and every grade
