@@ -93,6 +93,10 @@ def pull_down(run: Run, pushable: list[Course]) -> None:
         except BoxTokenRejected:
             run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
             return
+        except BoxUnreachable as exc:
+            # Its site info was read at the collection: it went away since. The push still goes on.
+            run.rec.errors.append(f"direction down: the box's Moodle stopped answering: {exc.reason}")
+            return
         except TokenRejected:
             raise  # the server's token: the run ends, as for any other call to the server
         except MoodleError as exc:
@@ -104,11 +108,21 @@ class BoxTokenRejected(Exception):
     """The box's Moodle rejected its token (not the server's: that ends the run)."""
 
 
+class BoxUnreachable(Exception):
+    """The box's Moodle stopped answering (not the server: that ends the run)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
 def box_call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
     try:
         return box.call(function, args)
     except TokenRejected:
         raise BoxTokenRejected() from None
+    except Unreachable as exc:
+        raise BoxUnreachable(exc.reason) from None
 
 
 def accounts_down(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
@@ -212,6 +226,8 @@ def down_course(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> N
         results = box.read_all(calls) if calls else []
     except TokenRejected:
         raise BoxTokenRejected() from None
+    except Unreachable as exc:
+        raise BoxUnreachable(exc.reason) from None
     failed: set[Key] = set()
     for (function, _), result, keys_of in zip(calls, results, owners):
         problem: object = None
