@@ -35,7 +35,7 @@ from typing import Any
 from ..box.diff import learner
 from ..box.collect import PARTICIPANT_FIELDS
 from ..kinds import COMPLETION_STATES, CREATE_USERS, ENROL, GRADE_ITEMS, KINDS, LOOKUP, OVERRIDE, PARTICIPANTS, \
-    UPDATE_GRADES, completion_state, of_stage, value_of
+    UPDATE_GRADES, brought_down, completion_state, value_of
 from ..mapping import ActivityInfo
 from ..roles import STUDENT_ROLE_ID
 from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerSeen, TwoWayConflict, database, \
@@ -169,7 +169,7 @@ def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
     found: dict[Key, tuple[list[int], Reported]] = {}
     for e in (Event.select(Event.id, Event.type, Event.username, Event.cmid, Event.data, Event.event_time)
               .where(Event.status == Event.QUEUED, Event.course_id == course_id,
-                     Event.type.in_(of_stage("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
+                     Event.type.in_(brought_down("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
         value = value_of(e.type, e.data)
         if value is None:
             continue
@@ -323,7 +323,7 @@ def record_pushed(run: Run) -> None:
     latest: dict[tuple[int, int, str, str], float] = {}  # (course, cmid, kind, username) -> value
     for e in (Event.select(Event.type, Event.username, Event.course_id, Event.cmid, Event.data)
               .where(Event.sync_id == run.rec.row.id, Event.status == Event.SENT,
-                     Event.type.in_(of_stage("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
+                     Event.type.in_(brought_down("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
         value = value_of(e.type, e.data)
         if value is not None and e.course_id is not None:
             latest[(e.course_id, int(e.cmid or 0), e.type, e.username)] = float(value)
