@@ -24,8 +24,9 @@ PACKAGES = ("agent", "webui")
 
 ENGINE = {"agent.sync", "agent.verify", "agent.runs", "agent.push.plan", "agent.push.session", "agent.service.worker",
           "agent.service.daemon", "agent.cli", "agent.courses", "agent.moodle", "agent.box.collect", "agent.box.diff",
-          "agent.down.pull", "agent.down.diff"}
-WIRE = {"agent.moodle", "requests", "urllib3"}
+          "agent.down.pull", "agent.down.diff", "agent.moodle.connection", "agent.moodle.transport",
+          "agent.push.pusher", "agent.course_check", "agent.check"}
+WIRE = {"agent.moodle", "agent.moodle.connection", "agent.moodle.transport", "requests", "urllib3"}
 STORED_STATE = {"agent.store.db", "agent.store.queue", "agent.store.history", "agent.store.settings",
                 "agent.store.handoff", "agent.store.retention", "agent.store.diskspace", "agent.store.known",
                 "agent.store.status", "agent.store.runkinds", "agent.clock", "agent.text", "agent.roles", "agent.config"}
@@ -33,7 +34,8 @@ STORED_STATE = {"agent.store.db", "agent.store.queue", "agent.store.history", "a
 # module of agent/ that loads none of IMPURE is listed here, and the reverse.
 PURE = {"agent", "agent.box", "agent.box.diff", "agent.clock", "agent.check_local", "agent.config", "agent.config_docs", "agent.config_values", "agent.down",
         "agent.down.diff", "agent.logs", "agent.push", "agent.push.plan", "agent.roles", "agent.service",
-        "agent.service.schedule", "agent.store", "agent.store.runkinds", "agent.text"}
+        "agent.service.schedule", "agent.store", "agent.store.runkinds", "agent.text", "agent.interrupt",
+        "agent.kinds"}
 IMPURE = {"agent.store.db", "peewee", "psutil"} | WIRE
 TESTS = ROOT / "tests"
 

@@ -1,12 +1,13 @@
 """The pure parts of the box's Moodle: mapping its activities to the server's
-(agent/push/plan.py), the accounts it hands over, and what changed since the last
+(agent/mapping.py), the accounts it hands over, and what changed since the last
 collection (agent/box/diff.py). No database, no server."""
 
 import pytest
 
 from agent.box.diff import (GRADE, Learner, completion_changes, event_key, grade_changes, grade_idnumbers,
                             learner, needs_recheck, to_read)
-from agent.push.plan import ActivityInfo, Queued, describe_activity, map_activities, plan_users
+from agent.mapping import ActivityInfo, describe_activity, map_activities
+from agent.push.plan import Queued, plan_users
 
 pytestmark = pytest.mark.pure  # no simulator, no database: pytest -m pure
 

@@ -8,6 +8,8 @@ trigger held both. Plain constants: nothing here reads the database.
 
 from __future__ import annotations
 
+from ..kinds import found_counters, push_counters
+
 # What a run does.
 SYNC = "sync"  # agent/sync.py
 VERIFY = "verify"  # a full re-check (agent/verify.py)
@@ -22,11 +24,12 @@ BY_SYNC = "sync"  # the collection a sync starts with
 UNKNOWN = "unknown"  # a verify or a collection recorded before the kind had its own column
 TRIGGERS = (PAGE, CLI, SCHEDULE, BY_SYNC, UNKNOWN)
 
-# What a run's ``actions`` count: a sync's server actions, a verify's checks.
-ACTION_KINDS = ["users_created", "users_updated", "enrolments", "completions", "grades", "courses_refreshed"]
+# What a run's ``actions`` count: a sync's server actions (each kind's, from
+# agent/kinds.py, then the course check's), a verify's checks.
+ACTION_KINDS = push_counters()
 VERIFY_KINDS = ["checked", "matching", "requeued", "not_checked"]
 # A collection's: the events it queued, and how many learners' completion states it read.
-COLLECT_KINDS = ["completions", "grades", "accounts", "enrolments", "learners_read"]
+COLLECT_KINDS = found_counters() + ["learners_read"]
 
 # How the log names a run of each kind.
 RUN_NAMES = {SYNC: "sync", VERIFY: "verify", COLLECT: "collection"}
