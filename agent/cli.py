@@ -16,10 +16,11 @@ from typing import Any, Callable
 
 import peewee as pw
 
-from . import __version__, courses, health
+from . import __version__, courses, health, rights
 from .store import handoff, history, settings
 from .box.collect import BOX_FUNCTIONS, NoBox, run_collect
 from .down.pull import BOX_WRITES, SERVER_READS
+from .push.session import ENROLLED
 from .config import Config, ConfigError, load_config
 from .service.daemon import run_daemon
 from .store.db import Event, SyncRequest, SyncRun, open_db
@@ -246,17 +247,22 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def check_site(client: MoodleClient, url: str, required: list[str], optional: list[str]) -> tuple[int, dict]:
-    """Is one Moodle online, is its token valid, which functions does its service lack."""
+def check_site(client: MoodleClient, url: str, required: list[str], optional: list[str],
+               used: list[str] | None = None, side: str = "server", service: str = "moodle_sync_agent",
+               refused: list[str] | None = None) -> tuple[int, dict]:
+    """Is one Moodle online, is its token valid, which functions does its service lack,
+    and what does its account's rights call for (agent/rights.py)."""
     result: dict[str, Any] = {"url": url, "online": False, "token_valid": None}
     try:
         info = client.site_info()
-        available = {f.get("name") for f in info.get("functions", [])}
+        available = rights.service_functions(info)
+        judged = rights.judge(info, required, (used or required) + optional, side=side, service=service,
+                              refused=refused or ())
         result.update(online=True, token_valid=True, site_name=info.get("sitename"),
                       release=info.get("release"), site_url=info.get("siteurl"),
-                      missing_functions=[f for f in required if f not in available],
+                      missing_functions=judged.missing,
                       missing_optional=[f for f in optional if f not in available],
-                      clock_offset_s=client.clock_offset_s())
+                      clock_offset_s=client.clock_offset_s(), rights=judged.as_dict())
         return EXIT_OK, result
     except TokenRejected:
         result.update(online=True, token_valid=False, error="the server rejected the token")
@@ -269,10 +275,17 @@ def check_site(client: MoodleClient, url: str, required: list[str], optional: li
 def print_check(result: dict, who: str) -> None:
     if result.get("token_valid"):
         print(f"{who}: online: {result['site_name']} (Moodle {result['release']}) at {result['site_url']}")
-        missing = result["missing_functions"]
-        print(f"{who}: " + ("functions: all present" if not missing else "missing functions: " + ", ".join(missing)))
+        judged = result["rights"]
+        print(f"{who}: account {judged['username'] or '?'}"
+              + (", a site administrator" if judged["site_admin"] else ", not a site administrator"))
+        if not result["missing_functions"]:
+            print(f"{who}: functions: all present")
         if result["missing_optional"]:
             print(f"{who}: no batching (the service lacks tool_mobile_call_external_functions): one request per call")
+        for line in judged["off"]:
+            print(f"{who}: {line}")
+        for warning in judged["warnings"]:
+            print(f"{who}: warning: {warning}")
     else:
         print(f"{who}: {result['error']}")
 
@@ -282,11 +295,14 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     # The way down (direction down or both) reads more of the server and writes into the box's Moodle.
     down = settings.get(config, "sync_direction") != "up"
     required = REQUIRED_FUNCTIONS + [f for f in SERVER_READS if down and f not in REQUIRED_FUNCTIONS]
-    code, result = check_site(MoodleClient(config.moodle), config.moodle.url, required, OPTIONAL_FUNCTIONS)
+    used = REQUIRED_FUNCTIONS + SERVER_READS + [ENROLLED]
+    code, result = check_site(MoodleClient(config.moodle), config.moodle.url, required, OPTIONAL_FUNCTIONS,
+                              used, "server", config.moodle.service, settings.get(config, "rights_refused") or [])
     box_code, box = EXIT_OK, None
     if config.box is not None:
         box_required = BOX_FUNCTIONS + [f for f in BOX_WRITES if down and f not in BOX_FUNCTIONS]
-        box_code, box = check_site(MoodleClient(config.box), config.box.url, box_required, OPTIONAL_FUNCTIONS)
+        box_code, box = check_site(MoodleClient(config.box), config.box.url, box_required, OPTIONAL_FUNCTIONS,
+                                   BOX_FUNCTIONS + BOX_WRITES, "box", config.box.service)
         if box.get("token_valid") is False:
             box["error"] = "the box's Moodle rejected its token"
         result["box"] = box

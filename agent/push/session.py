@@ -18,6 +18,7 @@ from ..store.db import Event, Secret, database, iso, utcnow
 from ..moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from .plan import Call, Knowledge, Plan, grade_problem
 from ..runs import Interrupted, Record
+from ..rights import OPTIONAL_RIGHTS, off_refused
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Run:
     secrets_erased: bool = False
     direction: str = "up"  # [sync] direction / the page's setting, read once when the run starts
     confirmed: list[int] | None = None  # while a batch is settled: its events confirmed, written at its end
+    refused_now: set[str] = field(default_factory=set)  # optional functions refused in this run (rights.py)
 
     @property
     def user_ids(self) -> dict[str, int]:
@@ -175,6 +177,8 @@ class Run:
     def settle(self, call: Call, result: CallResult) -> Exception | None:
         """Record one call's result; return the error that must end the run, if any."""
         if result.ok:
+            if call.function in OPTIONAL_RIGHTS:
+                self.optional_right(call.function, granted=True)
             problem = grade_problem(call, result.data)
             if problem:
                 self.mark_conflicts(dict.fromkeys(call.events, problem))
@@ -203,8 +207,25 @@ class Run:
             # Refused for an account the box thought it knew (deleted?): look it up next time.
             known.forget_user_ids(self.site, [call.enrols])
         reason = f"the server refused {error.function}: {error.message} ({error.errorcode})"
+        right = OPTIONAL_RIGHTS.get(call.function)
+        if right is not None and error.errorcode == "nopermissions":
+            # An optional right the school withheld: its feature is off, the rest goes on (agent/rights.py).
+            reason = f"skipped: {off_refused(right)}"
+            self.optional_right(call.function, granted=False)
         self.mark_conflicts(dict.fromkeys(call.events, reason))
         return None
+
+    def optional_right(self, function: str, granted: bool) -> None:
+        """Remember for check and the page whether the account holds an optional right; the run's
+        errors name what it skipped, once per run."""
+        from ..store import settings
+
+        if not granted and function not in self.refused_now:
+            self.refused_now.add(function)
+            self.rec.errors.append(f"skipped: {off_refused(OPTIONAL_RIGHTS[function])}")
+        refused = set(settings.get(self.config, "rights_refused") or [])
+        if granted == (function in refused):
+            settings.put(rights_refused=sorted(refused ^ {function}))
 
     # -- what the server knows ----------------------------------------------
 

@@ -58,6 +58,10 @@ KEYS: dict[str, Key] = {key.name: key for key in (
     Key("site_name", "state", str),
     Key("site_url", "state", str),
     Key("moodle_release", "state", str),
+    # Optional functions (agent/rights.py) the server refused the account for
+    # lack of the capability, as the last sync found: check and the page say
+    # their feature is off until a call succeeds again.
+    Key("rights_refused", "state", list),
     # The box's own Moodle ([box]), as the last collection found it: its site
     # name and whether it answered (the collection itself is in the history).
     Key("box_site_name", "state", str),
