@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import peewee as pw
@@ -296,10 +297,14 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     down = settings.get(config, "sync_direction") != "up"
     required = REQUIRED_FUNCTIONS + [f for f in SERVER_READS if down and f not in REQUIRED_FUNCTIONS]
     used = REQUIRED_FUNCTIONS + SERVER_READS + [ENROLLED]
-    code, result = check_site(MoodleClient(config.moodle), config.moodle.url, required, OPTIONAL_FUNCTIONS,
-                              used, "server", config.moodle.service, settings.get(config, "rights_refused") or [])
+    only = getattr(args, "only", None)  # connect's check of the one side that has a token
+    code, result = EXIT_OK, {}
+    if only != "box":
+        code, result = check_site(MoodleClient(config.moodle), config.moodle.url, required, OPTIONAL_FUNCTIONS,
+                                  used, "server", config.moodle.service,
+                                  settings.get(config, "rights_refused") or [])
     box_code, box = EXIT_OK, None
-    if config.box is not None:
+    if config.box is not None and only != "server":
         box_required = BOX_FUNCTIONS + [f for f in BOX_WRITES if down and f not in BOX_FUNCTIONS]
         box_code, box = check_site(MoodleClient(config.box), config.box.url, box_required, OPTIONAL_FUNCTIONS,
                                    BOX_FUNCTIONS + BOX_WRITES, "box", config.box.service)
@@ -309,7 +314,8 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        print_check(result, "server")
+        if only != "box":
+            print_check(result, "server")
         if box is not None:
             print_check(box, "box's Moodle")
     return code or box_code
@@ -341,6 +347,35 @@ def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_connect(config: Config, args: argparse.Namespace) -> int:
+    """A token by login for the server or the box's Moodle, written to its file; then check."""
+    from .connect import ConnectError, fetch_token, read_password, target, write_token
+    from .login import LoginRefused
+
+    try:
+        where = target(config, args.side, args.url)
+        password = read_password(f"Password of {args.user} on {where.url}: ")
+        try:
+            token = fetch_token(where, args.user, password)
+        finally:
+            del password
+    except ConnectError as exc:
+        raise UsageError(str(exc)) from None
+    except LoginRefused as exc:
+        print(f"moodle-sync-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    write_token(where.token_file, token)
+    print(f"the token of {args.user.strip()} for the service {where.service} is in {where.token_file}")
+    try:
+        return cmd_check(load_config(args.config), argparse.Namespace(json=False))
+    except ConfigError as exc:
+        # The other side has no token yet (connect it next): check this one.
+        print(f"not checked: {exc}")
+        site = replace(config.moodle if args.side == "server" else config.box, token=token)  # type: ignore[type-var]
+        mine = replace(config, moodle=site) if args.side == "server" else replace(config, box=site)
+        return cmd_check(mine, argparse.Namespace(json=False, only=args.side))
+
+
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     return run_daemon(config)
 
@@ -359,6 +394,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "verify": cmd_verify,
     "collect": cmd_collect,
     "run": cmd_run,
+    "connect": cmd_connect,
 }
 
 
@@ -433,6 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("set-password", help="set the admin password of the page")
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
 
+    p = sub.add_parser("connect", help="get the token of the agent's Moodle account by login (its password from "
+                                       "the terminal or standard input), write it to the token file, then check")
+    p.add_argument("side", choices=["server", "box"], help="server: [moodle]; box: the box's own Moodle ([box])")
+    p.add_argument("url", metavar="URL", help="the site's address, as in agent.ini")
+    p.add_argument("--user", required=True, metavar="NAME", help="the Moodle account of the agent (not an "
+                                                                  "administrator: see README, \"A stolen box\")")
+
     sub.add_parser("run", help="run the agent: daily schedule, the page's sync requests, e-mail notices "
                                "(what systemd starts)")
     return parser
@@ -448,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        config = load_config(args.config)
+        # connect writes the tokens: they need not be there yet.
+        config = load_config(args.config, tokens=args.command != "connect")
         configure_logging(config)
         open_db(config.agent.database)
         return COMMANDS[args.command](config, args)

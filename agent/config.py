@@ -154,7 +154,8 @@ class MoodleConfig:
         help="The Moodle web-service token goes in this file, alone on one line (mode\n"
              "0600, owned by moodle-sync-agent); this writes it, with the password of the\n"
              "server's sync account (README: \"Connecting a box\"):\n"
-             "  moodle-sync-agent connect server https://moodle.example.org --user syncagent\n"
+             "  moodle-sync-agent connect server https://moodle.example.org \\\n"
+             "    --user syncagent\n"
              "The two services stay stopped while this file is empty.")
     timeout: float = setting(
         30.0, lo=0.1, hi=600.0,
