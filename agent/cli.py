@@ -298,7 +298,7 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     required = REQUIRED_FUNCTIONS + [f for f in SERVER_READS if down and f not in REQUIRED_FUNCTIONS]
     used = REQUIRED_FUNCTIONS + SERVER_READS + [ENROLLED]
     only = getattr(args, "only", None)  # connect's check of the one side that has a token
-    code, result = EXIT_OK, {}
+    code, result = EXIT_OK, dict[str, Any]()
     if only != "box":
         code, result = check_site(MoodleClient(config.moodle), config.moodle.url, required, OPTIONAL_FUNCTIONS,
                                   used, "server", config.moodle.service,
@@ -371,8 +371,11 @@ def cmd_connect(config: Config, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         # The other side has no token yet (connect it next): check this one.
         print(f"not checked: {exc}")
-        site = replace(config.moodle if args.side == "server" else config.box, token=token)  # type: ignore[type-var]
-        mine = replace(config, moodle=site) if args.side == "server" else replace(config, box=site)
+        if args.side == "server":
+            mine = replace(config, moodle=replace(config.moodle, token=token))
+        else:
+            assert config.box is not None  # target() refused a box without [box] url
+            mine = replace(config, box=replace(config.box, token=token))
         return cmd_check(mine, argparse.Namespace(json=False, only=args.side))
 
 
