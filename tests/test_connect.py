@@ -269,3 +269,18 @@ def test_a_sync_without_the_optional_right_does_the_rest_and_names_what_it_skipp
         text = box.cli("check").stdout
         assert [line for line in text.splitlines() if "off:" in line] == [f"server: {off}"]
         assert "warning" not in text
+
+
+def test_the_readmes_capability_table_is_the_presets_table():
+    """README.md carries packaging/moodle/README.md's table (checked against the presets by
+    tests/test_role_presets.py) word for word."""
+    root = Path(__file__).resolve().parents[1]
+
+    def rows(path: Path) -> list[str]:
+        lines = path.read_text().splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("| capability |"))
+        end = next(i for i in range(start, len(lines) + 1) if i == len(lines) or not lines[i].startswith("|"))
+        return lines[start:end]
+
+    presets = rows(root / "packaging" / "moodle" / "README.md")
+    assert len(presets) > 10 and rows(root / "README.md") == presets
