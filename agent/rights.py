@@ -57,11 +57,13 @@ class Judgement:
     missing: list[str] = field(default_factory=list)    # needed by the enabled features, not in the service
     unused: list[str] = field(default_factory=list)     # in the service, never called by the agent
     off: list[str] = field(default_factory=list)        # one line per optional feature switched off
+    off_functions: list[str] = field(default_factory=list)  # their functions (the page says them in its language)
     warnings: list[str] = field(default_factory=list)   # each with what to do
 
     def as_dict(self) -> dict[str, Any]:
         return {"username": self.username, "site_admin": self.site_admin, "missing_functions": self.missing,
-                "unused_functions": self.unused, "off": self.off, "warnings": self.warnings}
+                "unused_functions": self.unused, "off": self.off, "off_functions": self.off_functions,
+                "warnings": self.warnings}
 
 
 def service_functions(info: dict) -> set[str]:
@@ -89,10 +91,12 @@ def judge(info: dict, needed: Iterable[str], used: Iterable[str], *, side: str =
         right = OPTIONAL_RIGHTS.get(name)
         if name in have and right is not None and name in refused:
             j.off.append(off_refused(right))
+            j.off_functions.append(name)
         elif name in have:
             continue
         elif right is not None:
             j.off.append(off_missing(right))
+            j.off_functions.append(name)
         else:
             j.missing.append(name)
     if j.missing:

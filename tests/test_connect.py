@@ -74,7 +74,7 @@ def test_connect_server_with_the_sync_account_writes_a_0600_token_and_check_pass
     assert "warning" not in out and "off:" not in out and not result.stderr
     check = json.loads(box.cli("check", "--json").stdout)
     assert check["rights"] == {"username": "syncagent", "site_admin": False, "missing_functions": [],
-                               "unused_functions": [], "off": [], "warnings": []}
+                               "unused_functions": [], "off": [], "off_functions": [], "warnings": []}
     # Nothing but the token file changed: no leftover temporary file beside it.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.ini", "data", "token"]
 
@@ -284,3 +284,121 @@ def test_the_readmes_capability_table_is_the_presets_table():
 
     presets = rows(root / "packaging" / "moodle" / "README.md")
     assert len(presets) > 10 and rows(root / "README.md") == presets
+
+
+# -- the page's advanced settings ----------------------------------------------------------------
+
+PAGE_PASSWORD = "correct horse battery"
+
+
+class Page:
+    """The page of a box, logged in as its admin (Flask's test client, the real database)."""
+
+    def __init__(self, box: Box):
+        from agent.auth import hash_password
+        from agent.config import load_config
+        from agent.store import settings
+        from webui import create_app
+
+        self.app = create_app(load_config(box.config))
+        settings.put(password_hash=hash_password(PAGE_PASSWORD))
+        self.client = self.app.test_client()
+        self.csrf = self.token(self.client.get("/login").get_data(as_text=True))
+        assert self.client.post("/login", data={"password": PAGE_PASSWORD, "csrf_token": self.csrf}).status_code == 303
+        self.csrf = self.token(self.get())
+
+    @staticmethod
+    def token(html: str) -> str:
+        return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+    def get(self) -> str:
+        return self.client.get("/").get_data(as_text=True)
+
+    def connect(self, user: str, password: str, admin_password: str = PAGE_PASSWORD, side: str = "server",
+                csrf: bool = True):
+        data = {"side": side, "username": user, "moodle_password": password, "admin_password": admin_password}
+        if csrf:
+            data["csrf_token"] = self.csrf
+        return self.client.post("/settings/connect", data=data, headers={"X-Requested-With": "fetch"})
+
+
+@pytest.fixture
+def page_box(tmp_path, server):
+    box = Box(tmp_path, server.url, token=ADMIN_TOKEN)
+    box.token_file = tmp_path / "token"
+    page = Page(box)
+    yield box, page
+    from agent.store.db import close_db
+    close_db()
+
+
+def test_the_page_connects_the_sync_account_and_shows_site_account_and_rights(page_box):
+    acc = sim_accounts()
+    box, page = page_box
+    html = page.get()
+    assert 'id="connect-user"' in html and 'name="admin_password"' in html
+    answer = page.connect(acc.SYNC_USERNAME, acc.SYNC_PASSWORD)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.json["message"] == "Connected to Moodle Reference Server: account syncagent, not a site administrator."
+    token = box.token_file.read_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", token) and token != ADMIN_TOKEN
+    assert stat.S_IMODE(box.token_file.stat().st_mode) == 0o600
+    html = page.get()
+    assert re.search(r'id="server-account" data-site-admin="no">Moodle Reference Server:\s+account syncagent, '
+                     r'not a site administrator', html)
+    assert 'data-rights="server"' not in html
+    everything = html + answer.get_data(as_text=True)
+    assert acc.SYNC_PASSWORD not in everything and acc.SYNC_PASSWORD.encode() not in all_bytes(box.dir)
+
+
+def test_the_page_warns_of_an_administrators_token_in_the_pages_language(page_box):
+    acc = sim_accounts()
+    box, page = page_box
+    answer = page.connect("admin", acc.ADMIN_PASSWORD)
+    assert "account admin, a site administrator" in answer.json["message"]
+    assert "The token belongs to a site administrator" in answer.json["message"]
+    html = page.client.get("/", headers={"Accept-Language": "fr"}).get_data(as_text=True)
+    assert 'data-site-admin="yes"' in html
+    [warning] = re.findall(r'data-rights="server">.*?<span>(.*?)</span>', html, re.S)
+    assert warning.startswith("Le jeton appartient à un administrateur du site")
+
+
+def test_the_page_refuses_without_the_admin_password_or_the_form_token_and_says_moodles_refusal(page_box):
+    acc = sim_accounts()
+    box, page = page_box
+    answer = page.connect(acc.SYNC_USERNAME, acc.SYNC_PASSWORD, admin_password="wrong")
+    assert answer.status_code == 401 and answer.json["field"] == "connect-admin-password"
+    assert page.connect(acc.SYNC_USERNAME, acc.SYNC_PASSWORD, csrf=False).status_code == 403
+    stranger = page.app.test_client()  # not logged in, with a form token of its own
+    csrf = page.token(stranger.get("/login").get_data(as_text=True))
+    answer = stranger.post("/settings/connect", headers={"X-Requested-With": "fetch"}, data={
+        "side": "server", "username": "syncagent", "moodle_password": acc.SYNC_PASSWORD,
+        "admin_password": PAGE_PASSWORD, "csrf_token": csrf})
+    assert answer.status_code == 401
+    answer = page.connect(acc.SYNC_USERNAME, "Not#The2Password")
+    assert answer.status_code == 400
+    assert answer.json["error"].startswith("Moodle refused the login of syncagent: wrong username or password")
+    assert "Not#The2Password" not in answer.get_data(as_text=True)
+    assert box.token_file.read_text().strip() == ADMIN_TOKEN  # nothing changed
+
+
+def test_the_page_says_in_one_line_that_an_optional_feature_is_off(tmp_path):
+    from moodle_simulator import start_simulator
+
+    acc = sim_accounts()
+    with start_simulator(token=ADMIN_TOKEN, sync_account=True,
+                         without_functions=NEVER_CALLED + ["core_user_update_users"]) as sim:
+        box = Box(tmp_path, sim.url, token=ADMIN_TOKEN)
+        box.token_file = tmp_path / "token"
+        page = Page(box)
+        try:
+            answer = page.connect(acc.SYNC_USERNAME, acc.SYNC_PASSWORD)
+            assert answer.json["message"].endswith("They need the optional right moodle/user:update "
+                                                   "(README: “A stolen box”).")
+            lines = re.findall(r'data-rights="server">.*?<span>(.*?)</span>', page.get(), re.S)
+            assert lines == ["Off: updates of accounts that already exist on the server (names, e-mail addresses, "
+                             "passwords changed on the box). They need the optional right moodle/user:update "
+                             "(README: “A stolen box”)."]
+        finally:
+            from agent.store.db import close_db
+            close_db()
