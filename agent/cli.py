@@ -368,7 +368,11 @@ def cmd_connect(config: Config, args: argparse.Namespace) -> int:
     except LoginRefused as exc:
         print(f"moodle-sync-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    write_token(where.token_file, token)
+    try:
+        write_token(where.token_file, token)
+    except OSError as exc:
+        raise UsageError(f"cannot write the token to {where.token_file}: {exc.strerror or exc}; run connect as root, "
+                         "or as the user that owns that file") from None
     print(f"the token of {args.user.strip()} for the service {where.service} is in {where.token_file}")
     try:
         return cmd_check(load_config(args.config), argparse.Namespace(json=False))

@@ -102,7 +102,8 @@ def write_token(path: Path, token: str) -> None:
     data = (token + "\n").encode()
     ids = _agent_ids()
     directory = path.parent
-    if not os.access(directory, os.W_OK | os.X_OK) and path.exists():
+    writable = os.access(directory, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
+    if not writable and path.exists():
         _rewrite_in_place(path, data)
         return
     temp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"

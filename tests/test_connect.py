@@ -402,3 +402,57 @@ def test_the_page_says_in_one_line_that_an_optional_feature_is_off(tmp_path):
         finally:
             from agent.store.db import close_db
             close_db()
+
+
+# -- the token file ------------------------------------------------------------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="changes owners: run as root")
+
+
+@needs_root
+def test_run_as_root_the_token_file_goes_to_the_agents_user(tmp_path, monkeypatch):
+    import pwd
+
+    from agent import connect as connect_module
+
+    monkeypatch.setattr(connect_module, "AGENT_USER", "nobody")  # the package's user is not on this machine
+    path = tmp_path / "token"
+    connect_module.write_token(path, "a" * 32)
+    st = path.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (pwd.getpwnam("nobody").pw_uid, 0o600)
+    assert path.read_text() == "a" * 32 + "\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["token"]
+
+
+@needs_root
+def test_the_agents_user_rewrites_its_token_file_in_a_directory_it_cannot_write():
+    """The package's layout: /etc/moodle-sync-agent is root's, the token file the service user's
+    (the command line run by root drops to that user; the page runs as it)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    from agent.connect import write_token
+
+    nobody = pwd.getpwnam("nobody")
+    directory = Path(tempfile.mkdtemp())  # root's, 0755 (not under pytest's 0700 directory)
+    try:
+        directory.chmod(0o755)
+        path = directory / "token"
+        path.write_text("0" * 32 + "\n")
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        path.chmod(0o640)
+        os.setegid(nobody.pw_gid)
+        os.seteuid(nobody.pw_uid)
+        try:
+            with pytest.raises(PermissionError):
+                (directory / "probe").write_text("")  # really not writable for this user
+            write_token(path, "b" * 32)
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+        assert path.read_text() == "b" * 32 + "\n"
+        assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (nobody.pw_uid, 0o600)
+        assert [p.name for p in directory.iterdir()] == ["token"]
+    finally:
+        shutil.rmtree(directory)
