@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 import time
-from dataclasses import replace
 from typing import Any, Callable
 
 import peewee as pw
@@ -353,38 +352,12 @@ def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_connect(config: Config, args: argparse.Namespace) -> int:
     """A token by login for the server or the box's Moodle, written to its file; then check."""
-    from .connect import ConnectError, fetch_token, read_password, target, write_token
-    from .login import LoginRefused
+    from .connect import ConnectError, command
 
     try:
-        where = target(config, args.side, args.url)
-        password = read_password(f"Password of {args.user} on {where.url}: ")
-        try:
-            token = fetch_token(where, args.user, password)
-        finally:
-            del password
+        return command(config, args, cmd_check)
     except ConnectError as exc:
         raise UsageError(str(exc)) from None
-    except LoginRefused as exc:
-        print(f"moodle-sync-agent: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        write_token(where.token_file, token)
-    except OSError as exc:
-        raise UsageError(f"cannot write the token to {where.token_file}: {exc.strerror or exc}; run connect as root, "
-                         "or as the user that owns that file") from None
-    print(f"the token of {args.user.strip()} for the service {where.service} is in {where.token_file}")
-    try:
-        return cmd_check(load_config(args.config), argparse.Namespace(json=False))
-    except ConfigError as exc:
-        # The other side has no token yet (connect it next): check this one.
-        print(f"not checked: {exc}")
-        if args.side == "server":
-            mine = replace(config, moodle=replace(config.moodle, token=token))
-        else:
-            assert config.box is not None  # target() refused a box without [box] url
-            mine = replace(config, box=replace(config.box, token=token))
-        return cmd_check(mine, argparse.Namespace(json=False, only=args.side))
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
@@ -486,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url", metavar="URL", help="the site's address, as in agent.ini")
     p.add_argument("--user", required=True, metavar="NAME", help="the Moodle account of the agent (not an "
                                                                   "administrator: see README, \"A stolen box\")")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON (the check's in the database)")
 
     sub.add_parser("run", help="run the agent: daily schedule, the page's sync requests, e-mail notices "
                                "(what systemd starts)")

@@ -11,15 +11,22 @@ same functions (webui/connect.py).
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import getpass
+import io
+import json
 import os
 import secrets
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Callable
 
-from .config import Config
-from .login import Login, request_token
+from .config import Config, ConfigError, load_config
+from .login import Login, LoginRefused, request_token
+from .moodle import Unreachable
+from .store import settings
 
 # The package's service account (packaging/debian/moodle-sync-agent.sysusers): it reads the tokens.
 AGENT_USER = "moodle-sync-agent"
@@ -141,3 +148,54 @@ def _rewrite_in_place(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+RIGHTS_KEY = {"server": "server_rights", "box": "box_rights"}
+EXIT_OK, EXIT_USAGE, EXIT_OFFLINE = 0, 2, 3
+
+
+def command(config: Config, args: argparse.Namespace, check: Callable[[Config, argparse.Namespace], int]) -> int:
+    """``connect``: the token, its file, then ``check`` (cli.cmd_check, given: cli imports this module).
+
+    With --json one object on standard output, for the page: ``ok``, and
+    ``errorcode`` and ``error`` when not; check's judgement goes to the
+    database (settings server_rights / box_rights), as every check's does."""
+    where = target(config, args.side, args.url)
+    password = read_password(f"Password of {args.user} on {where.url}: ")
+    try:
+        token = fetch_token(where, args.user, password)
+    except LoginRefused as exc:
+        return _outcome(args, EXIT_USAGE, ok=False, errorcode=exc.errorcode, message=exc.message, error=str(exc))
+    except Unreachable as exc:
+        return _outcome(args, EXIT_OFFLINE, ok=False, errorcode="unreachable", error=f"offline: {exc.reason}")
+    finally:
+        del password
+    try:
+        write_token(where.token_file, token)
+    except OSError as exc:
+        raise ConnectError(f"cannot write the token to {where.token_file}: {exc.strerror or exc}; run connect as "
+                           "root, or as the user that owns that file") from None
+    done = f"the token of {args.user.strip()} for the service {where.service} is in {where.token_file}"
+    if not args.json:
+        print(done)
+    settings.put(**{RIGHTS_KEY[where.side]: None})  # what check finds of the new token replaces it
+    quiet = contextlib.redirect_stdout(io.StringIO()) if args.json else contextlib.nullcontext()
+    with quiet:
+        try:
+            code = check(load_config(args.config), argparse.Namespace(json=False))
+        except ConfigError as exc:
+            # The other side has no token yet (connect it next): check this one.
+            print(f"not checked: {exc}")
+            site: Any = config.moodle if where.side == "server" else config.box
+            mine = replace(config, **{"moodle" if where.side == "server" else "box": replace(site, token=token)})
+            code = check(mine, argparse.Namespace(json=False, only=where.side))
+    return _outcome(args, code, ok=True, side=where.side, token_file=str(where.token_file),
+                    checked=settings.get(config, RIGHTS_KEY[where.side]) is not None)
+
+
+def _outcome(args: argparse.Namespace, code: int, **fields: Any) -> int:
+    if args.json:
+        print(json.dumps(fields))
+    elif not fields["ok"]:
+        print(f"moodle-sync-agent: {fields['error']}", file=sys.stderr)
+    return code

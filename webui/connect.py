@@ -1,17 +1,24 @@
 """The advanced settings' "Connect to Moodle": the token of the agent's Moodle account by login.
 
-What ``moodle-sync-agent connect`` does (agent/connect.py), as a form: the
-page's admin password again (counted by the login's throttle), the Moodle
-account and its password. The Moodle password goes to login/token.php and
-nowhere else: not into the session, a flash message, a log line or the
-database. What the page keeps is what ``check`` judged of the new token
-(agent/rights.py): the site's name, the account, whether it is a site
-administrator, and which optional feature is off.
+What ``moodle-sync-agent connect`` does, as a form: the page's admin
+password again (counted by the login's throttle), the Moodle account and its
+password. The page runs that very command (agent/connect.py) in a process of
+its own, the password on its standard input, never in its arguments: the
+page itself never loads the wire or the sync engine (tests/test_imports.py).
+The Moodle password goes nowhere else: not into the session, a flash
+message, a log line or the database. What the page shows afterwards is what
+``check`` judged of the new token (agent/rights.py, kept in the settings
+server_rights / box_rights): the site's name, the account, whether it is a
+site administrator, and which optional feature is off.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, current_app, request
@@ -31,29 +38,8 @@ bp = Blueprint("connect", __name__)
 REFUSALS = {"invalidlogin": "connect_invalidlogin", "servicenotavailable": "connect_servicenotavailable",
             "cannotcreatetoken": "connect_cannotcreatetoken"}
 RIGHTS_KEY = {"server": "server_rights", "box": "box_rights"}
-
-
-def judge_site(config: Config, side: str, info: dict) -> dict[str, Any]:
-    """check's judgement of one side's token (cli.cmd_check's lists), kept for the page."""
-    from agent.box.collect import BOX_FUNCTIONS
-    from agent.down.pull import BOX_WRITES, SERVER_READS
-    from agent.push.session import ENROLLED
-    from agent.sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS
-
-    down = settings.get(config, "sync_direction") != "up"
-    if side == "server":
-        needed = REQUIRED_FUNCTIONS + [f for f in SERVER_READS if down and f not in REQUIRED_FUNCTIONS]
-        used = REQUIRED_FUNCTIONS + SERVER_READS + [ENROLLED] + OPTIONAL_FUNCTIONS
-        refused = settings.get(config, "rights_refused") or []
-    else:
-        needed = BOX_FUNCTIONS + [f for f in BOX_WRITES if down and f not in BOX_FUNCTIONS]
-        used, refused = BOX_FUNCTIONS + BOX_WRITES + OPTIONAL_FUNCTIONS, []
-    judged = rights.judge(info, needed, used, side=side, refused=refused).as_dict()
-    return {"site_name": str(info.get("sitename") or ""), **judged}
-
-
-def remember(side: str, judged: dict[str, Any]) -> None:
-    settings.put(**{RIGHTS_KEY[side]: judged})
+# Where agent/ and webui/ are (the package's private directory): the command's modules.
+SOURCES = str(Path(__file__).resolve().parents[1])
 
 
 def rights_lines(judged: dict[str, Any] | None, refused: list[str]) -> list[str]:
@@ -72,13 +58,28 @@ def rights_lines(judged: dict[str, Any] | None, refused: list[str]) -> list[str]
     return lines
 
 
+def run_connect(config: Config, side: str, url: str, username: str, password: str) -> tuple[int, dict, str]:
+    """``moodle-sync-agent connect SIDE URL --user NAME --json``, the password on its standard input."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SOURCES, env.get("PYTHONPATH")) if p)
+    site = config.moodle if side == "server" else config.box
+    timeout = 2 * (site.timeout if site is not None else 30) + 30
+    result = subprocess.run(
+        [sys.executable, "-P", "-m", "agent", "--config", str(config.path), "connect", side, url,
+         "--user", username, "--json"],
+        input=password + "\n", capture_output=True, text=True, env=env, cwd="/", timeout=timeout)
+    lines = result.stdout.strip().splitlines()
+    try:
+        outcome = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        outcome = {}
+    problem = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+    return result.returncode, outcome if isinstance(outcome, dict) else {}, problem.removeprefix("moodle-sync-agent: ")
+
+
 @bp.route("/settings/connect", methods=["POST"])
 @login_required
 def connect() -> Response:
-    from agent.connect import ConnectError, fetch_token, target, write_token
-    from agent.login import LoginRefused
-    from agent.moodle import MoodleClient, MoodleError, Unreachable
-
     config: Config = current_app.config["AGENT"]
     side = request.form.get("side", "server")
     username = request.form.get("username", "").strip()
@@ -96,33 +97,26 @@ def connect() -> Response:
     if not check_password(settings.get(config, "password_hash"), request.form.get("admin_password", "")):
         return refuse(401, "bad_password", field="connect-admin-password")
     LOGINS.forget(address)
+    site = config.moodle if side == "server" else config.box
+    assert site is not None  # refused above
+    service = site.service
     try:
-        where = target(config, side)
-        token = fetch_token(where, username, request.form["moodle_password"])
-    except ConnectError as exc:
-        return refuse(400, "connect_config", field="connect-side", problem=str(exc))
-    except LoginRefused as exc:
-        key = REFUSALS.get(exc.errorcode)
-        if key:
-            return refuse(400, key, field="connect-user", user=username, service=where.service)
-        return refuse(400, "connect_refused", field="connect-user", message=exc.message, code=exc.errorcode)
-    except Unreachable as exc:
-        return refuse(502, "connect_unreachable", field="connect-side", reason=exc.reason)
-    try:
-        write_token(where.token_file, token)
-    except OSError as exc:
-        return refuse(500, "connect_cannot_write", field="connect-side", file=str(where.token_file),
-                      problem=exc.strerror or type(exc).__name__, side=side, url=where.url, user=username)
-    site: Any = replace(config.moodle, token=token)
-    if side == "box":
-        assert config.box is not None  # refused above
-        site = replace(config.box, token=token)
-    try:
-        info = MoodleClient(site).site_info()
-    except (MoodleError, Unreachable):
-        return done(text("connected_unchecked", file=str(where.token_file), user=username))
-    judged = judge_site(config, side, info)
-    remember(side, judged)
-    account = text("account_admin" if judged["site_admin"] else "account_not_admin", user=judged["username"])
-    lines = [text("connected", site=judged["site_name"], account=account)] + rights_lines(judged, [])
+        code, outcome, problem = run_connect(config, side, site.url, username, request.form["moodle_password"])
+    except subprocess.TimeoutExpired:
+        return refuse(504, "connect_unreachable", field="connect-side", reason=text("connect_timeout"))
+    if not outcome.get("ok"):
+        errorcode = str(outcome.get("errorcode") or "")
+        if errorcode in REFUSALS:
+            return refuse(400, REFUSALS[errorcode], field="connect-user", user=username, service=service)
+        if errorcode == "unreachable":
+            return refuse(502, "connect_unreachable", field="connect-side", reason=outcome.get("error", ""))
+        if errorcode:
+            return refuse(400, "connect_refused", field="connect-user", message=outcome.get("message", ""),
+                          code=errorcode)
+        return refuse(400 if code == 2 else 500, "connect_config", field="connect-side", problem=problem)
+    judged = settings.get(config, RIGHTS_KEY[side])
+    if not judged:
+        return done(text("connected_unchecked", file=outcome.get("token_file", ""), user=username))
+    account = text("account_admin" if judged.get("site_admin") else "account_not_admin", user=judged.get("username"))
+    lines = [text("connected", site=judged.get("site_name", ""), account=account)] + rights_lines(judged, [])
     return done(" ".join(lines))
