@@ -38,6 +38,7 @@ from .push.plan import (READY, Busy, Call, Knowledge, Plan, Queued, Want, plan_e
 from .push.plan import ActivityInfo, describe_activity, map_activities
 from .store.queue import correct_event_times
 from .store.queue import count_by_status
+from .rights import OPTIONAL_RIGHTS, off_missing
 from .runs import recorded_run
 from .push.session import ENROLLED, LOOKUP, LOOKUP_CHUNK, PROFILES, Run, fatal_error, lookup_args
 
@@ -56,6 +57,7 @@ REQUIRED_FUNCTIONS = [
     "core_grades_update_grades",
 ]
 OPTIONAL_FUNCTIONS = [BATCH_FUNCTION]
+UPDATE_USERS = "core_user_update_users"
 
 # -- pushing the queue -------------------------------------------------------
 
@@ -243,7 +245,11 @@ class Pusher:
         if kind == "user":
             ids = [e.id for e in rows]
             passwords = {s.event_id: s.password for s in Secret.select().where(Secret.event.in_(ids))}
-            return plan_users(rows, k.ids, passwords, "core_user_update_users" in run.functions)
+            can_update = UPDATE_USERS in run.functions
+            plan = plan_users(rows, k.ids, passwords, can_update)
+            if plan.conflicts and not can_update:  # an optional right withheld (agent/rights.py): say it once
+                run.name_skipped(off_missing(OPTIONAL_RIGHTS[UPDATE_USERS]))
+            return plan
         enrolled = k.enrolled.get(course_id, set())
         if kind == "enrolment":
             return plan_enrolments(rows, course_id, k.ids, enrolled)

@@ -286,6 +286,29 @@ def test_the_readmes_capability_table_is_the_presets_table():
     assert len(presets) > 10 and rows(root / "README.md") == presets
 
 
+def test_a_sync_whose_service_lacks_the_optional_function_names_what_it_skipped(tmp_path):
+    from moodle_simulator import start_simulator
+
+    acc = sim_accounts()
+    with start_simulator(token=ADMIN_TOKEN, sync_account=True,
+                         without_functions=NEVER_CALLED + ["core_user_update_users"]) as sim:
+        box = new_box(tmp_path, sim.url)
+        result = connect(box, "server", sim.url, acc.SYNC_USERNAME, acc.SYNC_PASSWORD)
+        off = ("off: updates of accounts that already exist on the server (names, e-mail addresses and passwords "
+               "changed on the box): the service lacks core_user_update_users; it needs the optional right "
+               "moodle/user:update (README: \"A stolen box\")")
+        assert result.returncode == 0 and f"server: {off}" in result.stdout and "warning" not in result.stdout
+        assert box.cli("courses", "add", "C1").returncode == 0
+        assert box.enqueue([
+            {"type": "user", "user": f"student{i}", "firstname": "Renamed", "lastname": str(i),
+             "email": f"student{i}@example.invalid"} for i in (1, 2)] + [
+            {"type": "completion", "course_id": C1, "user": "student3", "cmid": 1, "completed": True},
+        ]).returncode == 0
+        code, run, err = run_json(box, "sync")
+        assert run["actions"]["completions"] == 1 and run["conflicts"] == 2, json.dumps(run, indent=1)
+        assert run["errors"] == [f"skipped: {off}"]
+
+
 # -- the page's advanced settings ----------------------------------------------------------------
 
 PAGE_PASSWORD = "correct horse battery"

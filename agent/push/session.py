@@ -52,7 +52,7 @@ class Run:
     secrets_erased: bool = False
     direction: str = "up"  # [sync] direction / the page's setting, read once when the run starts
     confirmed: list[int] | None = None  # while a batch is settled: its events confirmed, written at its end
-    refused_now: set[str] = field(default_factory=set)  # optional functions refused in this run (rights.py)
+    skipped_now: set[str] = field(default_factory=set)  # the optional features this run named as off
 
     @property
     def user_ids(self) -> dict[str, int]:
@@ -215,14 +215,19 @@ class Run:
         self.mark_conflicts(dict.fromkeys(call.events, reason))
         return None
 
+    def name_skipped(self, line: str) -> None:
+        """An optional feature off (agent/rights.py): the run's errors say so once."""
+        if line not in self.skipped_now:
+            self.skipped_now.add(line)
+            self.rec.errors.append(f"skipped: {line}")
+
     def optional_right(self, function: str, granted: bool) -> None:
         """Remember for check and the page whether the account holds an optional right; the run's
         errors name what it skipped, once per run."""
         from ..store import settings
 
-        if not granted and function not in self.refused_now:
-            self.refused_now.add(function)
-            self.rec.errors.append(f"skipped: {off_refused(OPTIONAL_RIGHTS[function])}")
+        if not granted:
+            self.name_skipped(off_refused(OPTIONAL_RIGHTS[function]))
         refused = set(settings.get(self.config, "rights_refused") or [])
         if granted == (function in refused):
             settings.put(rights_refused=sorted(refused ^ {function}))
