@@ -173,8 +173,9 @@ def command(config: Config, args: argparse.Namespace, check: Callable[[Config, a
     try:
         write_token(where.token_file, token)
     except OSError as exc:
-        raise ConnectError(f"cannot write the token to {where.token_file}: {exc.strerror or exc}; run connect as "
-                           "root, or as the user that owns that file") from None
+        raise ConnectError(f"cannot write the token to {where.token_file}: {exc.strerror or exc}; the file must "
+                           f"be the agent's (as root: install -m 0600 -o {AGENT_USER} -g {AGENT_USER} /dev/null "
+                           f"{where.token_file}), or its directory writable") from None
     done = f"the token of {args.user.strip()} for the service {where.service} is in {where.token_file}"
     if not args.json:
         print(done)
