@@ -302,8 +302,9 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         code, result = check_site(MoodleClient(config.moodle), config.moodle.url, required, OPTIONAL_FUNCTIONS,
                                   used, "server", config.moodle.service,
                                   settings.get(config, "rights_refused") or [])
-    if result.get("token_valid"):  # for the page (webui/connect.py)
-        settings.put(server_rights={"site_name": result["site_name"], **result["rights"]})
+    if result.get("token_valid") is not None:  # for the page (webui/connect.py); offline: the last one stays
+        settings.put(server_rights={"site_name": result["site_name"], **result["rights"]}
+                     if result["token_valid"] else None)
     box_code, box = EXIT_OK, None
     if config.box is not None and only != "server":
         box_required = BOX_FUNCTIONS + [f for f in BOX_WRITES if down and f not in BOX_FUNCTIONS]
@@ -311,8 +312,8 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
                                    BOX_FUNCTIONS + BOX_WRITES, "box", config.box.service)
         if box.get("token_valid") is False:
             box["error"] = "the box's Moodle rejected its token"
-        elif box.get("token_valid"):
-            settings.put(box_rights={"site_name": box["site_name"], **box["rights"]})
+        if box.get("token_valid") is not None:
+            settings.put(box_rights={"site_name": box["site_name"], **box["rights"]} if box["token_valid"] else None)
         result["box"] = box
     if args.json:
         _print_json(result)
