@@ -9,22 +9,26 @@ from typing import Any
 
 from .check_local import local_report, print_local
 from .config import Config
-from .kinds import box_functions, server_functions
+from . import rights
+from .kinds import PARTICIPANTS, box_functions, server_functions
 from .moodle import BATCH_FUNCTION, MoodleClient, TokenRejected, Unreachable
 from .store import settings
 
 EXIT_OK, EXIT_ERRORS, EXIT_OFFLINE = 0, 1, 3  # as agent/cli.py's
 
 
-def check_site(client: MoodleClient, url: str, required: list[str], optional: list[str]) -> tuple[int, dict]:
-    """Is one Moodle online, is its token valid, which functions does its service lack."""
+def check_site(client: MoodleClient, url: str, required: list[str], optional: list[str],
+               used: list[str], side: str, service: str, refused: list[str] | None = None) -> tuple[int, dict]:
+    """Is one Moodle online, is its token valid, which functions does its service lack,
+    and what does its account's rights call for (agent/rights.py)."""
     result: dict[str, Any] = {"url": url, "online": False, "token_valid": None}
     try:
         info = client.site_info()
+        judged = rights.judge(info, required, used + optional, side=side, service=service, refused=refused or ())
         result.update(online=True, token_valid=True, site_name=info.site_name,
                       release=info.release, site_url=info.site_url,
-                      missing_functions=info.lacking(required), missing_optional=info.lacking(optional),
-                      clock_offset_s=client.clock_offset_s())
+                      missing_functions=judged.missing, missing_optional=info.lacking(optional),
+                      clock_offset_s=client.clock_offset_s(), rights=judged.as_dict())
         return EXIT_OK, result
     except TokenRejected:
         result.update(online=True, token_valid=False, error="the server rejected the token")
@@ -37,33 +41,51 @@ def check_site(client: MoodleClient, url: str, required: list[str], optional: li
 def print_check(result: dict, who: str) -> None:
     if result.get("token_valid"):
         print(f"{who}: online: {result['site_name']} (Moodle {result['release']}) at {result['site_url']}")
-        missing = result["missing_functions"]
-        print(f"{who}: " + ("functions: all present" if not missing else "missing functions: " + ", ".join(missing)))
+        judged = result["rights"]
+        print(f"{who}: account {judged['username'] or '?'}"
+              + (", a site administrator" if judged["site_admin"] else ", not a site administrator"))
+        if not result["missing_functions"]:
+            print(f"{who}: functions: all present")
         if result["missing_optional"]:
             print(f"{who}: no batching (the service lacks {BATCH_FUNCTION}): one request per call")
+        for line in judged["off"]:
+            print(f"{who}: {line}")
+        for warning in judged["warnings"]:
+            print(f"{who}: warning: {warning}")
     else:
         print(f"{who}: {result['error']}")
 
 
-def run_check(config: Config, as_json: bool) -> int:
+def run_check(config: Config, as_json: bool, only: str | None = None) -> int:
     """The school's Moodle, and the box's own when [box] names one: the
-    functions each kind of data needs on each side (agent/kinds.py)."""
+    functions each kind of data needs on each side (agent/kinds.py), and the
+    rights of each token's account (agent/rights.py). ``only``: connect's
+    check of the one side that has a token."""
     # The way down (direction down or both) reads more of the server and writes into the box's Moodle.
     down = settings.get(config, "sync_direction") != "up"
-    code, result = check_site(MoodleClient(config.moodle), config.moodle.url, server_functions(down),
-                              [BATCH_FUNCTION])
+    code, result = EXIT_OK, dict[str, Any]()
+    if only != "box":
+        code, result = check_site(MoodleClient(config.moodle), config.moodle.url, server_functions(down),
+                                  [BATCH_FUNCTION], server_functions(True) + [PARTICIPANTS], "server",
+                                  config.moodle.service, settings.get(config, "rights_refused") or [])
+        if result.get("token_valid") is not None:  # for the page (webui/connect.py); offline: the last one stays
+            settings.put(server_rights={"site_name": result["site_name"], **result["rights"]}
+                         if result["token_valid"] else None)
     box_code, box = EXIT_OK, None
-    if config.box is not None:
+    if config.box is not None and only != "server":
         box_code, box = check_site(MoodleClient(config.box), config.box.url, box_functions(down),
-                                   [BATCH_FUNCTION])
+                                   [BATCH_FUNCTION], box_functions(True), "box", config.box.service)
         if box.get("token_valid") is False:
             box["error"] = "the box's Moodle rejected its token"
+        if box.get("token_valid") is not None:
+            settings.put(box_rights={"site_name": box["site_name"], **box["rights"]} if box["token_valid"] else None)
         result["box"] = box
     result.update(local_report(config))  # the database's real path, token files others can read
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=False))
     else:
-        print_check(result, "server")
+        if only != "box":
+            print_check(result, "server")
         if box is not None:
             print_check(box, "box's Moodle")
         print_local(result)

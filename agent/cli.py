@@ -269,7 +269,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     from .check import run_check
 
-    return run_check(config, args.json)
+    return run_check(config, args.json, getattr(args, "only", None))
 
 
 def cmd_conflicts(config: Config, args: argparse.Namespace) -> int:
@@ -298,6 +298,16 @@ def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_connect(config: Config, args: argparse.Namespace) -> int:
+    """A token by login for the server or the box's Moodle, written to its file; then check."""
+    from .connect import ConnectError, command
+
+    try:
+        return command(config, args, cmd_check)
+    except ConnectError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from .service.daemon import run_daemon
 
@@ -318,6 +328,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "verify": cmd_verify,
     "collect": cmd_collect,
     "run": cmd_run,
+    "connect": cmd_connect,
 }
 
 
@@ -392,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("set-password", help="set the admin password of the page")
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
 
+    p = sub.add_parser("connect", help="get the token of the agent's Moodle account by login (its password from "
+                                       "the terminal or standard input), write it to the token file, then check")
+    p.add_argument("side", choices=["server", "box"], help="server: [moodle]; box: the box's own Moodle ([box])")
+    p.add_argument("url", metavar="URL", help="the site's address, as in agent.ini")
+    p.add_argument("--user", required=True, metavar="NAME", help="the Moodle account of the agent (not an "
+                                                                  "administrator: see README, \"A stolen box\")")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON (the check's in the database)")
+
     sub.add_parser("run", help="run the agent: daily schedule, the page's sync requests, e-mail notices "
                                "(what systemd starts)")
     return parser
@@ -407,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        config = load_config(args.config)
+        # connect writes the tokens: they need not be there yet.
+        config = load_config(args.config, tokens=args.command != "connect")
         configure_logging(config)
         open_db(config.agent.database)
         return COMMANDS[args.command](config, args)

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 # DIRECTIONS, format_number, format_value and parse_time_utc are imported from here too.
-from .config_values import (DIRECTIONS, SettingMeta, api_key, direction, existing_file,  # noqa: F401
+from .config_values import (DEFAULT_SERVICE, DIRECTIONS, SettingMeta, api_key, direction, existing_file,  # noqa: F401
                             format_number, format_value, parse_time_utc, parse_value, read_token_file, setting,
-                            site_url)
+                            service_name, site_url)
 
 DEFAULT_PATH = Path("/etc/moodle-sync-agent/agent.ini")
 ENV_VAR = "MOODLE_SYNC_AGENT_CONFIG"
@@ -61,13 +61,19 @@ class MoodleConfig:
         help="The web-service token itself, if not in token_file below (set only one).")
     token_file: str | None = setting(
         None, packaged="/etc/moodle-sync-agent/token",
-        help="The Moodle web-service token (32 hex digits) goes in this file, alone on\n"
-             "a line (readable only by root and the moodle-sync-agent group, mode 0640):\n"
-             "  echo 'TOKEN' > /etc/moodle-sync-agent/token\n"
+        help="The Moodle web-service token (32 hex digits) goes in this file, alone on one\n"
+             "line (mode 0600, owned by moodle-sync-agent); this writes it, with the\n"
+             "password of the server's sync account (README: \"Connecting a box\"):\n"
+             "  moodle-sync-agent connect server https://moodle.example.org \\\n"
+             "    --user syncagent\n"
              "The two services stay stopped while this file is empty.")
     timeout: float = setting(
         30.0, lo=0.1, hi=600.0,
         help="Seconds to wait for the server before counting it as offline.")
+    service: str = setting(
+        DEFAULT_SERVICE, check=service_name,
+        help="The short name of the server's external service that holds the agent's\n"
+             "functions: moodle-sync-agent connect server asks a token for it.")
     ca_bundle: str | None = setting(
         None, check=existing_file, example="/etc/moodle-sync-agent/ca.pem",
         help="A CA certificate (PEM) for a server with a private certificate authority.")
@@ -93,11 +99,15 @@ class BoxConfig:
     token_file: str | None = setting(
         None, example="/etc/moodle-sync-agent/box-token",
         help="The box's Moodle token (32 hex digits) goes in this file, alone on one line\n"
-             "(mode 0640 or 0600).\n"
+             "(mode 0600):\n"
+             "  moodle-sync-agent connect box http://127.0.0.1 --user syncagent\n"
              "moodle-sync-agent check lists the functions its service lacks.")
     timeout: float = setting(
         30.0, lo=0.1, hi=600.0,
         help="Seconds to wait for the box's Moodle before counting it as down.")
+    service: str = setting(
+        DEFAULT_SERVICE, check=service_name,
+        help="The same for the box's Moodle (moodle-sync-agent connect box).")
     collect_minutes: float = setting(
         15.0, lo=1.0, hi=1440.0,
         help="The daemon reads what the learners did every this many minutes\n"
@@ -395,8 +405,10 @@ def _read_token(r: _Reader, section: str, values: dict[str, Any]) -> str:
     raise r.error(section, "token_file", "missing (set token_file, or token)")
 
 
-def load_config(path: str | os.PathLike | None = None) -> Config:
-    """Read and validate the whole file; raise ConfigError on the first problem."""
+def load_config(path: str | os.PathLike | None = None, tokens: bool = True) -> Config:
+    """Read and validate the whole file; raise ConfigError on the first problem.
+    ``tokens=False`` (moodle-sync-agent connect, which writes them) leaves the
+    tokens unread: empty."""
     path = config_path(path)
     parser = configparser.ConfigParser(interpolation=None)
     try:
@@ -412,8 +424,8 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     r = _Reader(path, parser)
     r.refuse_unknown()
     values = {name: r.section(name) for name in SECTIONS}
-    values["moodle"]["token"] = _read_token(r, "moodle", values["moodle"])
-    if values["box"]["url"]:
+    values["moodle"]["token"] = _read_token(r, "moodle", values["moodle"]) if tokens else ""
+    if values["box"]["url"] and tokens:
         values["box"]["token"] = _read_token(r, "box", values["box"])
     sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()
                 if name not in OPTIONAL_SECTIONS or values[name]["url"]}

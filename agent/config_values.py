@@ -184,3 +184,14 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return format_number(value)
     return str(value)
+
+
+SERVICE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+DEFAULT_SERVICE = "moodle_sync_agent"
+
+
+def service_name(name: str) -> str:
+    """An external service's short name: Moodle's PARAM_ALPHANUMEXT."""
+    if not SERVICE_RE.match(name):
+        raise ValueError(f"must be a service short name (letters, digits, _ and -), got {name!r}")
+    return name

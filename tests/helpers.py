@@ -307,3 +307,19 @@ def queued() -> int:
     from agent.store.db import Event
 
     return Event.select().where(Event.status == Event.QUEUED).count()
+
+
+# -- the least-rights accounts (tests/test_connect.py, tests/test_connect_browser.py) --
+
+ADMIN_TOKEN = "0123456789abcdef0123456789abcdef"  # made by hand in Manage tokens: login/token.php hands it out
+BOX_ADMIN_TOKEN = "fedcba9876543210fedcba9876543210"
+# The simulator's default service holds these besides what the agent calls (the recorded edge_sync's):
+# the service packaging/moodle/README.md sets up does not.
+NEVER_CALLED = ["core_completion_update_activity_completion_status_manually", "core_grades_get_gradeitems",
+                "core_enrol_get_users_courses"]
+
+
+def sim_accounts():
+    from moodle_simulator import accounts
+
+    return accounts

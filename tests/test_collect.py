@@ -239,7 +239,8 @@ def test_check_covers_both_moodles_and_names_what_the_boxs_service_lacks(tmp_pat
         assert result["box"]["online"] and "box" in result["box"]["site_name"].lower()
         assert result["box"]["missing_functions"] == ["gradereport_user_get_grade_items"]
         text = box.cli("check").stdout
-        assert "box's Moodle: missing functions: gradereport_user_get_grade_items" in text
+        assert ("box's Moodle: warning: the service lacks gradereport_user_get_grade_items: add them to the "
+                "service 'moodle_sync_agent'") in text
         lacking.stop()
         assert box.cli("check").returncode == 3
     finally:

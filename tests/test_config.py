@@ -96,7 +96,8 @@ def test_every_subcommand_has_help(tmp_path):
     box = Box(tmp_path, "http://127.0.0.1:9")
     assert box.cli("--version").stdout.startswith("moodle-sync-agent ")
     for cmd in (["enqueue"], ["courses", "add"], ["courses", "list"], ["courses", "remove"], ["sync"],
-                ["history"], ["status"], ["check"], ["conflicts"], ["conflicts", "retry"], ["set-password"]):
+                ["history"], ["status"], ["check"], ["conflicts"], ["conflicts", "retry"], ["set-password"],
+                ["connect"]):
         result = box.cli(*cmd, "--help")
         assert result.returncode == 0 and "usage: moodle-sync-agent" in result.stdout, cmd
 

@@ -96,7 +96,11 @@ def test_check_lists_the_functions_each_kind_needs_on_each_side(tmp_path):
         (tmp_path / "box-token").write_text(BOX_TOKEN + "\n")
         box = Box(tmp_path, server.url, extra=f"[box]\nurl = {box_moodle.url}\ntoken_file = {tmp_path / 'box-token'}\n")
         result = json.loads(box.cli("check", "--json").stdout)
-    assert sorted(result["missing_functions"]) == sorted(set(pushed))
+    # An optional right's function (agent/rights.py) is said as a feature off, not as missing.
+    from agent.rights import OPTIONAL_RIGHTS
+
+    assert sorted(result["missing_functions"]) == sorted(set(pushed) - set(OPTIONAL_RIGHTS))
+    assert sorted(result["rights"]["off_functions"]) == sorted(set(pushed) & set(OPTIONAL_RIGHTS))
     assert sorted(result["box"]["missing_functions"]) == sorted(set(collected))
     assert result["missing_optional"] == result["box"]["missing_optional"] == []
     # The run's own reads come first; each kind's functions follow.

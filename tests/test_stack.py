@@ -252,6 +252,11 @@ def test_the_demo_lands_the_learners_work_from_the_box_on_the_server(demo):
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(demo.dir / "agent.ini")
     server = MoodleReader(parser.get("moodle", "url"), Path(parser.get("moodle", "token_file")).read_text().strip())
+    # The agent's tokens are the sync account's on both sides (connect, issue 20), not an administrator's.
+    box_moodle = MoodleReader(parser.get("box", "url"), Path(parser.get("box", "token_file")).read_text().strip())
+    for site in (server, box_moodle):
+        info = site.call("core_webservice_get_site_info")
+        assert (info["username"], info["userissiteadmin"]) == ("syncagent", False)
     env = dict(os.environ, MOODLE_SYNC_AGENT_CONFIG=str(demo.dir / "agent.ini"),
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     result = subprocess.run([sys.executable, "-m", "agent", "sync", "--via-agent", "--json"], env=env,

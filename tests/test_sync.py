@@ -301,10 +301,15 @@ def test_check_reports_site_release_and_missing_functions(tmp_path):
         check = json.loads(result.stdout)
         assert check["online"] and check["token_valid"]
         assert check["site_name"] == "Moodle Reference Server" and check["release"].startswith("4.5")
-        assert check["missing_functions"] == ["core_user_update_users"]
+        # core_user_update_users is an optional right's (agent/rights.py): its feature is off, not missing.
+        assert check["missing_functions"] == []
+        assert check["rights"]["off"] == [
+            "off: updates of accounts that already exist on the server (names, e-mail addresses and passwords "
+            "changed on the box): the service lacks core_user_update_users; it needs the optional right "
+            "moodle/user:update (README: \"A stolen box\")"]
         assert check["missing_optional"] == ["tool_mobile_call_external_functions"]
         human = box.cli("check").stdout
-        assert "missing functions: core_user_update_users" in human and "no batching" in human
+        assert "server: off: updates of accounts" in human and "no batching" in human
 
 
 def test_without_batching_each_event_is_its_own_call(tmp_path):

@@ -12,6 +12,7 @@ import peewee as pw
 
 from ..kinds import KINDS, LOOKUP, PROFILES, STAGES, UPDATE_USERS, kind_of, of_stage
 from ..moodle import CallResult
+from ..rights import OPTIONAL_RIGHTS, off_missing
 from ..store.db import Activity, Course, Event, Secret, database
 from .plan import READY, Busy, Call, Knowledge, Plan, Queued, Want, plan_enrolments, plan_learning, plan_users, \
     wants
@@ -202,7 +203,11 @@ class Pusher:
         if stage == "users":
             ids = [e.id for e in rows]
             passwords = {s.event_id: s.password for s in Secret.select().where(Secret.event.in_(ids))}
-            return plan_users(rows, k.ids, passwords, UPDATE_USERS in run.functions)
+            can_update = UPDATE_USERS in run.functions
+            plan = plan_users(rows, k.ids, passwords, can_update)
+            if plan.conflicts and not can_update:  # an optional right withheld (agent/rights.py): say it once
+                run.name_skipped(off_missing(OPTIONAL_RIGHTS[UPDATE_USERS]))
+            return plan
         enrolled = k.enrolled.get(course_id, set())
         if stage == "enrolments":
             return plan_enrolments(rows, course_id, k.ids, enrolled)

@@ -23,6 +23,7 @@ from ..store.db import Event, Secret, database, iso, utcnow
 from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from .plan import Call, Knowledge, Plan, grade_problem
 from ..runs import Interrupted, Record
+from ..rights import OPTIONAL_RIGHTS, off_refused
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Settlement:
     users: dict[str, int | None] = field(default_factory=dict)  # username -> id confirmed, or None: not there
     enrolments: dict[tuple[int, int], bool] = field(default_factory=dict)  # (course, user id) -> enrolled?
     stale_ids: list[int] = field(default_factory=list)  # ids refused: looked up again next time
+    rights: dict[str, bool] = field(default_factory=dict)  # optional function -> the account holds its right?
     fatal: Exception | None = None  # what ends the run, raised once the rest is committed
 
 
@@ -64,6 +66,7 @@ class Run:
     mappings: Mappings = field(default_factory=Mappings)  # the box's activities to the server's, once per course
     secrets_erased: bool = False
     direction: str = "up"  # [sync] direction / the page's setting, read once when the run starts
+    skipped_now: set[str] = field(default_factory=set)  # the optional features this run named as off
 
     def __post_init__(self) -> None:
         self.client.stop = self.stop  # a wait for Retry-After ends with the run
@@ -146,6 +149,8 @@ class Run:
                 known.forget_user_ids(self.site, s.stale_ids)
                 known.confirm_enrolments(self.site, [pair for pair, yes in s.enrolments.items() if yes])
                 known.forget_enrolments(self.site, [pair for pair, yes in s.enrolments.items() if not yes])
+                for function, granted in s.rights.items():
+                    self.optional_right(function, granted)
                 self.rec.save()
         except pw.DatabaseError:
             self.rec.restore(counted)  # not committed: the history must not count it either
@@ -159,6 +164,8 @@ class Run:
         """One call's result into the settlement; False when it ends the run
         (``s.fatal``): the calls after it are not settled."""
         if result.ok:
+            if call.function in OPTIONAL_RIGHTS:
+                s.rights[call.function] = True
             problem = grade_problem(call, result.data)
             if problem:
                 s.conflicts.update(dict.fromkeys(call.events, problem))
@@ -186,9 +193,31 @@ class Run:
         if call.enrols is not None:
             # Refused for an account the box thought it knew (deleted?): look it up next time.
             s.stale_ids.append(call.enrols)
-        s.conflicts.update(dict.fromkeys(call.events, f"the server refused {error.function}: {error.message} "
-                                                      f"({error.errorcode})"))
+        reason = f"the server refused {error.function}: {error.message} ({error.errorcode})"
+        right = OPTIONAL_RIGHTS.get(call.function)
+        if right is not None and error.errorcode == "nopermissions":
+            # An optional right the school withheld: its feature is off, the rest goes on (agent/rights.py).
+            reason = f"skipped: {off_refused(right)}"
+            s.rights[call.function] = False
+        s.conflicts.update(dict.fromkeys(call.events, reason))
         return True
+
+    def name_skipped(self, line: str) -> None:
+        """An optional feature off (agent/rights.py): the run's errors say so once."""
+        if line not in self.skipped_now:
+            self.skipped_now.add(line)
+            self.rec.errors.append(f"skipped: {line}")
+
+    def optional_right(self, function: str, granted: bool) -> None:
+        """Remember for check and the page whether the account holds an optional right; the run's
+        errors name what it skipped, once per run."""
+        from ..store import settings
+
+        if not granted:
+            self.name_skipped(off_refused(OPTIONAL_RIGHTS[function]))
+        refused = set(settings.get(self.config, "rights_refused") or [])
+        if granted == (function in refused):
+            settings.put(rights_refused=sorted(refused ^ {function}))
 
     # -- what the server knows ----------------------------------------------
 

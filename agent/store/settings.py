@@ -58,6 +58,14 @@ KEYS: dict[str, Key] = {key.name: key for key in (
     Key("site_name", "state", str),
     Key("site_url", "state", str),
     Key("moodle_release", "state", str),
+    # Optional functions (agent/rights.py) the server refused the account for
+    # lack of the capability, as the last sync found: check and the page say
+    # their feature is off until a call succeeds again.
+    Key("rights_refused", "state", list),
+    # What check, connect or the page's connect last judged of each side's
+    # token (agent/rights.py's Judgement, with the site's name): the page shows it.
+    Key("server_rights", "state", dict),
+    Key("box_rights", "state", dict),
     # The box's own Moodle ([box]), as the last collection found it: its site
     # name and whether it answered (the collection itself is in the history).
     Key("box_site_name", "state", str),
