@@ -13,7 +13,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from . import completion, course, enrol, grades, user
+from . import assign, badges, completion, course, coursecompletion, enrol, grades, user
 from .access import is_admin, not_simulated
 from .config import (ADMIN_ID, ADVANCED_FEATURES, BATCH_FUNCTION, OTHER_MOODLE_FUNCTIONS, PRIVATE_ACCESS_KEY,
                      RELEASE, USER_MAX_UPLOAD_FILE_SIZE, USER_QUOTA, VERSION)
@@ -77,6 +77,7 @@ FUNCTIONS = {
         get_site_info, {"serviceshortnames": Multiple(Value("alphanumext"), DEFAULT, [])},
         xml_form=_site_info_xml, any_user=True),
     **course.FUNCTIONS, **user.FUNCTIONS, **enrol.FUNCTIONS, **completion.FUNCTIONS, **grades.FUNCTIONS,
+    **coursecompletion.FUNCTIONS, **badges.FUNCTIONS, **assign.FUNCTIONS,
 }
 JSON, XML = "application/json", "application/xml; charset=utf-8"
 
