@@ -43,7 +43,11 @@ NOT_RECORDED = ["core_user_update_users", "core_enrol_get_users_courses", "core_
 PROJECT_RECORDINGS = HERE.parent / "recordings"
 RECORDINGS = Path(os.environ.get("MOODLE_RECORDINGS") or PROJECT_RECORDINGS)
 RECORDING_FILES = sorted(RECORDINGS.glob("*.json"))
-EXPECTED_RECORDINGS = 59     # 01_ to 72_, as listed in tests/recordings/README.md
+EXPECTED_RECORDINGS = 71     # 01_ to 72_ and 94_ to 105_, as listed in tests/recordings/README.md
+# Recordings of a later state of the server and of the box's own Moodle (other ids, 261 participants):
+# tests/test_simulator_progress.py replays them, mapping the ids.
+REPLAYED_ELSEWHERE = {"94", "95", "96", "97", "98", "99", "100", "101", "102", "103", "104", "105"}
+REPLAYED_HERE = [p for p in RECORDING_FILES if p.name.split("_")[0] not in REPLAYED_ELSEWHERE]
 
 
 def load(name):
@@ -161,13 +165,13 @@ def test_recordings_are_in_the_project():
     assert (PROJECT_RECORDINGS / "README.md").is_file()
     assert [p.name for p in RECORDING_FILES] == in_project, f"the replay reads {RECORDINGS}"
     named = set(PREREQUISITES) | {s for steps in PREREQUISITES.values() for s in steps if isinstance(s, str)}
-    named |= SEQUENCE_NAMES | DEBUG_DEVELOPER
+    named |= SEQUENCE_NAMES | DEBUG_DEVELOPER | REPLAYED_ELSEWHERE
     assert named <= {name.split("_")[0] for name in in_project}
 
 
 # An empty list with an ids function breaks collection on older pytest
 # (Debian's 7.2): without recordings, one failing case stands in.
-@pytest.mark.parametrize("path", RECORDING_FILES or [None], ids=lambda p: p.stem if p else "no-recordings")
+@pytest.mark.parametrize("path", REPLAYED_HERE or [None], ids=lambda p: p.stem if p else "no-recordings")
 def test_recording_replay(replay_sim, path):
     assert path is not None, f"no recordings in {RECORDINGS}"
     sim = replay_sim

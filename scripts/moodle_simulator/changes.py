@@ -117,7 +117,9 @@ class Moodle(Site):
                 for key in [k for k in self.criteria_completions if k[1] == cmid]:
                     del self.criteria_completions[key]
             if cm.modname == "assign":
-                assign.forget(self, lambda c, u, cid: c == cmid)
+                for gradeid in [i for i, r in self.assign_grades.items() if r.assignment == cm.instance]:
+                    r = self.assign_grades.pop(gradeid)
+                    self.assign_grade_keys.pop((r.assignment, r.userid, r.attemptnumber), None)
             itemid = self.grade_item_keys.pop((cm.course, cm.modname, cm.instance, 0), None)
             if itemid is not None:
                 del self.grade_items[itemid]

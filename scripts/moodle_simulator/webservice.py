@@ -13,7 +13,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from . import assign, badges, completion, course, coursecompletion, enrol, grades, user
+from . import assign, badges, hostile, completion, course, coursecompletion, enrol, grades, user
 from .access import is_admin, not_simulated
 from .config import (ADMIN_ID, ADVANCED_FEATURES, BATCH_FUNCTION, OTHER_MOODLE_FUNCTIONS, PRIVATE_ACCESS_KEY,
                      RELEASE, USER_MAX_UPLOAD_FILE_SIZE, USER_QUOTA, VERSION)
@@ -129,9 +129,9 @@ class WebService:
     def call(self, fname: str, params: Any, userid: int, calls: list) -> Any:
         """external_api::call_external_function for one function; returns its result.
 
-        ``calls`` gets [function, answer] for each call, the batch's entries
+        ``calls`` gets [function, answer, parameters] for each call, the batch's entries
         included (answer None if it failed): what the cost model charges."""
-        call = [fname, None]
+        call: list = [fname, None, None]       # function, answer, parameters (the cost model's)
         calls.append(call)
         self.stats.count("calls", fname)
         fail = self.faults.fail_function
@@ -148,6 +148,11 @@ class WebService:
                 raise not_simulated(fname)
             with self.state.lock:
                 answer = function.execute(self.state, clean, userid)
+                grade_switch, user_switch = self.faults.hostile_grade, self.faults.hostile_user
+                if (grade_switch or user_switch) and hostile.corrupt(self.state, fname, answer, grade_switch,
+                                                                     user_switch):
+                    self.stats.count("faults_fired", "hostile")
+            call[2] = clean         # a call that succeeded: what it was asked to write is charged
         call[1] = answer
         return answer
 
