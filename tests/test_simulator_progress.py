@@ -451,6 +451,21 @@ def test_pages_follow_id_order_across_stored_users_and_generated_ones(box):
     assert page(box, C1, 5 + 12, 1)[0] == {"id": 40, "username": "gen13", "fullname": "Moved 13"}
 
 
+def test_large_answers_can_come_chunked_as_recorded(box):
+    """Recordings 102 and 103 came chunked, without Content-Length; 104 and 105 with it."""
+    box_with_recorded_participants(box)
+    control(box, "faults", {"chunked_over": 8192})
+    big = replay(box, load("103"), courseid=C1)
+    assert big.headers["Transfer-Encoding"] == "chunked" and "Content-Length" not in big.headers
+    assert len(big.json()) == 261
+    small = replay(box, load("104"), courseid=C1)
+    assert "Transfer-Encoding" not in small.headers and small.headers["Content-Length"] == str(len(small.content))
+    stats = box.stats.snapshot()
+    control(box, "faults", {"chunked_over": None})
+    assert "Content-Length" in replay(box, load("103"), courseid=C1).headers
+    assert stats["bytes_out"] > len(big.content) + len(small.content)      # the chunks' framing is counted
+
+
 def test_a_course_of_200000_is_kept_as_a_rule():
     """No 200,000 dicts: adding them and reading the last page keep memory small (no timing asserted)."""
     sim = start_simulator(box=True)

@@ -76,7 +76,7 @@ def save_grade(site: Site, cm: Record, userid: int, data: dict, grader: int) -> 
         return              # update_grade() returns false: nothing more is written, and no error
     else:
         value = float(grade)
-    row.grade, row.grader, row.timemodified = value, grader, now
+    row.update(grade=value, grader=grader, timemodified=now)
     if item is not None:    # assign_grade_item_update(): the grade book follows, with the feedback comment
         comment = (data["plugindata"].get("assignfeedbackcomments_editor") or {}).get("text") or None
         write_grade(site, item, cm, userid, None if value < 0 else value, feedback=comment)

@@ -65,7 +65,7 @@ def course_completed(site: Site, courseid: int, userid: int) -> None:
         site.badge_issues[issued] = Record(id=issued, badgeid=badge.id, userid=userid, uniquehash=unique,
                                            dateissued=now, visible=1)
         if badge.status == BADGE_STATUS_ACTIVE:
-            badge.status, badge.timemodified = BADGE_STATUS_ACTIVE_LOCKED, now
+            badge.update(status=BADGE_STATUS_ACTIVE_LOCKED, timemodified=now)
 
 
 def forget(site: Site, match) -> int:

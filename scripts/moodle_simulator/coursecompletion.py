@@ -72,8 +72,8 @@ def review(site: Site, courseid: int, userid: int) -> None:
 def forget(site: Site, match) -> int:
     """Drop the criteria met and the completed courses that ``match(courseid, userid)`` (a restored backup)."""
     dropped = 0
-    for key in [k for k in site.criteria_completions if match(k[0], k[2])]:
-        del site.criteria_completions[key]
+    for criterion in [k for k in site.criteria_completions if match(k[0], k[2])]:
+        del site.criteria_completions[criterion]
     for key in [k for k in site.course_completions if match(*k)]:
         del site.course_completions[key]
         dropped += 1

@@ -145,6 +145,9 @@ class Faults:
         "call_cost_ms": 0,
         "calibrated_costs": False,
         "debug": False,
+        # Answers over this many bytes go chunked, without Content-Length, as the recorded Apache sent
+        # 22,722 and 160,668 bytes (recordings 102, 103; 5,219 still came with a length): None = never.
+        "chunked_over": None,
         "hostile_grade": None,      # hostile.py: one learner's grade for one activity becomes a bad value
         "hostile_user": None,       # hostile.py: one learner's entry in the participant lists gets bad fields
     }
@@ -199,7 +202,7 @@ class Faults:
                  "status": None, "retry_after": None, "status_after_processing": False,
                  "captive_portal": bool(self.captive_portal),
                  "redirect": self.redirect, "mid_response": False, "truncated": False,
-                 "clock_offset_s": self.clock_offset_s or 0}
+                 "clock_offset_s": self.clock_offset_s or 0, "chunked_over": self.chunked_over}
             n = self.reset_after_requests
             if n is not None and not isinstance(n, bool):
                 if n <= 0:
