@@ -41,7 +41,10 @@ def set_criteria(site: Site, courseid: int, cmids: list[int] | None) -> list[int
         site.completion_criteria[courseid] = list(dict.fromkeys(cmids))
     else:
         site.completion_criteria.pop(courseid, None)
-    for uid, _ in site.course_enrolments(courseid):
+    # Only a learner with an activity completion can meet a criterion: a course of 200,000 generated
+    # participants is not walked.
+    criteria = set(site.completion_criteria.get(courseid, []))
+    for uid in sorted({uid for cmid, uid in site.completions if cmid in criteria}):
         review(site, courseid, uid)
     return site.completion_criteria.get(courseid, [])
 
