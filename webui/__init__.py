@@ -21,6 +21,7 @@ from agent import __version__
 from agent.config import Config, load_config
 from agent.store.db import database, open_db
 from agent.store.queue import MAX_INPUT_BYTES
+from agent.kinds import KINDS, PHASES, found_counters
 from agent.store.history import ACTION_KINDS, VERIFY_KINDS
 from agent.text import human_bytes
 
@@ -30,11 +31,11 @@ from .i18n import LANGUAGES, has_text, ngettext, pick_language, text
 log = logging.getLogger(__name__)
 
 # Texts the page's script needs (progress, messages); sent once with the page.
+# The run's phases come from agent/kinds.py, where the runs name them.
 SCRIPT_TEXTS = ["requested", "agent_silent", "not_started", "sync_finished", "sync_running", "start_sync",
-                "n_of_total", "phase_starting", "phase_checking_connection", "phase_checking_courses",
-                "phase_sending_events", "phase_done", "status_completed", "status_completed_with_errors",
+                "n_of_total", "status_completed", "status_completed_with_errors",
                 "status_failed", "status_skipped_offline", "status_interrupted", "status_running",
-                "form_expired", "login_needed", "phase_verifying", "phase_collecting", "phase_syncing_down"]
+                "form_expired", "login_needed"] + [f"phase_{phase}" for phase in PHASES]
 
 SECURITY_HEADERS = {
     # Everything comes from the box itself: no outside address, no inline script.
@@ -105,6 +106,10 @@ def create_app(config: Config | None = None) -> Flask:
             "csrf_token": auth.csrf_token,
             "version": __version__, "box_name": config.agent.box_name, "action_kinds": ACTION_KINDS,
             "verify_kinds": VERIFY_KINDS,
+            # Each kind's counters (agent/kinds.py): what a collection found, and a push's first
+            # counter beside what came down of the same kind ("12 ↑ 3 ↓").
+            "found_kinds": found_counters(),
+            "down_of": {k.pushed[0]: k.down_counter for k in KINDS.values()},
             "script_texts": {k: text(k) for k in SCRIPT_TEXTS},
         }
 
