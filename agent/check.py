@@ -8,21 +8,27 @@ import json
 from typing import Any
 
 from .config import Config
-from .kinds import box_functions, server_functions
+from .kinds import box_functions, preferred, server_functions
 from .moodle import BATCH_FUNCTION, MoodleClient, TokenRejected, Unreachable
 from .store import settings
 
 EXIT_OK, EXIT_ERRORS, EXIT_OFFLINE = 0, 1, 3  # as agent/cli.py's
 
 
-def check_site(client: MoodleClient, url: str, required: list[str], optional: list[str]) -> tuple[int, dict]:
-    """Is one Moodle online, is its token valid, which functions does its service lack."""
+def check_site(client: MoodleClient, url: str, required: list[str], optional: list[str],
+               wanted: list[tuple[str, str, str]] | None = None) -> tuple[int, dict]:
+    """Is one Moodle online, is its token valid, which functions does its
+    service lack. ``wanted``: (function, what for, what happens without it) of
+    the functions it can do without (agent/kinds.py preferred): listed, never
+    an error."""
     result: dict[str, Any] = {"url": url, "online": False, "token_valid": None}
     try:
         info = client.site_info()
         result.update(online=True, token_valid=True, site_name=info.site_name,
                       release=info.release, site_url=info.site_url,
                       missing_functions=info.lacking(required), missing_optional=info.lacking(optional),
+                      preferred=[{"function": f, "for": label, "present": not info.lacking([f]),
+                                  "without": without} for f, label, without in wanted or []],
                       clock_offset_s=client.clock_offset_s())
         return EXIT_OK, result
     except TokenRejected:
@@ -40,6 +46,11 @@ def print_check(result: dict, who: str) -> None:
         print(f"{who}: " + ("functions: all present" if not missing else "missing functions: " + ", ".join(missing)))
         if result["missing_optional"]:
             print(f"{who}: no batching (the service lacks {BATCH_FUNCTION}): one request per call")
+        for p in result.get("preferred", []):
+            if p["present"]:
+                print(f"{who}: needed for {p['for']}: {p['function']}: present")
+            else:
+                print(f"{who}: needed for {p['for']}: {p['function']}: missing, so {p['without']}")
     else:
         print(f"{who}: {result['error']}")
 
@@ -50,11 +61,11 @@ def run_check(config: Config, as_json: bool) -> int:
     # The way down (direction down or both) reads more of the server and writes into the box's Moodle.
     down = settings.get(config, "sync_direction") != "up"
     code, result = check_site(MoodleClient(config.moodle), config.moodle.url, server_functions(down),
-                              [BATCH_FUNCTION])
+                              [BATCH_FUNCTION], preferred("server", down))
     box_code, box = EXIT_OK, None
     if config.box is not None:
         box_code, box = check_site(MoodleClient(config.box), config.box.url, box_functions(down),
-                                   [BATCH_FUNCTION])
+                                   [BATCH_FUNCTION], preferred("box", down))
         if box.get("token_valid") is False:
             box["error"] = "the box's Moodle rejected its token"
         result["box"] = box

@@ -82,8 +82,9 @@ def calls(sim) -> dict[str, int]:
 
 def writes(sim) -> int:
     """The calls that change something on the server."""
-    return sum(n for fn, n in calls(sim).items() if not fn.startswith(("core_webservice", "core_course_get",
-                                                                          "core_user_get", "core_enrol_get")))
+    return sum(n for fn, n in calls(sim).items() if not fn.startswith((
+        "core_webservice", "core_course_get", "core_user_get", "core_enrol_get",
+        "core_completion_get_course_completion_status", "core_badges_get")))
 
 
 def run_json(box, *args):

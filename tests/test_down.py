@@ -13,7 +13,8 @@ from tests.helpers import TOKEN, Box, MoodleReader
 from tests.test_collect import boxsim  # noqa: F401 (the fixture)
 from tests.test_collect import BOX_C1, BOX_TOKEN, C1, OFFSET_CM, box_section, calls, mark, run_json
 
-WRITES = ("core_completion_override_activity_completion_status", "core_grades_update_grades")
+WRITES = ("core_completion_override_activity_completion_status", "core_grades_update_grades",
+          "mod_assign_save_grades")
 
 
 def make_box(tmp_path, simulator, boxsim, direction: str, sync_keys: str = "") -> Box:  # noqa: F811
@@ -116,7 +117,10 @@ def test_direction_up_writes_nothing_into_the_boxs_moodle_and_a_change_applies_f
     server_override(simulator, 3, 1, 1)
     before = writes(boxsim)
     run = sync(box)
-    assert writes(boxsim) == before and "completions_down" not in run["actions"] and run["box_bytes"] is None
+    # The box's Moodle is only read (course completion and badges compared: agent/awards.py).
+    assert writes(boxsim) == before and "completions_down" not in run["actions"]
+    assert run["courses"] and all(c["awards"].startswith("course completion and badges: the same on both sides")
+                                  for c in run["courses"])
     assert MoodleReader(boxsim.url, BOX_TOKEN).completion(BOX_C1, 23, 1 + OFFSET_CM) == 0
     assert directions(box) == ["up", "up"]
 

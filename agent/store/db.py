@@ -36,7 +36,7 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8  # 8: boxactivity.instance (branch assign; tidy and page also chose 8: to renumber)
 
 
 def utcnow() -> datetime:
@@ -216,6 +216,7 @@ class BoxActivity(BaseModel):
     name = pw.CharField()
     modname = pw.CharField()
     idnumber = pw.CharField(null=True)  # from the grade book, for graded activities
+    instance = pw.IntegerField(null=True)  # core_course_get_contents' instance: an assignment's grades go under it
     box_course_id: int
 
 
@@ -352,7 +353,8 @@ def _create_event_counters(db: pw.SqliteDatabase) -> None:
 # Columns added after a release, with their type; create_tables(safe=True)
 # does not add columns to a table that exists, so an upgraded box gets them here.
 ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts, "INTEGER NOT NULL DEFAULT 0"), (SyncRun, SyncRun.collected, "TEXT"),
-                 (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT")]
+                 (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT"),
+                 (BoxActivity, BoxActivity.instance, "INTEGER")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:
