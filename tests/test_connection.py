@@ -17,7 +17,7 @@ import pytest
 
 import agent
 from tests.helpers import TOKEN, Box, MoodleReader
-from tests.proxy import Proxy
+from tests.proxy import CUT, Proxy
 from tests.test_collect import boxsim  # noqa: F401 (the fixture)
 from tests.test_collect import BOX_C1, BOX_TOKEN, OFFSET_CM, box_section, run_json
 
@@ -144,6 +144,31 @@ def test_a_503_with_retry_after_while_collecting_is_waited_for(tmp_path, simulat
         assert (code, run["status"], run["errors"]) == (0, "completed", []), (run, err)
         assert boxsim.stats.snapshot()["faults_fired"] == {"status_503": 1}
         assert run["actions"]["enrolments"] > 0
+    finally:
+        proxy.stop()
+
+
+def test_the_boxs_moodle_lost_on_the_way_down_ends_the_way_down_not_the_push(tmp_path, simulator,
+                                                                            boxsim):  # noqa: F811
+    """Its site info was read once, at the collection: when it goes away
+    after that, the way down says so and the push still goes."""
+    proxy = Proxy(boxsim.url)
+    try:
+        section = box_section(tmp_path, boxsim).replace(boxsim.url, proxy.url)
+        box = Box(tmp_path, simulator.url, extra=section + "\n[sync]\ndirection = both\n")
+        assert box.cli("courses", "add", "C1", "C2").returncode == 0
+        code, run, err = run_json(box, "sync")
+        assert code == 0, (run, err)
+        MoodleReader(simulator.url, TOKEN).call("core_completion_override_activity_completion_status",
+                                                userid=4, cmid=1, newstate=1)
+        box.enqueue([{"type": "completion", "course_id": 2, "user": "student1", "cmid": 2, "completed": True}])
+        proxy.on("core_completion_override_activity_completion_status", 1, CUT)
+        code, run, err = run_json(box, "sync")
+        assert (code, run["status"]) == (1, "completed_with_errors"), (run, err)
+        [error] = run["errors"]
+        assert error.startswith("direction down: the box's Moodle stopped answering: "), error
+        assert run["events_sent"] == 1 and run["actions"]["completions"] == 1
+        assert MoodleReader(simulator.url, TOKEN).completion(2, 3, 2) == 1
     finally:
         proxy.stop()
 

@@ -108,6 +108,14 @@ def test_check_lists_the_functions_each_kind_needs_on_each_side(tmp_path):
         f for k in KINDS.values() for f in k.box_down} - set(box_functions(down=False))
 
 
+def test_each_kind_is_pushed_in_a_stage_and_brought_down_one_way():
+    from agent.kinds import STAGES, brought_down, of_stage
+
+    assert sorted(t for stage in STAGES for t in of_stage(stage)) == sorted(KINDS)
+    assert sorted(brought_down("learning") + brought_down("accounts")) == sorted(KINDS)
+    assert brought_down("learning") == of_stage("learning") == ["completion", "grade"]
+
+
 @pytest.mark.parametrize("kind, data, value", [
     ("completion", {"completed": True}, 1.0), ("completion", {"completed": False}, 0.0),
     ("grade", {"grade": 7.25}, 7.25),

@@ -35,7 +35,7 @@ from typing import Any, Collection
 from ..box.diff import learner
 from ..box.collect import PARTICIPANT_FIELDS
 from ..kinds import COMPLETION_STATES, CREATE_USERS, ENROL, GRADE_ITEMS, KINDS, LOOKUP, OVERRIDE, PARTICIPANTS, \
-    SAVE_ASSIGN_GRADES, UPDATE_GRADES, completion_state, of_stage, value_of
+    SAVE_ASSIGN_GRADES, UPDATE_GRADES, brought_down, completion_state, value_of
 from ..mapping import ActivityInfo
 from ..roles import STUDENT_ROLE_ID
 from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerSeen, TwoWayConflict, database, \
@@ -94,6 +94,10 @@ def pull_down(run: Run, pushable: list[Course]) -> None:
         except BoxTokenRejected:
             run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
             return
+        except BoxUnreachable as exc:
+            # Its site info was read at the collection: it went away since. The push still goes on.
+            run.rec.errors.append(f"direction down: the box's Moodle stopped answering: {exc.reason}")
+            return
         except TokenRejected:
             raise  # the server's token: the run ends, as for any other call to the server
         except MoodleError as exc:
@@ -105,11 +109,21 @@ class BoxTokenRejected(Exception):
     """The box's Moodle rejected its token (not the server's: that ends the run)."""
 
 
+class BoxUnreachable(Exception):
+    """The box's Moodle stopped answering (not the server: that ends the run)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
 def box_call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
     try:
         return box.call(function, args)
     except TokenRejected:
         raise BoxTokenRejected() from None
+    except Unreachable as exc:
+        raise BoxUnreachable(exc.reason) from None
 
 
 def accounts_down(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
@@ -156,7 +170,7 @@ def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
     found: dict[Key, tuple[list[int], Reported]] = {}
     for e in (Event.select(Event.id, Event.type, Event.username, Event.cmid, Event.data, Event.event_time)
               .where(Event.status == Event.QUEUED, Event.course_id == course_id,
-                     Event.type.in_(of_stage("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
+                     Event.type.in_(brought_down("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
         value = value_of(e.type, e.data)
         if value is None:
             continue
@@ -213,6 +227,8 @@ def down_course(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> N
         results = box.read_all(calls) if calls else []
     except TokenRejected:
         raise BoxTokenRejected() from None
+    except Unreachable as exc:
+        raise BoxUnreachable(exc.reason) from None
     failed: set[Key] = set()
     for (function, _), result, keys_of in zip(calls, results, owners):
         problem: object = None
@@ -321,7 +337,7 @@ def record_pushed(run: Run) -> None:
     latest: dict[tuple[int, int, str, str], float] = {}  # (course, cmid, kind, username) -> value
     for e in (Event.select(Event.type, Event.username, Event.course_id, Event.cmid, Event.data)
               .where(Event.sync_id == run.rec.row.id, Event.status == Event.SENT,
-                     Event.type.in_(of_stage("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
+                     Event.type.in_(brought_down("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
         value = value_of(e.type, e.data)
         if value is not None and e.course_id is not None:
             latest[(e.course_id, int(e.cmid or 0), e.type, e.username)] = float(value)
