@@ -203,3 +203,31 @@ def test_verify_without_the_comparison_functions_says_so_and_still_checks(tmp_pa
         assert box.cli("courses", "add", "C1").returncode == 0
         sync(box)
         assert verify(box)["C1"] == "course completion and badges not compared: lacking core_badges_get_user_badges"
+
+
+def test_the_least_rights_sync_accounts_grade_assignments_and_compare_completion_and_badges(tmp_path):
+    """Both sides with the non-admin sync account of packaging/moodle/'s presets, not an admin token."""
+    from moodle_simulator import start_simulator
+    from moodle_simulator.accounts import SYNC_PASSWORD, SYNC_USERNAME
+
+    def token(sim) -> str:
+        answer = requests.post(f"{sim.url}/login/token.php", timeout=10, data={
+            "username": SYNC_USERNAME, "password": SYNC_PASSWORD, "service": "moodle_sync_agent"}).json()
+        return answer["token"]
+
+    with start_simulator(sync_account=True) as sim, \
+            start_simulator(token=BOX_TOKEN, box=True, sync_account=True) as boxsim:  # noqa: F811
+        server_token, box_token = token(sim), token(boxsim)
+        (tmp_path / "box-token").write_text(box_token + "\n")
+        box = Box(tmp_path, sim.url, token=server_token,
+                  extra=f"[box]\nurl = {boxsim.url}\ntoken_file = {tmp_path / 'box-token'}\ntimeout = 5\n")
+        assert box.cli("courses", "add", "C1").returncode == 0
+        sync(box)
+        on_box = MoodleReader(boxsim.url, BOX_TOKEN)
+        learner = on_box.user_id("student2")
+        assign_grade(boxsim, BOX_TOKEN, instance(boxsim, BOX_TOKEN, BOX_C1, ASSIGN + OFFSET_CM), learner, 81)
+        run = sync(box)
+        assert run["actions"]["grades"] == 1 and run["errors"] == [], run
+        server = MoodleReader(sim.url, TOKEN)
+        assert assign_grades(sim, TOKEN, instance(sim, TOKEN, C1, ASSIGN))[server.user_id("student2")] == "81.00000"
+        assert verify(box)["C1"].startswith("course completion and badges: the same on both sides for ")
