@@ -231,3 +231,20 @@ def test_the_least_rights_sync_accounts_grade_assignments_and_compare_completion
         server = MoodleReader(sim.url, TOKEN)
         assert assign_grades(sim, TOKEN, instance(sim, TOKEN, C1, ASSIGN))[server.user_id("student2")] == "81.00000"
         assert verify(box)["C1"].startswith("course completion and badges: the same on both sides for ")
+
+
+def test_without_mod_assign_save_grades_on_the_box_the_grade_comes_down_into_its_gradebook(tmp_path, simulator):
+    from moodle_simulator import start_simulator
+
+    with start_simulator(token=BOX_TOKEN, box=True, without_functions=["mod_assign_save_grades"]) as boxsim:
+        box = make_box(tmp_path, simulator, boxsim, "both")
+        checked = box.cli("check").stdout
+        assert ("box's Moodle: needed for assignments: mod_assign_save_grades: missing, so assignment grades are "
+                "written with core_grades_update_grades") in checked
+        sync(box)
+        server = MoodleReader(simulator.url, TOKEN)
+        assign_grade(simulator, TOKEN, instance(simulator, TOKEN, C1, ASSIGN), server.user_id("student1"), 58)
+        run = sync(box)
+        assert run["actions"]["grades_down"] == 1 and run["errors"] == [], run
+        assert MoodleReader(boxsim.url, BOX_TOKEN).grade(BOX_C1, 23, ASSIGN + OFFSET_CM)[0] == 58
+        assert calls(boxsim)["core_grades_update_grades"] == 1
