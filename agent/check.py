@@ -10,7 +10,7 @@ from typing import Any
 from .check_local import local_report, print_local
 from .config import Config
 from . import rights
-from .kinds import PARTICIPANTS, box_functions, server_functions
+from .kinds import PARTICIPANTS, box_functions, preferred, server_functions
 from .moodle import BATCH_FUNCTION, MoodleClient, TokenRejected, Unreachable
 from .store import settings
 
@@ -18,9 +18,12 @@ EXIT_OK, EXIT_ERRORS, EXIT_OFFLINE = 0, 1, 3  # as agent/cli.py's
 
 
 def check_site(client: MoodleClient, url: str, required: list[str], optional: list[str],
-               used: list[str], side: str, service: str, refused: list[str] | None = None) -> tuple[int, dict]:
+               used: list[str], side: str, service: str, refused: list[str] | None = None,
+               wanted: list[tuple[str, str, str]] | None = None) -> tuple[int, dict]:
     """Is one Moodle online, is its token valid, which functions does its service lack,
-    and what does its account's rights call for (agent/rights.py)."""
+    and what does its account's rights call for (agent/rights.py). ``wanted``:
+    (function, what for, what happens without it) of the functions it can do
+    without (agent/kinds.py preferred): listed, never an error."""
     result: dict[str, Any] = {"url": url, "online": False, "token_valid": None}
     try:
         info = client.site_info()
@@ -28,6 +31,8 @@ def check_site(client: MoodleClient, url: str, required: list[str], optional: li
         result.update(online=True, token_valid=True, site_name=info.site_name,
                       release=info.release, site_url=info.site_url,
                       missing_functions=judged.missing, missing_optional=info.lacking(optional),
+                      preferred=[{"function": f, "for": label, "present": not info.lacking([f]),
+                                  "without": without} for f, label, without in wanted or []],
                       clock_offset_s=client.clock_offset_s(), rights=judged.as_dict())
         return EXIT_OK, result
     except TokenRejected:
@@ -52,6 +57,11 @@ def print_check(result: dict, who: str) -> None:
             print(f"{who}: {line}")
         for warning in judged["warnings"]:
             print(f"{who}: warning: {warning}")
+        for p in result.get("preferred", []):
+            if p["present"]:
+                print(f"{who}: needed for {p['for']}: {p['function']}: present")
+            else:
+                print(f"{who}: needed for {p['for']}: {p['function']}: missing, so {p['without']}")
     else:
         print(f"{who}: {result['error']}")
 
@@ -65,16 +75,19 @@ def run_check(config: Config, as_json: bool, only: str | None = None) -> int:
     down = settings.get(config, "sync_direction") != "up"
     code, result = EXIT_OK, dict[str, Any]()
     if only != "box":
+        wanted = preferred("server", down)
         code, result = check_site(MoodleClient(config.moodle), config.moodle.url, server_functions(down),
-                                  [BATCH_FUNCTION], server_functions(True) + [PARTICIPANTS], "server",
-                                  config.moodle.service, settings.get(config, "rights_refused") or [])
+                                  [BATCH_FUNCTION], server_functions(True) + [PARTICIPANTS]
+                                  + [f for f, _, _ in preferred("server", True)], "server",
+                                  config.moodle.service, settings.get(config, "rights_refused") or [], wanted)
         if result.get("token_valid") is not None:  # for the page (webui/connect.py); offline: the last one stays
             settings.put(server_rights={"site_name": result["site_name"], **result["rights"]}
                          if result["token_valid"] else None)
     box_code, box = EXIT_OK, None
     if config.box is not None and only != "server":
         box_code, box = check_site(MoodleClient(config.box), config.box.url, box_functions(down),
-                                   [BATCH_FUNCTION], box_functions(True), "box", config.box.service)
+                                   [BATCH_FUNCTION], box_functions(True) + [f for f, _, _ in preferred("box", True)],
+                                   "box", config.box.service, None, preferred("box", down))
         if box.get("token_valid") is False:
             box["error"] = "the box's Moodle rejected its token"
         if box.get("token_valid") is not None:

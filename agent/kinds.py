@@ -30,8 +30,30 @@ UPDATE_GRADES = "core_grades_update_grades"
 CREATE_USERS = "core_user_create_users"
 UPDATE_USERS = "core_user_update_users"
 ENROL = "enrol_manual_enrol_users"
+SAVE_ASSIGN_GRADES = "mod_assign_save_grades"
+ASSIGN_GRADES = "mod_assign_get_grades"
+# What verify compares on both sides without writing anything (agent/awards.py): Moodle awards course
+# completion and course badges by itself from the completions and grades the agent syncs.
+COURSE_COMPLETION = "core_completion_get_course_completion_status"
+USER_BADGES = "core_badges_get_user_badges"
+COMPARED = (COURSE_COMPLETION, USER_BADGES)
 
 COMMON_FIELDS = frozenset({"type", "id", "time"})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A kind written another way for some activities, when the side's
+    service has the function; else the kind's own function (``fallback``).
+    An assignment keeps its grades in its own table: a grade written only
+    into the gradebook shows there, but the assignment says "Not graded"
+    and a later grading in it overwrites the synced grade."""
+
+    modname: str  # the activities it is for (core_course_get_contents' modname)
+    label: str  # what check calls them
+    function: str  # used on the side the kind writes on: the server up, the box's Moodle down
+    fallback: str
+    without: str  # what happens without it, in words
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,10 @@ class Kind:
     box_collect: tuple[str, ...] = ()  # the box's Moodle's functions its collection reads
     box_down: tuple[str, ...] = ()  # ... its way down writes
     verify_read: str | None = None  # what verify reads it back with, if it is checked
+    variants: tuple[Variant, ...] = ()  # other ways of writing it for some activities
+
+    def variant(self, modname: str | None) -> Variant | None:
+        return next((v for v in self.variants if v.modname == modname), None)
 
     @property
     def stage(self) -> int:
@@ -78,7 +104,12 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("grade", frozenset({"course_id", "user", "cmid", "grade", "feedback"}), True, True,
          "agent.store.queue:check_grade", up="learning", pushed=("grades",), found="grades",
          down="learning", down_counter="grades_down", server_up=(UPDATE_GRADES,), server_down=(GRADE_ITEMS,),
-         box_collect=(GRADE_ITEMS,), box_down=(UPDATE_GRADES,), verify_read=GRADE_ITEMS),
+         box_collect=(GRADE_ITEMS,), box_down=(UPDATE_GRADES,), verify_read=GRADE_ITEMS,
+         # Quizzes, lessons, H5P ... take their grades from attempts: the gradebook is the only place a web
+         # service can write theirs. An assignment has its own table, written by mod_assign_save_grades.
+         variants=(Variant("assign", "assignments", SAVE_ASSIGN_GRADES, UPDATE_GRADES,
+                           "assignment grades are written with core_grades_update_grades: in the gradebook only, "
+                           "the assignment shows them as not graded"),)),
     Kind("user", frozenset({"user", "firstname", "lastname", "email", "idnumber", "password"}), False, False,
          "agent.store.queue:check_user", up="users", pushed=("users_created", "users_updated"), found="accounts",
          down="accounts", down_counter="accounts_down", server_up=(CREATE_USERS, UPDATE_USERS),
@@ -126,6 +157,18 @@ def box_functions(down: bool) -> list[str]:
     """The box's Moodle's functions a collection needs; with the way down, its writes too."""
     collect = [SITE_INFO, *COURSE_READS, *(f for k in KINDS.values() for f in k.box_collect)]
     return unique(collect + ([f for k in KINDS.values() for f in k.box_down] if down else []))
+
+
+def preferred(side: Literal["server", "box"], down: bool) -> list[tuple[str, str, str]]:
+    """(function, what it is for, what happens without it) of the functions a
+    side's service should have but can do without: the kinds' variants on the
+    side they write on (the server; the box's Moodle with the way down), and
+    verify's comparison of course completion and badges (both sides)."""
+    out = [(v.function, v.label, v.without) for k in KINDS.values() for v in k.variants
+           if side == "server" or down]
+    out += [(f, "comparing course completion and badges (verify)",
+             "verify does not compare course completion and badges") for f in COMPARED]
+    return list({f: (f, label, without) for f, label, without in out}.values())
 
 
 # -- the counters a run's history row shows ----------------------------------

@@ -21,6 +21,7 @@ class ActivityInfo:
     modname: str
     name: str
     idnumber: str | None = None
+    instance: int | None = None  # the module's instance id (an assignment's grades are written under it)
 
 
 def describe_activity(a: ActivityInfo) -> str:
@@ -113,8 +114,8 @@ def load(course_id: int) -> CourseMapping | None:
     box = BoxCourse.get_or_none(BoxCourse.course_id == course_id)
     if box is None:
         return None
-    on_box = {a.cmid: ActivityInfo(a.cmid, a.section, a.modname, a.name, a.idnumber)
+    on_box = {a.cmid: ActivityInfo(a.cmid, a.section, a.modname, a.name, a.idnumber, a.instance)
               for a in BoxActivity.select().where(BoxActivity.box_course == box.id)}
-    on_server = {a.cmid: ActivityInfo(a.cmid, a.section, a.modname, a.name)
+    on_server = {a.cmid: ActivityInfo(a.cmid, a.section, a.modname, a.name, instance=a.instance)
                  for a in Activity.select().where(Activity.course == course_id)}
     return CourseMapping(box.id, on_box, on_server, map_activities(list(on_box.values()), list(on_server.values())))

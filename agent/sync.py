@@ -25,6 +25,7 @@ import logging
 import threading
 from typing import Callable
 
+from .awards import compare_courses
 from .store import settings
 from .box.collect import collect_for_sync
 from .course_check import check_courses, map_box_activities
@@ -80,7 +81,7 @@ def execute(run: Run) -> str:
     if run.direction != "up":
         pull_down(run, pushable)
         if run.direction == "down":
-            return run.rec.final_status()
+            return compared(run, pushable)
     run.rec.save(phase="sending_events")
     offset = run.rec.row.clock_offset_s
     corrected = correct_event_times(offset)
@@ -90,6 +91,14 @@ def execute(run: Run) -> str:
     push_events(run, pushable)
     if run.direction == "both":
         record_pushed(run)
+    return compared(run, pushable)
+
+
+def compared(run: Run, pushable: list) -> str:
+    """With a box's Moodle: its course completion and badges beside the server's, one line per course in the
+    run's course entries (agent/awards.py); the run's status."""
+    if run.box is not None:
+        compare_courses(run, pushable, run.box)
     return run.rec.final_status()
 
 

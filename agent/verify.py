@@ -19,6 +19,7 @@ from typing import Callable
 
 import peewee as pw
 
+from .awards import compare_courses
 from .config import Config
 from .kinds import COMPLETION_STATES, KINDS, is_complete
 from .store.db import Course, Event, SyncRun, database, iso, utcnow
@@ -27,7 +28,7 @@ from .moodle import CallResult, MoodleClient
 from .push.plan import Call
 from .runs import recorded_run
 from .push.session import Run, fatal_error
-from .sync import check_connection, connect
+from .sync import check_connection, connect, connect_box
 
 # What each kind of event is checked against, if it is (agent/kinds.py).
 READS = {k.name: k.verify_read for k in KINDS.values() if k.verify_read}
@@ -126,6 +127,9 @@ class Verify:
             self.settle(calls[done:done + len(results)], results)
             done += len(results)
         run.rec.courses = {cid: self.outcome(cid, counts) for cid, counts in sorted(self.per_course.items())}
+        if run.box is not None:  # course completion and badges, beside the box's Moodle's (agent/awards.py)
+            kept = Course.select().where(Course.id == course_id) if course_id is not None else Course.select()
+            compare_courses(run, list(kept.order_by(Course.id)), run.box)
         run.rec.save(courses_done=len(run.rec.courses))
         return run.rec.final_status()
 
@@ -183,6 +187,7 @@ def run_verify(config: Config, course_id: int | None = None, *, trigger: str = C
     with recorded_run(config, VERIFY, trigger, VERIFY_KINDS, on_started=on_started) as rec:
         client = client or connect(config, stop)
         rec.traffic.append(client.traffic)
-        run = Run(config, client, rec, stop=stop or threading.Event())
+        stop = stop or threading.Event()
+        run = Run(config, client, rec, stop=stop, box=connect_box(config, stop))
         rec.status = Verify(run).work(course_id)
     return rec.row

@@ -316,10 +316,55 @@ BOX_ADMIN_TOKEN = "fedcba9876543210fedcba9876543210"
 # The simulator's default service holds these besides what the agent calls (the recorded edge_sync's):
 # the service packaging/moodle/README.md sets up does not.
 NEVER_CALLED = ["core_completion_update_activity_completion_status_manually", "core_grades_get_gradeitems",
-                "core_enrol_get_users_courses"]
+                "core_enrol_get_users_courses", "mod_assign_get_grades", "mod_assign_save_grade"]
 
 
 def sim_accounts():
     from moodle_simulator import accounts
 
     return accounts
+
+
+# -- two-way syncs (tests/test_down.py, tests/test_assign.py) --
+
+WRITES = ("core_completion_override_activity_completion_status", "core_grades_update_grades",
+          "mod_assign_save_grades")
+
+
+def make_box(tmp_path, simulator, boxsim, direction: str, sync_keys: str = "") -> Box:
+    box = Box(tmp_path, simulator.url,
+              extra=box_section(tmp_path, boxsim) + f"\n[sync]\ndirection = {direction}\n{sync_keys}")
+    assert box.cli("courses", "add", "C1", "C2").returncode == 0
+    return box
+
+
+def writes(sim) -> int:
+    return sum(calls(sim).get(fn, 0) for fn in WRITES)
+
+
+def synced(box) -> dict:
+    """A sync that must complete: its run."""
+    code, run, err = run_json(box, "sync")
+    assert code == 0 and run["status"] == "completed", (run, err)
+    return run
+
+
+def page_of(box) -> str:
+    """The page as the logged-in admin sees it."""
+    import re
+
+    from agent.store import settings
+    from agent.auth import hash_password
+    from agent.config import load_config
+    from agent.store.db import close_db
+    from webui import create_app
+
+    app = create_app(load_config(box.config))
+    try:
+        settings.put(password_hash=hash_password("correct horse battery"))
+        client = app.test_client()
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+        assert client.post("/login", data={"password": "correct horse battery", "csrf_token": csrf}).status_code == 303
+        return client.get("/").get_data(as_text=True)
+    finally:
+        close_db()

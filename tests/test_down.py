@@ -9,28 +9,10 @@ import sqlite3
 
 import pytest
 
-from tests.helpers import (BOX_C1, BOX_TOKEN, C1, OFFSET_CM, TOKEN, Box, MoodleReader, box_section, calls, control,
-                           mark, run_json)
-
-WRITES = ("core_completion_override_activity_completion_status", "core_grades_update_grades")
-
-
-def make_box(tmp_path, simulator, boxsim, direction: str, sync_keys: str = "") -> Box:
-    box = Box(tmp_path, simulator.url,
-              extra=box_section(tmp_path, boxsim) + f"\n[sync]\ndirection = {direction}\n{sync_keys}")
-    assert box.cli("courses", "add", "C1", "C2").returncode == 0
-    return box
-
-
-def writes(sim) -> int:
-    return sum(calls(sim).get(fn, 0) for fn in WRITES)
-
-
-def sync(box) -> dict:
-    code, run, err = run_json(box, "sync")
-    assert code == 0 and run["status"] == "completed", (run, err)
-    return run
-
+from tests.helpers import (BOX_C1, BOX_TOKEN, C1, OFFSET_CM, TOKEN, WRITES, Box, MoodleReader, box_section, calls,
+                           control, make_box, mark, run_json, writes)
+from tests.helpers import page_of as page
+from tests.helpers import synced as sync
 
 def server_override(simulator, userid: int, cmid: int, state: int) -> None:
     MoodleReader(simulator.url, TOKEN).call("core_completion_override_activity_completion_status",
@@ -41,27 +23,6 @@ def grade(sim, token: str, courseid: int, cmid: int, studentid: int, value: floa
     MoodleReader(sim.url, token).call(
         "core_grades_update_grades", source="teacher", courseid=courseid, component="mod_assign",
         activityid=cmid, itemnumber=0, **{"grades[0][studentid]": studentid, "grades[0][grade]": value})
-
-
-def page(box) -> str:
-    """The page as the logged-in admin sees it."""
-    import re
-
-    from agent.store import settings
-    from agent.auth import hash_password
-    from agent.config import load_config
-    from agent.store.db import close_db
-    from webui import create_app
-
-    app = create_app(load_config(box.config))
-    try:
-        settings.put(password_hash=hash_password("correct horse battery"))
-        client = app.test_client()
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
-        assert client.post("/login", data={"password": "correct horse battery", "csrf_token": csrf}).status_code == 303
-        return client.get("/").get_data(as_text=True)
-    finally:
-        close_db()
 
 
 def conflicts_log(box) -> list[dict]:
@@ -115,7 +76,10 @@ def test_direction_up_writes_nothing_into_the_boxs_moodle_and_a_change_applies_f
     server_override(simulator, 3, 1, 1)
     before = writes(boxsim)
     run = sync(box)
-    assert writes(boxsim) == before and "completions_down" not in run["actions"] and run["box_bytes"] is None
+    # The box's Moodle is only read (course completion and badges compared: agent/awards.py).
+    assert writes(boxsim) == before and "completions_down" not in run["actions"]
+    assert run["courses"] and all(c["awards"].startswith("course completion and badges: the same on both sides")
+                                  for c in run["courses"])
     assert MoodleReader(boxsim.url, BOX_TOKEN).completion(BOX_C1, 23, 1 + OFFSET_CM) == 0
     assert directions(box) == ["up", "up"]
 

@@ -162,3 +162,35 @@ def test_an_id_past_its_age_is_asked_about_with_the_check_and_never_used():
     assert wants(Queued(2, "user", "student1"), known, Busy()) == ("lookup", "student1")
     known.looked_up.add("student1")  # looked up after all, and not found
     assert wants(completion(1), known, Busy()) == READY
+
+
+# -- assignment grades through the assignment (issue 22) ----------------------------------------------
+
+def test_an_assignments_grades_go_through_mod_assign_save_grades_batched_by_its_instance():
+    rows = [grade(1, value=50.0), grade(2, "student2", value=60.0, feedback="Well done"), grade(3, value=70.0),
+            grade(4, "student2", cmid=5, value=9.0)]
+    plan = plan_learning(rows, 2, "C1", KNOWN, {3, 4}, {3: "assign", 5: "quiz"}, False, 100,
+                         instances={3: 17, 5: 4}, functions={"mod_assign_save_grades"})
+    assign, quiz = plan.calls
+    assert assign.function == "mod_assign_save_grades" and assign.events == [1, 2, 3] and assign.count == 2
+    assert assign.args == {"assignmentid": 17, "applytoall": 0, "grades": [
+        {"userid": 4, "grade": 60.0, "attemptnumber": -1, "addattempt": 0, "workflowstate": "",
+         "plugindata": {"assignfeedbackcomments_editor": {"text": "Well done", "format": 1}}},
+        {"userid": 3, "grade": 70.0, "attemptnumber": -1, "addattempt": 0, "workflowstate": ""}]}  # the later wins
+    assert quiz.function == "core_grades_update_grades" and quiz.args["component"] == "mod_quiz"
+    assert grade_problem(assign, None) is None   # its success is Moodle's null
+
+
+def test_an_assignments_grades_fall_back_to_the_gradebook_without_the_function_or_the_instance():
+    rows = [grade(1), grade(2, "student2")]
+    for instances, functions in (({3: 17}, set()), ({}, {"mod_assign_save_grades"})):
+        plan = plan_learning(rows, 2, "C1", KNOWN, {3, 4}, {3: "assign"}, False, 100,
+                             instances=instances, functions=functions)
+        assert [c.function for c in plan.calls] == ["core_grades_update_grades"]
+
+
+def test_an_assignments_calls_hold_at_most_batch_size_learners():
+    rows = [grade(i, f"s{i}") for i in range(5)]
+    plan = plan_learning(rows, 2, "C1", {f"s{i}": 10 + i for i in range(5)}, set(range(10, 15)), {3: "assign"},
+                         False, 2, instances={3: 17}, functions={"mod_assign_save_grades"})
+    assert [len(c.args["grades"]) for c in plan.calls] == [2, 2, 1]

@@ -302,6 +302,23 @@ def agent_calls(sim, token, courseid, cmid, assign_cmid, student):
                       grades=[{"studentid": student, "grade": 70}]) == 0
     report = ws(sim, "gradereport_user_get_grade_items", token=token, courseid=courseid, userid=student)
     ok["report"] = report["usergrades"][0]["userid"] == student
+    # Assignment grades through the assignment, course completion and badges (issue 22).
+    instance = next(m["instance"] for s in ws(sim, "core_course_get_contents", token=token, courseid=courseid)
+                    for m in s["modules"] if m["id"] == assign_cmid)
+    ok["assign_save"] = ws(sim, "mod_assign_save_grades", token=token, assignmentid=instance, applytoall=0,
+                           grades=[{"userid": student, "grade": 71, "attemptnumber": -1, "addattempt": 0,
+                                    "workflowstate": ""}]) is None
+    got = ws(sim, "mod_assign_get_grades", token=token, assignmentids=[instance])
+    ok["assign_get"] = [(g["userid"], g["grade"]) for g in got["assignments"][0]["grades"]] == [
+        (student, "71.00000")]
+    edit(sim, "set_completion_criteria", courseid=courseid, cmids=[cmid])
+    edit(sim, "set_course_badge", courseid=courseid)
+    status = ws(sim, "core_completion_get_course_completion_status", token=token, courseid=courseid,
+                userid=student)
+    ok["course_completion"] = status["completionstatus"]["completed"] is True
+    badges = ws(sim, "core_badges_get_user_badges", token=token, userid=student, courseid=courseid)["badges"]
+    # Another user's badge without moodle/badges:configuredetails: part of it (core_badges_external).
+    ok["badges"] = len(badges) == 1 and badges[0]["uniquehash"] and "recipientid" not in badges[0]
     batch = ws(sim, "tool_mobile_call_external_functions", token=token, requests=[
         {"function": "core_completion_get_activities_completion_status",
          "arguments": json.dumps({"courseid": courseid, "userid": student})}])

@@ -163,7 +163,7 @@ class Collector:
                                                    "outcome": "not on the box's Moodle"}
                     continue
             if mine is None or mine.id != theirs.id or (mine.timemodified, mine.cacherev) != (
-                    theirs.timemodified, theirs.cacherev):
+                    theirs.timemodified, theirs.cacherev) or lacks_instances(mine.id):
                 mine = store_box_course(course.id, theirs, courses_mod.fetch_contents(self.client, theirs.id))
             pairs.append((course, mine))
         return pairs
@@ -331,6 +331,12 @@ def save_state(plan: CoursePlan, changes: list[Change], idnumbers: dict[int, str
             BoxActivity.update(idnumber=idnumber).where(BoxActivity.cmid == cmid).execute()
 
 
+def lacks_instances(box_course: int) -> bool:
+    """Assignments stored before their instance ids were (schema 8): the contents are read again once."""
+    return BoxActivity.select().where(BoxActivity.box_course == box_course, BoxActivity.modname == "assign",
+                                      BoxActivity.instance.is_null()).exists()
+
+
 def store_box_course(course_id: int, course: courses_mod.ServerCourse, contents: list) -> BoxCourse:
     """The box's copy of one course and its activities. Updated in place, never
     replaced: what was collected for the course hangs on its row."""
@@ -347,7 +353,8 @@ def store_box_course(course_id: int, course: courses_mod.ServerCourse, contents:
         activities = [
             {"cmid": int(m["id"]), "box_course": course.id, "section": int(s.get("section", 0)),
              "name": str(m.get("name", ""))[:255], "modname": str(m.get("modname", "")),
-             "idnumber": idnumbers.get(int(m["id"]))}
+             "idnumber": idnumbers.get(int(m["id"])),
+             "instance": int(m["instance"]) if isinstance(m.get("instance"), int) else None}
             for s in contents for m in s.get("modules", [])
         ]
         for start in range(0, len(activities), 200):

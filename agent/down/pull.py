@@ -30,18 +30,19 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, Collection
 
 from ..box.diff import learner
 from ..box.collect import PARTICIPANT_FIELDS
 from ..kinds import COMPLETION_STATES, CREATE_USERS, ENROL, GRADE_ITEMS, KINDS, LOOKUP, OVERRIDE, PARTICIPANTS, \
-    UPDATE_GRADES, brought_down, completion_state, value_of
+    SAVE_ASSIGN_GRADES, UPDATE_GRADES, brought_down, completion_state, value_of
 from ..mapping import ActivityInfo
 from ..roles import STUDENT_ROLE_ID
 from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerSeen, TwoWayConflict, database, \
     first_column, iso, utcnow
 from .diff import COMPLETION, GRADE, Decision, Reported, decide, server_completions, server_grades
 from ..moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
+from ..push.plan import assign_grade, assign_grade_args
 from ..push.session import Run
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ def down_course(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> N
                            waiting[k][1] if k in waiting else None) for k in sorted(keys)}
 
     writes = [(k, d) for k, d in decisions.items() if d.write_down is not None]
-    calls, owners = box_calls(writes, bc.id, learners, to_box, mapping.on_box)
+    calls, owners = box_calls(writes, bc.id, learners, to_box, mapping.on_box, box.site_info().functions)
     try:
         results = box.read_all(calls) if calls else []
     except TokenRejected:
@@ -242,8 +243,10 @@ def down_course(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> N
 
 
 def box_calls(writes: list[tuple[Key, Decision]], box_course: int, learners: dict[str, int], to_box: dict[int, int],
-              box_acts: dict[int, ActivityInfo]) -> tuple[list[tuple[str, dict[str, Any]]], list[list[Key]]]:
-    """The box's calls for what to write, under the box's ids, and the keys each one carries."""
+              box_acts: dict[int, ActivityInfo], functions: Collection[str] = ()
+              ) -> tuple[list[tuple[str, dict[str, Any]]], list[list[Key]]]:
+    """The box's calls for what to write, under the box's ids, and the keys each one carries. An
+    assignment's grades go into the assignment (mod_assign_save_grades) when the box's service has it."""
     calls: list[tuple[str, dict[str, Any]]] = []
     owners: list[list[Key]] = []
     per_activity: dict[int, int] = {}
@@ -255,6 +258,17 @@ def box_calls(writes: list[tuple[Key, Decision]], box_course: int, learners: dic
             calls.append((OVERRIDE, {"userid": userid, "cmid": box_cmid,
                                      "newstate": completion_state(d.write_down > 0)}))
             owners.append([key])
+            continue
+        act = box_acts[box_cmid]
+        variant = KINDS["grade"].variant(act.modname)
+        if variant is not None and variant.function in functions and act.instance:
+            if box_cmid not in per_activity:
+                per_activity[box_cmid] = len(calls)
+                calls.append((SAVE_ASSIGN_GRADES, assign_grade_args(act.instance)))
+                owners.append([])
+            i = per_activity[box_cmid]
+            calls[i][1]["grades"].append(assign_grade(userid, d.write_down))
+            owners[i].append(key)
             continue
         if box_cmid not in per_activity:
             per_activity[box_cmid] = len(calls)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Collection, Literal, Mapping
 
-from ..kinds import CREATE_USERS, ENROL, OVERRIDE, UPDATE_GRADES, UPDATE_USERS, completion_state, kind_of
+from ..kinds import CREATE_USERS, ENROL, OVERRIDE, SAVE_ASSIGN_GRADES, UPDATE_GRADES, UPDATE_USERS, completion_state, \
+    kind_of
 from ..roles import ROLES
 
 PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
@@ -195,11 +196,16 @@ def plan_enrolments(rows: list[Queued], course_id: int, known: Mapping[str, int]
 
 def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Mapping[str, int],
                   enrolled: Collection[int], activities: Mapping[int, str], force: bool,
-                  batch_size: int) -> Plan:
+                  batch_size: int, instances: Mapping[int, int] | None = None,
+                  functions: Collection[str] = ()) -> Plan:
     """Completions and grades of one course, in queue order. ``activities``
-    maps the course's cmids to their module name (assign, quiz ...)."""
+    maps the course's cmids to their module name (assign, quiz ...),
+    ``instances`` to their instance id; ``functions`` are the service's: a
+    kind's variant (an assignment's grades through the assignment) is used
+    when the service has its function and the instance is known."""
     plan = Plan(planned=len(rows))
     grade_calls: dict[int, Call] = {}
+    instances = instances or {}
     for e in rows:
         uid = known.get(e.username)
         cmid = int(e.cmid or 0)
@@ -216,6 +222,9 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
                                    [e.id], "completions"))
         elif modname is None:
             plan.conflict(e, f"activity {cmid} does not exist in course {shortname}, so its grade item is unknown")
+        elif (variant := kind_of(e.type).variant(modname)) and variant.function in functions \
+                and instances.get(cmid):
+            add_assign_grade(plan, grade_calls, e, uid, cmid, instances[cmid], batch_size)
         else:
             # One update_grades call per activity, of up to batch_size grades
             # (1: a call per event, as the Moodle app sends them); a later
@@ -235,6 +244,37 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
             call.events.append(e.id)
             call.count = len(call.args["grades"])
     return plan
+
+
+def assign_grade_args(assignmentid: int) -> dict[str, Any]:
+    """mod_assign_save_grades for one assignment (its instance id, not the cmid: 94_)."""
+    return {"assignmentid": assignmentid, "applytoall": 0, "grades": []}
+
+
+def assign_grade(uid: int, grade: float, feedback: str | None = None) -> dict[str, Any]:
+    """One learner's entry: the latest attempt, no new attempt, the workflow state left as the
+    assignment's (empty), and a feedback comment only if the event holds one: none is invented."""
+    entry: dict[str, Any] = {"userid": uid, "grade": grade, "attemptnumber": -1, "addattempt": 0,
+                             "workflowstate": ""}
+    if feedback is not None:
+        entry["plugindata"] = {"assignfeedbackcomments_editor": {"text": feedback, "format": 1}}
+    return entry
+
+
+def add_assign_grade(plan: Plan, calls: dict[int, Call], e: Queued, uid: int, cmid: int, instance: int,
+                     batch_size: int) -> None:
+    """A grade into the assignment's call of up to batch_size learners; a later grade for the same
+    learner replaces the earlier one in that call."""
+    call = calls.get(cmid)
+    if call is None or len(call.events) >= batch_size:
+        call = Call(SAVE_ASSIGN_GRADES, assign_grade_args(instance), [], "grades", count=0)
+        calls[cmid] = call
+        plan.calls.append(call)
+    grade = e.data["grade"]
+    entry = assign_grade(uid, -1.0 if grade is None else float(grade), e.data.get("feedback"))
+    call.args["grades"] = [g for g in call.args["grades"] if g["userid"] != uid] + [entry]
+    call.events.append(e.id)
+    call.count = len(call.args["grades"])
 
 
 def grade_problem(call: Call, data: object) -> str | None:

@@ -79,6 +79,7 @@ class Pusher:
         self.lookups: set[str] = set()
         self.checks: set[tuple[int, int, str]] = set()
         self.activities: dict[int, dict[int, str]] = {}
+        self.instances: dict[int, dict[int, int]] = {}
         self.shortnames: dict[int, str] = {}
 
     def push(self) -> None:
@@ -213,9 +214,11 @@ class Pusher:
             return plan_enrolments(rows, course_id, k.ids, enrolled)
         if course_id not in self.activities:
             self.activities[course_id] = course_activities(course_id)
+            self.instances[course_id] = course_instances(course_id)
             self.shortnames[course_id] = Course.get_by_id(course_id).shortname
         return plan_learning(rows, course_id, self.shortnames[course_id], k.ids, enrolled,
-                             self.activities[course_id], run.force, run.config.agent.batch_size)
+                             self.activities[course_id], run.force, run.config.agent.batch_size,
+                             self.instances[course_id], run.functions)
 
     # -- asking and sending ----------------------------------------------------
 
@@ -306,6 +309,13 @@ def course_activities(course_id: int) -> dict[int, str]:
     """cmid -> module name, as the box's copy of the course has them."""
     return {a.cmid: a.modname for a in Activity.select(Activity.cmid, Activity.modname)
             .where(Activity.course == course_id)}
+
+
+def course_instances(course_id: int) -> dict[int, int]:
+    """cmid -> instance id (an assignment's grades are written under it)."""
+    rows: Any = (Activity.select(Activity.cmid, Activity.instance)
+                 .where(Activity.course == course_id, Activity.instance.is_null(False)).tuples())
+    return {int(cmid): int(instance) for cmid, instance in rows}
 
 
 def in_course(stage: str) -> bool:

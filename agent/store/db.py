@@ -37,7 +37,8 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-SCHEMA_VERSION = 8
+# 8: a run's kind apart from its trigger; 9: boxactivity.instance (an assignment's id).
+SCHEMA_VERSION = 9
 
 
 def utcnow() -> datetime:
@@ -221,6 +222,7 @@ class BoxActivity(BaseModel):
     name = pw.CharField()
     modname = pw.CharField()
     idnumber = pw.CharField(null=True)  # from the grade book, for graded activities
+    instance = pw.IntegerField(null=True)  # core_course_get_contents' instance: an assignment's grades go under it
     box_course_id: int
 
 
@@ -357,7 +359,8 @@ def _create_event_counters(db: pw.SqliteDatabase) -> None:
 # Columns added after a release, with their type; create_tables(safe=True)
 # does not add columns to a table that exists, so an upgraded box gets them here.
 ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts, "INTEGER NOT NULL DEFAULT 0"), (SyncRun, SyncRun.collected, "TEXT"),
-                 (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT")]
+                 (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT"),
+                 (BoxActivity, BoxActivity.instance, "INTEGER")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:
