@@ -39,7 +39,10 @@ NOT_RECORDED = ["core_user_update_users", "core_enrol_get_users_courses", "core_
 # MOODLE_RECORDINGS may point the replay at another copy of them.
 PROJECT_RECORDINGS = HERE.parent / "recordings"
 RECORDINGS = Path(os.environ.get("MOODLE_RECORDINGS") or PROJECT_RECORDINGS)
-RECORDING_FILES = sorted(RECORDINGS.glob("*.json"))
+ALL_RECORDING_FILES = sorted(RECORDINGS.glob("*.json"))
+# 01_ to 72_ replay here against the recorded server with the admin's token; the later files (other
+# users, the box site) are replayed by their own tests (test_simulator_accounts.py: 80-93, 108).
+RECORDING_FILES = [p for p in ALL_RECORDING_FILES if int(p.name[:p.name.index("_")].rstrip("bc")) < 80]
 EXPECTED_RECORDINGS = 59     # 01_ to 72_, as listed in tests/recordings/README.md
 
 
@@ -153,7 +156,7 @@ def compare(rec, r, name):
 
 def test_recordings_are_in_the_project():
     """A fresh clone replays every recording: none may be missing, none left out of the replay."""
-    in_project = sorted(p.name for p in PROJECT_RECORDINGS.glob("*.json"))
+    in_project = sorted(p.name for p in PROJECT_RECORDINGS.glob("*.json") if int(p.name.split("_")[0].rstrip("bc")) < 80)
     assert len(in_project) == EXPECTED_RECORDINGS, f"{PROJECT_RECORDINGS}: {len(in_project)} recordings"
     assert (PROJECT_RECORDINGS / "README.md").is_file()
     assert [p.name for p in RECORDING_FILES] == in_project, f"the replay reads {RECORDINGS}"
@@ -633,8 +636,9 @@ def test_enrolment_and_user_lifecycle(simulator):
            dict(new[0], username="student8", email="s8b@example.invalid")]
     assert ws(simulator, "core_user_create_users", users=dup)["errorcode"] == "invalidparameter"
     assert ws(simulator, "core_user_get_users_by_field", field="username", values=["student8"]) == []
+    # A password against the policy: its HTML text is the error code (recording 93).
     assert ws(simulator, "core_user_create_users", users=[dict(new[0], username="weak", email="w@example.invalid",
-                                                               password="weak")])["errorcode"] == "invalidparameter"
+                                                               password="weak")])["errorcode"].startswith("<div>")
     assert ws(simulator, "core_user_get_users_by_field", field="username",
               values=["Student7"])["errorcode"] == "invalidparameter"     # PARAM_USERNAME is lower case
     enrol = {"enrolments": [{"roleid": 5, "userid": 8, "courseid": 2}]}

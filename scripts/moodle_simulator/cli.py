@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="enrol N more students in the course (cN-participant1, ...); repeatable")
     ap.add_argument("--without-function", action="append", default=[], metavar="NAME",
                     help="leave a function out of the token's service (repeatable)")
+    ap.add_argument("--sync-account", action="store_true",
+                    help="seed the non-admin sync account (syncagent) with the roles of packaging/moodle/")
+    ap.add_argument("--sync-without", action="append", default=[], metavar="CAPABILITY",
+                    help="take an optional capability out of the sync account's roles (repeatable)")
+    ap.add_argument("--mobile-services", choices=["on", "off"],
+                    help="mobile web services (moodle_mobile_app); default: on with --box, else off")
     ap.add_argument("--wwwroot", help="site URL to report (default: the simulator's own URL)")
     ap.add_argument("--debug-developer", action="store_true", help="add debuginfo to errors")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
@@ -54,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                         calibrated_costs=args.calibrated_costs, seed=not args.no_seed,
                         participants=dict(args.participants), without_functions=args.without_function,
                         wwwroot=args.wwwroot, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                        debug=args.debug_developer, verbose=args.verbose, box=args.box)
+                        debug=args.debug_developer, verbose=args.verbose, box=args.box,
+                        sync_account=args.sync_account, sync_without=args.sync_without,
+                        mobile_services=None if args.mobile_services is None else args.mobile_services == "on")
     except OSError as e:
         print(f"moodle-simulator: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 1

@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import re
 
+from .access import has_capability, is_admin, validate_course_context
 from .completion import completion_details
 from .config import CONTACT_ROLE, COURSE_FORMAT_OPTIONS, FILTERS, MODULES, THEMEREV, TRACKING_NONE
-from .errors import invalid_parameter
+from .errors import MoodleException, invalid_parameter
 from .params import DEFAULT, Multiple, Single, Value, external, php_intval, strip_tags
 from .state import Record, Site
 
@@ -83,7 +84,32 @@ def get_courses_by_field(site: Site, p: dict, userid: int) -> dict:
         courses = [site.courses[k] for k in sorted(site.courses) if site.courses[k].idnumber == value]
     else:
         raise invalid_parameter("Invalid field name")
-    return {"courses": [course_out(site, c) for c in courses], "warnings": warnings}
+    if is_admin(userid):
+        return {"courses": [course_out(site, c) for c in courses], "warnings": warnings}
+    shown = (_course_for(site, c, userid) for c in courses)
+    return {"courses": [c for c in shown if c is not None], "warnings": warnings}
+
+
+# core_course_get_courses_by_field for other users: what one who cannot enter the course sees (the public
+# information), and what only moodle/course:update shows ("information for managers only").
+_ACCESS_FIELDS = ("format showgrades newsitems startdate enddate maxbytes showreports visible groupmode groupmodeforce "
+                  "defaultgroupingid enablecompletion completionnotify lang theme marker filters "
+                  "courseformatoptions").split()
+_MANAGER_FIELDS = "idnumber legacyfiles calendartype timecreated timemodified requested cacherev".split()
+
+
+def _course_for(site: Site, c: Record, userid: int) -> dict | None:
+    out = course_out(site, c)
+    try:
+        if c.id != 1:
+            validate_course_context(site, c, userid)
+    except MoodleException:
+        if not (c.visible or has_capability(site, "moodle/course:viewhiddencourses", userid, c.id)):
+            return None             # core_course_category::can_view_course_info()
+        return {k: v for k, v in out.items() if k not in _ACCESS_FIELDS and k not in _MANAGER_FIELDS}
+    if c.id == 1 or not has_capability(site, "moodle/course:update", userid, c.id):
+        out = {k: v for k, v in out.items() if k not in _MANAGER_FIELDS}
+    return out
 
 
 def _module_out(site: Site, cm: Record, userid: int) -> dict:
@@ -120,7 +146,7 @@ def _module_out(site: Site, cm: Record, userid: int) -> dict:
 
 
 def get_contents(site: Site, p: dict, userid: int) -> list[dict]:
-    site.course_or_fail(p["courseid"])
+    validate_course_context(site, site.course_or_fail(p["courseid"]), userid)
     opts = {o["name"].lower(): o["value"] for o in p["options"]}
     excludemodules = opts.get("excludemodules") in ("1", "true")
     excludecontents = opts.get("excludecontents") in ("1", "true")

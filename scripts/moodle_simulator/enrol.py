@@ -5,14 +5,15 @@ from __future__ import annotations
 from itertools import islice
 from typing import Callable, Iterable
 
-from .access import require_capability, validate_course_context
-from .config import ASSIGNABLE_ROLES, TRACKING_NONE
+from .access import has_capability, is_admin, require_capability, required_capability, validate_course_context
+from .config import ASSIGNABLE_ROLES, ROLES, TRACKING_NONE
 from .course import course_image
 from .errors import MoodleException, coding_exception, invalid_parameter, moodle_exception
 from .params import DEFAULT, Multiple, Single, Value, clean_param, external, opt, php_intval
 from .php import phpnum
 from .state import Record, Site
-from .user import enrolled_courses, ordered, user_details, users_description
+from .rights import assignable_roles
+from .user import enrolled_courses, for_viewer, ordered, user_details, users_description
 from .xml_output import described
 
 SITE_ID = 1
@@ -26,7 +27,7 @@ def manual_enrol_users(site: Site, p: dict, userid: int) -> None:
             raise invalid_parameter("Context does not exist")
         validate_course_context(site, site.courses[cid], userid)
         require_capability(site, "enrol/manual:enrol", userid, cid)
-        if en["roleid"] not in ASSIGNABLE_ROLES:
+        if en["roleid"] not in _assignable(site, userid, cid):
             raise moodle_exception(
                 "wsusercannotassign",
                 f"You don't have the permission to assign this role ({en['roleid']}) to this user "
@@ -42,6 +43,16 @@ def manual_enrol_users(site: Site, p: dict, userid: int) -> None:
     for en in p["enrolments"]:
         site.enrol(en["courseid"], en["userid"], en["roleid"], en.get("timestart") or 0,
                    en.get("timeend") or 0, 1 if en.get("suspend") else 0)
+
+
+def _assignable(site: Site, userid: int, courseid: int) -> set[int] | tuple[int, ...]:
+    """get_assignable_roles(): the admin's, a course role's (editing teacher, manager), a preset role's."""
+    if is_admin(userid):
+        return ASSIGNABLE_ROLES
+    e = site.enrolment(courseid, userid)
+    by_enrolment = set(ASSIGNABLE_ROLES) if e and {1, 3} & set(e.roles) else set()
+    names = assignable_roles(site, userid, courseid)
+    return by_enrolment | {rid for rid, name in ROLES.items() if name in names}
 
 
 # get_enrolled_users_returns(): the order of a participant's fields.
@@ -108,7 +119,12 @@ def _sort_key(site: Site, sortby: str, descending: bool) -> Callable[[tuple], tu
 def get_enrolled_users(site: Site, p: dict, userid: int) -> list[dict]:
     o = _enrolled_users_options(p["options"])
     cid = p["courseid"]
-    site.course_or_fail(cid)
+    course = site.course_or_fail(cid)
+    if not is_admin(userid):
+        validate_course_context(site, course, userid)
+        if not (has_capability(site, "moodle/course:viewparticipants", userid, cid)
+                or has_capability(site, "moodle/course:enrolreview", userid, cid)):
+            raise required_capability(site, "moodle/course:viewparticipants", cid)   # course_require_view_...
     cap = o["withcapability"]
     if cap and cap not in CAPABILITY_ROLES:
         raise MoodleException("moodle_simulator_exception", "notsimulated",
@@ -131,8 +147,9 @@ def get_enrolled_users(site: Site, p: dict, userid: int) -> list[dict]:
         ordered_rows = sorted(rows, key=_sort_key(site, o["sortby"], descending),
                               reverse=descending and o["sortby"] != "siteorder")
         chosen = ordered_rows[start:start + count] if count else ordered_rows[start:]
-    return [ordered(user_details(site, site.user_or_fail(uid), cid, o["userfields"]), ENROLLED_USER)
-            for uid, _ in chosen]
+    shown = (for_viewer(site, userid, u, user_details(site, u, cid, o["userfields"]), cid)
+             for u in (site.user_or_fail(uid) for uid, _ in chosen))
+    return [ordered(d, ENROLLED_USER) for d in shown if d is not None]
 
 
 def get_users_courses(site: Site, p: dict, userid: int) -> list[dict]:

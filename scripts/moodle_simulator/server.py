@@ -17,8 +17,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from .accounts import LOGIN_PATH, SYNC_SERVICE, login, login_headers
 from .changes import Moodle
-from .config import SERVICE_FUNCTIONS, WS_PATH
+from .config import ADMIN_ID, SERVICE_FUNCTIONS, WS_PATH
 from .faults import Faults
 from .seed import BOX, SERVER
 from .stats import Stats
@@ -214,6 +215,10 @@ class _Handler(BaseHTTPRequestHandler):
                               [("Location", target), ("Cache-Control", "no-cache")])
         if f["status"] and not f["status_after_processing"]:
             return self._send_status_fault(f)
+        if url.path == LOGIN_PATH:
+            payload = login(sim.state, url.query, body, self.headers.get("Content-Type", ""), sim.scheme == "https")
+            stats.count("calls", "login/token.php")
+            return self._send(200, "application/json; charset=utf-8", payload, login_headers(sim.state.now()))
         if url.path != WS_PATH:
             return self._send(404, "text/html; charset=iso-8859-1", _status_page(404))
         ctype, payload, calls = sim.ws.handle(method if method != "HEAD" else "GET", url.query, body,
@@ -306,7 +311,8 @@ class SimServer:
     def __init__(self, host="127.0.0.1", port=0, token="TOKEN", *, request_cost_ms=0, call_cost_ms=0,
                  calibrated_costs=False, seed=True, participants=None, without_functions=(), wwwroot=None,
                  tls_cert=None, tls_key=None, debug=False, max_input_vars=5000, post_max_size=8 * 1024 * 1024,
-                 keepalive_timeout=5.0, max_keepalive_requests=100, verbose=False, box=False):
+                 keepalive_timeout=5.0, max_keepalive_requests=100, verbose=False, box=False,
+                 sync_account=False, sync_without=(), mobile_services=None):
         if not token:
             raise ValueError("a token is required")
         self.verbose = verbose
@@ -332,10 +338,14 @@ class SimServer:
         self.wwwroot = (wwwroot or self.url).rstrip("/")
         try:
             self.state = Moodle(seed=seed, wwwroot=self.wwwroot, service_functions=service,
-                                participants=participants, layout=BOX if box else SERVER)
+                                participants=participants, layout=BOX if box else SERVER,
+                                sync_account=sync_account, sync_without=tuple(sync_without),
+                                mobile_services=mobile_services)
         except ValueError:
             self.httpd.server_close()
             raise
+        self.state.admin_token = token
+        self.state.tokens[token] = (ADMIN_ID, SYNC_SERVICE)
         self.faults = Faults(request_cost_ms=request_cost_ms, call_cost_ms=call_cost_ms,
                              calibrated_costs=calibrated_costs, debug=debug)
         self.state.clock_offset = lambda: self.faults.clock_offset_s   # a skewed server stamps its own time

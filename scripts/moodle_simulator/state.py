@@ -46,6 +46,12 @@ class Site:
         self._frozen_time: int | None = None
         self.clock_offset: Callable[[], float] = lambda: 0   # SimServer links it to the clock_offset_s fault
         self.service = dict(service_functions if service_functions is not None else SERVICE_FUNCTIONS)
+        # External services by short name (accounts.py): the tokens' custom service holds self.service;
+        # moodle_mobile_app is enabled when mobile web services are on (the box, 80_), else disabled (83_).
+        self.mobile_services = False
+        self.services: dict[str, Record] = {}
+        self.acting_service: dict | None = None    # the functions of the running call's token's service
+        self.admin_token: str | None = None         # the token given at start: the admin's, for self.service
         self.clear()
 
     # -- clock -------------------------------------------------------------
@@ -79,6 +85,9 @@ class Site:
             self.course_items: dict[int, int] = {}        # courseid -> itemid of the course total
             self.grades: dict[tuple[int, int], Record] = {}   # (itemid, userid) -> grade
             self.course_access: dict[tuple[int, int], int] = {}   # (userid, courseid) -> user_lastaccess time
+            self.tokens: dict[str, tuple[int, str]] = {}          # login/token.php's tokens -> (userid, service)
+            self.roles: dict[str, Record] = {}                    # rights.py: preset roles by short name
+            self.role_assignments: set[tuple[int, str, str, int]] = set()   # (userid, role, level, instance)
             self.next_ids: dict[str, Any] = {
                 "user": 3, "course": 2, "cm": 1, "section": 1, "context": 3, "gradeitem": 1,
                 "gradecategory": 1, "instance": {"page": 1, "url": 1, "assign": 1}}

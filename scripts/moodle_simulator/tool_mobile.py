@@ -36,10 +36,10 @@ def _arguments(text: str) -> dict | list:
     return args if isinstance(args, (dict, list)) else {}
 
 
-def _run(ws: WebService, fname: str, args: dict | list, userid: int, calls: list) -> dict:
+def _run(ws: WebService, fname: str, args: dict | list, userid: int, calls: list, service: dict | None) -> dict:
     try:
         try:
-            data = ws.call(fname, args, userid, calls)
+            data = ws.call(fname, args, userid, calls, service)
         except MoodleException:
             raise
         except Exception as e:   # a simulator bug: report it like PHP reports a Throwable
@@ -55,13 +55,14 @@ def _run(ws: WebService, fname: str, args: dict | list, userid: int, calls: list
     return resp
 
 
-def call_external_functions(ws: WebService, p: dict, userid: int, calls: list) -> dict:
+def call_external_functions(ws: WebService, p: dict, userid: int, calls: list, service: dict | None = None) -> dict:
+    service = ws.state.service if service is None else service     # the token's service
     ws.stats.add(batches=1)
     ws.stats.count("batch_sizes", len(p["requests"]))
     responses = []
     for req in p["requests"]:
-        if req["function"] in ws.state.service:
-            resp = _run(ws, req["function"], _arguments(req["arguments"]), userid, calls)
+        if req["function"] in service:
+            resp = _run(ws, req["function"], _arguments(req["arguments"]), userid, calls, service)
         else:
             exc = {"errorcode": "accessexception", "module": "webservice"}
             if ws.faults.debug:

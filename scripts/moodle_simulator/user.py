@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .access import require_capability
+from .access import has_capability, is_admin, require_capability, validate_course_context
+from .accounts import hash_password, password_policy_text, policy_exception
 from .config import AUTH_PLUGINS, LANGS, ROLES, THEMES
 from .errors import MoodleException, coding_exception, invalid_parameter, moodle_exception
 from .params import DEFAULT, OPTIONAL, Multiple, Single, Value, clean_param, external, opt, validate_email
@@ -15,10 +16,34 @@ from .xml_output import described
 
 def check_password_policy(password: str) -> bool:
     """Moodle's default password policy."""
-    return (len(password) >= 8 and re.search(r"[0-9]", password) is not None
-            and re.search(r"[a-z]", password) is not None
-            and re.search(r"[A-Z]", password) is not None
-            and re.search(r"[^a-zA-Z0-9]", password) is not None)
+    return password_policy_text(password) == ""
+
+
+# What user_get_user_details() shows a caller who is not the site admin, by capability (user/lib.php).
+_NEEDS_ALL_DETAILS = ("username", "idnumber", "auth", "confirmed", "lang", "theme", "timezone", "mailformat")
+
+
+def for_viewer(site: Site, viewer: int, u: Record, details: dict, courseid: int | None = None) -> dict | None:
+    """The details as ``viewer`` may see them; None when Moodle skips the user (no moodle/user:viewdetails).
+
+    Capabilities in the user's context come from system roles (a user context sits under the system one);
+    with a course, the course context's count too.  $CFG->showuseridentity is Moodle's default, "email"."""
+    if is_admin(viewer) or u.id == viewer:
+        return details
+
+    def can(capability: str) -> bool:
+        return has_capability(site, capability, viewer) or (
+            courseid is not None and has_capability(site, capability, viewer, courseid))
+    if not can("moodle/user:viewdetails"):
+        return None
+    out = dict(details)
+    hidden = set() if can("moodle/user:viewalldetails") else set(_NEEDS_ALL_DETAILS)
+    if not can("moodle/site:viewfullnames"):
+        hidden |= {"firstname", "lastname"}
+    if not (can("moodle/site:viewuseridentity") or (
+            courseid is not None and has_capability(site, "moodle/course:useremail", viewer, courseid))):
+        hidden.add("email")
+    return {k: v for k, v in out.items() if k not in hidden}
 
 
 # user_get_default_fields(): what a userfields option may ask for.
@@ -132,7 +157,8 @@ def get_users_by_field(site: Site, p: dict, userid: int) -> list[dict]:
     found = [u for u in (site.user(i) for i in sorted(ids)) if u is not None]
     # email: an exact match (PostgreSQL compares case-sensitively)
     found = [u for u in found if not u.hidden and u[field] not in ("", None) and (field != "email" or u.email in wanted)]
-    return [ordered(user_details(site, u), USER_DESCRIPTION) for u in found]
+    shown = (for_viewer(site, userid, u, user_details(site, u)) for u in found)
+    return [ordered(d, USER_DESCRIPTION) for d in shown if d is not None]
 
 
 def _email_taken(site: Site, email: str, exclude: int | None = None) -> bool:
@@ -161,12 +187,10 @@ def create_users(site: Site, p: dict, userid: int) -> list[dict]:
             raise invalid_parameter(f"Email address is invalid: {user['email']}")
         if _email_taken(site, user["email"]) or user["email"].lower() in pending_emails:
             raise invalid_parameter(f"Email address already exists: {user['email']}")
-        if not user.get("createpassword") and user["auth"] == "manual" \
-                and not check_password_policy(user.get("password") or ""):
-            raise invalid_parameter("Passwords must be at least 8 characters long. Passwords must have at "
-                                    "least 1 digit(s). Passwords must have at least 1 lower case letter(s). "
-                                    "Passwords must have at least 1 upper case letter(s). Passwords must "
-                                    "have at least 1 special character(s) such as *, -, or #.")
+        # check_password_policy(): its HTML text becomes the error code (93_); the call is one transaction.
+        policy = "" if user.get("createpassword") else password_policy_text(user.get("password") or "")
+        if policy:
+            raise policy_exception(policy)
         pending_names.add(user["username"])
         pending_emails.add(user["email"].lower())
     created = []
@@ -175,7 +199,8 @@ def create_users(site: Site, p: dict, userid: int) -> list[dict]:
         extra = {k: user[k] for k in ("auth", "lang", "department", "institution", "city", "country",
                                        "description", "calendartype", "theme", "timezone", "mailformat")
                  if user.get(k) not in (None, "")}
-        extra["password"] = None if user.get("createpassword") else user.get("password")
+        # createpassword: Moodle mails a generated one; until the user sets it, no password works here.
+        extra["password"] = None if user.get("createpassword") else hash_password(user["password"])
         site.add_user_record(uid, user["username"], user["firstname"], user["lastname"], user["email"],
                              php_str(user["idnumber"]), **extra)
         created.append({"id": uid, "username": user["username"]})
@@ -191,6 +216,8 @@ def update_users(site: Site, p: dict, userid: int) -> dict:
             existing = site.user_for_update(uid)
             if existing is None or existing.hidden:
                 raise moodle_exception("invaliduserid", "Invalid user id", "Invalid user ID")
+            if uid != userid and is_admin(uid) and not is_admin(userid):
+                raise moodle_exception("usernotupdatedadmin", "Cannot update admin accounts")
             if "email" in user and user["email"] != existing.email:
                 if not validate_email(user["email"]):
                     raise moodle_exception("useremailinvalid", "Invalid email address", "Invalid email address")
@@ -199,16 +226,27 @@ def update_users(site: Site, p: dict, userid: int) -> dict:
             if "username" in user and user["username"] != existing.username:
                 if site.user_id(user["username"]) is not None:
                     raise MoodleException("dml_write_exception", "dmlwriteexception", "Error writing to database")
-            if "password" in user and existing.auth == "manual" and not check_password_policy(user["password"]):
-                raise invalid_parameter("password policy")
+            policy = password_policy_text(user["password"]) if "password" in user else ""
+            if policy:                          # user_update_user() refuses it; nothing of this user is kept
+                raise policy_exception(policy)
             site.unindex_user(existing)
             for k, v in user.items():
                 if k in ("id", "customfields", "preferences", "userpicture", "interests"):
+                    continue
+                if k == "password":             # stored as a hash; existing tokens stay valid (91_)
+                    existing["password"] = hash_password(v)
                     continue
                 existing[k] = bool(v) if k == "suspended" else (php_str(v) if k == "idnumber" else v)
             site.index_user(existing)
         except MoodleException as e:
             warnings.append({"item": "user", "itemid": uid, "warningcode": e.errorcode, "message": e.message})
+    if any(not re.fullmatch(r"[A-Za-z0-9]*", w["warningcode"]) for w in warnings):
+        # The policy's HTML text as a warningcode fails the PARAM_ALPHANUM check of the returns (90_):
+        # the other users' changes are kept, the whole answer is this error.
+        raise MoodleException("core\\exception\\invalid_response_exception", "invalidresponse",
+                              "Invalid response value detected",
+                              "warnings => Invalid response value detected: warningcode => Invalid response "
+                              "value detected: ", module="debug")
     return {"warnings": warnings}
 
 
@@ -223,7 +261,10 @@ def get_course_user_profiles(site: Site, p: dict, userid: int) -> list[dict]:
             continue
         if courseids[uid] not in site.courses:
             raise invalid_parameter("Context does not exist")     # validate_context() of no context
-        result.append(ordered(user_details(site, u, courseids[uid]), COURSE_PROFILE))
+        validate_course_context(site, site.courses[courseids[uid]], userid)
+        shown = for_viewer(site, userid, u, user_details(site, u, courseids[uid]), courseids[uid])
+        if shown is not None:
+            result.append(ordered(shown, COURSE_PROFILE))
     return result
 
 

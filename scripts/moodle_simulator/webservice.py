@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from . import completion, course, enrol, grades, user
-from .access import is_admin, not_simulated
+from .access import has_capability, is_admin, not_simulated
+from .accounts import SYNC_SERVICE
 from .config import (ADMIN_ID, ADVANCED_FEATURES, BATCH_FUNCTION, OTHER_MOODLE_FUNCTIONS, PRIVATE_ACCESS_KEY,
                      RELEASE, USER_MAX_UPLOAD_FILE_SIZE, USER_QUOTA, VERSION)
 from .errors import MoodleException, access_exception, invalid_parameter, invalid_token, missing_record, \
@@ -33,11 +34,12 @@ if TYPE_CHECKING:
 def get_site_info(site: Site, p: dict, userid: int) -> dict:
     u = site.user_or_fail(userid)
     admin = is_admin(userid)
+    service = site.acting_service if site.acting_service is not None else site.service   # the token's
     return {
         "sitename": site.name.fullname, "username": u.username, "firstname": u.firstname,
         "lastname": u.lastname, "fullname": f"{u.firstname} {u.lastname}", "lang": "en",
         "userid": userid, "siteurl": site.wwwroot, "userpictureurl": site.picture_url("f1"),
-        "functions": [{"name": n, "version": v} for n, v in site.service.items()],
+        "functions": [{"name": n, "version": v} for n, v in service.items()],
         "downloadfiles": 1, "uploadfiles": 1, "release": RELEASE, "version": VERSION,
         "mobilecssurl": "",
         "advancedfeatures": [{"name": n, "value": v} for n, v in ADVANCED_FEATURES],
@@ -79,6 +81,17 @@ FUNCTIONS = {
     **course.FUNCTIONS, **user.FUNCTIONS, **enrol.FUNCTIONS, **completion.FUNCTIONS, **grades.FUNCTIONS,
 }
 JSON, XML = "application/json", "application/xml; charset=utf-8"
+# Functions whose answers follow the caller's capabilities for a user with preset roles (rights.py) too,
+# not only for the admin: the reads the sync account makes.
+ROLE_AWARE = frozenset({"core_course_get_courses_by_field", "core_course_get_contents", "core_user_get_users_by_field",
+                        "core_enrol_get_enrolled_users", "core_user_get_course_user_profiles"})
+
+
+def _rest_refused() -> MoodleException:
+    """webservice_server::authenticate_user() without webservice/rest:use (86_)."""
+    return MoodleException("webservice_access_exception", "accessexception", "Access control exception",
+                           "You are not allowed to use the {$a} protocol (missing capability: webservice/rest:use)",
+                           module="webservice")
 
 
 class WebService:
@@ -91,6 +104,7 @@ class WebService:
         self.max_input_vars = max_input_vars
         self.post_max_size = post_max_size
         self.user_tokens: dict[str, int] = {}     # token -> userid: tokens of users other than the admin
+        # (token_for's, for the sync service; login/token.php's are the site's: state.tokens)
         self._tokens_lock = threading.Lock()
 
     def token_for(self, username: str) -> str:
@@ -108,14 +122,25 @@ class WebService:
         return token
 
     def token_user(self, token: Any) -> int:
-        """webservice_server::authenticate_by_token(): the token's user, who must be able to log in."""
+        """The token's user (see token_owner)."""
+        return self.token_owner(token)[0]
+
+    def token_owner(self, token: Any) -> tuple[int, dict]:
+        """webservice_server::authenticate_by_token(): the token's user, who must be able to log in,
+        and the functions of the token's service."""
         if not isinstance(token, str) or self.faults.reject_token:
             raise invalid_token()
         if token == self.token:
-            return ADMIN_ID
+            return ADMIN_ID, self.state.service
         with self._tokens_lock:
             uid = self.user_tokens.get(token)
         with self.state.lock:
+            shortname = SYNC_SERVICE
+            if uid is None and token in self.state.tokens:
+                uid, shortname = self.state.tokens[token]
+            service = self.state.services.get(shortname)
+            if service is None or not service.enabled:
+                raise invalid_token()     # the service's tokens go with it (and are refused while it is off)
             u = self.state.user(uid) if uid is not None else None
             if u is None or u.hidden:      # a deleted user's tokens go with the account
                 raise invalid_token()
@@ -123,9 +148,9 @@ class WebService:
                 raise _refused("wsaccessusersuspended", "suspended", u.username)
             if u.auth == "nologin":
                 raise _refused("wsaccessusernologin", "nologin authentication", u.username)
-            return u.id
+            return u.id, service.functions
 
-    def call(self, fname: str, params: Any, userid: int, calls: list) -> Any:
+    def call(self, fname: str, params: Any, userid: int, calls: list, service: dict | None = None) -> Any:
         """external_api::call_external_function for one function; returns its result.
 
         ``calls`` gets [function, answer] for each call, the batch's entries
@@ -139,14 +164,22 @@ class WebService:
             self.stats.count("faults_fired", "fail_function")
             raise simulated_error(spec)
         if fname == BATCH_FUNCTION:
-            answer = call_external_functions(self, validate_parameters(BATCH_PARAMS, params), userid, calls)
+            answer = call_external_functions(self, validate_parameters(BATCH_PARAMS, params), userid, calls,
+                                             service)
         else:
-            function = FUNCTIONS[fname]
-            clean = validate_parameters(function.params, params)
-            if not (function.any_user or is_admin(userid)):
+            function = FUNCTIONS.get(fname)
+            if function is None:        # in the mobile service, not simulated here
                 raise not_simulated(fname)
+            clean = validate_parameters(function.params, params)
             with self.state.lock:
-                answer = function.execute(self.state, clean, userid)
+                if not (function.any_user or is_admin(userid) or (
+                        fname in ROLE_AWARE and any(a[0] == userid for a in self.state.role_assignments))):
+                    raise not_simulated(fname)
+                self.state.acting_service = service
+                try:
+                    answer = function.execute(self.state, clean, userid)
+                finally:
+                    self.state.acting_service = None
         call[1] = answer
         return answer
 
@@ -172,16 +205,20 @@ class WebService:
         calls: list = []
         debug = bool(self.faults.debug)
         try:
-            userid = self.token_user(token)
+            userid, service = self.token_owner(token)
+            if not is_admin(userid):
+                with self.state.lock:
+                    if not has_capability(self.state, "webservice/rest:use", userid):
+                        raise _rest_refused()
             if not fname:
                 raise invalid_parameter("Missing function name")
             if not isinstance(fname, str) or not (fname in FUNCTIONS or fname == BATCH_FUNCTION
                                                   or fname in OTHER_MOODLE_FUNCTIONS):
                 raise missing_record("external_functions",
                                      "SELECT * FROM {external_functions} WHERE name = ?", [php_str(fname)])
-            if fname not in self.state.service:
+            if fname not in service or not (fname in FUNCTIONS or fname == BATCH_FUNCTION):
                 raise access_exception(fname)
-            result = self.call(fname, variables, userid, calls)
+            result = self.call(fname, variables, userid, calls, service)
         except MoodleException as e:
             self.stats.count("errors", e.errorcode)
             if as_json:
