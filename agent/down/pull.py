@@ -39,13 +39,17 @@ from ..store.db import Activity, BoxActivity, BoxCourse, Collected, Course, Even
 from .diff import COMPLETION, GRADE, Decision, Reported, decide, server_completions, server_grades
 from ..moodle import BATCH_FUNCTION, MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..push.plan import ActivityInfo, map_activities
+from ..learners import mark_made_down
+from .profiles import profiles_down
 
 log = logging.getLogger(__name__)
 
 # What a sync's row counts of the way down (only when the direction is not up).
-DOWN_KINDS = ["completions_down", "grades_down", "accounts_down", "enrolments_down", "two_way_conflicts"]
+DOWN_KINDS = ["completions_down", "grades_down", "accounts_down", "enrolments_down", "two_way_conflicts",
+              "profiles_down"]
 SERVER_READS = ["core_completion_get_activities_completion_status", "gradereport_user_get_grade_items"]
 BOX_WRITES = ["core_completion_override_activity_completion_status", "core_grades_update_grades",
+              "core_user_update_users",
               "core_user_get_users_by_field", "core_user_create_users", "enrol_manual_enrol_users"]
 # Moodle's standard role id of a student, on the box's Moodle as on any other.
 STUDENT_ROLE_ID = 5
@@ -100,6 +104,10 @@ def pull_down(run: Any, pushable: list[Course]) -> None:
         except MoodleError as exc:
             # One course's refusal (an account the box's Moodle will not make, say) stops only that course.
             run.rec.errors.append(f"course {course.shortname}: the way down stopped: {exc}")
+    try:
+        profiles_down(run, box)  # issue 19: the server's profile changes
+    except BoxTokenRejected:
+        run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
 
 
 class BoxTokenRejected(Exception):
@@ -137,8 +145,10 @@ def accounts_down(run: Any, course: Course, bc: BoxCourse, box: MoodleClient) ->
         if new and run.config.sync.accounts_down:
             created = box_call(box, "core_user_create_users", {"users": [
                 {"username": u.username, **u.profile, "createpassword": 1} for u in new]})
-            ids |= {str(u["username"]): int(u["id"]) for u in created or []}
-            run.rec.actions["accounts_down"] += len(created or [])
+            made = {str(u["username"]): int(u["id"]) for u in created or []}
+            ids |= made
+            run.rec.actions["accounts_down"] += len(made)
+            mark_made_down(made)  # no password works on the box until one is set on the page (issue 19)
         enrol = [u for u in missing if u.username in ids]
         if enrol:
             box_call(box, "enrol_manual_enrol_users", {"enrolments": [

@@ -154,7 +154,9 @@ def plan_users(rows: list[Queued], known: Mapping[str, int], passwords: Mapping[
                 plan.conflict(e, "the token's service lacks core_user_update_users, "
                                  f"so the existing account {e.username!r} cannot be updated")
                 continue
-            user: dict[str, Any] = {"id": known[e.username], **profile}
+            # ``update`` (agent/learners.py, agent/box/profiles.py): only the fields that changed; [] the password only.
+            fields = e.data.get("update", PROFILE_FIELDS)
+            user: dict[str, Any] = {"id": known[e.username], **{k: v for k, v in profile.items() if k in fields}}
             if password:
                 user["password"] = password
             plan.calls.append(Call("core_user_update_users", {"users": [user]}, [e.id], "users_updated"))

@@ -36,7 +36,7 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8  # 8: learners' accounts (agent/store/accounts.py), profile conflicts
 
 
 def utcnow() -> datetime:
@@ -283,6 +283,9 @@ class TwoWayConflict(BaseModel):
     kept = pw.CharField(max_length=8)  # "box" or "server"
     rule = pw.CharField(max_length=120)
     at = pw.CharField()
+    # A profile field (kind firstname, lastname, email or idnumber): both texts; the values are 0.
+    box_text = pw.TextField(null=True)
+    server_text = pw.TextField(null=True)
 
 
 
@@ -352,7 +355,8 @@ def _create_event_counters(db: pw.SqliteDatabase) -> None:
 # Columns added after a release, with their type; create_tables(safe=True)
 # does not add columns to a table that exists, so an upgraded box gets them here.
 ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts, "INTEGER NOT NULL DEFAULT 0"), (SyncRun, SyncRun.collected, "TEXT"),
-                 (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT")]
+                 (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT"),
+                 (TwoWayConflict, TwoWayConflict.box_text, "TEXT"), (TwoWayConflict, TwoWayConflict.server_text, "TEXT")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:
@@ -379,7 +383,9 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
     # processes starting together wait for each other instead of failing.
     if create and db.execute_sql("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
         with db.atomic("IMMEDIATE"):
-            db.create_tables(MODELS, safe=True)
+            from .accounts import ACCOUNT_MODELS  # its models build on this module's
+
+            db.create_tables(MODELS + ACCOUNT_MODELS, safe=True)
             db.execute_sql(
                 "CREATE INDEX IF NOT EXISTS event_queue ON event (status, course_id, id)"
             )

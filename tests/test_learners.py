@@ -1,0 +1,260 @@
+"""Learners' accounts that work on both sides (issue 19), end to end: two
+Moodle simulators on loopback, the box's (``box=True``: C1 is 12 there,
+student1 is user 23) and the school's, the real CLI in subprocesses, and
+Moodle's own login/token.php on both to prove who can log in where."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sqlite3
+import time
+
+import pytest
+import requests
+
+from tests.helpers import TOKEN, Box, MoodleReader
+from tests.test_collect import BOX_C1, BOX_TOKEN, C1, box_section
+from tests.test_down import conflicts_log
+
+SERVICE = "moodle_mobile_app"
+
+
+@pytest.fixture
+def server():
+    from moodle_simulator import start_simulator
+
+    sim = start_simulator(token=TOKEN, mobile_services=True)  # so that a learner can log in through the app's service
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def boxsim():
+    from moodle_simulator import start_simulator
+
+    sim = start_simulator(token=BOX_TOKEN, box=True)
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+def make_box(tmp_path, server, boxsim, direction: str = "up", extra: str = "") -> Box:
+    box = Box(tmp_path, server.url, extra=box_section(tmp_path, boxsim) + f"\n[sync]\ndirection = {direction}\n{extra}")
+    assert box.cli("courses", "add", "C1", "C2").returncode == 0
+    return box
+
+
+def login(sim, username: str, password: str) -> dict:
+    """Moodle's login/token.php: a token, or {"error", "errorcode": "invalidlogin"}."""
+    answer = requests.post(f"{sim.url}/login/token.php",
+                           data={"username": username, "password": password, "service": SERVICE}, timeout=10)
+    return answer.json()
+
+
+def can_log_in(sim, username: str, password: str) -> bool:
+    answer = login(sim, username, password)
+    assert "token" in answer or answer.get("errorcode") == "invalidlogin", answer
+    return "token" in answer
+
+
+def sync(box) -> dict:
+    result = box.cli("sync", "--json")
+    run = json.loads(result.stdout)
+    assert result.returncode == 0 and run["status"] == "completed", (run, result.stderr)
+    return run
+
+
+def learners(box) -> dict[str, dict]:
+    result = box.cli("learners", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    return {r["username"]: r for r in json.loads(result.stdout)}
+
+
+def add(box, username: str, *more: str, password: str | None = "Pupil#2026x") -> "subprocess.CompletedProcess":
+    how = ("--password-stdin",) if password is not None else ("--generate",)
+    return box.cli("learners", "add", username, "--firstname", "Ada", "--lastname", "Lovelace", "--course", "C1",
+                   *more, *how, input=(password + "\n") if password is not None else None)
+
+
+def printed_password(result) -> str:
+    return re.search(r"^password: (\S+)$", result.stdout, re.M).group(1)
+
+
+def on_disk(box, secret: str) -> bool:
+    """Is the secret anywhere in the database file or its WAL, as bytes?"""
+    found = False
+    for path in (box.database, box.database.with_name(box.database.name + "-wal")):
+        if path.exists() and secret.encode() in path.read_bytes():
+            found = True
+    return found
+
+
+# -- adding ------------------------------------------------------------------
+
+
+def test_an_added_learner_logs_in_on_the_box_at_once_and_on_the_server_after_one_sync(tmp_path, server, boxsim):
+    box = make_box(tmp_path, server, boxsim)
+    result = add(box, "ada", "--email", "ada@example.org", "--idnumber", "A-1", "--course", "C2")
+    assert result.returncode == 0, result.stderr
+    assert "password: Pupil#2026x" in result.stdout
+    assert can_log_in(boxsim, "ada", "Pupil#2026x")
+    on_box = MoodleReader(boxsim.url, BOX_TOKEN)
+    assert "ada" in on_box.enrolled(BOX_C1) and "ada" in on_box.enrolled(BOX_C1 + 1)
+    assert not can_log_in(server, "ada", "Pupil#2026x")
+    row = learners(box)["ada"]
+    assert row["account"] == "waiting" and row["password_queued"] and not row["needs_password"]
+
+    run = sync(box)
+    assert run["actions"]["users_created"] == 1, run
+    assert can_log_in(server, "ada", "Pupil#2026x")
+    on_server = MoodleReader(server.url, TOKEN)
+    assert on_server.users("ada")[0]["idnumber"] == "A-1" and on_server.users("ada")[0]["email"] == "ada@example.org"
+    assert on_server.enrolled(C1)["ada"] == [5] and "ada" in on_server.enrolled(C1 + 1)
+    assert not on_disk(box, "Pupil#2026x")
+    assert learners(box)["ada"]["account"] == "both"
+    assert sync(box)["events_sent"] == 0  # the collection's own events for ada change nothing
+
+
+def test_add_refuses_clearly_with_exit_2_and_makes_nothing(tmp_path, server, boxsim):
+    box = make_box(tmp_path, server, boxsim)
+    before = dict(boxsim.stats.snapshot()["calls"])
+    cases = [(("Bad Name",), "username: 'Bad Name' is not a valid Moodle username"),
+             (("zed", "--course", "C9"), "course: 'C9' is not a course kept on this box"),
+             (("zed", "--email", "nope"), "email: 'nope' is not an e-mail address")]
+    for args, message in cases:
+        result = box.cli("learners", "add", *args[:1], "--firstname", "Z", "--lastname", "Z", "--course", "C1",
+                         *args[1:], "--generate")
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    taken = add(box, "student1")
+    assert taken.returncode == 2 and "'student1' already exists on the box's Moodle" in taken.stderr
+    weak = add(box, "weakling", password="abc")
+    assert weak.returncode == 2
+    assert ("the box's Moodle refused the password (its password policy): Passwords must be at least 8 characters "
+            "long.") in weak.stderr, weak.stderr
+    # Only the weak password reached core_user_create_users: the other refusals were made before any call.
+    assert boxsim.stats.snapshot()["calls"]["core_user_create_users"] == before.get("core_user_create_users", 0) + 1
+    assert "weakling" not in learners(box)
+    with sqlite3.connect(box.database) as db:
+        assert db.execute("SELECT COUNT(*) FROM event").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM pendingaccount").fetchone()[0] == 0
+    assert not MoodleReader(boxsim.url, BOX_TOKEN).users("weakling")
+
+
+def test_a_generated_password_is_short_readable_and_meets_moodles_default_policy():
+    from moodle_simulator.accounts import password_policy_text
+
+    from agent.learners import generate_password
+
+    seen = {generate_password() for _ in range(500)}
+    assert len(seen) == 500
+    for p in seen:
+        assert 8 <= len(p) <= 10 and password_policy_text(p) == "", p
+        assert not set(p) & set("0O1lI|`'\" "), p
+
+
+# -- brought down from the server, then a password --------------------------
+
+
+def test_a_learner_brought_down_needs_a_password_then_logs_in_on_both_with_it(tmp_path, server, boxsim):
+    box = make_box(tmp_path, server, boxsim, "both")
+    sync(box)
+    newcomer = requests.post(f"{server.url}/__sim/edit", json={"op": "add_user", "username": "noor",
+                                                               "firstname": "Noor", "lastname": "Server"},
+                             timeout=10).json()
+    requests.post(f"{server.url}/__sim/edit", json={"op": "enrol_user", "username": "noor", "courseid": C1},
+                  timeout=10).raise_for_status()
+    run = sync(box)
+    assert run["actions"]["accounts_down"] == 1, run
+    sync(box)  # the collection now knows noor on the box
+    row = learners(box)["noor"]
+    assert row["needs_password"] and row["account"] == "both" and row["made_by_agent"] == "down"
+
+    result = box.cli("learners", "password", "noor", "--generate")
+    assert result.returncode == 0, result.stderr
+    password = printed_password(result)
+    assert can_log_in(boxsim, "noor", password)
+    assert not learners(box)["noor"]["needs_password"]
+    assert not can_log_in(server, "noor", password)
+    run = sync(box)
+    assert run["actions"]["users_updated"] == 1, run
+    assert can_log_in(server, "noor", password)
+    on_server = MoodleReader(server.url, TOKEN).users("noor")[0]
+    assert (on_server["firstname"], on_server["lastname"]) == ("Noor", "Server")  # only the password was sent
+    assert not on_disk(box, password) and newcomer["username"] == "noor"
+
+
+def test_password_box_only_stays_on_the_box_and_refusals_exit_2(tmp_path, server, boxsim):
+    box = make_box(tmp_path, server, boxsim)
+    sync(box)
+    result = box.cli("learners", "password", "student2", "--password-stdin", "--box-only", input="Only#Box2026\n")
+    assert result.returncode == 0, result.stderr
+    assert can_log_in(boxsim, "student2", "Only#Box2026")
+    run = sync(box)
+    assert not can_log_in(server, "student2", "Only#Box2026") and run["actions"].get("users_updated", 0) == 0
+    unknown = box.cli("learners", "password", "nobody", "--generate")
+    assert unknown.returncode == 2 and "'nobody' is not a learner of the courses kept on this box" in unknown.stderr
+    weak = box.cli("learners", "password", "student2", "--password-stdin", input="abc\n")
+    assert weak.returncode == 2
+    assert "the box's Moodle refused the password: Invalid response value detected (invalidresponse)" in weak.stderr
+    assert can_log_in(boxsim, "student2", "Only#Box2026")  # the policy kept the old one
+
+
+# -- profiles ----------------------------------------------------------------
+
+
+def rename(sim, token: str, userid: int, **fields: str) -> None:
+    answer = MoodleReader(sim.url, token).call("core_user_update_users",
+                                               **{f"users[0][{k}]": v for k, v in {"id": userid, **fields}.items()})
+    assert answer == {"warnings": []}, answer
+
+
+def test_a_name_changed_on_the_box_reaches_the_server_and_one_changed_on_the_server_comes_down(
+        tmp_path, server, boxsim):
+    box = make_box(tmp_path, server, boxsim, "both")
+    sync(box)
+    rename(boxsim, BOX_TOKEN, 23, firstname="Boxname")  # student1
+    sync(box)
+    assert MoodleReader(server.url, TOKEN).users("student1")[0]["firstname"] == "Boxname"
+    rename(server, TOKEN, 4, lastname="Servername")  # student2
+    run = sync(box)
+    assert run["actions"]["profiles_down"] == 1, run
+    assert MoodleReader(boxsim.url, BOX_TOKEN).users("student2")[0]["lastname"] == "Servername"
+    again = sync(box)  # no echo either way
+    assert again["events_sent"] == 0 and again["actions"]["profiles_down"] == 0, again
+    assert MoodleReader(server.url, TOKEN).users("student1")[0]["firstname"] == "Boxname"
+    assert conflicts_log(box) == []
+
+
+def test_a_name_changed_on_both_sides_the_later_wins_and_is_logged(tmp_path, server, boxsim):
+    box = make_box(tmp_path, server, boxsim, "both")
+    sync(box)
+    # Since the last sync: the server's change first, then the box's: the box's wins.
+    rename(server, TOKEN, 3, firstname="Serverfirst")
+    time.sleep(1.1)
+    rename(boxsim, BOX_TOKEN, 23, firstname="Boxlater")
+    sync(box)
+    assert MoodleReader(server.url, TOKEN).users("student1")[0]["firstname"] == "Boxlater"
+    assert MoodleReader(boxsim.url, BOX_TOKEN).users("student1")[0]["firstname"] == "Boxlater"
+    log = conflicts_log(box)
+    assert [(c["username"], c["kind"], c["box_text"], c["server_text"], c["kept"], c["rule"]) for c in log] == [
+        ("student1", "firstname", "Boxlater", "Serverfirst", "box", "the later change wins")]
+
+    # The box's change waits (collected, direction down: not pushed) while the
+    # server is read; then the server changes: the server's is the later.
+    rename(boxsim, BOX_TOKEN, 24, firstname="Boxearly")
+    box.write_config(server.url, extra=box_section(tmp_path, boxsim) + "\n[sync]\ndirection = down\n")
+    sync(box)
+    time.sleep(1.1)
+    rename(server, TOKEN, 4, firstname="Serverlater")
+    box.write_config(server.url, extra=box_section(tmp_path, boxsim) + "\n[sync]\ndirection = both\n")
+    sync(box)
+    assert MoodleReader(server.url, TOKEN).users("student2")[0]["firstname"] == "Serverlater"
+    assert MoodleReader(boxsim.url, BOX_TOKEN).users("student2")[0]["firstname"] == "Serverlater"
+    last = conflicts_log(box)[-1]
+    assert (last["username"], last["kind"], last["box_text"], last["server_text"], last["kept"]) == (
+        "student2", "firstname", "Boxearly", "Serverlater", "server")
