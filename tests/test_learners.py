@@ -258,3 +258,75 @@ def test_a_name_changed_on_both_sides_the_later_wins_and_is_logged(tmp_path, ser
     last = conflicts_log(box)[-1]
     assert (last["username"], last["kind"], last["box_text"], last["server_text"], last["kept"]) == (
         "student2", "firstname", "Boxearly", "Serverlater", "server")
+
+
+# -- kills -------------------------------------------------------------------
+
+
+def calls(sim, function: str) -> int:
+    return sim.stats.snapshot()["calls"].get(function, 0)
+
+
+def kill_when_called(proc, sim, function: str, before: int) -> None:
+    """SIGKILL once the simulator has done the call (it answers 2 s later)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and calls(sim, function) == before and proc.poll() is None:
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    sim.faults.set(call_cost_ms=0)
+
+
+def pending(box) -> list[tuple]:
+    with sqlite3.connect(box.database) as db:
+        return db.execute("SELECT username, action FROM pendingaccount").fetchall()
+
+
+@pytest.mark.parametrize("killed_after", ["core_user_get_users_by_field", "core_user_create_users",
+                                          "enrol_manual_enrol_users"])
+def test_a_kill_in_the_middle_of_learners_add_is_finished_by_the_next_collection(
+        tmp_path, server, boxsim, killed_after):
+    box = make_box(tmp_path, server, boxsim)
+    password = "Killed#Add2026"
+    before = calls(boxsim, killed_after)
+    boxsim.faults.set(call_cost_ms=2000)
+    proc = box.popen("learners", "add", "kim", "--firstname", "Kim", "--lastname", "Kill", "--course", "C1",
+                     "--password-stdin", stdin=__import__("subprocess").PIPE)
+    proc.stdin.write(password + "\n")
+    proc.stdin.flush()
+    kill_when_called(proc, boxsim, killed_after, before)
+    if killed_after == "core_user_get_users_by_field":  # the check that the username is free: nothing begun
+        assert pending(box) == [] and not MoodleReader(boxsim.url, BOX_TOKEN).users("kim")
+        assert box.cli("collect").returncode == 0 and "kim" not in learners(box)
+        return
+    assert pending(box) == [("kim", "add")]  # what was started is remembered, with its password
+
+    assert box.cli("collect").returncode == 0
+    assert pending(box) == []
+    assert can_log_in(boxsim, "kim", password)
+    assert "kim" in MoodleReader(boxsim.url, BOX_TOKEN).enrolled(BOX_C1)
+    assert len(MoodleReader(boxsim.url, BOX_TOKEN).users("kim")) == 1
+    sync(box)
+    assert can_log_in(server, "kim", password) and "kim" in MoodleReader(server.url, TOKEN).enrolled(C1)
+    assert not on_disk(box, password)
+
+
+def test_a_kill_in_the_middle_of_the_sync_carrying_a_password_loses_nothing_and_leaves_no_password(
+        tmp_path, server, boxsim):
+    box = make_box(tmp_path, server, boxsim)
+    password = "Killed#Sync2026"
+    assert add(box, "kai", password=password).returncode == 0
+    assert on_disk(box, password)  # kept until the server confirmed it
+    before = calls(server, "core_user_create_users")
+    server.faults.set(call_cost_ms=2000)
+    proc = box.popen("sync")
+    kill_when_called(proc, server, "core_user_create_users", before)
+    assert can_log_in(server, "kai", password)  # made on the server, not confirmed on the box
+    assert on_disk(box, password)
+
+    run = sync(box)
+    assert run["actions"].get("users_created", 0) == 0 and run["actions"]["users_updated"] == 1, run
+    assert len(MoodleReader(server.url, TOKEN).users("kai")) == 1 and can_log_in(server, "kai", password)
+    assert "kai" in MoodleReader(server.url, TOKEN).enrolled(C1)
+    assert not on_disk(box, password)
