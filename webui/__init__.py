@@ -24,7 +24,7 @@ from agent.store.queue import MAX_INPUT_BYTES
 from agent.store.history import ACTION_KINDS, VERIFY_KINDS
 from agent.text import human_bytes
 
-from . import api, auth, views
+from . import api, auth, learners, views
 from .i18n import LANGUAGES, has_text, ngettext, pick_language, text
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(learners.bp)
     return app
 
 
