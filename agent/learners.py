@@ -27,11 +27,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from . import courses as courses_mod
-from .box.diff import event_key
 from .config import Config
 from .moodle import MoodleClient, MoodleError, TokenRejected
-from .store.accounts import BoxAccount, PendingAccount
+from .store.db import BoxAccount, PendingAccount
 from .store.db import BoxCourse, Course, Event, KnownUser, Participant, Secret, ServerSeen, database, first_column, \
     iso, utcnow
 from .store.queue import EMAIL_RE, USERNAME_RE, NewEvent, enqueue
@@ -116,18 +114,25 @@ def list_learners(config: Config) -> list[dict[str, Any]]:
         if course and course not in row["courses"]:
             row["courses"].append(course)
     made = {a.username: a for a in BoxAccount.select()}
-    for username, a in made.items():
-        rows.setdefault(username, {"username": username, "courses": [], **_profile({})})
-    for p in PendingAccount.select(PendingAccount.username, PendingAccount.data):
-        rows.setdefault(p.username, {"username": p.username, "courses": [], **_profile(p.data.get("profile", {}))})
+    for username in set(made) - set(rows):  # not collected yet: as the agent queued them
+        rows[username] = {"username": username, "courses": [], **_profile({})}
+        for e in Event.select(Event.type, Event.data, Event.course_id).where(Event.username == username,
+                                                                             Event.type.in_(["user", "enrolment"])):
+            if e.type == "user" and e.data.get("firstname"):
+                rows[username].update(_profile(e.data))
+            elif e.type == "enrolment" and shortnames.get(e.course_id or 0) not in (None, *rows[username]["courses"]):
+                rows[username]["courses"].append(shortnames[e.course_id or 0])
+    for pending in PendingAccount.select(PendingAccount.username, PendingAccount.data):
+        rows.setdefault(pending.username, {"username": pending.username, "courses": [],
+                                           **_profile(pending.data.get("profile", {}))})
     on_server = set(first_column(KnownUser.select(KnownUser.username).where(KnownUser.site == config.moodle.url)))
     on_server |= set(first_column(ServerSeen.select(ServerSeen.username).where(ServerSeen.kind == "enrolment")))
     waiting = set(first_column(Event.select(Event.username).where(Event.status == Event.QUEUED,
                                                                   Event.type == "user")))
-    pending = set(first_column(PendingAccount.select(PendingAccount.username)))
+    pending_names = set(first_column(PendingAccount.select(PendingAccount.username)))
     for username, row in rows.items():
         a = made.get(username)
-        if username in pending:
+        if username in pending_names:
             where = "pending"
         elif username in on_server:
             where = "both"
@@ -256,9 +261,9 @@ def _finish_add(config: Config, box: MoodleClient, pending: PendingAccount, firs
         call(box, "enrol_manual_enrol_users", {"enrolments": [
             {"roleid": STUDENT_ROLE_ID, "userid": userid, "courseid": b} for b in box_ids]})
     events = [user_event(config, username, data["profile"], pending.password, fields=None)]
-    events += [NewEvent(key=event_key(config.agent.box_name, c.shortname, username, "", "enrolment", "student"),
-                        type="enrolment", username=username, course_id=c.id, data={"role": "student"})
-               for c in courses]
+    # (The collection queues the same enrolments again once it sees the learner: checked, and settled without a call.)
+    events += [NewEvent(key=f"learner-{uuid.uuid4().hex}", type="enrolment", username=username, course_id=c.id,
+                        data={"role": "student"}) for c in courses]
     with database.obj.atomic("IMMEDIATE"):
         enqueue(events, config=config)
         BoxAccount.insert(username=username, box_userid=userid, origin="page", password_set=True,
@@ -273,10 +278,11 @@ def box_course_id(config: Config, box: MoodleClient, course: Course) -> int:
     known = BoxCourse.get_or_none(BoxCourse.course_id == course.id)
     if known is not None:
         return int(known.id)
-    try:
-        return courses_mod.fetch_by_shortname(box, course.shortname).id
-    except courses_mod.CourseNotFound:
-        raise LearnerError(f"course {course.shortname} is not on the box's Moodle", "course") from None
+    found = call(box, "core_course_get_courses_by_field", {"field": "shortname", "value": course.shortname})
+    for c in (found or {}).get("courses") or []:
+        if c.get("shortname") == course.shortname:
+            return int(c["id"])
+    raise LearnerError(f"course {course.shortname} is not on the box's Moodle", "course")
 
 
 def user_event(config: Config, username: str, profile: dict[str, str], password: str | None,

@@ -92,7 +92,7 @@ def _refused(exc: Exception, form: dict[str, Any]) -> Response:
 @login_required
 def add():
     f = request.form
-    form = {k: f.get(k, "").strip() for k in ("username", "firstname", "lastname", "email", "idnumber")}
+    form: dict[str, Any] = {k: f.get(k, "").strip() for k in ("username", "firstname", "lastname", "email", "idnumber")}
     form["courses"] = f.getlist("course")
     if not use_once():
         return _no_store(page(409, error=text("form_used")))
@@ -112,7 +112,8 @@ def password():
     usernames = request.form.getlist("username")
     if not use_once():
         return _no_store(page(409, error=text("form_used")))
-    cards, names = [], {r["username"]: f"{r['firstname']} {r['lastname']}" for r in list_learners(_config())}
+    cards: list[dict[str, Any]] = []
+    names = {r["username"]: f"{r['firstname']} {r['lastname']}" for r in list_learners(_config())}
     for username in usernames[:200]:
         also = request.form.get("also_server") in ("on", "1") if "also_server_shown" in request.form \
             else default_also_server(username)

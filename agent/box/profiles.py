@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..store.accounts import ProfileState
+from ..store.db import ProfileState
 from ..store.db import iso, utcnow
 from ..store.queue import NewEvent
 from .diff import Learner, event_key

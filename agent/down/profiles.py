@@ -27,7 +27,7 @@ from typing import Any
 
 from ..box.profiles import FIELDS, profile_of
 from ..moodle import MoodleClient, MoodleError
-from ..store.accounts import ProfileState
+from ..store.db import ProfileState
 from ..store.db import Event, Participant, TwoWayConflict, database, iso, parse_iso, utcnow
 
 LOOKUP_CHUNK = 100
@@ -73,7 +73,8 @@ def profiles_down(run: Any, box: MoodleClient) -> None:
         before = profile_of(state.server) if state.server is not None else theirs
         on_box = profile_of(state.box) if state.box is not None else None
         write: dict[str, str] = {}
-        conflicts, settled = [], {}  # settled: field -> why the box's change is not sent
+        conflicts: list[dict[str, Any]] = []
+        settled: dict[str, str | None] = {}  # field -> why the box's change is not sent (None: already there)
         for k in FIELDS:
             if theirs[k] == before[k]:
                 continue

@@ -314,11 +314,53 @@ class KnownEnrolment(BaseModel):
         primary_key = pw.CompositeKey("site", "course_id", "user_id")
 
 
+# Learners' accounts (issue 19, agent/learners.py).
+
+
+class PendingAccount(BaseModel):
+    """A learner's account or password being written into the box's Moodle
+    (agent/learners.py): stored before the first call, deleted in the
+    transaction that queues what the server gets. A kill in between leaves
+    it here; the next collection or learners command finishes it. Its
+    password is erased with it (secure_delete, then the WAL checkpointed)."""
+
+    username = pw.CharField(max_length=100, primary_key=True)
+    action = pw.CharField(max_length=16)  # "add" or "password"
+    data = JSONField()  # the profile, the server's course ids, also_server
+    password = pw.CharField(max_length=255)
+    created_at = pw.CharField()
+
+
+class BoxAccount(BaseModel):
+    """An account the agent made on the box's Moodle: added by a teacher
+    (origin "page": with a password) or brought down from the server
+    (origin "down": made with Moodle's createpassword, whose e-mail never
+    leaves an offline box: it needs a password set on the page)."""
+
+    username = pw.CharField(max_length=100, primary_key=True)
+    box_userid = pw.IntegerField()
+    origin = pw.CharField(max_length=8)
+    password_set = pw.BooleanField(default=False)
+    made_at = pw.CharField()
+
+
+class ProfileState(BaseModel):
+    """A learner's profile (firstname, lastname, email, idnumber) as last
+    collected from the box's Moodle, and as last read from the server, with
+    when: what the next collection and the next sync down compare with."""
+
+    username = pw.CharField(max_length=100, primary_key=True)
+    box = JSONField(null=True)
+    box_version = pw.IntegerField(default=0)  # how many box changes were queued: in the events' ids
+    server = JSONField(null=True)
+    server_seen_at = pw.CharField(null=True)  # ISO 8601 UTC: the last sync that read it
+
+
 # New tables (KnownUser, KnownEnrolment: schema version 5) are created on an
 # upgraded box by create_tables(safe=True) in open_db.
 MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest, LoginAttempt, BoxCourse, BoxActivity,
           Participant, Collected, ServerSeen, TwoWayConflict,
-          KnownUser, KnownEnrolment]
+          KnownUser, KnownEnrolment, PendingAccount, BoxAccount, ProfileState]
 
 # The page shows how many events wait; counting a million queued rows on each
 # request is too slow on an SD card, so triggers keep one counter per status,
@@ -383,9 +425,7 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
     # processes starting together wait for each other instead of failing.
     if create and db.execute_sql("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
         with db.atomic("IMMEDIATE"):
-            from .accounts import ACCOUNT_MODELS  # its models build on this module's
-
-            db.create_tables(MODELS + ACCOUNT_MODELS, safe=True)
+            db.create_tables(MODELS, safe=True)
             db.execute_sql(
                 "CREATE INDEX IF NOT EXISTS event_queue ON event (status, course_id, id)"
             )
