@@ -330,3 +330,48 @@ def test_a_kill_in_the_middle_of_the_sync_carrying_a_password_loses_nothing_and_
     assert len(MoodleReader(server.url, TOKEN).users("kai")) == 1 and can_log_in(server, "kai", password)
     assert "kai" in MoodleReader(server.url, TOKEN).enrolled(C1)
     assert not on_disk(box, password)
+
+
+# -- the page's forms ----------------------------------------------------------
+
+
+def test_the_pages_forms_need_the_login_the_csrf_token_and_an_unused_form(tmp_path, server, boxsim):
+    from agent.auth import hash_password
+    from agent.config import load_config
+    from agent.store import settings
+    from agent.store.db import close_db
+    from tests.test_web import csrf_of
+
+    box = make_box(tmp_path, server, boxsim)
+    sync(box)
+    app = __import__("webui").create_app(load_config(box.config))
+    try:
+        settings.put(password_hash=hash_password("correct horse battery"))
+        client = app.test_client()
+        forms = {"/learners/add": {"username": "zoe", "firstname": "Zoe", "lastname": "Z", "course": str(C1)},
+                 "/learners/password": {"username": "student3"}}
+        token = csrf_of(client)
+        for url, form in forms.items():
+            assert client.post(url, data={**form, "csrf_token": token}).status_code == 401
+        assert client.get("/learners").status_code == 302  # to the login
+        assert client.post("/login", data={"password": "correct horse battery", "csrf_token": token}).status_code == 303
+        screen = client.get("/learners").get_data(as_text=True)
+        once = re.search(r'name="once" value="([^"]+)"', screen).group(1)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', screen).group(1)
+        for url, form in forms.items():
+            assert client.post(url, data={**form, "once": once, "csrf_token": "forged"}).status_code == 403
+        assert not MoodleReader(boxsim.url, BOX_TOKEN).users("zoe")
+
+        made = client.post("/learners/add", data={**forms["/learners/add"], "once": once, "csrf_token": token})
+        assert made.status_code == 200 and made.headers["Cache-Control"] == "no-store"
+        password = re.search(r'class="login-card-password">([^<]+)<', made.get_data(as_text=True)).group(1)
+        assert can_log_in(boxsim, "zoe", password)
+        again = client.post("/learners/add", data={**forms["/learners/add"], "once": once, "csrf_token": token})
+        assert again.status_code == 409 and password not in again.get_data(as_text=True)
+        assert "This form was already sent" in again.get_data(as_text=True)
+        assert password not in client.get("/learners").get_data(as_text=True)
+        assert on_disk(box, password)  # for the server, until it confirmed it
+    finally:
+        close_db()
+    sync(box)
+    assert can_log_in(server, "zoe", password) and not on_disk(box, password)
