@@ -156,7 +156,8 @@ def compare(rec, r, name):
 
 def test_recordings_are_in_the_project():
     """A fresh clone replays every recording: none may be missing, none left out of the replay."""
-    in_project = sorted(p.name for p in PROJECT_RECORDINGS.glob("*.json") if int(p.name.split("_")[0].rstrip("bc")) < 80)
+    in_project = sorted(p.name for p in PROJECT_RECORDINGS.glob("*.json")
+                        if int(p.name.split("_")[0].rstrip("bc")) < 80)
     assert len(in_project) == EXPECTED_RECORDINGS, f"{PROJECT_RECORDINGS}: {len(in_project)} recordings"
     assert (PROJECT_RECORDINGS / "README.md").is_file()
     assert [p.name for p in RECORDING_FILES] == in_project, f"the replay reads {RECORDINGS}"

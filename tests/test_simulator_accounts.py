@@ -8,6 +8,9 @@ as the recordings store them); 87 and 88 are compared by structure.
 
 import json
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -321,7 +324,8 @@ def test_sync_account_does_what_the_agent_needs_on_the_box(box):
 def test_sync_account_cannot_do_what_only_an_admin_may(server):
     token = login(server, SYNC_USERNAME, SYNC_PASSWORD, "moodle_sync_agent").json()["token"]
     # Another role than student: refused as Moodle refuses it (15_).
-    refused = ws(server, "enrol_manual_enrol_users", token=token, enrolments=[{"roleid": 3, "userid": 3, "courseid": 2}])
+    refused = ws(server, "enrol_manual_enrol_users", token=token,
+                 enrolments=[{"roleid": 3, "userid": 3, "courseid": 2}])
     assert refused == {"exception": "core\\exception\\moodle_exception", "errorcode": "wsusercannotassign",
                        "message": "You don't have the permission to assign this role (3) to this user (3) in this "
                                   "course (2)."}
@@ -342,7 +346,7 @@ def test_sync_account_cannot_do_what_only_an_admin_may(server):
     assert "cacherev" not in listed and "format" not in listed and listed["shortname"] == "OTHER"
     assert ws(server, "enrol_manual_enrol_users", token=token,
               enrolments=[{"roleid": 5, "userid": 3, "courseid": other}])["errorcode"] == "requireloginerror"
-    # Not site admin, and no other service's functions.
+    # What the simulator does not answer for this account, it refuses rather than answer as the admin would.
     assert ws(server, "core_enrol_get_users_courses", token=token, userid=3)["errorcode"] == "notsimulated"
 
 
@@ -380,3 +384,38 @@ def test_sync_account_is_opt_in():
             "cannotcreatetoken")
         assert login(sim, "student1", LEARNER_PASSWORD, "moodle_mobile_app").json()["errorcode"] == (
             "servicenotavailable")
+
+
+def test_without_viewalldetails_usernames_are_hidden_as_moodle_hides_them(server):
+    token = login(server, SYNC_USERNAME, SYNC_PASSWORD, "moodle_sync_agent").json()["token"]
+    edit(server, "remove_capability", capability="moodle/user:viewalldetails")
+    found = ws(server, "core_user_get_users_by_field", token=token, field="idnumber", values=["S001"])
+    assert [u["id"] for u in found] == [3]
+    assert "username" not in found[0] and "idnumber" not in found[0] and found[0]["firstname"] == "Student1"
+    edit(server, "remove_capability", capability="moodle/user:viewdetails")
+    assert ws(server, "core_user_get_users_by_field", token=token, field="idnumber", values=["S001"]) == []
+
+
+def test_cli_sync_account_and_mobile_services():
+    script = Path(__file__).resolve().parents[1] / "scripts" / "moodle-simulator"
+    proc = subprocess.Popen([sys.executable, str(script), "--port", "0", "--token", "T0K", "--sync-account",
+                             "--sync-without", "moodle/user:update", "--mobile-services", "on"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"(http://\S+)", proc.stdout.readline()).group(1)
+        sync = requests.post(url + LOGIN, data={"username": SYNC_USERNAME, "password": SYNC_PASSWORD,
+                                                "service": "moodle_sync_agent"}, timeout=10).json()["token"]
+        r = requests.post(url + WS, data={"wstoken": sync, "wsfunction": "core_user_update_users",
+                                          "moodlewsrestformat": "json", "users[0][id]": "3",
+                                          "users[0][lastname]": "X"}, timeout=10)
+        assert r.json()["message"] == NOPERMISSIONS.format("Update user profiles")
+        mobile = requests.post(url + LOGIN, data={"username": "student1", "password": LEARNER_PASSWORD,
+                                                  "service": "moodle_mobile_app"}, timeout=10).json()
+        assert re.fullmatch(r"[0-9a-f]{32}", mobile["token"])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and SYNC_PASSWORD not in out + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -38,12 +38,34 @@ user (access.py): their own completion, Moodle's capability errors for what
 their roles lack, lastcourseaccess moved when they enter a course; functions
 not simulated for such a user answer notsimulated.
 
+Accounts and rights (accounts.py, rights.py; recordings 80-93): passwords are
+stored as hashes and must meet Moodle's default policy (create_users answers
+the policy's HTML text as the error code, update_users invalidresponse);
+``POST/GET /login/token.php`` (username, password, service) answers like
+Moodle, with a token bound to its user and its service: the custom service
+``moodle_sync_agent`` (the functions of the admin's token) or
+``moodle_mobile_app`` (enabled on the box only, as mobile web services are).
+Non-admins need webservice/rest:use for any call (the box's authenticated
+users have it).  Seeded passwords: accounts.ADMIN_PASSWORD, LEARNER_PASSWORD
+(student1..5).  ``sync_account=True`` (``--sync-account``) seeds the
+non-admin ``syncagent`` (accounts.SYNC_PASSWORD, the next user id, so
+student6 is no longer 8) with the roles read from packaging/moodle/*.xml:
+on the server the two system presets in the system context and the category
+preset in the seeded courses' category, on the box the box preset in the
+system context; ``sync_without=["moodle/user:update"]`` takes an optional
+capability out.  Python: sim.state.set_password(pw, username=),
+password_is(pw, username=), define_role(xml), assign_role(role, username=,
+contextlevel="system"|"coursecat", instanceid=), remove_capability(cap,
+role=None), add_service(shortname, functions=None, enabled=True); the same
+as /__sim/edit ops.
+
 Options of start_simulator/SimServer: box, request_cost_ms, call_cost_ms,
 calibrated_costs (the cost model of faults.py, fitted to a real Moodle 4.5), seed,
 participants ({courseid: N}: N more students, cN-participant1..N, kept after
 reset), without_functions, wwwroot (site URL to report), tls_cert/tls_key, debug
 (DEVELOPER debug level: debuginfo in errors), max_input_vars (5000),
-post_max_size (8 MiB), keepalive_timeout (5 s), max_keepalive_requests (100).
+post_max_size (8 MiB), keepalive_timeout (5 s), max_keepalive_requests (100),
+sync_account, sync_without, mobile_services (default: on for the box only).
 
 Fault switches (``sim.faults.set(...)`` or POST /__sim/faults, null = off):
 latency_ms; reset_after_requests=N (answer N more, then close the next
@@ -77,7 +99,14 @@ Control endpoints (no token):
                                 "prefix": "participant"}
                                {"op": "add_user", "username": "boxonly", "firstname": "Box",
                                 "lastname": "Only", "email": "...", "idnumber": "", "auth": "manual",
-                                "suspended": false}                     -> {"userid", "username"}
+                                "suspended": false, "password": "..."}  -> {"userid", "username"}
+                               {"op": "set_password", "username": "x", "password": "..."|null}
+                               {"op": "define_role", "xml": "<?xml ...><role>...</role>"}
+                               {"op": "assign_role", "role": "shortname", "username": "x",
+                                "contextlevel": "system"|"coursecat", "instanceid": 1}
+                               {"op": "remove_capability", "capability": "...", "role": null}
+                               {"op": "add_service", "shortname": "edge_sync", "functions": null,
+                                "enabled": true}
                                {"op": "enrol_user", "username": "boxonly" (or "userid": 28),
                                 "courseid": 12, "roleid": 5, "suspended": false}
   POST /__sim/tokens           {"username": "student1"}  -> {"token": "..."}

@@ -216,7 +216,7 @@ class WebService:
                                                   or fname in OTHER_MOODLE_FUNCTIONS):
                 raise missing_record("external_functions",
                                      "SELECT * FROM {external_functions} WHERE name = ?", [php_str(fname)])
-            if fname not in service or not (fname in FUNCTIONS or fname == BATCH_FUNCTION):
+            if fname not in service:
                 raise access_exception(fname)
             result = self.call(fname, variables, userid, calls, service)
         except MoodleException as e:
