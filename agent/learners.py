@@ -126,7 +126,13 @@ def list_learners(config: Config) -> list[dict[str, Any]]:
         rows.setdefault(pending.username, {"username": pending.username, "courses": [],
                                            **_profile(pending.data.get("profile", {}))})
     on_server = set(first_column(KnownUser.select(KnownUser.username).where(KnownUser.site == config.moodle.url)))
-    on_server |= set(first_column(ServerSeen.select(ServerSeen.username).where(ServerSeen.kind == "enrolment")))
+    seen: list[Any] = list(ServerSeen.select(ServerSeen.username, ServerSeen.course_id).where(
+        ServerSeen.kind == "enrolment").tuples())
+    for username, course_id in seen:  # learners of the server's courses (direction down or both)
+        on_server.add(username)
+        row = rows.setdefault(username, {"username": username, "courses": [], **_profile({}), "server_only": True})
+        if row.get("server_only") and shortnames.get(course_id) and shortnames[course_id] not in row["courses"]:
+            row["courses"].append(shortnames[course_id])
     waiting = set(first_column(Event.select(Event.username).where(Event.status == Event.QUEUED,
                                                                   Event.type == "user")))
     pending_names = set(first_column(PendingAccount.select(PendingAccount.username)))
@@ -134,6 +140,8 @@ def list_learners(config: Config) -> list[dict[str, Any]]:
         a = made.get(username)
         if username in pending_names:
             where = "pending"
+        elif row.pop("server_only", False):
+            where = "server"
         elif username in on_server:
             where = "both"
         elif username in waiting:
@@ -353,6 +361,10 @@ def _finish_password(config: Config, box: MoodleClient, pending: PendingAccount)
 
 
 # -- after a kill ----------------------------------------------------------------
+
+
+def is_pending(username: str) -> bool:
+    return PendingAccount.get_or_none(PendingAccount.username == username) is not None
 
 
 def drop(username: str) -> None:

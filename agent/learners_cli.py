@@ -13,7 +13,8 @@ import sys
 from typing import Any
 
 from .config import Config
-from .learners import LearnerError, NewLearner, add_learner, generate_password, list_learners, set_password
+from .learners import LearnerError, NewLearner, add_learner, generate_password, is_pending, list_learners, \
+    set_password
 from .moodle import Unreachable
 
 EXIT_OK, EXIT_USAGE, EXIT_OFFLINE = 0, 2, 3
@@ -85,8 +86,10 @@ def cmd_learners(config: Config, args: argparse.Namespace) -> int:
         print(f"moodle-sync-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Unreachable as exc:
-        print(f"moodle-sync-agent: the box's Moodle does not answer: {exc.reason}; what was started is "
-              "finished by the next collection", file=sys.stderr)
+        started = is_pending(args.username)
+        print(f"moodle-sync-agent: the box's Moodle does not answer: {exc.reason}; "
+              + ("what was started is finished by the next collection" if started else "nothing was changed"),
+              file=sys.stderr)
         return EXIT_OFFLINE
     print(card(result))
     return EXIT_OK

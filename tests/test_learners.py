@@ -193,7 +193,7 @@ def test_password_box_only_stays_on_the_box_and_refusals_exit_2(tmp_path, server
     sync(box)
     result = box.cli("learners", "password", "student2", "--password-stdin", "--box-only", input="Only#Box2026\n")
     assert result.returncode == 0, result.stderr
-    assert can_log_in(boxsim, "student2", "Only#Box2026")
+    assert can_log_in(boxsim, "student2", "Only#Box2026") and not on_disk(box, "Only#Box2026")
     run = sync(box)
     assert not can_log_in(server, "student2", "Only#Box2026") and run["actions"].get("users_updated", 0) == 0
     unknown = box.cli("learners", "password", "nobody", "--generate")
