@@ -21,6 +21,7 @@ an enrolment or a password set again changes nothing).
 from __future__ import annotations
 
 import html
+import logging
 import re
 import secrets
 import uuid
@@ -33,6 +34,8 @@ from .store.db import BoxAccount, PendingAccount
 from .store.db import BoxCourse, Course, Event, KnownUser, Participant, Secret, ServerSeen, database, first_column, \
     iso, utcnow
 from .store.queue import EMAIL_RE, USERNAME_RE, NewEvent, enqueue
+
+log = logging.getLogger(__name__)
 
 STUDENT_ROLE_ID = 5  # Moodle's standard student role, on the box's Moodle as on any other
 PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
@@ -219,7 +222,7 @@ def add_learner(config: Config, learner: NewLearner, password: str) -> dict[str,
     check_password(password)
     courses = [kept_course(c) for c in learner.courses]
     box = box_client(config)
-    finish_pending(config, box)
+    finish_left(config, box)
     if Participant.select().where(Participant.username == learner.username).exists() or \
             BoxAccount.get_or_none(BoxAccount.username == learner.username) or box_user(box, learner.username):
         raise LearnerError(f"{learner.username!r} already exists on the box's Moodle: pick another username, "
@@ -327,7 +330,7 @@ def set_password(config: Config, username: str, password: str, also_server: bool
     """Set a learner's password on the box's Moodle now; with ``also_server``, queue it for the server."""
     check_password(password)
     box = box_client(config)
-    finish_pending(config, box)
+    finish_left(config, box)
     known = (Participant.select().where(Participant.username == username).exists()
              or BoxAccount.get_or_none(BoxAccount.username == username) is not None)
     if not known:
@@ -361,6 +364,15 @@ def _finish_password(config: Config, box: MoodleClient, pending: PendingAccount)
 
 
 # -- after a kill ----------------------------------------------------------------
+
+
+def finish_left(config: Config, box: MoodleClient) -> None:
+    """Before an operation: finish what a kill left. A refusal of that is
+    about another learner: it is logged, not raised."""
+    problems: list[str] = []
+    finish_pending(config, box, problems)
+    for problem in problems:
+        log.warning("%s", problem)
 
 
 def is_pending(username: str) -> bool:

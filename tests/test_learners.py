@@ -243,6 +243,9 @@ def test_a_name_changed_on_both_sides_the_later_wins_and_is_logged(tmp_path, ser
     log = conflicts_log(box)
     assert [(c["username"], c["kind"], c["box_text"], c["server_text"], c["kept"], c["rule"]) for c in log] == [
         ("student1", "firstname", "Boxlater", "Serverfirst", "box", "the later change wins")]
+    from tests.test_down import page
+    shown = re.search(r'data-field="two_way_conflicts">.*?<li data-kept="box">(.*?)</li>', page(box), re.S).group(1)
+    assert "student1" in shown and "first name" in shown and "box Boxlater, server Serverfirst" in shown, shown
 
     # The box's change waits (collected, direction down: not pushed) while the
     # server is read; then the server changes: the server's is the later.
