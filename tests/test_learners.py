@@ -374,6 +374,16 @@ def test_the_pages_forms_need_the_login_the_csrf_token_and_an_unused_form(tmp_pa
         assert "This form was already sent" in again.get_data(as_text=True)
         assert password not in client.get("/learners").get_data(as_text=True)
         assert on_disk(box, password)  # for the server, until it confirmed it
+        # The cards in French and German.
+        for code, words in (("fr", ("Cartes de connexion", "Identifiant", "Mot de passe", "Imprimer les cartes")),
+                            ("de", ("Anmeldekarten", "Anmeldename", "Passwort", "Karten drucken"))):
+            client.get(f"/lang/{code}?next=/learners")
+            screen = client.get("/learners").get_data(as_text=True)
+            once = re.search(r'name="once" value="([^"]+)"', screen).group(1)
+            answer = client.post("/learners/password", data={"username": "student3", "once": once,
+                                                             "csrf_token": token}).get_data(as_text=True)
+            assert all(w in answer for w in words), (code, answer)
+            assert f'<html lang="{code}"' in answer
     finally:
         close_db()
     sync(box)
