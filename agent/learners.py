@@ -258,6 +258,8 @@ def finish(config: Config, box: MoodleClient, pending: PendingAccount, first: bo
 
 def _finish_add(config: Config, box: MoodleClient, pending: PendingAccount, first: bool) -> dict[str, Any]:
     data, username = pending.data, pending.username
+    courses = [Course.get_by_id(c) for c in data["courses"] if Course.get_or_none(Course.id == c)]
+    box_ids = [box_course_id(config, box, c) for c in courses]  # before anything is made
     existing = None if first else box_user(box, username)
     if existing is None:
         created = call(box, "core_user_create_users", {"users": [
@@ -266,8 +268,6 @@ def _finish_add(config: Config, box: MoodleClient, pending: PendingAccount, firs
     else:  # made before a kill: the password is set again, which changes nothing
         userid = int(existing["id"])
         update_password(box, userid, pending.password)
-    courses = [Course.get_by_id(c) for c in data["courses"] if Course.get_or_none(Course.id == c)]
-    box_ids = [box_course_id(config, box, c) for c in courses]
     if box_ids:
         call(box, "enrol_manual_enrol_users", {"enrolments": [
             {"roleid": STUDENT_ROLE_ID, "userid": userid, "courseid": b} for b in box_ids]})
