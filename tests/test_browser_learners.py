@@ -133,20 +133,30 @@ def test_add_a_learner_print_the_cards_set_a_password(stack, browser):
     page.wait_for_selector("h1:text('Learners')")
     assert page.locator("#cards").count() == 0 and password not in page.content()
 
-    # Set noor's password (generated), also on the server (the default: the agent made the account).
-    row = page.locator("tr[data-username='noor']")
-    assert row.locator("input[name='also_server']").is_checked()
-    row.get_by_role("button", name="Set a password").click()
+    # Noor's password generated, also on the server (the default: the agent made the account).
+    assert page.locator("tr[data-username='noor'] input[name='also_server']").is_checked()
+    assert page.locator("p", has_text="1 learner needs a password").count() == 1
+    page.click("#generate-all")
     page.wait_for_selector(".login-card[data-username='noor']")
     noor_password = page.locator(".login-card[data-username='noor'] .login-card-password").inner_text()
     assert can_log_in(stack.boxsim, "noor", noor_password)
     assert page.locator("tr[data-username='noor'] [data-needs-password]").count() == 0
     page.reload()
-    assert noor_password not in page.content()
+    assert noor_password not in page.content() and page.locator("#generate-all").count() == 0
+
+    # A password typed for a learner the agent did not make: on the box only, unless asked.
+    row = page.locator("tr[data-username='student5']")
+    assert not row.locator("input[name='also_server']").is_checked()
+    row.locator("input[name='password']").fill("Typed#Pass2026")
+    row.get_by_role("button", name="Set a password").click()
+    page.wait_for_selector(".login-card[data-username='student5']")
+    assert "Works on the classroom's Moodle." in page.locator(".login-card[data-username='student5']").inner_text()
+    assert can_log_in(stack.boxsim, "student5", "Typed#Pass2026")
 
     # The next sync: both log in on the server with the same passwords.
     stack.sync()
     assert can_log_in(stack.server, "lea", password) and can_log_in(stack.server, "noor", noor_password)
+    assert not can_log_in(stack.server, "student5", "Typed#Pass2026")
 
     # The screen in French and German.
     for code, heading, button in (("fr", "Apprenants", "Ajouter l'apprenant"), ("de", "Lernende", "Lernende hinzufügen")):
