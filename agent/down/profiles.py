@@ -63,20 +63,22 @@ def profiles_down(run: Any, box: MoodleClient) -> None:
         answer = run.client.call("core_user_get_users_by_field",
                                  {"field": "username", "values": names[start:start + LOOKUP_CHUNK]})
         for u in answer or []:
-            if isinstance(u, dict) and u.get("username") in learners and u.get("firstname") is not None:
-                server[str(u["username"])] = profile_of(u)
+            if isinstance(u, dict) and u.get("username") in learners:
+                # A field the token's user may not see is left out of the answer: it is not compared.
+                # (Moodle leaves out an empty idnumber too: that one reads as empty.)
+                server[str(u["username"])] = {k: str(u.get(k) or "") for k in FIELDS if k in u or k == "idnumber"}
     states = {s.username: s for s in ProfileState.select().where(ProfileState.username.in_(list(server)))}
     waiting = waiting_changes(set(server))
     now = iso(utcnow())
     for username, theirs in sorted(server.items()):
         state = states.get(username) or ProfileState(username=username)
-        before = profile_of(state.server) if state.server is not None else theirs
+        before = {**theirs, **{k: v for k, v in (state.server or {}).items() if k in theirs}}
         on_box = profile_of(state.box) if state.box is not None else None
         write: dict[str, str] = {}
         conflicts: list[dict[str, Any]] = []
         settled: dict[str, str | None] = {}  # field -> why the box's change is not sent (None: already there)
-        for k in FIELDS:
-            if theirs[k] == before[k]:
+        for k in theirs:
+            if theirs[k] == before[k] or (not theirs[k] and k != "idnumber"):
                 continue
             box_change = waiting.get(username, {}).get(k)
             if box_change is None:
@@ -114,7 +116,7 @@ def save(run: Any, state: ProfileState, theirs: dict[str, str], write: dict[str,
     """One learner's outcome, one commit: the server's profile as now known,
     the box's as written, the conflicts, the box's changes no longer to send."""
     with database.obj.atomic():
-        state.server, state.server_seen_at = theirs, now
+        state.server, state.server_seen_at = {**(state.server or {}), **theirs}, now
         if write:
             state.box = {**profile_of(state.box or theirs), **write}
         state.save(force_insert=ProfileState.get_or_none(ProfileState.username == state.username) is None)
