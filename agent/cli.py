@@ -24,6 +24,7 @@ from .config import Config, ConfigError, load_config
 from .service.daemon import run_daemon
 from .store.db import Event, SyncRequest, SyncRun, open_db
 from .logs import configure_logging
+from .learners import BOX_FUNCTIONS as LEARNER_FUNCTIONS
 from .learners_cli import add_parser as add_learners_parser, cmd_learners
 from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from .store.queue import EventError, conflict_dicts, enqueue, parse_events, read_input, set_conflicts, validate_events
@@ -287,6 +288,7 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     box_code, box = EXIT_OK, None
     if config.box is not None:
         box_required = BOX_FUNCTIONS + [f for f in BOX_WRITES if down and f not in BOX_FUNCTIONS]
+        box_required += [f for f in LEARNER_FUNCTIONS if f not in box_required]  # the Learners screen (issue 19)
         box_code, box = check_site(MoodleClient(config.box), config.box.url, box_required, OPTIONAL_FUNCTIONS)
         if box.get("token_valid") is False:
             box["error"] = "the box's Moodle rejected its token"

@@ -37,6 +37,9 @@ from .store.queue import EMAIL_RE, USERNAME_RE, NewEvent, enqueue
 
 log = logging.getLogger(__name__)
 
+# What the box's token needs for the Learners screen and `learners` (moodle-sync-agent check lists what it lacks).
+BOX_FUNCTIONS = ["core_user_get_users_by_field", "core_user_create_users", "core_user_update_users",
+                 "enrol_manual_enrol_users"]
 STUDENT_ROLE_ID = 5  # Moodle's standard student role, on the box's Moodle as on any other
 PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
 

@@ -388,3 +388,16 @@ def test_the_pages_forms_need_the_login_the_csrf_token_and_an_unused_form(tmp_pa
         close_db()
     sync(box)
     assert can_log_in(server, "zoe", password) and not on_disk(box, password)
+
+
+def test_check_names_what_the_boxs_service_lacks_for_the_learners(tmp_path, server):
+    from moodle_simulator import start_simulator
+
+    lacking = start_simulator(token=BOX_TOKEN, box=True, without_functions=["core_user_create_users"])
+    try:
+        box = Box(tmp_path, server.url, extra=box_section(tmp_path, lacking))
+        result = box.cli("check", "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["box"]["missing_functions"] == ["core_user_create_users"]
+    finally:
+        lacking.stop()
