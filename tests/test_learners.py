@@ -9,6 +9,7 @@ import json
 import re
 import signal
 import sqlite3
+import subprocess
 import time
 
 import pytest
@@ -295,7 +296,7 @@ def test_a_kill_in_the_middle_of_learners_add_is_finished_by_the_next_collection
     before = calls(boxsim, killed_after)
     boxsim.faults.set(call_cost_ms=2000)
     proc = box.popen("learners", "add", "kim", "--firstname", "Kim", "--lastname", "Kill", "--course", "C1",
-                     "--password-stdin", stdin=__import__("subprocess").PIPE)
+                     "--password-stdin", stdin=subprocess.PIPE)
     proc.stdin.write(password + "\n")
     proc.stdin.flush()
     kill_when_called(proc, boxsim, killed_after, before)
