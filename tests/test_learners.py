@@ -402,3 +402,20 @@ def test_check_names_what_the_boxs_service_lacks_for_the_learners(tmp_path, serv
         assert json.loads(result.stdout)["box"]["missing_functions"] == ["core_user_create_users"]
     finally:
         lacking.stop()
+
+
+def test_a_kill_in_the_middle_of_learners_password_is_finished_by_the_next_collection(tmp_path, server, boxsim):
+    box = make_box(tmp_path, server, boxsim)
+    sync(box)
+    password = "Killed#Pass2026"
+    before = calls(boxsim, "core_user_update_users")
+    boxsim.faults.set(call_cost_ms=2000)
+    proc = box.popen("learners", "password", "student4", "--password-stdin", stdin=subprocess.PIPE)
+    proc.stdin.write(password + "\n")
+    proc.stdin.flush()
+    kill_when_called(proc, boxsim, "core_user_update_users", before)
+    assert pending(box) == [("student4", "password")]
+    assert box.cli("collect").returncode == 0 and pending(box) == []
+    assert can_log_in(boxsim, "student4", password)
+    sync(box)
+    assert can_log_in(server, "student4", password) and not on_disk(box, password)
