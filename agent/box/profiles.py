@@ -33,13 +33,19 @@ def profile_events(box_name: str, learners: Iterable[Learner]) -> list[NewEvent]
     students = {u.username: profile_of(dict(u.profile)) for u in learners if u.role is not None}
     if not students:
         return []
-    states = {s.username: s for s in ProfileState.select().where(ProfileState.username.in_(list(students)))}
+    names = sorted(students)
+    states = {}
+    for start in range(0, len(names), 500):  # SQLite's variable limit on old builds
+        states.update({s.username: s for s in ProfileState.select().where(
+            ProfileState.username.in_(names[start:start + 500]))})
     now = iso(utcnow())
     events = []
+    first = [{"username": u, "box": students[u]} for u in names if u not in states]
+    for start in range(0, len(first), 200):  # seen for the first time: the baseline
+        ProfileState.insert_many(first[start:start + 200]).execute()
     for username, new in sorted(students.items()):
         state = states.get(username)
         if state is None:
-            ProfileState.create(username=username, box=new)
             continue
         if state.box is None:
             state.box = new
