@@ -10,7 +10,8 @@ from typing import Any
 from .check_local import local_report, print_local
 from .config import Config
 from . import rights
-from .kinds import PARTICIPANTS, box_functions, preferred, server_functions
+from .kinds import PARTICIPANTS, box_functions, preferred, server_functions, unique
+from .learners import BOX_FUNCTIONS as LEARNER_FUNCTIONS
 from .moodle import BATCH_FUNCTION, MoodleClient, TokenRejected, Unreachable
 from .store import settings
 
@@ -85,8 +86,10 @@ def run_check(config: Config, as_json: bool, only: str | None = None) -> int:
                          if result["token_valid"] else None)
     box_code, box = EXIT_OK, None
     if config.box is not None and only != "server":
-        box_code, box = check_site(MoodleClient(config.box), config.box.url, box_functions(down),
-                                   [BATCH_FUNCTION], box_functions(True) + [f for f, _, _ in preferred("box", True)],
+        # The Learners screen writes accounts and passwords into the box's Moodle whatever the direction.
+        box_needed = unique(box_functions(down) + LEARNER_FUNCTIONS)
+        box_code, box = check_site(MoodleClient(config.box), config.box.url, box_needed,
+                                   [BATCH_FUNCTION], box_needed + box_functions(True) + [f for f, _, _ in preferred("box", True)],
                                    "box", config.box.service, None, preferred("box", down))
         if box.get("token_valid") is False:
             box["error"] = "the box's Moodle rejected its token"

@@ -29,6 +29,7 @@ from .config import Config, ConfigError, load_config
 from .store.db import Event, SyncRequest, SyncRun, open_db
 from .logs import configure_logging
 from .moodle import MoodleError, TokenRejected, Unreachable
+from .learners_cli import add_parser as add_learners_parser, cmd_learners
 from .store.queue import EventError, conflict_dicts, enqueue, parse_events, read_input, set_conflicts, validate_events
 from .runs import AlreadyRunning, SyncDisabled
 from .store.diskspace import database_problem
@@ -327,6 +328,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "set-password": cmd_set_password,
     "verify": cmd_verify,
     "collect": cmd_collect,
+    "learners": cmd_learners,
     "run": cmd_run,
     "connect": cmd_connect,
 }
@@ -399,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read every learner's completion states, not only those of the learners active since "
                         "the last collection (every sync starts with a full one)")
     p.add_argument("--json", action="store_true", help="print the run as JSON")
+
+    add_learners_parser(sub)
 
     p = sub.add_parser("set-password", help="set the admin password of the page")
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")

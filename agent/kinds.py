@@ -95,6 +95,8 @@ class Kind:
 
 
 STAGES = ("users", "enrolments", "learning")
+# An account's profile, as both Moodles keep it and as it travels (usernames never change).
+PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("completion", frozenset({"course_id", "user", "cmid", "completed"}), True, True,
@@ -113,7 +115,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("user", frozenset({"user", "firstname", "lastname", "email", "idnumber", "password"}), False, False,
          "agent.store.queue:check_user", up="users", pushed=("users_created", "users_updated"), found="accounts",
          down="accounts", down_counter="accounts_down", server_up=(CREATE_USERS, UPDATE_USERS),
-         box_collect=(PARTICIPANTS,), box_down=(LOOKUP, CREATE_USERS)),
+         box_collect=(PARTICIPANTS,), box_down=(LOOKUP, CREATE_USERS, UPDATE_USERS)),
     Kind("enrolment", frozenset({"course_id", "user", "role"}), True, False,
          "agent.store.queue:check_enrolment", up="enrolments", pushed=("enrolments",), found="enrolments",
          down="accounts", down_counter="enrolments_down", server_up=(ENROL,),
@@ -186,7 +188,8 @@ def found_counters() -> list[str]:
 
 def down_counters() -> list[str]:
     """What a sync down counts, with the changes made on both sides."""
-    return unique([k.down_counter for k in KINDS.values()] + ["two_way_conflicts"])
+    # An account's profile changes come down with the accounts (agent/down/profiles.py).
+    return unique([k.down_counter for k in KINDS.values()] + ["profiles_down", "two_way_conflicts"])
 
 
 # -- a completion's and a grade's value, as a number ----------------------------

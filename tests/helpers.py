@@ -368,3 +368,11 @@ def page_of(box) -> str:
         return client.get("/").get_data(as_text=True)
     finally:
         close_db()
+
+
+def conflicts_log(box) -> list[dict]:
+    import sqlite3
+
+    with sqlite3.connect(box.database) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM twowayconflict ORDER BY id")]

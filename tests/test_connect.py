@@ -159,10 +159,10 @@ def test_the_password_is_in_no_file_log_output_or_history_row(tmp_path, server):
 def boxsim():
     from moodle_simulator import start_simulator
 
-    # The agent calls neither of the two more on the box's Moodle: its service goes without them.
+    # The agent never asks the box's Moodle for a learner's course profile: its service goes without it
+    # (core_user_update_users it needs: the Learners screen's passwords, profiles brought down).
     sim = start_simulator(token=BOX_ADMIN_TOKEN, box=True, sync_account=True,
-                          without_functions=NEVER_CALLED + ["core_user_get_course_user_profiles",
-                                                            "core_user_update_users"])
+                          without_functions=NEVER_CALLED + ["core_user_get_course_user_profiles"])
     try:
         yield sim
     finally:

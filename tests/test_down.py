@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers import (BOX_C1, BOX_TOKEN, C1, OFFSET_CM, TOKEN, WRITES, Box, MoodleReader, box_section, calls,
                            control, make_box, mark, run_json, writes)
+from tests.helpers import conflicts_log
 from tests.helpers import page_of as page
 from tests.helpers import synced as sync
 
@@ -23,12 +24,6 @@ def grade(sim, token: str, courseid: int, cmid: int, studentid: int, value: floa
     MoodleReader(sim.url, token).call(
         "core_grades_update_grades", source="teacher", courseid=courseid, component="mod_assign",
         activityid=cmid, itemnumber=0, **{"grades[0][studentid]": studentid, "grades[0][grade]": value})
-
-
-def conflicts_log(box) -> list[dict]:
-    with sqlite3.connect(box.database) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM twowayconflict ORDER BY id")]
 
 
 def directions(box) -> list[str]:

@@ -95,9 +95,16 @@ def test_no_import_cycle(graph):
     assert not cycles, f"modules that import themselves through others: {cycles}"
 
 
+# The Learners screen writes into the box's Moodle at once (issue 19): it
+# loads the client (requests only when a form is sent), never the engine.
+BOX_WRITER = {"webui", "webui.learners", "agent.learners"}
+
+
 def test_the_page_never_loads_the_sync_engine(graph):
     for name in (n for n in graph if n.startswith("webui")):
         bad = reachable(graph, name) & (ENGINE | WIRE)
+        if name in BOX_WRITER:
+            bad -= WIRE
         assert not bad, f"{name} loads {sorted(bad)}"
 
 

@@ -56,7 +56,7 @@ def test_the_history_records_and_the_page_shows_the_tables_counters(tmp_path):
     in_push_order = sorted(KINDS.values(), key=lambda k: k.stage)
     assert ACTION_KINDS == [c for k in in_push_order for c in k.pushed] + ["courses_refreshed"] == push_counters()
     assert COLLECT_KINDS == [k.found for k in KINDS.values()] + ["learners_read"]
-    assert down_counters() == [k.down_counter for k in KINDS.values()] + ["two_way_conflicts"]
+    assert down_counters() == [k.down_counter for k in KINDS.values()] + ["profiles_down", "two_way_conflicts"]
 
     from agent.config import load_config
     from agent.store.db import close_db

@@ -25,7 +25,7 @@ from agent.kinds import KINDS, PHASES, found_counters
 from agent.store.runkinds import ACTION_KINDS, VERIFY_KINDS
 from agent.text import human_bytes
 
-from . import api, auth, connect, views
+from . import api, auth, connect, learners, views
 from .i18n import LANGUAGES, has_text, ngettext, pick_language, text
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(connect.bp)
     app.jinja_env.globals["rights_lines"] = connect.rights_lines
+    app.register_blueprint(learners.bp)
     return app
 
 

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .. import courses as courses_mod
 from ..store import settings
+from .profiles import profile_events
 from .diff import COMPLETION, GRADE, Change, Learner, completion_changes, event_key, grade_changes, \
     grade_idnumbers, learner, needs_recheck, to_read
 from ..config import BoxConfig, Config
@@ -47,6 +48,7 @@ from ..kinds import KINDS, box_functions, data_of, found_counters
 from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..store.queue import NewEvent, StorageFull, enqueue
 from ..runs import Interrupted, Record, nested_run, recorded_run
+from ..learners import finish_pending
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ class Collector:
     def work(self) -> str:
         if not self.check_connection():
             return SyncRun.SKIPPED_OFFLINE
+        finish_pending(self.config, self.client, self.rec.errors)  # a learner's add or password cut off (issue 19)
         missing = [f for f in READ_FUNCTIONS if f not in self.functions]
         if missing:
             self.rec.errors.append(f"the service of the box's Moodle token lacks {', '.join(missing)}: "
@@ -235,6 +238,7 @@ class Collector:
         with db.atomic("IMMEDIATE"):  # read, then write
             counted = self.rec.snapshot()
             try:
+                events += profile_events(box_name, plan.learners)  # issue 19: profiles follow
                 fresh = new_keys([e.key for e in events])
                 if events:
                     enqueue(events, config=self.config)

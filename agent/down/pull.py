@@ -44,6 +44,8 @@ from .diff import COMPLETION, GRADE, Decision, Reported, decide, server_completi
 from ..moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..push.plan import assign_grade, assign_grade_args
 from ..push.session import Run
+from ..learners import mark_made_down
+from .profiles import profiles_down
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,10 @@ def pull_down(run: Run, pushable: list[Course]) -> None:
         except MoodleError as exc:
             # One course's refusal (an account the box's Moodle will not make, say) stops only that course.
             run.rec.errors.append(f"course {course.shortname}: the way down stopped: {exc}")
+    try:
+        profiles_down(run, box)  # issue 19: the server's profile changes
+    except BoxTokenRejected:
+        run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
 
 
 class BoxTokenRejected(Exception):
@@ -150,8 +156,10 @@ def accounts_down(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) ->
         if new and run.config.sync.accounts_down:
             created = box_call(box, CREATE_USERS, {"users": [
                 {"username": u.username, **u.profile, "createpassword": 1} for u in new]})
-            ids |= {str(u["username"]): int(u["id"]) for u in created or []}
-            run.rec.actions["accounts_down"] += len(created or [])
+            made = {str(u["username"]): int(u["id"]) for u in created or []}
+            ids |= made
+            run.rec.actions["accounts_down"] += len(made)
+            mark_made_down(made)  # no password works on the box until one is set on the page (issue 19)
         enrol = [u for u in missing if u.username in ids]
         if enrol:
             box_call(box, ENROL, {"enrolments": [

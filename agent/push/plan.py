@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Collection, Literal, Mapping
 
-from ..kinds import CREATE_USERS, ENROL, OVERRIDE, SAVE_ASSIGN_GRADES, UPDATE_GRADES, UPDATE_USERS, completion_state, \
-    kind_of
+from ..kinds import (CREATE_USERS, ENROL, OVERRIDE, PROFILE_FIELDS, SAVE_ASSIGN_GRADES, UPDATE_GRADES, UPDATE_USERS,
+                     completion_state, kind_of)
 from ..roles import ROLES
 
-PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +157,9 @@ def plan_users(rows: list[Queued], known: Mapping[str, int], passwords: Mapping[
                 plan.conflict(e, f"the token's service lacks {UPDATE_USERS}, "
                                  f"so the existing account {e.username!r} cannot be updated")
                 continue
-            user: dict[str, Any] = {"id": known[e.username], **profile}
+            # ``update`` (agent/learners.py, agent/box/profiles.py): only the fields that changed; [] the password only.
+            fields = e.data.get("update", PROFILE_FIELDS)
+            user: dict[str, Any] = {"id": known[e.username], **{k: v for k, v in profile.items() if k in fields}}
             if password:
                 user["password"] = password
             plan.calls.append(Call(UPDATE_USERS, {"users": [user]}, [e.id], "users_updated"))

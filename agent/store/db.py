@@ -37,8 +37,9 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-# 8: a run's kind apart from its trigger; 9: boxactivity.instance (an assignment's id).
-SCHEMA_VERSION = 9
+# 8: a run's kind apart from its trigger; 9: boxactivity.instance (an assignment's id);
+# 10: learners' accounts (BoxAccount, PendingAccount, ProfileState), profile conflicts' texts.
+SCHEMA_VERSION = 10
 
 
 def utcnow() -> datetime:
@@ -290,6 +291,9 @@ class TwoWayConflict(BaseModel):
     kept = pw.CharField(max_length=8)  # "box" or "server"
     rule = pw.CharField(max_length=120)
     at = pw.CharField()
+    # A profile field (kind firstname, lastname, email or idnumber): both texts; the values are 0.
+    box_text = pw.TextField(null=True)
+    server_text = pw.TextField(null=True)
 
 
 
@@ -318,11 +322,53 @@ class KnownEnrolment(BaseModel):
         primary_key = pw.CompositeKey("site", "course_id", "user_id")
 
 
+# Learners' accounts (issue 19, agent/learners.py).
+
+
+class PendingAccount(BaseModel):
+    """A learner's account or password being written into the box's Moodle
+    (agent/learners.py): stored before the first call, deleted in the
+    transaction that queues what the server gets. A kill in between leaves
+    it here; the next collection or learners command finishes it. Its
+    password is erased with it (secure_delete, then the WAL checkpointed)."""
+
+    username = pw.CharField(max_length=100, primary_key=True)
+    action = pw.CharField(max_length=16)  # "add" or "password"
+    data = JSONField()  # the profile, the server's course ids, also_server
+    password = pw.CharField(max_length=255)
+    created_at = pw.CharField()
+
+
+class BoxAccount(BaseModel):
+    """An account the agent made on the box's Moodle: added by a teacher
+    (origin "page": with a password) or brought down from the server
+    (origin "down": made with Moodle's createpassword, whose e-mail never
+    leaves an offline box: it needs a password set on the page)."""
+
+    username = pw.CharField(max_length=100, primary_key=True)
+    box_userid = pw.IntegerField()
+    origin = pw.CharField(max_length=8)
+    password_set = pw.BooleanField(default=False)
+    made_at = pw.CharField()
+
+
+class ProfileState(BaseModel):
+    """A learner's profile (firstname, lastname, email, idnumber) as last
+    collected from the box's Moodle, and as last read from the server, with
+    when: what the next collection and the next sync down compare with."""
+
+    username = pw.CharField(max_length=100, primary_key=True)
+    box = JSONField(null=True)
+    box_version = pw.IntegerField(default=0)  # how many box changes were queued: in the events' ids
+    server = JSONField(null=True)
+    server_seen_at = pw.CharField(null=True)  # ISO 8601 UTC: the last sync that read it
+
+
 # New tables (KnownUser, KnownEnrolment: schema version 5) are created on an
 # upgraded box by create_tables(safe=True) in open_db.
 MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest, LoginAttempt, BoxCourse, BoxActivity,
           Participant, Collected, ServerSeen, TwoWayConflict,
-          KnownUser, KnownEnrolment]
+          KnownUser, KnownEnrolment, PendingAccount, BoxAccount, ProfileState]
 
 # The page shows how many events wait; counting a million queued rows on each
 # request is too slow on an SD card, so triggers keep one counter per status,
@@ -360,7 +406,8 @@ def _create_event_counters(db: pw.SqliteDatabase) -> None:
 # does not add columns to a table that exists, so an upgraded box gets them here.
 ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts, "INTEGER NOT NULL DEFAULT 0"), (SyncRun, SyncRun.collected, "TEXT"),
                  (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT"),
-                 (BoxActivity, BoxActivity.instance, "INTEGER")]
+                 (BoxActivity, BoxActivity.instance, "INTEGER"),
+                 (TwoWayConflict, TwoWayConflict.box_text, "TEXT"), (TwoWayConflict, TwoWayConflict.server_text, "TEXT")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:

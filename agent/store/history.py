@@ -41,7 +41,7 @@ def two_way_conflicts(sync_id: str) -> list[dict[str, Any]]:
              .where(Activity.cmid.in_([c.cmid for c in logged]))} if logged else {}
     return [{"username": c.username, "course_id": c.course_id, "cmid": c.cmid, "activity": names.get(c.cmid),
              "kind": c.kind, "box_value": c.box_value, "server_value": c.server_value, "kept": c.kept,
-             "rule": c.rule, "at": c.at} for c in logged]
+             "rule": c.rule, "at": c.at, "box_text": c.box_text, "server_text": c.server_text} for c in logged]
 
 
 def run_dict(row: SyncRun) -> dict[str, Any]:
