@@ -7,6 +7,12 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 
+# The page reads compiled translations (.mo, build output): a checkout run
+# straight with pytest compiles the ones missing or older than their .po.
+import msgfmt  # noqa: E402  (scripts/msgfmt.py)
+
+msgfmt.main(["--if-stale"])
+
 
 @pytest.fixture
 def simulator():
