@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import peewee as pw
 
-from . import __version__, courses, handoff, health, history, settings
+from . import __version__, courses, handoff, health, history, reasons, settings
 from .collect import BOX_FUNCTIONS, NoBox, run_collect
 from .down import BOX_WRITES, SERVER_READS
 from .config import Config, ConfigError, load_config
@@ -35,6 +35,7 @@ EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_OFFLINE, EXIT_RUNNING = 0, 1, 2, 3, 4
 
 SYNC_EXIT = {
     SyncRun.COMPLETED: EXIT_OK,
+    SyncRun.COMPLETED_WITH_WARNINGS: EXIT_OK,  # it did its work; the reasons say what to look at
     SyncRun.COMPLETED_WITH_ERRORS: EXIT_ERRORS,
     SyncRun.FAILED: EXIT_ERRORS,
     SyncRun.INTERRUPTED: EXIT_ERRORS,
@@ -116,12 +117,14 @@ def format_run(run: dict) -> str:
     if run.get("collected"):
         lines.append("  collected before: " + collected_words(run["collected"]))
     lines += [f"  error: {e}" for e in run["errors"]]
+    lines += [f"  {'why' if run['status'] != 'completed_with_warnings' else 'warning'}: {s}\n    what to do: {a}"
+              for s, a in map(reasons.words, run.get("reasons") or [])]
     return "\n".join(lines)
 
 
 def collected_words(found: dict) -> str:
     """What the collection before a sync found, as the Information dialog says it."""
-    if found["status"] not in (SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_ERRORS):
+    if found["status"] not in (SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_ERRORS, SyncRun.COMPLETED_WITH_WARNINGS):
         return f"{found['status']}" + (f" ({found['errors'][0]})" if found.get("errors") else "")
     return ", ".join(f"{found.get(k, 0)} {k}" for k in ("completions", "grades", "accounts", "enrolments"))
 

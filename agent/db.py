@@ -36,7 +36,7 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def utcnow() -> datetime:
@@ -134,6 +134,8 @@ class SyncRun(BaseModel):
     RUNNING = "running"
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
+    # Did its work, with something for a teacher to look at (agent/reasons.py).
+    COMPLETED_WITH_WARNINGS = "completed_with_warnings"
     FAILED = "failed"
     SKIPPED_OFFLINE = "skipped_offline"
     INTERRUPTED = "interrupted"
@@ -167,6 +169,11 @@ class SyncRun(BaseModel):
     direction = pw.CharField(max_length=8, null=True)
     # A sync down: the bytes to and from the box's own Moodle {"sent", "received"}, apart from the server's.
     box_bytes = JSONField(null=True)
+    # Why it failed, as agent/reasons.py codes: [{"code": ..., values...}]; None before issue 23.
+    reasons = JSONField(null=True)
+    # A sync down: the first changes written into the box's Moodle
+    # [{"username", "course_id", "cmid" (the server's), "kind", "value"}], for the Information dialog.
+    moved_down = JSONField(null=True)
 
 
 class Setting(BaseModel):
@@ -352,7 +359,8 @@ def _create_event_counters(db: pw.SqliteDatabase) -> None:
 # Columns added after a release, with their type; create_tables(safe=True)
 # does not add columns to a table that exists, so an upgraded box gets them here.
 ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts, "INTEGER NOT NULL DEFAULT 0"), (SyncRun, SyncRun.collected, "TEXT"),
-                 (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT")]
+                 (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT"),
+                 (SyncRun, SyncRun.reasons, "TEXT"), (SyncRun, SyncRun.moved_down, "TEXT")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:

@@ -11,14 +11,15 @@ from typing import Any
 
 import peewee as pw
 
-from . import settings
+from . import reasons, settings
 from .config import Config
 from .db import Activity, Event, SyncRun, TwoWayConflict, iso, utcnow
 from .queue import count_by_status
 
 log = logging.getLogger(__name__)
 
-SUCCESS = (SyncRun.COMPLETED,)
+# A sync with warnings did its work: the "last successful sync" counts it.
+SUCCESS = (SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_WARNINGS)
 VERIFY = "verify"  # the trigger of a full re-check (agent/verify.py)
 COLLECT = "collect"  # the trigger of a collection from the box's Moodle (agent/collect.py)
 
@@ -69,6 +70,8 @@ def run_dict(row: SyncRun) -> dict[str, Any]:
         "events_sent": row.events_sent,
         "conflicts": row.conflicts,
         "errors": row.errors or [],
+        # Why it failed or what to look at, as codes with values (agent/reasons.py).
+        "reasons": reasons.of_run(row, reasons.collection_reasons(row) if row.collected else None),
         "clock_offset_s": row.clock_offset_s,
         "collected": row.collected,
         "direction": row.direction,
@@ -190,6 +193,7 @@ def box_moodle(config: Config, values: dict[str, Any]) -> dict[str, Any] | None:
         "url": config.box.url,
         "site_name": values["box_site_name"],
         "reachable": values["box_reachable"],  # None: never tried
+        "down_since": values["box_down_since"],  # when it stopped answering; None while it answers
         "collect_minutes": config.box.collect_minutes,
         "last_collection": None if last is None else {
             "id": last.id, "status": last.status, "started_at": last.started_at,

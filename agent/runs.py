@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 
 import peewee as pw
 
-from . import settings
+from . import reasons, settings
 from .config import Config
 from .db import Event, SyncRun, iso, utcnow
 from .history import COLLECT, IS_SYNC, recover_stale_runs
@@ -87,6 +87,8 @@ class Record:
     # The box's own Moodle's, counted apart: it is local, not the school's line (a sync down).
     box_traffic: list[Traffic] = field(default_factory=list)
     status: str | None = None  # set by the run when it ends by itself
+    reasons: list[dict] = field(default_factory=list)  # why it failed (agent/reasons.py codes)
+    moved_down: list[dict] = field(default_factory=list)  # the first changes written down (the dialog names them)
 
     def save(self, **fields: object) -> None:
         for key, value in fields.items():
@@ -99,6 +101,8 @@ class Record:
         self.row.actions = {kind: self.actions.get(kind, 0) for kind in self.kinds}
         self.row.courses = list(self.courses.values())
         self.row.errors = self.errors
+        self.row.reasons = self.reasons or None
+        self.row.moved_down = self.moved_down or None
         self.row.save()
 
     def snapshot(self) -> tuple[int, int, Counter]:
@@ -109,8 +113,13 @@ class Record:
         self.row.events_sent, self.row.conflicts, self.actions = snapshot
 
     def final_status(self) -> str:
-        """Errors turn a run red; conflicts do not: each is settled and shown."""
-        return SyncRun.COMPLETED_WITH_ERRORS if self.errors else SyncRun.COMPLETED
+        """Errors turn a run red; a sync whose collection failed, that left a
+        course aside or settled events as conflicts is amber (agent/reasons.py)."""
+        if self.errors:
+            return SyncRun.COMPLETED_WITH_ERRORS
+        if self.row.trigger != COLLECT and reasons.warnings_of(self.row, reasons.collection_reasons(self.row)):
+            return SyncRun.COMPLETED_WITH_WARNINGS
+        return SyncRun.COMPLETED
 
 
 def disk_full_error(exc: BaseException | None) -> BaseException | None:
@@ -194,6 +203,7 @@ def _recorded(config: Config, trigger: str, kinds: Sequence[str], force: bool,
     except Exception as exc:
         row.status, sentence = (describe and describe(exc)) or describe_failure(config, exc)
         record.errors.append(sentence)
+        record.reasons.append(reasons.of_exception(exc, trigger))
     row.completed_at = iso(utcnow())
     row.duration_s = round(time.monotonic() - started, 3)
     try:
