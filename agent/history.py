@@ -76,6 +76,7 @@ def run_dict(row: SyncRun) -> dict[str, Any]:
         "collected": row.collected,
         "direction": row.direction,
         "box_bytes": row.box_bytes,
+        "moved_down": row.moved_down or [],
         "two_way_conflicts": two_way_conflicts(row.id) if row.direction in ("down", "both") else [],
         "progress": {
             "phase": row.phase,

@@ -149,7 +149,7 @@ def compile_one(po: Path, builtin: bool = False) -> Path:
     tmp = mo.with_suffix(".mo.tmp")
     msgfmt = None if builtin else shutil.which("msgfmt")
     if msgfmt:
-        subprocess.run([msgfmt, "--check", "-o", str(tmp), str(po)], check=True)
+        subprocess.run([msgfmt, "--check-format", "--check-domain", "-o", str(tmp), str(po)], check=True)
     else:
         compile_builtin(po, tmp)
     tmp.replace(mo)  # a reader never sees half a file

@@ -285,4 +285,4 @@ def test_days_and_cores_on_the_page_are_counted(tmp_path):
     html = client.get("/").get_data(as_text=True)
     assert "ist 1 Tag her" in html and "innerhalb von 1 Tag gesendeten" in html
     cores = re.search(r'data-health="cpu"[^>]*>\s*<span class="health-value">([^<]*)<', html).group(1)
-    assert re.fullmatch(r"\d+\.\d\d auf (1 Kern|\d+ Kernen)", cores), cores
+    assert re.fullmatch(r"\d+,\d\d auf (1 Kern|\d+ Kernen)", cores), cores  # a decimal comma in German
