@@ -46,7 +46,7 @@ TABLE: dict[str, Reason] = {r.code: r for r in (
            "Check the box's network connection. Nothing is lost: the events stay queued and go "
            "with the next sync."),
     Reason("captive_portal", "The network showed a login page (captive portal) instead of the school's Moodle.",
-           "Open any web page on a device on the same network and accept the portal's terms, then start "
+           "Open any web page on a phone or computer on the same network and accept the portal's terms, then start "
            "a sync again."),
     Reason("server_busy", "The school's Moodle is busy or under maintenance (it answered HTTP {status}).",
            "Nothing to do on the box: the next sync tries again. If it lasts more than a day, tell the "

@@ -77,13 +77,14 @@ def collections_since(run: dict[str, Any]) -> dict[str, Any] | None:
     (this sync's own collection left out); None for a run that is no sync."""
     if run["trigger"] in (COLLECT, "verify"):
         return None
-    previous = (SyncRun.select(SyncRun.started_at).where(IS_SYNC, SyncRun.started_at < run["started_at"])
+    previous = (SyncRun.select(SyncRun.started_at, SyncRun.completed_at)
+                .where(IS_SYNC, SyncRun.started_at < run["started_at"])
                 .order_by(SyncRun.started_at.desc()).first())
     query = SyncRun.select(SyncRun.id, SyncRun.actions).where(
         SyncRun.trigger == COLLECT, SyncRun.started_at <= run["started_at"],
         SyncRun.status.in_([SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_ERRORS]))
-    if previous is not None:
-        query = query.where(SyncRun.started_at >= previous.started_at)
+    if previous is not None:  # after it ended: its own collection ran inside it
+        query = query.where(SyncRun.started_at >= (previous.completed_at or previous.started_at))
     own = (run.get("collected") or {}).get("run")
     if own:
         query = query.where(SyncRun.id != own)

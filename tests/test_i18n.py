@@ -100,6 +100,36 @@ def test_no_text_works_around_plurals_any_more():
         assert not re.search(r"\w\((s|e|se|n|en)\)", text), lang
 
 
+# One term per language for the box and for synchronisation: what each
+# language's page says, and the words it must not mix in.
+GLOSSARY = {
+    "en": {"box": "box", "sync": "sync", "not": [r"\bsynchronisation\b", r"\bdevice\b", r"\bappliance\b"]},
+    "fr": {"box": "boîtier", "sync": "synchronisation", "not": [r"\bbox\b", r"\bsynchro\b", r"\bappareil\b"]},
+    "de": {"box": "Box", "sync": "Synchronisierung", "not": [r"Synchronisation", r"\bGerät\b", r"\bBoîtier\b"]},
+}
+
+
+def words_of(form: str) -> str:
+    """A text without its placeholders, the product's and the command's names, the INI's [box]."""
+    form = re.sub(r"\{\w+\}", "", form)
+    form = re.sub(r"\[box\]\s*\w*|moodle-sync-agent[\w/.-]*|Moodle Sync", "", form)
+    return form
+
+
+@pytest.mark.parametrize("lang", sorted(LANGUAGES))
+def test_each_language_keeps_one_term_for_the_box_and_for_synchronisation(lang):
+    terms = GLOSSARY[lang]
+    used = {"box": 0, "sync": 0}
+    for key, forms in messages(lang).items():
+        for form in forms:
+            text = words_of(form)
+            for pattern in terms["not"]:
+                assert not re.search(pattern, text, re.IGNORECASE if lang != "de" else 0), (lang, key, form)
+            used["box"] += terms["box"].lower() in text.lower()
+            used["sync"] += terms["sync"].lower()[:10] in text.lower()
+    assert used["box"] > 10 and used["sync"] > 5, (lang, used)  # the glossary's terms are the ones in use
+
+
 def test_unknown_keys_fall_back():
     assert translate("fr", "no_such_key") == "no_such_key"
     assert translate("fr", "no_such_key", default="x") == "x"
@@ -286,3 +316,21 @@ def test_days_and_cores_on_the_page_are_counted(tmp_path):
     assert "ist 1 Tag her" in html and "innerhalb von 1 Tag gesendeten" in html
     cores = re.search(r'data-health="cpu"[^>]*>\s*<span class="health-value">([^<]*)<', html).group(1)
     assert re.fullmatch(r"\d+,\d\d auf (1 Kern|\d+ Kernen)", cores), cores  # a decimal comma in German
+
+
+def test_the_table_of_reasons_and_the_page_say_the_same():
+    """agent/reasons.py (the CLI's and the e-mail's English) and the page's
+    catalogs: every reason has its sentence and advice in every language,
+    the English ones word for word, counted ones as plural entries."""
+    from agent.reasons import COUNTED, TABLE
+
+    english = messages("en")
+    for code, r in TABLE.items():
+        for lang in LANGUAGES:
+            assert f"reason_{code}" in messages(lang) and f"advice_{code}" in messages(lang), (lang, code)
+        assert english[f"advice_{code}"] == (r.advice,), code
+        if code in COUNTED:
+            assert f"reason_{code}" in plural_ids("en")
+            assert english[f"reason_{code}"] == (r.one, r.sentence), code
+        else:
+            assert english[f"reason_{code}"] == (r.sentence,), code
