@@ -8,8 +8,9 @@ in webui/locale/*/LC_MESSAGES/messages.po (a test checks both stay in step).
 A reason carries the values its sentence names (``{course}``, ``{n}``...).
 
 Where a reason comes from:
-- what ended a run (an exception): :func:`of_exception`, stored in the run's
-  ``reasons`` column by agent/runs.py (and by the sync's online check);
+- what ended a run (an exception): agent/runs.py's ``reason_of``, stored in
+  the run's ``reasons`` column (and by the sync's online check); this module
+  stays free of the wire (the page imports it);
 - what a finished run left for a teacher to look at (its collection from the
   box's Moodle failed, a course differs or is missing, events became
   conflicts, the clock is far off): :func:`warnings_of`, read from the row.
@@ -24,7 +25,6 @@ from typing import Any
 
 from .db import SyncRun
 from .health import MAX_CLOCK_OFFSET_S
-from .moodle import MoodleError, TokenRejected, Unreachable
 
 COLLECT = "collect"  # agent.history.COLLECT (not imported: history imports this module)
 
@@ -90,41 +90,6 @@ COUNTED = {"conflicts": "n", "clock_off": "minutes"}
 
 def reason(code: str, **values: Any) -> dict[str, Any]:
     return {"code": code, **values}
-
-
-def of_exception(exc: BaseException, trigger: str = "") -> dict[str, Any]:
-    """The reason for what ended a run; on a collection, in the box's words."""
-    box = trigger == COLLECT
-    if isinstance(exc, TokenRejected):
-        return reason("box_token_rejected" if box else "token_rejected")
-    if isinstance(exc, Unreachable):
-        return reason("box_down") if box else of_unreachable(exc)
-    if isinstance(exc, MoodleError):
-        return reason("collection_failed" if box else "server_refused")
-    if "database or disk is full" in _chain(exc) or type(exc).__name__ == "StorageFull":
-        return reason("disk_full")
-    if type(exc).__name__ == "Interrupted":
-        return reason("interrupted")
-    return reason("collection_failed" if box else "internal")
-
-
-def of_unreachable(exc: Unreachable) -> dict[str, Any]:
-    if exc.kind in ("captive_portal", "redirect"):
-        return reason("captive_portal")
-    if exc.kind == "server":
-        if exc.retry_after:
-            return reason("server_retry_after", wait=int(exc.retry_after))
-        status = exc.reason.rsplit("HTTP ", 1)[-1] if "HTTP " in exc.reason else "5xx"
-        return reason("server_busy", status=status)
-    return reason("server_unreachable")
-
-
-def _chain(exc: BaseException | None) -> str:
-    text = ""
-    while exc is not None:
-        text += str(exc)
-        exc = exc.__context__
-    return text
 
 
 def of_collection(collected: dict[str, Any] | None, stored: list[dict[str, Any]] | None = None) -> list[dict]:

@@ -154,6 +154,34 @@ def describe_failure(config: Config, exc: BaseException) -> tuple[str, str]:
     return SyncRun.FAILED, f"internal error: {type(exc).__name__}: {exc}"
 
 
+def reason_of(exc: BaseException, trigger: str = "") -> dict:
+    """The reason (agent/reasons.py) for what ended a run; on a collection, in the box's words."""
+    box = trigger == COLLECT
+    if isinstance(exc, TokenRejected):
+        return reasons.reason("box_token_rejected" if box else "token_rejected")
+    if isinstance(exc, Unreachable):
+        return reasons.reason("box_down") if box else unreachable_reason(exc)
+    if isinstance(exc, MoodleError):
+        return reasons.reason("collection_failed" if box else "server_refused")
+    if disk_full_error(exc) is not None or type(exc).__name__ == "StorageFull":
+        return reasons.reason("disk_full")
+    if isinstance(exc, Interrupted):
+        return reasons.reason("interrupted")
+    return reasons.reason("collection_failed" if box else "internal")
+
+
+def unreachable_reason(exc: Unreachable) -> dict:
+    """Which kind of silence: a captive portal, a busy server (HTTP 5xx, Retry-After), or no answer."""
+    if exc.kind in ("captive_portal", "redirect"):
+        return reasons.reason("captive_portal")
+    if exc.kind == "server":
+        if exc.retry_after:
+            return reasons.reason("server_retry_after", wait=int(exc.retry_after))
+        status = exc.reason.rsplit("HTTP ", 1)[-1] if "HTTP " in exc.reason else "5xx"
+        return reasons.reason("server_busy", status=status)
+    return reasons.reason("server_unreachable")
+
+
 RUN_NAMES = {"verify": "verify", COLLECT: "collection"}
 
 
@@ -203,7 +231,7 @@ def _recorded(config: Config, trigger: str, kinds: Sequence[str], force: bool,
     except Exception as exc:
         row.status, sentence = (describe and describe(exc)) or describe_failure(config, exc)
         record.errors.append(sentence)
-        record.reasons.append(reasons.of_exception(exc, trigger))
+        record.reasons.append(reason_of(exc, trigger))
     row.completed_at = iso(utcnow())
     row.duration_s = round(time.monotonic() - started, 3)
     try:

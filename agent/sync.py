@@ -37,9 +37,8 @@ from .plan import (READY, Busy, Call, Knowledge, Plan, Queued, Want, plan_enrolm
                    plan_users, wants)
 from .plan import ActivityInfo, describe_activity, map_activities
 from .queue import correct_event_times
-from .reasons import of_unreachable
 from .queue import count_by_status
-from .runs import recorded_run
+from .runs import recorded_run, unreachable_reason
 from .session import ENROLLED, LOOKUP, LOOKUP_CHUNK, PROFILES, Run, fatal_error, lookup_args
 
 log = logging.getLogger(__name__)
@@ -482,7 +481,7 @@ def check_connection(run: Run) -> bool:
         info = run.client.site_info()
     except Unreachable as exc:
         run.rec.errors.append(f"offline: {exc.reason}")
-        run.rec.reasons.append(of_unreachable(exc))
+        run.rec.reasons.append(unreachable_reason(exc))
         return False
     run.rec.row.clock_offset_s = run.client.clock_offset_s()
     run.functions = {str(f.get("name")) for f in info.get("functions", []) if isinstance(f, dict)}

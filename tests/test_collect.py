@@ -405,10 +405,11 @@ def test_the_page_shows_the_boxs_moodle_keeps_collections_out_of_last_syncs_and_
         assert SyncRun.select().where(SyncRun.trigger == "collect").count() == 3
         dialog = re.search(rf'<dialog class="info-dialog" id="run-{run["id"]}".*?</dialog>', html, re.S).group(0)
         found = re.search(r'data-field="collected">(.*?)</dd>', dialog, re.S).group(1)
+        found, since = found.split('data-field="collected_since"') if "collected_since" in found else (found, "")
         counts = dict(re.findall(r'data-kind="(\w+)".*?<strong>(\d+)</strong>', found, re.S))
         assert counts == {"completions": "1", "grades": "0", "accounts": "0", "enrolments": "0"}
         assert client.get("/api/v1/status").get_json()["queued"] == 0
         client.get("/lang/fr")
-        assert "Moodle de la box" in client.get("/").get_data(as_text=True)
+        assert "Moodle du boîtier" in client.get("/").get_data(as_text=True)
     finally:
         close_db()
