@@ -393,6 +393,8 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
             )
             # "The last successful run" without sorting the whole history.
             db.execute_sql("CREATE INDEX IF NOT EXISTS syncrun_status_started ON syncrun (status, started_at)")
+            # What a sync sent, for its Information dialog (agent/run_details.py) and the way down.
+            db.execute_sql("CREATE INDEX IF NOT EXISTS event_sync ON event (sync_id) WHERE sync_id IS NOT NULL")
             # The health panel's "offset to the server at the last sync" without
             # walking every run that never reached the server.
             db.execute_sql("CREATE INDEX IF NOT EXISTS syncrun_offset_started ON syncrun (started_at) "
