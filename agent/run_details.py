@@ -105,7 +105,7 @@ def server_state(token_rejected: bool) -> dict[str, Any]:
     answered = (SyncRun.select(SyncRun.started_at).where(IS_SYNC, SyncRun.clock_offset_s.is_null(False))
                 .order_by(SyncRun.started_at.desc()).first())
     checked = (SyncRun.select(SyncRun.started_at).where(IS_SYNC, (SyncRun.clock_offset_s.is_null(False))
-                                                         | SyncRun.reasons.contains('"token_rejected"'))
+                                                         | (pw.fn.instr(SyncRun.reasons, '"token_rejected"') > 0))
                .order_by(SyncRun.started_at.desc()).first())
     reachable: bool | None = None
     if last is not None:
