@@ -1,6 +1,6 @@
 """The ``moodle-sync-agent`` command line.
 
-Exit status: 0 done; 1 a sync completed with errors or failed; 2 bad usage,
+Exit status: 0 done (with warnings too); 1 a sync completed with errors or failed; 2 bad usage,
 configuration or input; 3 offline (sync skipped); 4 another sync is running.
 """
 
