@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, TOKEN as SERVER_TOKEN, Box, MoodleReader
-from tests.test_browser import (CHROMIUM, PASSWORD, browser, free_port, new_page, shot, stop,  # noqa: F401
-                                wait_http)
+from tests.test_browser import (CHROMIUM, PASSWORD, browser, free_port, new_page, playwright_api,  # noqa: F401
+                                shot, stop, wait_http)
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing")]
 
@@ -166,7 +166,7 @@ def test_the_dialog_names_the_learner_and_both_activities_of_a_sync_up_and_down(
     assert max(r, g, b) - min(r, g, b) < 40, (r, g, b)  # a grey, neither red nor green
     assert dialog.locator('[data-field="id"] code').inner_text() == run["id"]
     dialog.locator('[data-field="id"] button[data-copy]').click()
-    assert page.locator("#toast").inner_text() == "Sync Event ID copied."
+    playwright_api.expect(page.locator("#toast")).to_have_text("Sync Event ID copied.")  # the clipboard is async
     shot(page, "reasons-1-named", full=False)
     assert page.js_errors == []
     page.context.close()

@@ -66,6 +66,9 @@
           if (old.tagName === "DETAILS" && fresh.tagName === "DETAILS") fresh.open = old.open;
           old.replaceWith(document.importNode(fresh, true));
         });
+        // A run being followed stays shown busy, whatever the fresh HTML
+        // said between the agent picking the request up and the run starting.
+        if (polling) showBusy();
         var meta = doc.querySelector('meta[name="csrf-token"]');
         if (meta) document.querySelector('meta[name="csrf-token"]').content = meta.content;
         if (active && !document.activeElement.id) {
