@@ -38,7 +38,7 @@ from .push.plan import (READY, Busy, Call, Knowledge, Plan, Queued, Want, plan_e
 from .push.plan import ActivityInfo, describe_activity, map_activities
 from .store.queue import correct_event_times
 from .store.queue import count_by_status
-from .runs import recorded_run
+from .runs import recorded_run, unreachable_reason
 from .push.session import ENROLLED, LOOKUP, LOOKUP_CHUNK, PROFILES, Run, fatal_error, lookup_args
 
 log = logging.getLogger(__name__)
@@ -481,6 +481,7 @@ def check_connection(run: Run) -> bool:
         info = run.client.site_info()
     except Unreachable as exc:
         run.rec.errors.append(f"offline: {exc.reason}")
+        run.rec.reasons.append(unreachable_reason(exc))
         return False
     run.rec.row.clock_offset_s = run.client.clock_offset_s()
     run.functions = {str(f.get("name")) for f in info.get("functions", []) if isinstance(f, dict)}

@@ -22,9 +22,8 @@ from agent.config import Config, load_config
 from agent.store.db import database, open_db
 from agent.store.queue import MAX_INPUT_BYTES
 from agent.store.runkinds import ACTION_KINDS, VERIFY_KINDS
-from agent.text import human_bytes
 
-from . import api, auth, views
+from . import api, auth, formats, views
 from .i18n import LANGUAGES, has_text, ngettext, pick_language, text
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 SCRIPT_TEXTS = ["requested", "agent_silent", "not_started", "sync_finished", "sync_running", "start_sync",
                 "n_of_total", "phase_starting", "phase_checking_connection", "phase_checking_courses",
                 "phase_sending_events", "phase_done", "status_completed", "status_completed_with_errors",
-                "status_failed", "status_skipped_offline", "status_interrupted", "status_running",
+                "status_failed", "status_skipped_offline", "status_completed_with_warnings", "status_interrupted", "status_running",
                 "form_expired", "login_needed", "phase_verifying", "phase_collecting", "phase_syncing_down"]
 
 SECURITY_HEADERS = {
@@ -109,8 +108,9 @@ def create_app(config: Config | None = None) -> Flask:
         }
 
     app.jinja_env.filters["when"] = views.when
-    app.jinja_env.filters["bytes"] = human_bytes
-    app.jinja_env.filters["duration"] = duration
+    app.jinja_env.filters["bytes"] = formats.size
+    app.jinja_env.filters["duration"] = formats.duration
+    app.jinja_env.filters["number"] = formats.number
     app.jinja_env.filters["signed"] = signed
 
     @app.errorhandler(HTTPException)
@@ -141,17 +141,8 @@ def error_response(code: int, description: str):
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 1:
-        return f"{seconds:.2f} s"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    """A duration as the English page writes it (the page's filter follows its language)."""
+    return formats.duration(seconds, "en")
 
 
 def signed(value: float) -> str:

@@ -40,8 +40,8 @@ from ..store import settings
 from .diff import COMPLETION, GRADE, Change, Learner, completion_changes, event_key, grade_changes, \
     grade_idnumbers, learner, needs_recheck, to_read
 from ..config import BoxConfig, Config
-from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, SyncRun, database, first_column, \
-    iso, utcnow
+from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, Setting, SyncRun, database, \
+    first_column, iso, utcnow
 from ..store.runkinds import BY_SYNC, CLI, COLLECT, COLLECT_KINDS
 from ..moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..store.queue import NewEvent, StorageFull, enqueue
@@ -115,11 +115,11 @@ class Collector:
             info = self.client.site_info()
         except Unreachable as exc:
             self.unreachable = exc.reason
-            settings.put(box_reachable=False)
+            box_answered(False)
             self.rec.errors.append(f"the box's Moodle does not answer: {exc.reason}")
             return False
         self.functions = {str(f.get("name")) for f in info.get("functions", []) if isinstance(f, dict)}
-        settings.put(box_reachable=True, box_site_name=info.get("sitename"))
+        box_answered(True, box_site_name=info.get("sitename"))
         return True
 
     # -- the run -----------------------------------------------------------------
@@ -386,12 +386,23 @@ def store_box_course(course_id: int, course: courses_mod.ServerCourse, contents:
     return BoxCourse.get_by_id(course.id)
 
 
+def box_answered(reachable: bool, **more: Any) -> None:
+    """Whether the box's Moodle answered, and since when it has not (kept from its first silence)."""
+    with database.obj.atomic():
+        if reachable:
+            settings.put(box_reachable=True, box_down_since=None, **more)
+        elif Setting.get_or_none(Setting.key == "box_down_since") is None:
+            settings.put(box_reachable=False, box_down_since=iso(utcnow()), **more)
+        else:
+            settings.put(box_reachable=False, **more)
+
+
 def box_failure(exc: BaseException) -> tuple[str, str] | None:
     """What ends a collection, in the box's words (the common sentences speak of the server)."""
     if isinstance(exc, TokenRejected):
         return SyncRun.FAILED, "the box's Moodle rejected its token ([box] token_file)"
     if isinstance(exc, Unreachable):
-        settings.put(box_reachable=False)
+        box_answered(False)
         return SyncRun.FAILED, (f"the box's Moodle stopped answering: {exc.reason}; "
                                 "the courses collected before are kept")
     if isinstance(exc, MoodleError):

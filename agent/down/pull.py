@@ -47,6 +47,8 @@ DOWN_KINDS = ["completions_down", "grades_down", "accounts_down", "enrolments_do
 SERVER_READS = ["core_completion_get_activities_completion_status", "gradereport_user_get_grade_items"]
 BOX_WRITES = ["core_completion_override_activity_completion_status", "core_grades_update_grades",
               "core_user_get_users_by_field", "core_user_create_users", "enrol_manual_enrol_users"]
+# The changes written down that a sync's row names (the Information dialog's first 20).
+MOVED_NAMED = 20
 # Moodle's standard role id of a student, on the box's Moodle as on any other.
 STUDENT_ROLE_ID = 5
 
@@ -277,6 +279,9 @@ def save_course(run: Any, course: Course, bc: BoxCourse, decisions: dict[Key, De
             collected_rows.append({"box_course": bc.id, "username": username, "box_cmid": to_box[cmid], "kind": kind,
                                    "value": d.write_down, "version": "synced-down"})
             run.rec.actions["completions_down" if kind == COMPLETION else "grades_down"] += 1
+            if len(run.rec.moved_down) < MOVED_NAMED:
+                run.rec.moved_down.append({"username": username, "course_id": course.id, "cmid": cmid, "kind": kind,
+                                           "value": d.write_down})
         if d.rule is not None:
             box_value, server_value = waiting[key][1].value, server[key].value
             conflicts.append({"sync_id": run.rec.row.id, "course_id": course.id, "username": username, "cmid": cmid,
