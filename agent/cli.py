@@ -1,6 +1,6 @@
 """The ``moodle-sync-agent`` command line.
 
-Exit status: 0 done; 1 a sync completed with errors or failed; 2 bad usage,
+Exit status: 0 done (with warnings too); 1 a sync completed with errors or failed; 2 bad usage,
 configuration or input; 3 offline (sync skipped); 4 another sync is running.
 """
 
@@ -21,7 +21,7 @@ import peewee as pw
 # run them: `status` or `enqueue`, run often from scripts and by the learning
 # apps, start without them. agent.moodle is light: it imports requests at its
 # first call.
-from . import __version__, courses, health
+from . import __version__, courses, health, reasons
 from .store import handoff, history, settings
 from .store.status import status as box_status
 from .store.runkinds import CLI, COLLECT, RUN_NAMES
@@ -42,6 +42,7 @@ EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_OFFLINE, EXIT_RUNNING = 0, 1, 2, 3, 4
 
 SYNC_EXIT = {
     SyncRun.COMPLETED: EXIT_OK,
+    SyncRun.COMPLETED_WITH_WARNINGS: EXIT_OK,  # it did its work; the reasons say what to look at
     SyncRun.COMPLETED_WITH_ERRORS: EXIT_ERRORS,
     SyncRun.FAILED: EXIT_ERRORS,
     SyncRun.INTERRUPTED: EXIT_ERRORS,
@@ -127,12 +128,14 @@ def format_run(run: dict) -> str:
     if run.get("collected"):
         lines.append("  collected before: " + collected_words(run["collected"]))
     lines += [f"  error: {e}" for e in run["errors"]]
+    lines += [f"  {'why' if run['status'] != 'completed_with_warnings' else 'warning'}: {s}\n    what to do: {a}"
+              for s, a in map(reasons.words, run.get("reasons") or [])]
     return "\n".join(lines)
 
 
 def collected_words(found: dict) -> str:
     """What the collection before a sync found, as the Information dialog says it."""
-    if found["status"] not in (SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_ERRORS):
+    if found["status"] not in (SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_ERRORS, SyncRun.COMPLETED_WITH_WARNINGS):
         return f"{found['status']}" + (f" ({found['errors'][0]})" if found.get("errors") else "")
     from .kinds import found_counters
 

@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence
 
 import peewee as pw
 
+from . import reasons
 from .interrupt import Interrupted
 from .store import settings
 from .config import Config
@@ -85,6 +86,8 @@ class Record:
     # The box's own Moodle's, counted apart: it is local, not the school's line (a sync down).
     box_traffic: list[Traffic] = field(default_factory=list)
     status: str | None = None  # set by the run when it ends by itself
+    reasons: list[dict] = field(default_factory=list)  # why it failed (agent/reasons.py codes)
+    moved_down: list[dict] = field(default_factory=list)  # the first changes written down (the dialog names them)
 
     def save(self, **fields: object) -> None:
         for key, value in fields.items():
@@ -97,6 +100,8 @@ class Record:
         self.row.actions = {kind: self.actions.get(kind, 0) for kind in self.counters}
         self.row.courses = list(self.courses.values())
         self.row.errors = self.errors
+        self.row.reasons = self.reasons or None
+        self.row.moved_down = self.moved_down or None
         self.row.save()
 
     def snapshot(self) -> tuple[int, int, Counter]:
@@ -107,8 +112,13 @@ class Record:
         self.row.events_sent, self.row.conflicts, self.actions = snapshot
 
     def final_status(self) -> str:
-        """Errors turn a run red; conflicts do not: each is settled and shown."""
-        return SyncRun.COMPLETED_WITH_ERRORS if self.errors else SyncRun.COMPLETED
+        """Errors turn a run red; a sync whose collection failed, that left a
+        course aside or settled events as conflicts is amber (agent/reasons.py)."""
+        if self.errors:
+            return SyncRun.COMPLETED_WITH_ERRORS
+        if self.row.kind != COLLECT and reasons.warnings_of(self.row, reasons.collection_reasons(self.row)):
+            return SyncRun.COMPLETED_WITH_WARNINGS
+        return SyncRun.COMPLETED
 
 
 def disk_full_error(exc: BaseException | None) -> BaseException | None:
@@ -141,6 +151,34 @@ def describe_failure(config: Config, exc: BaseException) -> tuple[str, str]:
         return SyncRun.FAILED, f"{database_problem(config, full)}; the events not yet confirmed stay queued"
     log.exception("run failed", exc_info=exc)
     return SyncRun.FAILED, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def reason_of(exc: BaseException, kind: str = "") -> dict:
+    """The reason (agent/reasons.py) for what ended a run; on a collection, in the box's words."""
+    box = kind == COLLECT
+    if isinstance(exc, TokenRejected):
+        return reasons.reason("box_token_rejected" if box else "token_rejected")
+    if isinstance(exc, Unreachable):
+        return reasons.reason("box_down") if box else unreachable_reason(exc)
+    if isinstance(exc, MoodleError):
+        return reasons.reason("collection_failed" if box else "server_refused")
+    if disk_full_error(exc) is not None or type(exc).__name__ == "StorageFull":
+        return reasons.reason("disk_full")
+    if isinstance(exc, Interrupted):
+        return reasons.reason("interrupted")
+    return reasons.reason("collection_failed" if box else "internal")
+
+
+def unreachable_reason(exc: Unreachable) -> dict:
+    """Which kind of silence: a captive portal, a busy server (HTTP 5xx, Retry-After), or no answer."""
+    if exc.kind in ("captive_portal", "redirect"):
+        return reasons.reason("captive_portal")
+    if exc.kind == "server":
+        if exc.retry_after:
+            return reasons.reason("server_retry_after", wait=int(exc.retry_after))
+        status = exc.reason.rsplit("HTTP ", 1)[-1] if "HTTP " in exc.reason else "5xx"
+        return reasons.reason("server_busy", status=status)
+    return reasons.reason("server_unreachable")
 
 
 @contextmanager
@@ -190,6 +228,7 @@ def _recorded(config: Config, kind: str, trigger: str, counters: Sequence[str], 
     except Exception as exc:
         row.status, sentence = (describe and describe(exc)) or describe_failure(config, exc)
         record.errors.append(sentence)
+        record.reasons.append(reason_of(exc, kind))
     row.completed_at = iso(utcnow())
     row.duration_s = round(time.monotonic() - started, 3)
     try:

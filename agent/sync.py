@@ -38,7 +38,7 @@ from .moodle import BATCH_FUNCTION, MoodleClient, Unreachable
 from .push.pusher import push_events
 from .store.queue import correct_event_times
 from .store.queue import count_by_status
-from .runs import recorded_run
+from .runs import recorded_run, unreachable_reason
 from .push.session import Run
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def check_connection(run: Run) -> bool:
         info = run.client.site_info()
     except Unreachable as exc:
         run.rec.errors.append(f"offline: {exc.reason}")
+        run.rec.reasons.append(unreachable_reason(exc))
         return False
     run.rec.row.clock_offset_s = run.client.clock_offset_s()
     settings.put(token_rejected=False, site_name=info.site_name, site_url=info.site_url,

@@ -11,6 +11,14 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 
+# The page reads compiled translations (.mo, build output): a checkout run
+# straight with pytest compiles the ones missing or older than their .po
+# (against the installed package, scripts/test-package, there is none here).
+import msgfmt  # noqa: E402  (scripts/msgfmt.py)
+
+if msgfmt.catalogs():
+    msgfmt.main(["--if-stale"])
+
 
 # Fixtures that start a simulator or open a database: a test marked pure uses none.
 IMPURE_FIXTURES = {"simulator", "boxsim", "box", "moodle", "config", "app", "client", "admin", "browser"}

@@ -342,10 +342,10 @@ def writes(sim) -> int:
     return sum(calls(sim).get(fn, 0) for fn in WRITES)
 
 
-def synced(box) -> dict:
-    """A sync that must complete: its run."""
+def synced(box, status: str = "completed") -> dict:
+    """A sync that must end with this status (exit 0): its run."""
     code, run, err = run_json(box, "sync")
-    assert code == 0 and run["status"] == "completed", (run, err)
+    assert code == 0 and run["status"] == status, (run, err)
     return run
 
 

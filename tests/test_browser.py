@@ -110,10 +110,12 @@ def test_teacher_runs_a_sync_from_the_page(stack, browser):
     site = MoodleReader(stack.sim.url, TOKEN).call("core_webservice_get_site_info")
     assert page.locator("#site-name").inner_text() == site["sitename"]
     assert page.locator("#site-url").inner_text() == site["siteurl"]
-    assert page.get_by_role("switch", name="Sync Notifications").is_visible()
+    assert page.get_by_role("switch", name="E-mail after each sync").is_visible()
+    assert page.get_by_text("Hide Advanced Settings").is_visible()  # the toggle says what a press does
+    assert not page.get_by_text("Show Advanced Settings").is_visible()
     assert "skips the check that the courses are identical" in page.locator("#force-warning").inner_text()
     page.get_by_label("E-mail address").fill("not an address")
-    page.get_by_role("switch", name="Sync Notifications").check()
+    page.get_by_role("switch", name="E-mail after each sync").check()
     page.locator('[data-region="notify"] button[type="submit"]').click()
     page.wait_for_selector("#email-error:not([hidden])")
     assert page.get_by_label("E-mail address").get_attribute("aria-invalid") == "true"
@@ -154,9 +156,9 @@ def test_the_sync_direction_is_set_on_the_page_in_english_french_and_german(stac
     region = page.locator('[data-region="direction"]')
     select = page.locator("#direction")
     for lang, label, option, saved in (
-            ("EN", "Sync direction", "Both ways", "It applies from the next sync on."),
-            ("FR", "Sens de la synchronisation", "Boîtier → serveur", "à partir de la prochaine synchronisation"),
-            ("DE", "Synchronisierungsrichtung", "Server → Box", "ab der nächsten Synchronisierung")):
+            ("EN", "Direction", "Both ways", "It applies from the next sync on."),
+            ("FR", "Sens", "Boîtier → serveur", "à partir de la prochaine synchronisation"),
+            ("DE", "Richtung", "Server → Box", "ab der nächsten Synchronisierung")):
         page.get_by_role("link", name=lang, exact=True).click()
         assert region.locator("label[for=direction]").inner_text() == label
         select.select_option(label=option)

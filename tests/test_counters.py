@@ -50,7 +50,7 @@ def test_counters_after_a_real_sync(tmp_path, simulator):
     db = open_db(config.agent.database)
     enqueue(events(20) + events(3, prefix="bad", user="nobody"))
     run = run_sync(config, trigger="cli")
-    assert run.status == "completed" and run.conflicts == 3  # settled: shown, not red
+    assert run.status == "completed_with_warnings" and run.conflicts == 3  # settled: shown amber, not red
     assert count_by_status() == real_counts(db) == {"queued": 0, "sent": 20, "conflict": 3, "discarded": 0}
     db.close()
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agent.store import handoff, settings
+from agent.store import handoff, history, settings
 from agent.config import load_config
 from agent.cli import request_sync_via_agent
 from agent.service.daemon import Daemon
@@ -187,7 +187,8 @@ def test_events_stamped_with_an_unknown_clock_are_corrected_by_the_servers_offse
                               "email": "k2@example.org", "time": "2026-11-20T10:00:00Z"}]))
     simulator.faults.set(clock_offset_s=7200)  # the server's Date says our clock is two hours behind
     row = run_sync(config, trigger="cli")
-    assert row.status == "completed"
+    assert row.status == "completed_with_warnings"  # two hours off: set the box's time (agent/reasons.py)
+    assert row.reasons is None and history.run_dict(row)["reasons"] == [{"code": "clock_off", "minutes": 120}]
     assert 7190 < row.clock_offset_s < 7210
     e1, e2 = Event.get(Event.key == "u1"), Event.get(Event.key == "u2")
     assert e1.clock_suspect and e1.data["time_as_stamped"] == "1970-01-01T00:04:00Z"

@@ -268,8 +268,9 @@ def test_a_push_the_server_refused_does_not_count_as_on_the_server_so_nothing_co
     assert sync(box)["actions"]["completions_down"] == 1  # done on both sides now
     mark(boxsim, "student1", 1 + OFFSET_CM, done=False)  # undone on the box
     simulator.faults.set(fail_function={"core_completion_override_activity_completion_status": "nopermissions"})
-    run = sync(box)
+    run = sync(box, "completed_with_warnings")  # the refused push waits as a conflict
     assert run["conflicts"] == 1 and run["actions"]["completions"] == 0, run
+    assert run["reasons"] == [{"code": "conflicts", "n": 1}]
     simulator.faults.clear()
     run = sync(box)
     # The server still holds "done", as it did: no change there, nothing written over the box's undo.

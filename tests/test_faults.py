@@ -269,7 +269,9 @@ def test_dns_failure(box, simulator):
 def test_server_clock_far_off_is_recorded(offset_s, box, simulator):
     simulator.faults.set(clock_offset_s=offset_s)
     code, run = sync(box)
-    assert (code, run["status"]) == (0, "completed"), run
+    # It syncs (exit 0), amber: the clock far off is a warning with what to do.
+    assert (code, run["status"]) == (0, "completed_with_warnings"), run
+    assert [r["code"] for r in run["reasons"]] == ["clock_off"]
     assert abs(run["clock_offset_s"] - offset_s) < 5, run["clock_offset_s"]
     assert box.history(1)[0]["clock_offset_s"] == run["clock_offset_s"]
     assert assert_queue_intact(box) == 0

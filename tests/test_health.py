@@ -202,6 +202,8 @@ def test_status_api_and_page_show_health_with_red_marks_and_the_storage_banner(t
         disk_row = page[page.index('data-health="disk"'):]
         disk_row = disk_row[:disk_row.index("</dd>")]
         assert 'class="health-bad"' in disk_row and "new events are refused" in disk_row
+        fr = client.get("/", headers={"Accept-Language": "fr"}).get_data(as_text=True)
+        assert "les nouveaux événements sont refusés" in fr  # the reason in the page's language
         database_row = page[page.index('data-health="database"'):]
         assert "health-bad" not in database_row[:database_row.index("</dd>")]
         assert "storage is nearly full" in page  # the banner

@@ -28,6 +28,9 @@ def test_health_panel_and_verify_button(stack, browser):  # noqa: F811
     log_in(page, stack)
     panel = page.locator('[data-region="health"]')
     assert panel.get_by_role("heading", name="Box health").is_visible()
+    # On a phone the section starts folded: its heading unfolds it.
+    assert not panel.locator('[data-health="network"]').is_visible()
+    panel.get_by_role("heading", name="Box health").click()
     assert panel.locator('[data-health="disk"]').inner_text().strip().endswith("%)")
     assert panel.locator('[data-health="network"]').is_visible()
     shot(page, "health-phone")

@@ -1,18 +1,22 @@
-"""The page's translations: gettext .po files read by webui.po, plural forms
-chosen by each file's Plural-Forms rule, and the page using them."""
+"""The page's translations: gettext .po files compiled into .mo files
+(scripts/msgfmt.py, or GNU msgfmt), read by the standard library's gettext,
+plural forms chosen by each file's Plural-Forms rule, and the page using them."""
 
 from __future__ import annotations
 
 import configparser
 import fnmatch
+import gettext
 import re
+import shutil
+import subprocess
 from string import Formatter
 
 import pytest
 
+import msgfmt  # scripts/msgfmt.py (tests/conftest.py puts scripts/ on the path)
 from webui import create_app
-from webui.i18n import CATALOGS, LANGUAGES, LOCALE_DIR, po_path, translate, translate_plural
-from webui.po import CONTEXT_SEPARATOR, PoError, parse_plural_forms, parse_po
+from webui.i18n import CATALOGS, LANGUAGES, LOCALE_DIR, mo_path, po_path, translate, translate_plural
 
 from tests.helpers import ROOT
 from tests.helpers import login, post, write_config
@@ -22,18 +26,33 @@ def fields(s: str) -> set[str]:
     return {f for _, f, _, _ in Formatter().parse(s) if f}
 
 
+def messages(lang: str) -> dict[str, tuple[str, ...]]:
+    """A compiled catalog's entries: key -> its form(s), the header left out."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for k, v in CATALOGS[lang]._catalog.items():  # type: ignore[attr-defined]
+        key, index = k if isinstance(k, tuple) else (k, -1)
+        if key:
+            out.setdefault(key, []).append((index, v))
+    return {k: tuple(v for _, v in sorted(forms)) for k, forms in out.items()}
+
+
+def plural_ids(lang: str) -> set[str]:
+    return {k[0] for k in CATALOGS[lang]._catalog if isinstance(k, tuple)}  # type: ignore[attr-defined]
+
+
 # -- the files -------------------------------------------------------------------------
 
 def test_every_language_has_the_same_keys_plurals_and_placeholders():
-    english = CATALOGS["en"]
-    assert len(english.messages) > 150
-    for lang, catalog in CATALOGS.items():
-        assert catalog.language == lang
-        assert catalog.messages.keys() == english.messages.keys(), lang
-        assert catalog.plural_ids == english.plural_ids, lang
-        for key, forms in catalog.messages.items():
-            assert len(forms) == (catalog.nplurals if key in catalog.plural_ids else 1), (lang, key)
-            want = set().union(*(fields(f) for f in english.messages[key]))
+    english = messages("en")
+    assert len(english) > 150
+    for lang in LANGUAGES:
+        catalog = messages(lang)
+        assert CATALOGS[lang].info()["language"] == lang
+        assert catalog.keys() == english.keys(), lang
+        assert plural_ids(lang) == plural_ids("en"), lang
+        for key, forms in catalog.items():
+            assert len(forms) == (2 if key in plural_ids(lang) else 1), (lang, key)
+            want = set().union(*(fields(f) for f in english[key]))
             for form in forms:
                 assert fields(form) == want, (lang, key, form)
                 form.format(**{name: 1 for name in want})  # no stray brace
@@ -43,21 +62,21 @@ def test_each_language_has_its_plural_rule():
     # English and German: 1 is singular; French: 0 and 1 are.
     singular = {"en": {1}, "de": {1}, "fr": {0, 1}}
     for lang, catalog in CATALOGS.items():
-        assert catalog.nplurals == 2
         for n in range(0, 202):
-            assert catalog.plural(n) == (0 if n in singular[lang] else 1), (lang, n)
+            assert catalog.plural(n) == (0 if n in singular[lang] else 1), (lang, n)  # type: ignore[attr-defined]
     text = po_path("fr").read_text(encoding="utf-8")
     assert '"Plural-Forms: nplurals=2; plural=(n > 1);\\n"' in text
 
 
-PLURAL_KEYS = sorted(CATALOGS["en"].plural_ids)
+PLURAL_KEYS = sorted(plural_ids("en"))
 
 
 @pytest.mark.parametrize("lang", sorted(LANGUAGES))
 @pytest.mark.parametrize("key", PLURAL_KEYS)
 def test_plural_of_0_1_and_2(lang, key):
     def form(n: int) -> str:
-        return translate_plural(lang, key, n, days=n, cores=n, load="0.50", date="2026-01-01")
+        return translate_plural(lang, key, n, days=n, cores=n, load="0.50", date="2026-01-01", minutes=n,
+                                hours=n, more=n)
 
     assert form(1) != form(2)
     assert form(0) == (form(1).replace("1", "0", 1) if lang == "fr" else form(2).replace("2", "0", 1))
@@ -81,6 +100,36 @@ def test_no_text_works_around_plurals_any_more():
         assert not re.search(r"\w\((s|e|se|n|en)\)", text), lang
 
 
+# One term per language for the box and for synchronisation: what each
+# language's page says, and the words it must not mix in.
+GLOSSARY = {
+    "en": {"box": "box", "sync": "sync", "not": [r"\bsynchronisation\b", r"\bdevice\b", r"\bappliance\b"]},
+    "fr": {"box": "boîtier", "sync": "synchronisation", "not": [r"\bbox\b", r"\bsynchro\b", r"\bappareil\b"]},
+    "de": {"box": "Box", "sync": "Synchronisierung", "not": [r"Synchronisation", r"\bGerät\b", r"\bBoîtier\b"]},
+}
+
+
+def words_of(form: str) -> str:
+    """A text without its placeholders, the product's and the command's names, the INI's [box]."""
+    form = re.sub(r"\{\w+\}", "", form)
+    form = re.sub(r"\[box\]\s*\w*|moodle-sync-agent[\w/.-]*|Moodle Sync", "", form)
+    return form
+
+
+@pytest.mark.parametrize("lang", sorted(LANGUAGES))
+def test_each_language_keeps_one_term_for_the_box_and_for_synchronisation(lang):
+    terms = GLOSSARY[lang]
+    used = {"box": 0, "sync": 0}
+    for key, forms in messages(lang).items():
+        for form in forms:
+            text = words_of(form)
+            for pattern in terms["not"]:
+                assert not re.search(pattern, text, re.IGNORECASE if lang != "de" else 0), (lang, key, form)
+            used["box"] += terms["box"].lower() in text.lower()
+            used["sync"] += terms["sync"].lower()[:10] in text.lower()
+    assert used["box"] > 10 and used["sync"] > 5, (lang, used)  # the glossary's terms are the ones in use
+
+
 def test_unknown_keys_fall_back():
     assert translate("fr", "no_such_key") == "no_such_key"
     assert translate("fr", "no_such_key", default="x") == "x"
@@ -88,26 +137,29 @@ def test_unknown_keys_fall_back():
     assert translate_plural("fr", "no_such_key", 2) == "no_such_key"
 
 
-def test_the_package_ships_the_translations():
+def test_the_package_ships_the_compiled_translations():
     """setup.cfg's package data (what the wheel and the Debian package hold)
-    takes every .po file."""
+    takes every .mo file (and the .po sources); the .mo files are not in git."""
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     patterns = [p.strip() for p in cfg["options.package_data"]["webui"].split(",")]
-    files = sorted(LOCALE_DIR.rglob("*.po"))
-    assert len(files) == len(LANGUAGES)
+    files = sorted(LOCALE_DIR.rglob("*.mo")) + sorted(LOCALE_DIR.rglob("*.po"))
+    assert len(files) == 2 * len(LANGUAGES)
     for path in files:
         relative = path.relative_to(LOCALE_DIR.parent).as_posix()
         assert any(fnmatch.fnmatch(relative, p) and p.count("/") == relative.count("/") for p in patterns), relative
+    assert "*.mo" in (ROOT / ".gitignore").read_text().split()
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        tracked = subprocess.run(["git", "ls-files", "webui/locale"], cwd=ROOT, capture_output=True, text=True)
+        assert ".mo" not in tracked.stdout
+    assert not (ROOT / "webui" / "po.py").exists()
 
 
-# -- the reader ------------------------------------------------------------------------
+# -- the compiler ------------------------------------------------------------------------
 
 HEADER = 'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n"Plural-Forms: nplurals=2; plural=n != 1;\\n"\n'
 
-
-def test_reader_escapes_multiline_context_and_untranslated():
-    catalog = parse_po(HEADER + r'''
+SAMPLE = HEADER + r'''
 # translator's comment
 #: somewhere.py:12
 #. an extracted comment
@@ -130,11 +182,6 @@ msgstr "Open"
 msgid "fuzzy"
 msgstr "a guess"
 
-#, c-format, fuzzy
-msgctxt "x"
-msgid "fuzzy2"
-msgstr "another guess"
-
 msgid "empty"
 msgstr ""
 
@@ -148,90 +195,73 @@ msgstr[1] ""
 "{n} files"
 msgid "no blank line before"
 msgstr "still read"
-''')
-    assert catalog.gettext("quotes") == 'say "hi"\tback\\slash\nnew line AB'
-    assert catalog.gettext("long") == "first part, second part"
-    assert catalog.gettext("open") == "Open"
-    assert catalog.gettext(f"menu{CONTEXT_SEPARATOR}open") == "Open (menu)"
-    for untranslated in ("fuzzy", f"x{CONTEXT_SEPARATOR}fuzzy2", "empty", "obsolete"):
-        assert untranslated not in catalog.messages
-    assert [catalog.ngettext("files", n) for n in (0, 1, 2)] == ["{n} files", "{n} file", "{n} files"]
-    assert catalog.ngettext("long", 2) is None  # not a plural entry
-    assert catalog.gettext("no blank line before") == "still read"
+'''
+
+
+def compiled(tmp_path, builtin: bool) -> gettext.GNUTranslations:
+    po = tmp_path / ("b" if builtin else "g") / "messages.po"
+    po.parent.mkdir()
+    po.write_text(SAMPLE, encoding="utf-8")
+    with open(msgfmt.compile_one(po, builtin=builtin), "rb") as f:
+        return gettext.GNUTranslations(f)
+
+
+def test_the_stdlib_compiler_reads_what_msgfmt_reads(tmp_path):
+    t = compiled(tmp_path, builtin=True)
+    assert t.gettext("quotes") == 'say "hi"\tback\\slash\nnew line AB'
+    assert t.gettext("long") == "first part, second part"
+    assert t.gettext("open") == "Open"
+    assert t.pgettext("menu", "open") == "Open (menu)"
+    for untranslated in ("fuzzy", "empty", "obsolete"):
+        assert t.gettext(untranslated) == untranslated
+    assert [t.ngettext("files", "files", n) for n in (0, 1, 2)] == ["{n} files", "{n} file", "{n} files"]
+    assert t.gettext("no blank line before") == "still read"
+    if shutil.which("msgfmt"):  # GNU msgfmt compiles the same catalog
+        assert compiled(tmp_path, builtin=False)._catalog == t._catalog  # type: ignore[attr-defined]
+
+
+def test_the_stdlib_compiler_gives_the_page_the_same_catalogs_as_msgfmt(tmp_path):
+    if not shutil.which("msgfmt"):
+        pytest.skip("GNU msgfmt (package gettext) is not installed")
+    for lang in LANGUAGES:
+        ours = gettext.GNUTranslations(open(msgfmt.compile_one(_copy(tmp_path, lang, "b"), builtin=True), "rb"))
+        gnu = gettext.GNUTranslations(open(msgfmt.compile_one(_copy(tmp_path, lang, "g"), builtin=False), "rb"))
+        assert ours._catalog == gnu._catalog, lang  # type: ignore[attr-defined]
+
+
+def _copy(tmp_path, lang, which):
+    target = tmp_path / which / lang / "messages.po"
+    target.parent.mkdir(parents=True)
+    shutil.copy(po_path(lang), target)
+    return target
 
 
 @pytest.mark.parametrize("body, problem", [
     ('msgid "a"\nmsgstr "b', "expected a string in double quotes"),
-    ('msgid "a"\nmsgstr "b"c"', "unescaped double quote"),
-    ('msgid "a"\nmsgstr "\\q"', "unknown escape"),
-    ('msgid "a"\n', "msgid without msgstr"),
     ('msgstr "b"\n', "msgstr before msgid"),
-    ('msgid "a"\nmsgid_plural "a"\nmsgstr[0] "x"\n', "needs msgstr[0] to msgstr[1]"),
-    ('msgid "a"\nmsgstr[0] "x"\n', "msgstr[N] goes with msgid_plural"),
     ('msgid "a"\nmsgstr "x"\n\nmsgid "a"\nmsgstr "y"\n', "given twice"),
-    ('"loose"\n', "a string with no keyword"),
     ('msgid "a"\nmsgstr "x"\nwhat is this\n', "cannot read"),
 ])
-def test_reader_names_the_line_of_a_bad_file(body, problem):
-    with pytest.raises(PoError) as err:
-        parse_po(HEADER + "\n" + body, "fr.po")
+def test_the_stdlib_compiler_names_the_line_of_a_bad_file(body, problem):
+    with pytest.raises(msgfmt.PoError) as err:
+        msgfmt.parse(HEADER + "\n" + body, "fr.po")
     assert problem in str(err.value)
     assert re.match(r"fr\.po(:\d+)?: ", str(err.value))
 
 
-def test_reader_needs_utf8_and_plural_forms():
-    with pytest.raises(PoError, match="charset=UTF-8"):
-        parse_po(HEADER.replace("UTF-8", "ISO-8859-1"))
-    with pytest.raises(PoError, match="Plural-Forms"):
-        parse_po('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n')
-    with pytest.raises(PoError, match="no header"):
-        parse_po('msgid "a"\nmsgstr "b"\n')
+def test_the_stdlib_compiler_needs_a_keyword_and_a_header():
+    with pytest.raises(msgfmt.PoError, match="a string with no keyword"):
+        msgfmt.parse('"loose"\n', "fr.po")
+    with pytest.raises(msgfmt.PoError, match="no header"):
+        msgfmt.parse('msgid "a"\nmsgstr "b"\n', "fr.po")
 
 
-# Rules and values from the CLDR / GNU gettext manual's plural-forms table.
-RULES = {
-    "nplurals=1; plural=0;": {0: 0, 1: 0, 2: 0, 101: 0},
-    "nplurals=2; plural=(n != 1);": {0: 1, 1: 0, 2: 1, 11: 1},
-    "nplurals=2; plural=(n > 1);": {0: 0, 1: 0, 2: 1, 100: 1},
-    # Russian, Ukrainian
-    ("nplurals=3; plural=(n%10==1 && n%100!=11 ? 0 : n%10>=2 && n%10<=4 && (n%100<10 || n%100>=20) ? 1 : 2);"):
-        {1: 0, 21: 0, 11: 2, 2: 1, 4: 1, 22: 1, 12: 2, 14: 2, 5: 2, 0: 2, 111: 2, 101: 0},
-    # Polish
-    "nplurals=3; plural=(n==1 ? 0 : n%10>=2 && n%10<=4 && (n%100<10 || n%100>=20) ? 1 : 2);":
-        {1: 0, 2: 1, 3: 1, 4: 1, 5: 2, 12: 2, 22: 1, 0: 2, 21: 2},
-    # Arabic
-    ("nplurals=6; plural=(n==0 ? 0 : n==1 ? 1 : n==2 ? 2 : n%100>=3 && n%100<=10 ? 3 "
-     ": n%100>=11 ? 4 : 5);"): {0: 0, 1: 1, 2: 2, 3: 3, 10: 3, 11: 4, 99: 4, 100: 5, 102: 5, 103: 3},
-    # Slovenian, with ! and arithmetic
-    "nplurals=4; plural=(n%100==1 ? 0 : n%100==2 ? 1 : !(n%100!=3) || n%100==4 ? 2 : 3);":
-        {1: 0, 101: 0, 2: 1, 3: 2, 4: 2, 5: 3, 0: 3},
-    "nplurals=3; plural=n/10 + n*0 - (n%10 == 9) > 1 ? 2 : n/10;": {0: 0, 9: 0, 10: 1, 19: 1, 20: 2, 29: 2, 35: 2},
-}
-
-
-@pytest.mark.parametrize("header", sorted(RULES))
-def test_plural_rules_evaluate_like_c(header):
-    nplurals, rule = parse_plural_forms(header)
-    assert nplurals == int(re.search(r"nplurals=(\d+)", header).group(1))
-    assert {n: rule(n) for n in RULES[header]} == RULES[header]
-
-
-@pytest.mark.parametrize("header", [
-    "nplurals=2; plural=__import__('os').system('true');",
-    "nplurals=2; plural=n if n else 0;",
-    "nplurals=2; plural=n ** 2;",
-    "nplurals=2; plural=(n != 1;",
-    "nplurals=2; plural=n != 1);",
-    "nplurals=2; plural=n ? 1;",
-    "nplurals=2; plural=n;",  # gives 2 for n=2: no such form
-    "nplurals=2; plural=(n % 0);",
-    "nplurals=0; plural=0;",
-    "plural=(n != 1);",
-    "nplurals=2; plural=(n != 1); import os",
-])
-def test_plural_rules_refuse_anything_else(header):
-    with pytest.raises(ValueError):
-        parse_plural_forms(header)
+def test_a_missing_mo_file_stops_the_start_with_the_command_to_run(tmp_path, monkeypatch):
+    import webui.i18n as i18n
+    assert mo_path("fr").exists()
+    monkeypatch.setattr(i18n, "LOCALE_DIR", tmp_path)
+    with pytest.raises(i18n.MissingCatalog, match="scripts/msgfmt.py"):
+        i18n.load("fr")
 
 
 # -- on the page -------------------------------------------------------------------------
@@ -285,4 +315,22 @@ def test_days_and_cores_on_the_page_are_counted(tmp_path):
     html = client.get("/").get_data(as_text=True)
     assert "ist 1 Tag her" in html and "innerhalb von 1 Tag gesendeten" in html
     cores = re.search(r'data-health="cpu"[^>]*>\s*<span class="health-value">([^<]*)<', html).group(1)
-    assert re.fullmatch(r"\d+\.\d\d auf (1 Kern|\d+ Kernen)", cores), cores
+    assert re.fullmatch(r"\d+,\d\d auf (1 Kern|\d+ Kernen)", cores), cores  # a decimal comma in German
+
+
+def test_the_table_of_reasons_and_the_page_say_the_same():
+    """agent/reasons.py (the CLI's and the e-mail's English) and the page's
+    catalogs: every reason has its sentence and advice in every language,
+    the English ones word for word, counted ones as plural entries."""
+    from agent.reasons import COUNTED, TABLE
+
+    english = messages("en")
+    for code, r in TABLE.items():
+        for lang in LANGUAGES:
+            assert f"reason_{code}" in messages(lang) and f"advice_{code}" in messages(lang), (lang, code)
+        assert english[f"advice_{code}"] == (r.advice,), code
+        if code in COUNTED:
+            assert f"reason_{code}" in plural_ids("en")
+            assert english[f"reason_{code}"] == (r.one, r.sentence), code
+        else:
+            assert english[f"reason_{code}"] == (r.sentence,), code

@@ -86,10 +86,10 @@ def test_notice_has_the_box_the_status_and_every_field(config, smtp_port, simula
         row = run_once(Daemon(config))
     finally:
         server.stop()
-    assert row.status == "completed" and row.notified is True
+    assert row.status == "completed_with_warnings" and row.notified is True
     [msg] = inbox.messages
     assert inbox.envelopes == [("box@school.example", [TEACHER])]
-    assert msg["Subject"] == "[test-box] sync completed"
+    assert msg["Subject"] == "[test-box] sync completed with warnings"
     assert msg["To"] == TEACHER and msg["From"] == "box@school.example"
     text = msg.get_content()
     for expected in (f"Id:             {row.id}", f"Started:        {row.started_at}",
@@ -99,7 +99,12 @@ def test_notice_has_the_box_the_status_and_every_field(config, smtp_port, simula
                      "users created: 1", "enrolments: 1", "completions: 1", "Events sent:    3",
                      "Conflicts:      2"):
         assert expected in text, (expected, text)
-    assert text.split("Errors:")[1].split() == ["none"]
+    # Each warning with what to do, from the table of reasons (agent/reasons.py).
+    lines = text.splitlines()
+    at = lines.index("  - The course C3 is missing on the school's Moodle.")
+    assert lines[at + 1].startswith("    What to do: Restore the course on the school's Moodle"), lines
+    assert "- 2 events could not be applied and wait as conflicts." in text
+    assert text.split("Details:")[1].split() == ["none"]
     assert TOKEN not in text
 
 

@@ -31,6 +31,8 @@ def test_a_version_7_database_upgrades_and_every_run_gets_its_kind(tmp_path):
             "run-4": ("collect", "unknown", "completed"),
         }
         assert SyncRun.get_by_id("run-3").actions == {"checked": 3}
+        # Version 9: an old run has no stored reasons and names nothing moved down.
+        assert SyncRun.get_by_id("run-2").reasons is None and SyncRun.get_by_id("run-2").moved_down is None
         # The history keeps the collection out of the page's list, as before.
         assert [r["id"] for r in history.recent(10)] == ["run-3", "run-2", "run-1", "run-0"]
         assert [(r["kind"], r["trigger"]) for r in history.recent(1, collections=True)] == [("collect", "unknown")]
@@ -44,11 +46,37 @@ def test_a_version_7_database_upgrades_and_every_run_gets_its_kind(tmp_path):
         close_db()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert {"reasons", "moved_down"} <= {r[1] for r in conn.execute("PRAGMA table_info(syncrun)")}
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'event_sync'").fetchone()
     open_db(path)  # opened again: nothing more to change
     try:
         assert SyncRun.select().where(SyncRun.kind == "collect").count() == 1
     finally:
         close_db()
+
+
+def test_a_version_8_database_gets_the_reasons_of_version_9(tmp_path):
+    """A box upgraded to version 8 (the run's kind) gets the stored reasons,
+    the changes written down and the events' sync index, and keeps its rows."""
+    path = tmp_path / "agent.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V7.read_text())
+        for table in ("syncrun", "syncrequest"):  # what version 8 added
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN kind VARCHAR(8) NOT NULL DEFAULT 'sync'")
+        conn.execute("UPDATE syncrun SET kind = 'collect', trigger = 'schedule' WHERE id = 'run-4'")
+        conn.execute("PRAGMA user_version = 8")
+    open_db(path)
+    try:
+        run = SyncRun.get_by_id("run-4")
+        assert (run.kind, run.trigger, run.reasons, run.moved_down) == ("collect", "schedule", None, None)
+        SyncRun.update(reasons=[{"code": "box_down"}]).where(SyncRun.id == "run-4").execute()
+        assert SyncRun.get_by_id("run-4").reasons == [{"code": "box_down"}]
+        assert history.run_dict(SyncRun.get_by_id("run-0"))["reasons"] == []  # a plain success
+    finally:
+        close_db()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'event_sync'").fetchone()
 
 
 def test_a_request_names_a_sync_or_a_verify(tmp_path):

@@ -129,7 +129,9 @@ def test_course_changed_on_server_refreshes_pushes_and_keeps_conflicts(box, simu
         {"type": "completion", "id": "gone", "course_id": C1, "user": "student1", "cmid": 2, "completed": True},
     ])
     code, run, _ = sync(box)
-    assert code == 0 and run["status"] == "completed"  # every event settled: sent, or a conflict shown
+    # Every event settled: sent, or a conflict shown; amber, with what to do.
+    assert code == 0 and run["status"] == "completed_with_warnings"
+    assert run["reasons"] == [{"code": "conflicts", "n": 1}]
     assert run["courses"] == [{"id": C1, "shortname": "C1", "outcome": "changed on the server: refreshed; "
                                                                       "1 event(s) on removed activities kept as conflicts"}]
     assert run["actions"]["courses_refreshed"] == 1 and run["actions"]["completions"] == 1
@@ -365,14 +367,15 @@ def test_an_event_for_a_course_not_on_the_box_is_refused(box):
     assert box.status()["queued"] == 0  # the batch is refused whole
 
 
-def test_a_course_gone_from_the_server_turns_its_events_into_conflicts_and_the_sync_stays_green(box, simulator,
+def test_a_course_gone_from_the_server_turns_its_events_into_conflicts_and_the_sync_turns_amber(box, simulator,
                                                                                                moodle):
     assert box.cli("courses", "add", "C1", "C3").returncode == 0
     box.enqueue([{"type": "completion", "course_id": C3, "user": "student1", "cmid": 7, "completed": True},
                  {"type": "completion", "course_id": C1, "user": "student1", "cmid": 1, "completed": True}])
     control(simulator, "edit", {"op": "delete_course", "courseid": C3})
     code, run, _ = sync(box)
-    assert code == 0 and run["status"] == "completed" and run["errors"] == []
+    assert code == 0 and run["status"] == "completed_with_warnings" and run["errors"] == []
+    assert run["reasons"] == [{"code": "course_missing", "course": "C3"}, {"code": "conflicts", "n": 1}]
     assert {"id": C3, "shortname": "C3", "outcome": "missing on the server: 1 event(s) kept as conflicts"} \
         in run["courses"]
     assert (run["events_sent"], run["conflicts"]) == (1, 1)
@@ -380,7 +383,8 @@ def test_a_course_gone_from_the_server_turns_its_events_into_conflicts_and_the_s
     (conflict,) = box.json("conflicts")
     assert conflict["course_id"] == C3 and "course C3 (id 4) is missing on the server" in conflict["reason"]
     assert box.status()["queued"] == 0
-    code, run, _ = sync(box)  # and the next one too: nothing jams
-    assert code == 0 and run["status"] == "completed"
+    code, run, _ = sync(box)  # and the next one too: nothing jams (the course still missing)
+    assert code == 0 and run["status"] == "completed_with_warnings"
+    assert run["reasons"] == [{"code": "course_missing", "course": "C3"}]
     assert box.cli("conflicts", "discard", str(conflict["id"])).returncode == 0
     assert box.status()["conflicts"] == 0

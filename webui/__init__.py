@@ -23,9 +23,8 @@ from agent.store.db import database, open_db
 from agent.store.queue import MAX_INPUT_BYTES
 from agent.kinds import KINDS, PHASES, found_counters
 from agent.store.runkinds import ACTION_KINDS, VERIFY_KINDS
-from agent.text import human_bytes
 
-from . import api, auth, connect, learners, views
+from . import api, auth, connect, formats, learners, views
 from .i18n import LANGUAGES, has_text, ngettext, pick_language, text
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 # Texts the page's script needs (progress, messages); sent once with the page.
 # The run's phases come from agent/kinds.py, where the runs name them.
 SCRIPT_TEXTS = ["requested", "agent_silent", "not_started", "sync_finished", "sync_running", "start_sync",
-                "n_of_total", "status_completed", "status_completed_with_errors",
+                "n_of_total", "status_completed", "status_completed_with_errors", "status_completed_with_warnings",
                 "status_failed", "status_skipped_offline", "status_interrupted", "status_running",
                 "form_expired", "login_needed"] + [f"phase_{phase}" for phase in PHASES]
 
@@ -114,8 +113,9 @@ def create_app(config: Config | None = None) -> Flask:
         }
 
     app.jinja_env.filters["when"] = views.when
-    app.jinja_env.filters["bytes"] = human_bytes
-    app.jinja_env.filters["duration"] = duration
+    app.jinja_env.filters["bytes"] = formats.size
+    app.jinja_env.filters["duration"] = formats.duration
+    app.jinja_env.filters["number"] = formats.number
     app.jinja_env.filters["signed"] = signed
 
     @app.errorhandler(HTTPException)
@@ -149,17 +149,8 @@ def error_response(code: int, description: str):
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 1:
-        return f"{seconds:.2f} s"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    """A duration as the English page writes it (the page's filter follows its language)."""
+    return formats.duration(seconds, "en")
 
 
 def signed(value: float) -> str:

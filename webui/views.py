@@ -15,16 +15,17 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from agent import health
-from agent.store import history, settings
+from agent.reasons import COUNTED
+from agent.store import history, run_details, settings
 from agent.store.runkinds import PAGE, SYNC, VERIFY
 from agent.store.status import status as box_status
 from agent.config import DIRECTIONS, Config, parse_time_utc
 from agent.store.db import Event, parse_iso, utcnow
 from agent.store.handoff import next_request, request_sync
 from agent.store.queue import EMAIL_RE, conflict_dicts, set_conflicts
-from agent.text import human_bytes
 
 from .auth import is_admin, login_required, safe_next, wants_json
+from .formats import size
 from .i18n import COOKIE, LANGUAGES, ngettext, text
 
 bp = Blueprint("views", __name__)
@@ -57,23 +58,53 @@ def checked(name: str) -> bool:
     return request.form.get(name) in ("on", "1", "true", "yes")
 
 
-def banners(config: Config, status: dict, now: datetime, box: dict) -> list[str]:
+def banners(config: Config, status: dict, now: datetime, box: dict) -> list[dict[str, str]]:
+    """What needs a teacher now: each banner says what happened and what to do."""
     found = []
     disk = box["disk"]  # None when this board could not tell
     if disk and disk["full"]:
-        found.append(text("banner_storage", free=human_bytes(disk["free_bytes"]),
-                          min=human_bytes(disk["min_free_bytes"])))
+        found.append({"id": "storage", "text": text("banner_storage", free=size(disk["free_bytes"]),
+                                                    min=size(disk["min_free_bytes"])),
+                      "advice": text("advice_disk_full")})
     if status["server"]["token_rejected"]:
-        found.append(text("banner_token"))
+        found.append({"id": "token", "text": text("banner_token"), "advice": text("advice_token_rejected")})
+    boxm = status.get("box_moodle")
+    if boxm and boxm["reachable"] is False and boxm.get("down_since"):
+        found.append({"id": "box-down", "text": text("banner_box_down", date=when(boxm["down_since"])),
+                      "advice": text("advice_box_down")})
     last_ok = parse_iso(status["last_success_at"])
     limit = timedelta(days=config.web.stale_days)
     if last_ok is not None and now - last_ok > limit:
         days = (now - last_ok).days
-        found.append(ngettext("banner_stale", days, days=days, date=when(status["last_success_at"])))
+        found.append({"id": "stale", "text": ngettext("banner_stale", days, days=days,
+                                                      date=when(status["last_success_at"])),
+                      "advice": text("advice_server_unreachable")})
     oldest = parse_iso(status["oldest_queued_at"])
     if last_ok is None and oldest is not None and now - oldest > limit:
-        found.append(text("banner_never", date=when(status["oldest_queued_at"])))
+        found.append({"id": "never", "text": text("banner_never", date=when(status["oldest_queued_at"])),
+                      "advice": text("advice_server_unreachable")})
     return found
+
+
+def reason_words(reason: dict[str, Any]) -> dict[str, str]:
+    """A reason of agent/reasons.py in the page's language: what happened, what to do."""
+    code = reason.get("code", "internal")
+    values = {k: v for k, v in reason.items() if k != "code"}
+    counted = COUNTED.get(code)
+    if counted:
+        count = int(values.pop(counted, 0) or 0)
+        if counted != "n":  # {n} is the count's own placeholder
+            values[counted] = count
+        sentence = ngettext(f"reason_{code}", count, **values)
+    else:
+        sentence = text(f"reason_{code}", **values)
+    return {"code": code, "sentence": sentence, "advice": text(f"advice_{code}")}
+
+
+def run_view(run: dict[str, Any]) -> dict[str, Any]:
+    """A run of the history with what its Information dialog names."""
+    return {**run, "why": [reason_words(r) for r in run.get("reasons") or []],
+            "moved": run_details.moved(run), "since": run_details.collections_since(run)}
 
 
 def when(value: str | None) -> str:
@@ -99,7 +130,8 @@ def index():
         admin=admin,
         status=status,
         values=values,
-        runs=history.recent(5),
+        runs=[run_view(r) for r in history.recent(5)],
+        server=run_details.server_state(bool(status["server"]["token_rejected"])),
         # Learners' names only for the admin, not on a public status page.
         conflicts=conflict_dicts(limit=CONFLICTS_SHOWN) if status["conflicts"] and admin else [],
         pending=next_request(),

@@ -41,8 +41,8 @@ from .profiles import profile_events
 from .diff import COMPLETION, GRADE, Change, Learner, completion_changes, event_key, grade_changes, \
     grade_idnumbers, learner, needs_recheck, to_read
 from ..config import BoxConfig, Config
-from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, SyncRun, database, first_column, \
-    iso, utcnow
+from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, Setting, SyncRun, database, \
+    first_column, iso, utcnow
 from ..store.runkinds import BY_SYNC, CLI, COLLECT, COLLECT_KINDS
 from ..kinds import KINDS, box_functions, data_of, found_counters
 from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
@@ -112,11 +112,11 @@ class Collector:
             info = self.client.site_info()
         except Unreachable as exc:
             self.unreachable = exc.reason
-            settings.put(box_reachable=False)
+            box_answered(False)
             self.rec.errors.append(f"the box's Moodle does not answer: {exc.reason}")
             return False
         self.functions = info.functions
-        settings.put(box_reachable=True, box_site_name=info.site_name)
+        box_answered(True, box_site_name=info.site_name)
         return True
 
     # -- the run -----------------------------------------------------------------
@@ -366,12 +366,23 @@ def store_box_course(course_id: int, course: courses_mod.ServerCourse, contents:
     return BoxCourse.get_by_id(course.id)
 
 
+def box_answered(reachable: bool, **more: Any) -> None:
+    """Whether the box's Moodle answered, and since when it has not (kept from its first silence)."""
+    with database.obj.atomic():
+        if reachable:
+            settings.put(box_reachable=True, box_down_since=None, **more)
+        elif Setting.get_or_none(Setting.key == "box_down_since") is None:
+            settings.put(box_reachable=False, box_down_since=iso(utcnow()), **more)
+        else:
+            settings.put(box_reachable=False, **more)
+
+
 def box_failure(exc: BaseException) -> tuple[str, str] | None:
     """What ends a collection, in the box's words (the common sentences speak of the server)."""
     if isinstance(exc, TokenRejected):
         return SyncRun.FAILED, "the box's Moodle rejected its token ([box] token_file)"
     if isinstance(exc, Unreachable):
-        settings.put(box_reachable=False)
+        box_answered(False)
         return SyncRun.FAILED, (f"the box's Moodle stopped answering: {exc.reason}; "
                                 "the courses collected before are kept")
     if isinstance(exc, MoodleError):

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 # What each kind's way down needs of each side (agent/kinds.py).
 SERVER_READS = list(dict.fromkeys(f for k in KINDS.values() for f in k.server_down))
 BOX_WRITES = list(dict.fromkeys(f for k in KINDS.values() for f in k.box_down))
+# The changes written down that a sync's row names (the Information dialog's first 20).
+MOVED_NAMED = 20
 
 # ServerSeen's row of a learner enrolled in the server's course (cmid 0).
 ENROLMENT = "enrolment"
@@ -309,6 +311,9 @@ def save_course(run: Run, course: Course, bc: BoxCourse, decisions: dict[Key, De
             collected_rows.append({"box_course": bc.id, "username": username, "box_cmid": to_box[cmid], "kind": kind,
                                    "value": d.write_down, "version": "synced-down"})
             run.rec.actions[KINDS[kind].down_counter] += 1
+            if len(run.rec.moved_down) < MOVED_NAMED:
+                run.rec.moved_down.append({"username": username, "course_id": course.id, "cmid": cmid, "kind": kind,
+                                           "value": d.write_down})
         if d.rule is not None:
             box_value, server_value = waiting[key][1].value, server[key].value
             conflicts.append({"sync_id": run.rec.row.id, "course_id": course.id, "username": username, "cmid": cmid,

@@ -17,6 +17,7 @@ from ..store import settings
 from ..config import Config, SmtpConfig
 from ..store.db import SyncRun, database
 from ..store.history import IS_SYNC, run_dict
+from ..reasons import words
 from ..text import human_bytes
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ MAX_PENDING = 5
 STATUS_WORDS = {
     SyncRun.COMPLETED: "completed",
     SyncRun.COMPLETED_WITH_ERRORS: "completed with errors",
+    SyncRun.COMPLETED_WITH_WARNINGS: "completed with warnings",
     SyncRun.FAILED: "failed",
     SyncRun.SKIPPED_OFFLINE: "skipped (offline)",
     SyncRun.INTERRUPTED: "interrupted",
@@ -61,7 +63,12 @@ def body(box_name: str, run: dict) -> str:
     lines += [f"  {c['shortname']} (id {c['id']}): {c['outcome']}" for c in run["courses"]] or ["  none"]
     lines += ["", "Actions:"]
     lines += [f"  {kind.replace('_', ' ')}: {n}" for kind, n in run["actions"].items()] or ["  none"]
-    lines += ["", "Errors:"]
+    found = run.get("reasons") or []
+    if found:
+        lines += ["", "What happened and what to do:"]
+        for sentence, advice in map(words, found):
+            lines += [f"  - {sentence}", f"    What to do: {advice}"]
+    lines += ["", "Errors:" if not found else "Details:"]
     lines += [f"  {e}" for e in run["errors"]] or ["  none"]
     return "\n".join(lines) + "\n"
 

@@ -37,8 +37,9 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-# 8: a run's kind apart from its trigger; 9: boxactivity.instance (an assignment's id);
-# 10: learners' accounts (BoxAccount, PendingAccount, ProfileState), profile conflicts' texts.
+# 8: a run's kind apart from its trigger; 9: boxactivity.instance (an assignment's id), a run's
+# reasons and what it wrote down (issue 23); 10: learners' accounts (BoxAccount, PendingAccount,
+# ProfileState), profile conflicts' texts.
 SCHEMA_VERSION = 10
 
 
@@ -137,6 +138,8 @@ class SyncRun(BaseModel):
     RUNNING = "running"
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
+    # Did its work, with something for a teacher to look at (agent/reasons.py).
+    COMPLETED_WITH_WARNINGS = "completed_with_warnings"
     FAILED = "failed"
     SKIPPED_OFFLINE = "skipped_offline"
     INTERRUPTED = "interrupted"
@@ -173,6 +176,11 @@ class SyncRun(BaseModel):
     direction = pw.CharField(max_length=8, null=True)
     # A sync down: the bytes to and from the box's own Moodle {"sent", "received"}, apart from the server's.
     box_bytes = JSONField(null=True)
+    # Why it failed, as agent/reasons.py codes: [{"code": ..., values...}]; None before issue 23.
+    reasons = JSONField(null=True)
+    # A sync down: the first changes written into the box's Moodle
+    # [{"username", "course_id", "cmid" (the server's), "kind", "value"}], for the Information dialog.
+    moved_down = JSONField(null=True)
 
 
 class Setting(BaseModel):
@@ -407,7 +415,8 @@ def _create_event_counters(db: pw.SqliteDatabase) -> None:
 ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts, "INTEGER NOT NULL DEFAULT 0"), (SyncRun, SyncRun.collected, "TEXT"),
                  (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT"),
                  (BoxActivity, BoxActivity.instance, "INTEGER"),
-                 (TwoWayConflict, TwoWayConflict.box_text, "TEXT"), (TwoWayConflict, TwoWayConflict.server_text, "TEXT")]
+                 (TwoWayConflict, TwoWayConflict.box_text, "TEXT"), (TwoWayConflict, TwoWayConflict.server_text, "TEXT"),
+                 (SyncRun, SyncRun.reasons, "TEXT"), (SyncRun, SyncRun.moved_down, "TEXT")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:
@@ -480,6 +489,8 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
             )
             # "The last successful run" without sorting the whole history.
             db.execute_sql("CREATE INDEX IF NOT EXISTS syncrun_status_started ON syncrun (status, started_at)")
+            # What a sync sent, for its Information dialog (agent/store/run_details.py) and the way down.
+            db.execute_sql("CREATE INDEX IF NOT EXISTS event_sync ON event (sync_id) WHERE sync_id IS NOT NULL")
             # The health panel's "offset to the server at the last sync" without
             # walking every run that never reached the server.
             db.execute_sql("CREATE INDEX IF NOT EXISTS syncrun_offset_started ON syncrun (started_at) "

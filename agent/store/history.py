@@ -12,12 +12,14 @@ from typing import Any
 
 import peewee as pw
 
+from .. import reasons
 from .db import Activity, SyncRun, TwoWayConflict, iso, utcnow
 from .runkinds import COLLECT, SYNC, VERIFY
 
 log = logging.getLogger(__name__)
 
-SUCCESS = (SyncRun.COMPLETED,)
+# A sync with warnings did its work: the "last successful sync" counts it.
+SUCCESS = (SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_WARNINGS)
 
 # The page's Last Syncs, its status and the e-mail notices are about syncs
 # (and verifies): the collections every few minutes stay out of them.
@@ -61,10 +63,13 @@ def run_dict(row: SyncRun) -> dict[str, Any]:
         "events_sent": row.events_sent,
         "conflicts": row.conflicts,
         "errors": row.errors or [],
+        # Why it failed or what to look at, as codes with values (agent/reasons.py).
+        "reasons": reasons.of_run(row, reasons.collection_reasons(row) if row.collected else None),
         "clock_offset_s": row.clock_offset_s,
         "collected": row.collected,
         "direction": row.direction,
         "box_bytes": row.box_bytes,
+        "moved_down": row.moved_down or [],
         "two_way_conflicts": two_way_conflicts(row.id) if row.direction in ("down", "both") else [],
         "progress": {
             "phase": row.phase,

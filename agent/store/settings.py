@@ -70,6 +70,8 @@ KEYS: dict[str, Key] = {key.name: key for key in (
     # name and whether it answered (the collection itself is in the history).
     Key("box_site_name", "state", str),
     Key("box_reachable", "state", bool),
+    # Since when it has not answered (ISO; None while it answers): the page's banner.
+    Key("box_down_since", "state", str),
     # The daemon's: the latest scheduled slot that needs nothing more (ISO).
     Key("schedule_last_slot", "state", str),
     # The daemon's process, [pid, start time]: the page shows its memory.

@@ -53,6 +53,7 @@ def box_moodle(config: Config, values: dict[str, Any]) -> dict[str, Any] | None:
         "url": config.box.url,
         "site_name": values["box_site_name"],
         "reachable": values["box_reachable"],  # None: never tried
+        "down_since": values["box_down_since"],  # when it stopped answering; None while it answers
         "collect_minutes": config.box.collect_minutes,
         "last_collection": None if last is None else {
             "id": last.id, "status": last.status, "started_at": last.started_at,

@@ -61,8 +61,14 @@
         names.forEach(function (name) {
           var sel = '[data-region="' + name + '"]';
           var old = document.querySelector(sel), fresh = doc.querySelector(sel);
-          if (old && fresh) old.replaceWith(document.importNode(fresh, true));
+          if (!old || !fresh) return;
+          // A section folded or unfolded by the teacher stays so.
+          if (old.tagName === "DETAILS" && fresh.tagName === "DETAILS") fresh.open = old.open;
+          old.replaceWith(document.importNode(fresh, true));
         });
+        // A run being followed stays shown busy, whatever the fresh HTML
+        // said between the agent picking the request up and the run starting.
+        if (polling) showBusy();
         var meta = doc.querySelector('meta[name="csrf-token"]');
         if (meta) document.querySelector('meta[name="csrf-token"]').content = meta.content;
         if (active && !document.activeElement.id) {
@@ -122,9 +128,45 @@
       if (dialog) { opener = open; dialog.showModal(); }
       return;
     }
+    var copy = event.target.closest("[data-copy]");
+    if (copy) {
+      var source = document.getElementById(copy.getAttribute("data-copy"));
+      if (source) copyText(source.textContent.trim(), copy);
+      return;
+    }
     var close = event.target.closest("[data-close]");
     if (close) { close.closest("dialog").close(); return; }
     if (event.target.tagName === "DIALOG") event.target.close();  // a click on the backdrop
+  }
+
+  /* The sync's id to the clipboard (the Clipboard API needs a secure
+     context: over plain HTTP on the box, the selection is copied instead). */
+  function copyText(text, button) {
+    var done = function () { toast(button.getAttribute("data-copied") || text); };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { selectCopy(text, done); });
+    } else {
+      selectCopy(text, done);
+    }
+  }
+
+  function selectCopy(text, done) {
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    try { document.execCommand("copy"); } catch (e) { /* the id stays selectable by hand */ }
+    area.remove();
+    done();
+  }
+
+  /* On a phone the long sections start folded. */
+  function foldOnPhone() {
+    if (!window.matchMedia || !window.matchMedia("(max-width: 600px)").matches) return;
+    document.querySelectorAll("details[data-fold-on-phone]").forEach(function (d) { d.open = false; });
   }
 
   document.addEventListener("close", function (event) {
@@ -191,7 +233,7 @@
   function finish(run) {
     polling = false;
     var message = run ? t("sync_finished", { status: t("status_" + run.status) }) : t("not_started");
-    var problem = !run || run.status !== "completed";
+    var problem = !run || (run.status !== "completed" && run.status !== "completed_with_warnings");
     refresh(["sync", "queue", "history", "banners", "server", "box-moodle", "force", "health", "verify"]).then(function () { toast(message, problem); });
   }
 
@@ -248,6 +290,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     var texts = document.getElementById("texts");
     if (texts) T = JSON.parse(texts.textContent);
+    foldOnPhone();
     document.addEventListener("submit", onSubmit);
     document.addEventListener("change", onChange);
     document.addEventListener("click", onClick);
