@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from agent.store import settings  # noqa: E402
 from agent.auth import hash_password  # noqa: E402
 from agent.config import load_config  # noqa: E402
-from agent.store.db import close_db, open_db  # noqa: E402
+from agent.store.schema import close_db, open_db  # noqa: E402
 from tests.helpers import keep_courses  # noqa: E402
 from webui import create_app  # noqa: E402
 

@@ -44,7 +44,8 @@ class Box:
 
     def keep_courses(self, *ids: int) -> None:
         """Courses kept on this box without asking a server (see keep_courses)."""
-        from agent.store.db import database, open_db
+        from agent.store.db import database
+        from agent.store.schema import open_db
 
         previous = database.obj
         db = open_db(self.database)
@@ -356,7 +357,7 @@ def page_of(box) -> str:
     from agent.store import settings
     from agent.auth import hash_password
     from agent.config import load_config
-    from agent.store.db import close_db
+    from agent.store.schema import close_db
     from webui import create_app
 
     app = create_app(load_config(box.config))

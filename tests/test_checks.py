@@ -286,7 +286,7 @@ def test_new_accounts_are_enrolled_without_a_check_and_remembered(box, simulator
 
 
 def test_an_upgraded_database_gets_the_tables(tmp_path):
-    from agent.store.db import SCHEMA_VERSION, close_db, open_db
+    from agent.store.schema import SCHEMA_VERSION, close_db, open_db
 
     path = tmp_path / "agent.db"
     open_db(path)

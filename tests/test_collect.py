@@ -19,7 +19,8 @@ import pytest
 from agent.store import settings
 from agent.config import load_config
 from agent.service.daemon import Daemon
-from agent.store.db import Event, SyncRun, close_db, open_db
+from agent.store.db import Event, SyncRun
+from agent.store.schema import close_db, open_db
 from tests.helpers import (BOX_C1, BOX_TOKEN, C1, C2, OFFSET_CM, TOKEN, Box, FakeClock, MoodleReader, box_section, calls,
                            control, drive, mark, run_json)
 

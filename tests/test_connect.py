@@ -341,7 +341,7 @@ def page_box(tmp_path, server):
     box.token_file = tmp_path / "token"
     page = Page(box)
     yield box, page
-    from agent.store.db import close_db
+    from agent.store.schema import close_db
     close_db()
 
 
@@ -413,7 +413,7 @@ def test_the_page_says_in_one_line_that_an_optional_feature_is_off(tmp_path):
                              "passwords changed on the box). They need the optional right moodle/user:update "
                              "(README: “A stolen box”)."]
         finally:
-            from agent.store.db import close_db
+            from agent.store.schema import close_db
             close_db()
 
 

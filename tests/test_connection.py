@@ -89,7 +89,7 @@ def test_a_sync_both_ways_asks_each_moodle_for_its_site_info_once(tmp_path, simu
 def test_the_daemons_scheduled_run_checks_the_server_once(tmp_path, simulator, boxsim, capsys):  # noqa: F811
     from agent.config import load_config
     from agent.service import worker
-    from agent.store.db import close_db, open_db
+    from agent.store.schema import close_db, open_db
 
     box = two_way_box(tmp_path, simulator.url, boxsim, "up")
     box.enqueue([{"type": "completion", "course_id": 2, "user": "student1", "cmid": 1, "completed": True}])

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from agent.store.db import Event, close_db, open_db
+from agent.store.db import Event
+from agent.store.schema import close_db, open_db
 from agent.store.queue import count_by_status, enqueue, set_conflicts, validate_events
 from agent.sync import run_sync
 from tests.helpers import Box, keep_courses

@@ -21,7 +21,8 @@ from agent.config import load_config
 from agent.cli import request_sync_via_agent
 from agent.service.daemon import Daemon
 from agent.logs import LineFormatter
-from agent.store.db import Event, SyncRequest, SyncRun, close_db, open_db, parse_iso
+from agent.store.db import Event, SyncRequest, SyncRun, parse_iso
+from agent.store.schema import close_db, open_db
 from agent.store.queue import enqueue, validate_events
 from agent.sync import run_sync
 from tests.helpers import TOKEN, Box, FakeClock, MoodleReader, drive
@@ -420,7 +421,8 @@ def test_the_daemon_leaves_the_http_stack_to_its_worker_process(box, config):
         "from agent.store import handoff\n"
         "from agent.config import load_config\n"
         "from agent.service.daemon import Daemon\n"
-        "from agent.store.db import SyncRun, open_db\n"
+        "from agent.store.db import SyncRun\n"
+        "from agent.store.schema import open_db\n"
         f"config = load_config({str(box.config)!r})\n"
         "open_db(config.agent.database)\n"
         "daemon = Daemon(config)\n"

@@ -80,7 +80,7 @@ def test_direction_up_writes_nothing_into_the_boxs_moodle_and_a_change_applies_f
 
     # Changed as the page does (the database's preference): the next sync runs both ways.
     from agent.store import settings
-    from agent.store.db import close_db, open_db
+    from agent.store.schema import close_db, open_db
 
     open_db(box.database)
     try:
@@ -202,7 +202,7 @@ def test_the_information_dialog_shows_up_and_down_apart(tmp_path, simulator, box
 
     from agent.auth import hash_password
     from agent.config import load_config
-    from agent.store.db import close_db
+    from agent.store.schema import close_db
     from agent.store import settings
     from webui import create_app
 

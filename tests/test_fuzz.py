@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.store.db import Event, Secret, database, iso, open_db
+from agent.store.db import Event, Secret, database, iso
+from agent.store.schema import open_db
 from agent.store.queue import FIELDS, MAX_BATCH, EventError, enqueue, parse_events, validate_events
 from agent.roles import ROLES
 from tests.helpers import keep_courses

@@ -12,7 +12,8 @@ import pytest
 
 from agent import cli, health
 from agent.config import load_config
-from agent.store.db import Event, SyncRun, close_db, iso, open_db, parse_iso, utcnow
+from agent.store.db import Event, SyncRun, iso, parse_iso, utcnow
+from agent.store.schema import close_db, open_db
 from agent.moodle import MoodleClient, Unreachable
 from agent.store.queue import enqueue, validate_events
 from agent.sync import run_sync

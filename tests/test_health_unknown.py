@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from agent import cli, health
-from agent.store.db import close_db
+from agent.store.schema import close_db
 from tests.helpers import write_config
 from webui import create_app
 

@@ -59,7 +59,7 @@ def test_the_history_records_and_the_page_shows_the_tables_counters(tmp_path):
     assert down_counters() == [k.down_counter for k in KINDS.values()] + ["profiles_down", "two_way_conflicts"]
 
     from agent.config import load_config
-    from agent.store.db import close_db
+    from agent.store.schema import close_db
     from webui import SCRIPT_TEXTS, create_app
     from webui.i18n import has_text
 

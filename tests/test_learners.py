@@ -341,7 +341,7 @@ def test_the_pages_forms_need_the_login_the_csrf_token_and_an_unused_form(tmp_pa
     from agent.auth import hash_password
     from agent.config import load_config
     from agent.store import settings
-    from agent.store.db import close_db
+    from agent.store.schema import close_db
     from tests.helpers import csrf_of
 
     box = make_box(tmp_path, server, boxsim)

@@ -17,7 +17,8 @@ from agent.store import handoff, settings
 from agent.config import load_config
 from agent.courses import add as add_courses
 from agent.service.daemon import Daemon
-from agent.store.db import SyncRun, close_db, open_db
+from agent.store.db import SyncRun
+from agent.store.schema import close_db, open_db
 from agent.moodle import MoodleClient
 from agent.store.queue import enqueue, validate_events
 from tests.helpers import TOKEN, Box

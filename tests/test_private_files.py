@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 
-from agent.store.db import Setting, close_db, database, open_db
+from agent.store.db import Setting, database
+from agent.store.schema import close_db, open_db
 from tests.helpers import Box
 
 

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from agent.store.db import Event, Secret, open_db
+from agent.store.db import Event, Secret
+from agent.store.schema import open_db
 from agent.store.queue import EventError, enqueue, parse_events, validate_events
 from tests.helpers import Box, keep_courses
 

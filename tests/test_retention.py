@@ -12,7 +12,8 @@ import pytest
 
 from agent.store import retention
 from agent.config import load_config
-from agent.store.db import Event, SyncRun, iso, open_db, utcnow
+from agent.store.db import Event, SyncRun, iso, utcnow
+from agent.store.schema import open_db
 from agent.service.daemon import RETENTION_EVERY_S, Daemon
 from tests.helpers import Box
 

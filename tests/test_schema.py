@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from agent.store import handoff, history
-from agent.store.db import SCHEMA_VERSION, SyncRequest, SyncRun, close_db, open_db
+from agent.store.db import SyncRequest, SyncRun
+from agent.store.schema import SCHEMA_VERSION, close_db, open_db
 
 V7 = Path(__file__).with_name("schema") / "v7.sql"
 

@@ -5,7 +5,8 @@ import pytest
 
 from agent.store import settings
 from agent.config import load_config
-from agent.store.db import Setting, open_db
+from agent.store.db import Setting
+from agent.store.schema import open_db
 from tests.helpers import Box
 
 

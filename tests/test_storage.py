@@ -11,7 +11,8 @@ import subprocess
 import pytest
 
 from agent.config import load_config
-from agent.store.db import Event, open_db
+from agent.store.db import Event
+from agent.store.schema import open_db
 from agent.store.queue import StorageFull, enqueue, validate_events
 from tests.helpers import Box, MoodleReader, keep_courses, sync
 

@@ -149,7 +149,8 @@ def test_takes_the_sync_lock_and_answers_offline(box):
 def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
     from agent.store import handoff
     from agent.service import worker
-    from agent.store.db import SyncRun, iso, open_db, utcnow
+    from agent.store.db import SyncRun, iso, utcnow
+    from agent.store.schema import open_db
 
     control(simulator, "forget", {"userid": STUDENTS["student1"], "cmid": 1})
     config = load_config(box.config)
@@ -177,7 +178,7 @@ def test_verify_button_under_the_advanced_settings(box, simulator):
     from agent.store import handoff, settings
     from agent.service import worker
     from agent.auth import hash_password
-    from agent.store.db import close_db
+    from agent.store.schema import close_db
     from tests.helpers import PASSWORD, login, post
     from webui import create_app
 

@@ -19,7 +19,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from agent import __version__
 from agent.config import Config, load_config
-from agent.store.db import database, open_db
+from agent.store.db import database
+from agent.store.schema import open_db
 from agent.store.queue import MAX_INPUT_BYTES
 from agent.kinds import KINDS, PHASES, found_counters
 from agent.store.runkinds import ACTION_KINDS, VERIFY_KINDS

@@ -35,7 +35,8 @@ from .. import __version__, health
 from ..store import handoff, retention, settings
 from . import notify
 from ..config import Config, parse_time_utc
-from ..store.db import SyncRequest, SyncRun, close_db, iso, parse_iso
+from ..store.db import SyncRequest, SyncRun, iso, parse_iso
+from ..store.schema import close_db
 from ..store.history import record_skipped, recover_stale_runs, running_run
 from ..store.runkinds import SCHEDULE
 from ..logs import configure_logging

@@ -29,7 +29,8 @@ from typing import Any, Callable
 from ..store import handoff, settings
 from ..box.collect import run_collect
 from ..config import Config, load_config
-from ..store.db import SyncRequest, SyncRun, open_db
+from ..store.db import SyncRequest, SyncRun
+from ..store.schema import open_db
 from ..store.runkinds import SCHEDULE, VERIFY
 from ..logs import configure_logging
 from ..moodle import MoodleError, Unreachable
