@@ -18,8 +18,7 @@ import peewee as pw
 
 from . import __version__, courses, health
 from .store import handoff, history, settings
-from .box.collect import BOX_FUNCTIONS, NoBox, run_collect
-from .down.pull import BOX_WRITES, SERVER_READS
+from .box.collect import NoBox, run_collect
 from .config import Config, ConfigError, load_config
 from .service.daemon import run_daemon
 from .store.db import Event, SyncRequest, SyncRun, open_db
@@ -28,7 +27,7 @@ from .moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from .store.queue import EventError, conflict_dicts, enqueue, parse_events, read_input, set_conflicts, validate_events
 from .runs import AlreadyRunning, SyncDisabled
 from .store.diskspace import database_problem
-from .sync import OPTIONAL_FUNCTIONS, REQUIRED_FUNCTIONS, run_sync
+from .sync import run_sync
 from .text import human_bytes
 from .verify import run_verify
 
@@ -124,7 +123,9 @@ def collected_words(found: dict) -> str:
     """What the collection before a sync found, as the Information dialog says it."""
     if found["status"] not in (SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_ERRORS):
         return f"{found['status']}" + (f" ({found['errors'][0]})" if found.get("errors") else "")
-    return ", ".join(f"{found.get(k, 0)} {k}" for k in ("completions", "grades", "accounts", "enrolments"))
+    from .kinds import found_counters
+
+    return ", ".join(f"{found.get(k, 0)} {k}" for k in found_counters())
 
 
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
@@ -246,57 +247,10 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def check_site(client: MoodleClient, url: str, required: list[str], optional: list[str]) -> tuple[int, dict]:
-    """Is one Moodle online, is its token valid, which functions does its service lack."""
-    result: dict[str, Any] = {"url": url, "online": False, "token_valid": None}
-    try:
-        info = client.site_info()
-        available = {f.get("name") for f in info.get("functions", [])}
-        result.update(online=True, token_valid=True, site_name=info.get("sitename"),
-                      release=info.get("release"), site_url=info.get("siteurl"),
-                      missing_functions=[f for f in required if f not in available],
-                      missing_optional=[f for f in optional if f not in available],
-                      clock_offset_s=client.clock_offset_s())
-        return EXIT_OK, result
-    except TokenRejected:
-        result.update(online=True, token_valid=False, error="the server rejected the token")
-        return EXIT_ERRORS, result
-    except Unreachable as exc:
-        result.update(error=f"offline: {exc.reason}")
-        return EXIT_OFFLINE, result
-
-
-def print_check(result: dict, who: str) -> None:
-    if result.get("token_valid"):
-        print(f"{who}: online: {result['site_name']} (Moodle {result['release']}) at {result['site_url']}")
-        missing = result["missing_functions"]
-        print(f"{who}: " + ("functions: all present" if not missing else "missing functions: " + ", ".join(missing)))
-        if result["missing_optional"]:
-            print(f"{who}: no batching (the service lacks tool_mobile_call_external_functions): one request per call")
-    else:
-        print(f"{who}: {result['error']}")
-
-
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
-    """The school's Moodle, and the box's own when [box] names one."""
-    # The way down (direction down or both) reads more of the server and writes into the box's Moodle.
-    down = settings.get(config, "sync_direction") != "up"
-    required = REQUIRED_FUNCTIONS + [f for f in SERVER_READS if down and f not in REQUIRED_FUNCTIONS]
-    code, result = check_site(MoodleClient(config.moodle), config.moodle.url, required, OPTIONAL_FUNCTIONS)
-    box_code, box = EXIT_OK, None
-    if config.box is not None:
-        box_required = BOX_FUNCTIONS + [f for f in BOX_WRITES if down and f not in BOX_FUNCTIONS]
-        box_code, box = check_site(MoodleClient(config.box), config.box.url, box_required, OPTIONAL_FUNCTIONS)
-        if box.get("token_valid") is False:
-            box["error"] = "the box's Moodle rejected its token"
-        result["box"] = box
-    if args.json:
-        _print_json(result)
-    else:
-        print_check(result, "server")
-        if box is not None:
-            print_check(box, "box's Moodle")
-    return code or box_code
+    from .check import run_check
+
+    return run_check(config, args.json)
 
 
 def cmd_conflicts(config: Config, args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence
 
 import peewee as pw
 
+from .interrupt import Interrupted
 from .store import settings
 from .config import Config
 from .store.db import Event, SyncRun, iso, utcnow
@@ -45,10 +46,6 @@ class AlreadyRunning(Exception):
 class SyncDisabled(Exception):
     def __init__(self) -> None:
         super().__init__("sync is turned off (Enable Sync on the page)")
-
-
-class Interrupted(Exception):
-    """The agent was asked to stop: the run ends after its current batch."""
 
 
 def lock_path(config: Config) -> Path:

@@ -17,19 +17,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
 
+import peewee as pw
+
 from .config import Config
+from .kinds import COMPLETION_STATES, KINDS, is_complete
 from .store.db import Course, Event, SyncRun, database, iso, utcnow
 from .store.history import VERIFY, VERIFY_KINDS
 from .moodle import CallResult, MoodleClient
 from .push.plan import Call
 from .runs import recorded_run
 from .push.session import Run, fatal_error
-from .sync import check_connection
-# What each event type is checked against.
-READS = {
-    "completion": "core_completion_get_activities_completion_status",
-    "grade": "gradereport_user_get_grade_items",
-}
+from .sync import check_connection, connect
+
+# What each kind of event is checked against, if it is (agent/kinds.py).
+READS = {k.name: k.verify_read for k in KINDS.values() if k.verify_read}
 # Moodle keeps grades with five decimals.
 GRADE_TOLERANCE = 0.000005
 
@@ -51,7 +52,7 @@ def latest_sent(config: Config, course_id: int | None = None, now: datetime | No
 def server_values(function: str, data: object) -> dict[int, float | None]:
     """cmid -> completion state, or cmid -> raw grade, from a read's answer."""
     data = data if isinstance(data, dict) else {}
-    if function == READS["completion"]:
+    if function == COMPLETION_STATES:
         return {int(s["cmid"]): s.get("state") for s in data.get("statuses") or [] if "cmid" in s}
     items = [i for ug in data.get("usergrades") or [] for i in ug.get("gradeitems") or []]
     return {int(i["cmid"]): i.get("graderaw") for i in items if i.get("cmid") is not None}
@@ -65,7 +66,7 @@ def mismatch(event: Event, server: dict[int, float | None]) -> str | None:
         return f"the server has no {what} for activity {cmid}"
     value = server[cmid]
     if event.type == "completion":
-        done = bool(value)  # 1 complete, 2 passed, 3 failed: all complete
+        done = is_complete(value)
         if done != event.data["completed"]:
             return f"the server shows activity {cmid} as {'complete' if done else 'not complete'}"
         return None
@@ -98,7 +99,7 @@ class Verify:
         run = self.run
         if not check_connection(run):
             return SyncRun.SKIPPED_OFFLINE
-        missing = [fn for fn in READS.values() if fn not in run.functions]
+        missing = run.client.site_info().lacking(list(READS.values()))
         if missing:
             run.rec.errors.append(f"the token's service lacks {', '.join(missing)}: nothing could be checked")
             return SyncRun.FAILED
@@ -120,26 +121,42 @@ class Verify:
                 ids = [e.id for e in group if e.type == etype]
                 if ids:
                     calls.append(Call(function, {"courseid": cid, "userid": user_id}, ids, "checked"))
-        run.push(calls, settle=self.settle)
+        done = 0
+        for results in run.client.answers([(c.function, c.args) for c in calls]):
+            self.settle(calls[done:done + len(results)], results)
+            done += len(results)
         run.rec.courses = {cid: self.outcome(cid, counts) for cid, counts in sorted(self.per_course.items())}
         run.rec.save(courses_done=len(run.rec.courses))
         return run.rec.final_status()
 
-    def settle(self, call: Call, result: CallResult) -> Exception | None:
-        """Compare one read with the events it covers; queue again what differs."""
-        group = [self.events[i] for i in call.events]
-        if not result.ok:
-            assert result.error is not None
-            fatal = fatal_error(result.error)
-            if fatal:
-                return fatal
-            self.not_checked(group, f"{call.function} failed: {result.error.message} ({result.error.errorcode})")
-            return None
-        server = server_values(call.function, result.data)
-        reasons = {e.id: reason for e in group if (reason := mismatch(e, server))}
-        requeued = requeue(reasons)
-        self.count(group, checked=len(group), matching=len(group) - len(reasons), requeued=requeued)
-        return None
+    def settle(self, calls: list[Call], results: list[CallResult]) -> None:
+        """One request's reads compared with the events they cover; what
+        differs queued again, the counts with it: one commit. An error that
+        ends the run is raised after it."""
+        run, fatal = self.run, None
+        counted = run.rec.snapshot()
+        try:
+            with database.obj.atomic():
+                for call, result in zip(calls, results):
+                    group = [self.events[i] for i in call.events]
+                    if not result.ok:
+                        assert result.error is not None
+                        fatal = fatal_error(result.error)
+                        if fatal:
+                            break
+                        self.not_checked(group, f"{call.function} failed: {result.error.message} "
+                                                f"({result.error.errorcode})")
+                        continue
+                    server = server_values(call.function, result.data)
+                    reasons = {e.id: reason for e in group if (reason := mismatch(e, server))}
+                    requeued = requeue(reasons)
+                    self.count(group, checked=len(group), matching=len(group) - len(reasons), requeued=requeued)
+                run.rec.save()
+        except pw.DatabaseError:
+            run.rec.restore(counted)  # not committed: the history must not count it either
+            raise
+        if fatal:
+            raise fatal
 
     def not_checked(self, group: list[Event], why: str) -> None:
         e = group[0]
@@ -164,7 +181,7 @@ def run_verify(config: Config, course_id: int | None = None, *, stop: threading.
     """Run one full re-check and return its history row (trigger "verify").
     Raises AlreadyRunning or SyncDisabled, as a sync does."""
     with recorded_run(config, VERIFY, VERIFY_KINDS, on_started=on_started) as rec:
-        client = client or MoodleClient(config.moodle)
+        client = client or connect(config, stop)
         rec.traffic.append(client.traffic)
         run = Run(config, client, rec, stop=stop or threading.Event())
         rec.status = Verify(run).work(course_id)

@@ -20,13 +20,15 @@ PACKAGES = ("agent", "webui")
 
 ENGINE = {"agent.sync", "agent.verify", "agent.runs", "agent.push.plan", "agent.push.session", "agent.service.worker",
           "agent.service.daemon", "agent.cli", "agent.courses", "agent.moodle", "agent.box.collect", "agent.box.diff",
-          "agent.down.pull", "agent.down.diff"}
-WIRE = {"agent.moodle", "requests", "urllib3"}
+          "agent.down.pull", "agent.down.diff", "agent.moodle.connection", "agent.moodle.transport",
+          "agent.push.pusher", "agent.course_check", "agent.check"}
+WIRE = {"agent.moodle", "agent.moodle.connection", "agent.moodle.transport", "requests", "urllib3"}
 STORED_STATE = {"agent.store.db", "agent.store.queue", "agent.store.history", "agent.store.settings",
                 "agent.store.handoff", "agent.store.retention", "agent.store.diskspace", "agent.store.known",
                 "agent.clock", "agent.text", "agent.roles", "agent.config"}
 # Pure planning: testable without a database or a server.
-PURE = {"agent.push.plan": {"agent.roles"}, "agent.box.diff": set()}
+PURE = {"agent.push.plan": {"agent.roles", "agent.kinds"}, "agent.box.diff": set(), "agent.kinds": set(),
+        "agent.down.diff": {"agent.kinds"}}
 
 
 def module_files() -> dict[str, Path]:

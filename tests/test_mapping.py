@@ -1,10 +1,11 @@
 """The pure parts of the box's Moodle: mapping its activities to the server's
-(agent/push/plan.py), the accounts it hands over, and what changed since the last
+(agent/mapping.py), the accounts it hands over, and what changed since the last
 collection (agent/box/diff.py). No database, no server."""
 
 from agent.box.diff import (GRADE, Learner, completion_changes, event_key, grade_changes, grade_idnumbers,
                             learner, needs_recheck, to_read)
-from agent.push.plan import ActivityInfo, Queued, describe_activity, map_activities, plan_users
+from agent.mapping import ActivityInfo, describe_activity, map_activities
+from agent.push.plan import Queued, plan_users
 
 SERVER = [ActivityInfo(1, 1, "page", "C1 Page"), ActivityInfo(2, 1, "url", "C1 URL"),
           ActivityInfo(3, 2, "assign", "C1 Assignment", "A1")]

@@ -21,6 +21,7 @@ from agent import __version__
 from agent.config import Config, load_config
 from agent.store.db import database, open_db
 from agent.store.queue import MAX_INPUT_BYTES
+from agent.kinds import PHASES
 from agent.store.history import ACTION_KINDS, VERIFY_KINDS
 from agent.text import human_bytes
 
@@ -30,11 +31,11 @@ from .i18n import LANGUAGES, has_text, ngettext, pick_language, text
 log = logging.getLogger(__name__)
 
 # Texts the page's script needs (progress, messages); sent once with the page.
+# The run's phases come from agent/kinds.py, where the runs name them.
 SCRIPT_TEXTS = ["requested", "agent_silent", "not_started", "sync_finished", "sync_running", "start_sync",
-                "n_of_total", "phase_starting", "phase_checking_connection", "phase_checking_courses",
-                "phase_sending_events", "phase_done", "status_completed", "status_completed_with_errors",
+                "n_of_total", "status_completed", "status_completed_with_errors",
                 "status_failed", "status_skipped_offline", "status_interrupted", "status_running",
-                "form_expired", "login_needed", "phase_verifying", "phase_collecting", "phase_syncing_down"]
+                "form_expired", "login_needed"] + [f"phase_{phase}" for phase in PHASES]
 
 SECURITY_HEADERS = {
     # Everything comes from the box itself: no outside address, no inline script.

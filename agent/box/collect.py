@@ -43,28 +43,23 @@ from ..config import BoxConfig, Config
 from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, SyncRun, database, first_column, \
     iso, utcnow
 from ..store.history import COLLECT, COLLECT_KINDS
-from ..moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
+from ..kinds import KINDS, box_functions, data_of, found_counters
+from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..store.queue import NewEvent, StorageFull, enqueue
 from ..runs import Interrupted, Record, nested_run, recorded_run
 
 log = logging.getLogger(__name__)
 
-# What the box's token's service needs (moodle-sync-agent check lists what it lacks).
-BOX_FUNCTIONS = [
-    "core_webservice_get_site_info",
-    "core_course_get_courses_by_field",
-    "core_course_get_contents",
-    "core_enrol_get_enrolled_users",
-    "core_completion_get_activities_completion_status",
-    "gradereport_user_get_grade_items",
-]
+# What the box's token's service needs (moodle-sync-agent check lists what it
+# lacks): the functions each kind's collection reads (agent/kinds.py).
+BOX_FUNCTIONS = box_functions(down=False)
 READ_FUNCTIONS = BOX_FUNCTIONS[1:]
 # Only what a collection uses of each participant: the answer is a third of the size.
 PARTICIPANT_FIELDS = {"name": "userfields",
                       "value": "username,firstname,lastname,email,idnumber,roles,lastcourseaccess"}
-# The counts a sync's row keeps of the collection before it.
-FOUND_KINDS = ["completions", "grades", "accounts", "enrolments"]
-EVENT_KIND = {"completion": "completions", "grade": "grades", "user": "accounts", "enrolment": "enrolments"}
+# The counts a sync's row keeps of the collection before it: each kind's (agent/kinds.py).
+FOUND_KINDS = found_counters()
+EVENT_KIND = {k.name: k.found for k in KINDS.values()}
 
 
 class NoBox(Exception):
@@ -98,17 +93,17 @@ class Collector:
     rec: Record
     full: bool
     stop: threading.Event
-    functions: set[str] = field(default_factory=set)
+    functions: frozenset[str] = frozenset()
     unreachable: str | None = None
 
     @property
     def batch_size(self) -> int:
-        return self.config.agent.batch_size if BATCH_FUNCTION in self.functions else 1
+        return self.client.batch_size
 
     # -- reading ---------------------------------------------------------------
 
     def read(self, calls: Sequence[tuple[str, dict[str, Any]]]) -> list[CallResult]:
-        return read_all(self.client, calls, self.batch_size, self.stop)
+        return self.client.read_all(calls)
 
     def check_connection(self) -> bool:
         try:
@@ -118,14 +113,17 @@ class Collector:
             settings.put(box_reachable=False)
             self.rec.errors.append(f"the box's Moodle does not answer: {exc.reason}")
             return False
-        self.functions = {str(f.get("name")) for f in info.get("functions", []) if isinstance(f, dict)}
-        settings.put(box_reachable=True, box_site_name=info.get("sitename"))
+        self.functions = info.functions
+        settings.put(box_reachable=True, box_site_name=info.site_name)
         return True
 
     # -- the run -----------------------------------------------------------------
 
     def run(self) -> None:
-        self.rec.traffic.append(self.client.traffic)
+        # The box's connection may be the sync's (shared with its way down):
+        # this collection's row counts its own bytes.
+        self.client.stop = self.stop
+        self.rec.traffic.append(self.client.meter())
         try:
             self.rec.status = self.work()
         except Unreachable as exc:
@@ -253,32 +251,6 @@ class Collector:
                 raise
 
 
-def read_all(client: MoodleClient, calls: Sequence[tuple[str, dict[str, Any]]], batch_size: int,
-             stop: threading.Event) -> list[CallResult]:
-    """Every call's result, batched when batch_size > 1. Moodle stops a
-    batch at its first failing call: the calls after it go again."""
-    results: list[CallResult] = []
-    pending = list(calls)
-    while pending:
-        if stop.is_set():
-            raise Interrupted()
-        if batch_size == 1 or len(pending) == 1:
-            function, args = pending.pop(0)
-            try:
-                results.append(CallResult(True, data=client.call(function, args)))
-            except TokenRejected:
-                raise
-            except MoodleError as exc:
-                results.append(CallResult(False, error=exc))
-            continue
-        answered = client.batch(pending[:batch_size])
-        if not answered:
-            raise Unreachable("the Moodle answered an empty batch", "bad_answer")
-        results += answered
-        pending = pending[len(answered):]
-    return results
-
-
 @dataclass
 class CoursePlan:
     """What one course's reads gave, until it is stored."""
@@ -319,10 +291,7 @@ def change_event(box_name: str, plan: CoursePlan, change: Change, activities: di
     data: dict[str, Any] = {"box_cmid": change.box_cmid}
     if a is not None:
         data["activity"] = {"name": a.name, "modname": a.modname, "section": a.section}
-    if change.kind == COMPLETION:
-        data["completed"] = change.value > 0
-    else:
-        data["grade"] = change.value
+    data |= data_of(change.kind, change.value)
     key = event_key(box_name, plan.course.shortname, change.username, change.box_cmid, change.kind,
                     f"{change.value:g}", change.version)
     when = iso(datetime.fromtimestamp(change.time, timezone.utc)) if change.time > 0 else None
@@ -410,18 +379,22 @@ def run_collect(config: Config, full: bool = False, *, stop: threading.Event | N
     collectors: list[Collector] = []
     with recorded_run(config, COLLECT, COLLECT_KINDS, force=full, on_started=on_started,
                       describe=box_failure) as rec:
-        collectors.append(Collector(config, client or MoodleClient(box), rec, full, stop or threading.Event()))
+        client = client or MoodleClient(box, max_batch=config.agent.batch_size)
+        collectors.append(Collector(config, client, rec, full, stop or threading.Event()))
         collectors[0].run()
     return Collection(rec.row, collectors[0].unreachable if collectors else None)
 
 
-def collect_for_sync(config: Config, stop: threading.Event | None = None) -> dict[str, Any] | None:
+def collect_for_sync(config: Config, stop: threading.Event | None = None,
+                     client: MoodleClient | None = None) -> dict[str, Any] | None:
     """The full collection a sync starts with, inside the sync's lock; what
-    it found, for the sync's row. None without [box]."""
+    it found, for the sync's row. None without [box]. ``client``: the box's
+    connection of the sync (its way down uses it too)."""
     if config.box is None:
         return None
+    client = client or MoodleClient(config.box, max_batch=config.agent.batch_size)
     with nested_run(config, COLLECT, COLLECT_KINDS, force=True, describe=box_failure) as rec:
-        Collector(config, MoodleClient(config.box), rec, True, stop or threading.Event()).run()
+        Collector(config, client, rec, True, stop or threading.Event()).run()
     log.info("collection before the sync: %s", rec.row.status)
     return Collection(rec.row).summary()
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from ..kinds import completion_state, is_complete
+
 COMPLETION, GRADE = "completion", "grade"
 BOX, SERVER = "box", "server"
 
@@ -46,7 +48,7 @@ class Decision:
 
 def normal(kind: str, value: float) -> float:
     """A completion is done or not (the override writes 1 or 0); a grade is itself."""
-    return (1.0 if value > 0 else 0.0) if kind == COMPLETION else value
+    return float(completion_state(is_complete(value))) if kind == COMPLETION else value
 
 
 def decide(kind: str, server: Reported | None, seen: float | None, box_now: float | None,

@@ -33,41 +33,41 @@ from datetime import datetime
 from typing import Any
 
 from ..box.diff import learner
-from ..box.collect import PARTICIPANT_FIELDS, read_all
-from ..store.db import Activity, BoxActivity, BoxCourse, Collected, Course, Event, Participant, ServerSeen, \
-    TwoWayConflict, database, first_column, iso, utcnow
+from ..box.collect import PARTICIPANT_FIELDS
+from ..kinds import COMPLETION_STATES, CREATE_USERS, ENROL, GRADE_ITEMS, KINDS, LOOKUP, OVERRIDE, PARTICIPANTS, \
+    UPDATE_GRADES, completion_state, of_stage, value_of
+from ..mapping import ActivityInfo
+from ..roles import STUDENT_ROLE_ID
+from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerSeen, TwoWayConflict, database, \
+    first_column, iso, utcnow
 from .diff import COMPLETION, GRADE, Decision, Reported, decide, server_completions, server_grades
-from ..moodle import BATCH_FUNCTION, MoodleClient, MoodleError, TokenRejected, Unreachable
-from ..push.plan import ActivityInfo, map_activities
+from ..moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
+from ..push.session import Run
 
 log = logging.getLogger(__name__)
 
-# What a sync's row counts of the way down (only when the direction is not up).
-DOWN_KINDS = ["completions_down", "grades_down", "accounts_down", "enrolments_down", "two_way_conflicts"]
-SERVER_READS = ["core_completion_get_activities_completion_status", "gradereport_user_get_grade_items"]
-BOX_WRITES = ["core_completion_override_activity_completion_status", "core_grades_update_grades",
-              "core_user_get_users_by_field", "core_user_create_users", "enrol_manual_enrol_users"]
-# Moodle's standard role id of a student, on the box's Moodle as on any other.
-STUDENT_ROLE_ID = 5
+# What each kind's way down needs of each side (agent/kinds.py).
+SERVER_READS = list(dict.fromkeys(f for k in KINDS.values() for f in k.server_down))
+BOX_WRITES = list(dict.fromkeys(f for k in KINDS.values() for f in k.box_down))
 
 # ServerSeen's row of a learner enrolled in the server's course (cmid 0).
 ENROLMENT = "enrolment"
 Key = tuple[str, int, str]  # username, the server's cmid, kind
 
 
-def pull_down(run: Any, pushable: list[Course]) -> None:
-    """The way down for every course; ``run`` is agent.sync.Run (not
-    imported: sync imports this module)."""
-    if run.config.box is None:
+def pull_down(run: Run, pushable: list[Course]) -> None:
+    """The way down for every course, through the run's two connections."""
+    box = run.box
+    if box is None:
         run.rec.errors.append("direction down: there is no box's Moodle ([box] url) to write into")
         return
-    missing = [f for f in SERVER_READS if f not in run.functions]
+    missing = run.client.site_info().lacking(SERVER_READS)
     if missing:
         run.rec.errors.append(f"direction down: the server's token service lacks {', '.join(missing)}: "
                               "nothing was brought down")
         return
-    box = MoodleClient(run.config.box)
-    run.rec.box_traffic.append(box.traffic)
+    # The box's connection is the collection's too: the sync's row counts the way down's bytes.
+    run.rec.box_traffic.append(box.meter())
     try:
         info = box.site_info()
     except Unreachable as exc:
@@ -76,13 +76,11 @@ def pull_down(run: Any, pushable: list[Course]) -> None:
     except TokenRejected:
         run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
         return
-    box_functions = {str(f.get("name")) for f in info.get("functions", []) if isinstance(f, dict)}
-    lacking = [f for f in BOX_WRITES if f not in box_functions]
+    lacking = info.lacking(BOX_WRITES)
     if lacking:
         run.rec.errors.append(f"direction down: the box's Moodle token service lacks {', '.join(lacking)}: "
                               "nothing was brought down")
         return
-    box_batch = run.config.agent.batch_size if BATCH_FUNCTION in box_functions else 1
     run.rec.save(phase="syncing_down")
     for course in pushable:
         run.check_stop()
@@ -91,7 +89,7 @@ def pull_down(run: Any, pushable: list[Course]) -> None:
             continue
         try:
             accounts_down(run, course, bc, box)
-            down_course(run, course, bc, box, box_batch)
+            down_course(run, course, bc, box)
         except BoxTokenRejected:
             run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
             return
@@ -113,7 +111,7 @@ def box_call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
         raise BoxTokenRejected() from None
 
 
-def accounts_down(run: Any, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
+def accounts_down(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
     """A learner newly enrolled in the server's course (not seen there at an
     earlier sync down) and not in the box's: their account on the box's
     Moodle if they have none (with Moodle's createpassword: no password
@@ -121,7 +119,7 @@ def accounts_down(run: Any, course: Course, bc: BoxCourse, box: MoodleClient) ->
     sync, once the collection knows them. A learner seen before and not on
     the box was unenrolled there: unenrolments are never copied, so neither
     is the enrolment again. A repeat after a kill finds the account made."""
-    people = run.client.call("core_enrol_get_enrolled_users", {"courseid": course.id, "options": [PARTICIPANT_FIELDS]})
+    people = run.client.call(PARTICIPANTS, {"courseid": course.id, "options": [PARTICIPANT_FIELDS]})
     learners = [u for u in (learner(p) for p in people or [] if isinstance(p, dict) and p.get("username"))
                 if u.role is not None]
     seen = set(first_column(ServerSeen.select(ServerSeen.username).where(
@@ -129,19 +127,19 @@ def accounts_down(run: Any, course: Course, bc: BoxCourse, box: MoodleClient) ->
     on_box = set(first_column(Participant.select(Participant.username).where(Participant.box_course == bc.id)))
     missing = [u for u in learners if u.username not in seen and u.username not in on_box]
     if missing:
-        found = box_call(box, "core_user_get_users_by_field",
+        found = box_call(box, LOOKUP,
                          {"field": "username", "values": [u.username for u in missing]})
         ids = {str(u["username"]): int(u["id"]) for u in found or []}
         new = [u for u in missing if u.username not in ids and all(u.profile.get(k) for k in
                                                                    ("firstname", "lastname", "email"))]
         if new and run.config.sync.accounts_down:
-            created = box_call(box, "core_user_create_users", {"users": [
+            created = box_call(box, CREATE_USERS, {"users": [
                 {"username": u.username, **u.profile, "createpassword": 1} for u in new]})
             ids |= {str(u["username"]): int(u["id"]) for u in created or []}
             run.rec.actions["accounts_down"] += len(created or [])
         enrol = [u for u in missing if u.username in ids]
         if enrol:
-            box_call(box, "enrol_manual_enrol_users", {"enrolments": [
+            box_call(box, ENROL, {"enrolments": [
                 {"roleid": STUDENT_ROLE_ID, "userid": ids[u.username], "courseid": bc.id} for u in enrol]})
             run.rec.actions["enrolments_down"] += len(enrol)
     rows = [{"course_id": course.id, "username": u.username, "cmid": 0, "kind": ENROLMENT, "value": 1.0}
@@ -157,8 +155,8 @@ def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
     found: dict[Key, tuple[list[int], Reported]] = {}
     for e in (Event.select(Event.id, Event.type, Event.username, Event.cmid, Event.data, Event.event_time)
               .where(Event.status == Event.QUEUED, Event.course_id == course_id,
-                     Event.type.in_([COMPLETION, GRADE]), Event.cmid.is_null(False)).order_by(Event.id)):
-        value = (1.0 if e.data.get("completed") else 0.0) if e.type == COMPLETION else e.data.get("grade")
+                     Event.type.in_(of_stage("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
+        value = value_of(e.type, e.data)
         if value is None:
             continue
         when = int(datetime.fromisoformat(e.event_time.replace("Z", "+00:00")).timestamp()) if e.event_time else 0
@@ -168,25 +166,21 @@ def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
     return found
 
 
-def down_course(run: Any, course: Course, bc: BoxCourse, box: MoodleClient, box_batch: int) -> None:
+def down_course(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
     learners = {p.username: p.userid for p in Participant.select().where(Participant.box_course == bc.id)
                 if "student" in (p.roles or [])}
     run.resolve_users(set(learners))
     on_server = {u: run.user_ids[u] for u in learners if u in run.user_ids}
     if not on_server:
         return
-    box_acts = {a.cmid: a for a in BoxActivity.select().where(BoxActivity.box_course == bc.id)}
-    mapping = map_activities(
-        [ActivityInfo(a.cmid, a.section, a.modname, a.name, a.idnumber) for a in box_acts.values()],
-        [ActivityInfo(a.cmid, a.section, a.modname, a.name) for a in Activity.select().where(
-            Activity.course == course.id)])
-    to_box = {server: box_cmid for box_cmid, server in mapping.mapped.items()}
+    mapping = run.mappings.of(course.id)  # the same the push used (agent/mapping.py)
+    if mapping is None:
+        return
+    to_box = mapping.to_box
     names = sorted(on_server)
-    server_batch = run.config.agent.batch_size if BATCH_FUNCTION in run.functions else 1
-    reads = read_all(run.client, [
-        *(("core_completion_get_activities_completion_status", {"courseid": course.id, "userid": on_server[u]})
-          for u in names),
-        ("gradereport_user_get_grade_items", {"courseid": course.id, "userid": 0})], server_batch, run.stop)
+    reads = run.client.read_all([
+        *((COMPLETION_STATES, {"courseid": course.id, "userid": on_server[u]}) for u in names),
+        (GRADE_ITEMS, {"courseid": course.id, "userid": 0})])
     server: dict[Key, Reported] = {}
     for username, result in zip(names, reads):
         if not result.ok:
@@ -213,9 +207,9 @@ def down_course(run: Any, course: Course, bc: BoxCourse, box: MoodleClient, box_
                            waiting[k][1] if k in waiting else None) for k in sorted(keys)}
 
     writes = [(k, d) for k, d in decisions.items() if d.write_down is not None]
-    calls, owners = box_calls(writes, bc.id, learners, to_box, box_acts)
+    calls, owners = box_calls(writes, bc.id, learners, to_box, mapping.on_box)
     try:
-        results = read_all(box, calls, box_batch, run.stop) if calls else []
+        results = box.read_all(calls) if calls else []
     except TokenRejected:
         raise BoxTokenRejected() from None
     failed: set[Key] = set()
@@ -223,7 +217,7 @@ def down_course(run: Any, course: Course, bc: BoxCourse, box: MoodleClient, box_
         problem: object = None
         if not result.ok:
             problem = result.error
-        elif function == "core_grades_update_grades" and result.data not in (0, "0"):
+        elif function == UPDATE_GRADES and result.data not in (0, "0"):
             problem = f"it answered {result.data}"
         if problem is not None:
             failed |= set(keys_of)
@@ -232,7 +226,7 @@ def down_course(run: Any, course: Course, bc: BoxCourse, box: MoodleClient, box_
 
 
 def box_calls(writes: list[tuple[Key, Decision]], box_course: int, learners: dict[str, int], to_box: dict[int, int],
-              box_acts: dict[int, BoxActivity]) -> tuple[list[tuple[str, dict[str, Any]]], list[list[Key]]]:
+              box_acts: dict[int, ActivityInfo]) -> tuple[list[tuple[str, dict[str, Any]]], list[list[Key]]]:
     """The box's calls for what to write, under the box's ids, and the keys each one carries."""
     calls: list[tuple[str, dict[str, Any]]] = []
     owners: list[list[Key]] = []
@@ -242,13 +236,13 @@ def box_calls(writes: list[tuple[Key, Decision]], box_course: int, learners: dic
         box_cmid, userid = to_box[cmid], learners[username]
         assert d.write_down is not None
         if kind == COMPLETION:
-            calls.append(("core_completion_override_activity_completion_status",
-                          {"userid": userid, "cmid": box_cmid, "newstate": int(d.write_down)}))
+            calls.append((OVERRIDE, {"userid": userid, "cmid": box_cmid,
+                                     "newstate": completion_state(d.write_down > 0)}))
             owners.append([key])
             continue
         if box_cmid not in per_activity:
             per_activity[box_cmid] = len(calls)
-            calls.append(("core_grades_update_grades",
+            calls.append((UPDATE_GRADES,
                           {"source": "moodle-sync-agent", "courseid": box_course,
                            "component": f"mod_{box_acts[box_cmid].modname}", "activityid": box_cmid,
                            "itemnumber": 0, "grades": []}))
@@ -259,7 +253,7 @@ def box_calls(writes: list[tuple[Key, Decision]], box_course: int, learners: dic
     return calls, owners
 
 
-def save_course(run: Any, course: Course, bc: BoxCourse, decisions: dict[Key, Decision], failed: set[Key],
+def save_course(run: Run, course: Course, bc: BoxCourse, decisions: dict[Key, Decision], failed: set[Key],
                 server: dict[Key, Reported], waiting: dict[Key, tuple[list[int], Reported]],
                 to_box: dict[int, int]) -> None:
     """One course's outcome: one commit. A key whose write failed keeps its
@@ -276,7 +270,7 @@ def save_course(run: Any, course: Course, bc: BoxCourse, decisions: dict[Key, De
         if d.write_down is not None:
             collected_rows.append({"box_course": bc.id, "username": username, "box_cmid": to_box[cmid], "kind": kind,
                                    "value": d.write_down, "version": "synced-down"})
-            run.rec.actions["completions_down" if kind == COMPLETION else "grades_down"] += 1
+            run.rec.actions[KINDS[kind].down_counter] += 1
         if d.rule is not None:
             box_value, server_value = waiting[key][1].value, server[key].value
             conflicts.append({"sync_id": run.rec.row.id, "course_id": course.id, "username": username, "cmid": cmid,
@@ -305,7 +299,7 @@ def save_course(run: Any, course: Course, bc: BoxCourse, decisions: dict[Key, De
         run.rec.save()
 
 
-def record_pushed(run: Any) -> None:
+def record_pushed(run: Run) -> None:
     """After the push (direction both): what the server confirmed in this
     run is its last known state, so that it does not come back down. A run
     cut off before this leaves it for the next one, which reads the pushed
@@ -313,8 +307,8 @@ def record_pushed(run: Any) -> None:
     latest: dict[tuple[int, int, str, str], float] = {}  # (course, cmid, kind, username) -> value
     for e in (Event.select(Event.type, Event.username, Event.course_id, Event.cmid, Event.data)
               .where(Event.sync_id == run.rec.row.id, Event.status == Event.SENT,
-                     Event.type.in_([COMPLETION, GRADE]), Event.cmid.is_null(False)).order_by(Event.id)):
-        value = (1.0 if e.data.get("completed") else 0.0) if e.type == COMPLETION else e.data.get("grade")
+                     Event.type.in_(of_stage("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
+        value = value_of(e.type, e.data)
         if value is not None and e.course_id is not None:
             latest[(e.course_id, int(e.cmid or 0), e.type, e.username)] = float(value)
     rows = [{"course_id": course, "username": username, "cmid": cmid, "kind": kind, "value": value}

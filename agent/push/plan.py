@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Collection, Literal, Mapping
 
+from ..kinds import CREATE_USERS, ENROL, OVERRIDE, UPDATE_GRADES, UPDATE_USERS, completion_state, kind_of
 from ..roles import ROLES
 
 PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
@@ -102,8 +103,10 @@ def wants(e: Queued, known: Knowledge, busy: Busy) -> Want:
     past its age, and for every enrolment event), or an event of its own to be settled
     first (WAIT). Accounts are looked up in the run before they are created
     or updated; an account created, or an enrolment made, in this run is
-    waited for, so that what follows it is planned on the server's answer."""
-    if e.type == "user":
+    waited for, so that what follows it is planned on the server's answer.
+    An event of an unknown kind is an error (ValueError), never guessed."""
+    stage = kind_of(e.type).up
+    if stage == "users":
         if e.username in busy.creating:
             return WAIT
         return READY if e.username in known.looked_up else ("lookup", e.username)
@@ -122,7 +125,7 @@ def wants(e: Queued, known: Knowledge, busy: Busy) -> Want:
     if enrolled is None:
         return ("check", (course, uid))
     pair = (course, e.username)
-    if e.type == "enrolment":
+    if stage == "enrolments":
         # Checked in the run before it is made (or settled as made), however
         # sure the box is: an enrolment event is rare, and it must not be
         # settled on a remembered fact about an account made again since.
@@ -151,13 +154,13 @@ def plan_users(rows: list[Queued], known: Mapping[str, int], passwords: Mapping[
             plan.done.append(e.id)
         elif e.username in known:
             if not can_update:
-                plan.conflict(e, "the token's service lacks core_user_update_users, "
+                plan.conflict(e, f"the token's service lacks {UPDATE_USERS}, "
                                  f"so the existing account {e.username!r} cannot be updated")
                 continue
             user: dict[str, Any] = {"id": known[e.username], **profile}
             if password:
                 user["password"] = password
-            plan.calls.append(Call("core_user_update_users", {"users": [user]}, [e.id], "users_updated"))
+            plan.calls.append(Call(UPDATE_USERS, {"users": [user]}, [e.id], "users_updated"))
         else:
             user = {"username": e.username, "auth": "manual", **profile}
             if password:
@@ -165,7 +168,7 @@ def plan_users(rows: list[Queued], known: Mapping[str, int], passwords: Mapping[
             else:
                 user["createpassword"] = 1
             created.add(e.username)
-            plan.calls.append(Call("core_user_create_users", {"users": [user]}, [e.id], "users_created",
+            plan.calls.append(Call(CREATE_USERS, {"users": [user]}, [e.id], "users_created",
                                    creates_user=e.username))
     return plan
 
@@ -184,7 +187,7 @@ def plan_enrolments(rows: list[Queued], course_id: int, known: Mapping[str, int]
             plan.done.append(e.id)
         else:
             planned.add((uid, role))
-            plan.calls.append(Call("enrol_manual_enrol_users",
+            plan.calls.append(Call(ENROL,
                                    {"enrolments": [{"roleid": ROLES[role], "userid": uid, "courseid": course_id}]},
                                    [e.id], "enrolments", enrols=uid))
     return plan
@@ -208,8 +211,8 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
         elif modname is None and not force:
             plan.conflict(e, f"activity {cmid} does not exist in course {shortname}")
         elif e.type == "completion":
-            plan.calls.append(Call("core_completion_override_activity_completion_status",
-                                   {"userid": uid, "cmid": cmid, "newstate": 1 if e.data["completed"] else 0},
+            plan.calls.append(Call(OVERRIDE,
+                                   {"userid": uid, "cmid": cmid, "newstate": completion_state(e.data["completed"])},
                                    [e.id], "completions"))
         elif modname is None:
             plan.conflict(e, f"activity {cmid} does not exist in course {shortname}, so its grade item is unknown")
@@ -220,7 +223,7 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
             # call, or follows it in the next call.
             call = grade_calls.get(cmid)
             if call is None or len(call.events) >= batch_size:
-                call = Call("core_grades_update_grades",
+                call = Call(UPDATE_GRADES,
                             {"source": "moodle-sync-agent", "courseid": course_id, "component": f"mod_{modname}",
                              "activityid": cmid, "itemnumber": 0, "grades": []}, [], "grades", count=0)
                 grade_calls[cmid] = call
@@ -236,70 +239,8 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
 
 def grade_problem(call: Call, data: object) -> str | None:
     """core_grades_update_grades answers 0 for OK, else a GRADE_UPDATE_* code."""
-    if call.function != "core_grades_update_grades" or data in (0, "0"):
+    if call.function != UPDATE_GRADES or data in (0, "0"):
         return None
     code = data if isinstance(data, int) else -1
     meaning = {1: "failed", 2: "multiple grade items", 4: "the grade item is locked"}.get(code, "refused")
     return f"the server did not take the grade (core_grades_update_grades answered {data}: {meaning})"
-
-
-# -- mapping the box's activities to the server's ------------------------------
-
-
-@dataclass(frozen=True)
-class ActivityInfo:
-    """An activity of one side, as the mapping needs it."""
-
-    cmid: int
-    section: int
-    modname: str
-    name: str
-    idnumber: str | None = None
-
-
-def describe_activity(a: ActivityInfo) -> str:
-    """An activity in words, for the teacher: its name, type and section."""
-    return f"'{a.name}' ({a.modname}, section {a.section})"
-
-
-@dataclass
-class ActivityMapping:
-    mapped: dict[int, int] = field(default_factory=dict)  # box cmid -> server cmid
-    unmapped: dict[int, str] = field(default_factory=dict)  # box cmid -> why, in words
-
-
-def map_activities(box: Collection[ActivityInfo], server: Collection[ActivityInfo]) -> ActivityMapping:
-    """Which server activity each box activity is. A box course and its server
-    course are the same course restored elsewhere: every id differs, but an
-    activity keeps its idnumber, its section, its type and its name. By
-    idnumber where both sides have one, else by (section, type, name); only a
-    unique match counts, both ways: nothing is ever guessed."""
-    result = ActivityMapping()
-    by_idnumber: dict[str, list[ActivityInfo]] = {}
-    by_key: dict[tuple[int, str, str], list[ActivityInfo]] = {}
-    for a in server:
-        if a.idnumber:
-            by_idnumber.setdefault(a.idnumber, []).append(a)
-        by_key.setdefault((a.section, a.modname, a.name), []).append(a)
-    claimed: dict[int, list[int]] = {}  # server cmid -> the box cmids matching it
-    for b in box:
-        same_id = by_idnumber.get(b.idnumber, []) if b.idnumber else []
-        if same_id:
-            found, rule = same_id, f"idnumber {b.idnumber!r}"
-        else:
-            # An idnumber on both sides that differs says: another activity.
-            found = [a for a in by_key.get((b.section, b.modname, b.name), []) if not (a.idnumber and b.idnumber)]
-            rule = "section, type and name"
-        if not found:
-            result.unmapped[b.cmid] = f"no activity on the server has the same {rule}"
-        elif len(found) > 1:
-            result.unmapped[b.cmid] = f"{len(found)} activities on the server have the same {rule}"
-        else:
-            claimed.setdefault(found[0].cmid, []).append(b.cmid)
-    for server_cmid, box_cmids in claimed.items():
-        if len(box_cmids) == 1:
-            result.mapped[box_cmids[0]] = server_cmid
-        else:
-            for cmid in box_cmids:
-                result.unmapped[cmid] = f"{len(box_cmids)} activities of the box match the same server activity"
-    return result

@@ -1,56 +1,79 @@
 """One run's connection to the server and what it learnt of it (the
-:class:`Run`): sending calls batched, settling their results, and the
-look-ups and enrolment checks that the push waits for. The sync (agent/sync.py)
-and the verify (agent/verify.py) both work through it."""
+:class:`Run`), and the settling of what the server answered: each answered
+request becomes a :class:`Settlement` (the events sent, the conflicts, the
+counters, what was learnt of the server) that the caller commits in one
+transaction. The sync (agent/sync.py) and the verify (agent/verify.py) both
+work through it; the connection (agent/moodle/) sends the calls."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import peewee as pw
 
 from ..store import known
 from ..config import Config
+from ..kinds import LOOKUP, PARTICIPANTS, PROFILES
+from ..mapping import Mappings
 from ..store.db import Event, Secret, database, iso, utcnow
-from ..moodle import BATCH_FUNCTION, CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
+from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from .plan import Call, Knowledge, Plan, grade_problem
 from ..runs import Interrupted, Record
 
 log = logging.getLogger(__name__)
 
-# A Retry-After longer than this ends the run instead; the next run resumes.
-MAX_RETRY_WAIT_S = 120.0
-MAX_RETRIES = 3
 LOOKUP_CHUNK = 100
-
-Settle = Callable[[Call, CallResult], "Exception | None"]
-
-LOOKUP = "core_user_get_users_by_field"
 # The enrolment check: one learner's profile in one course, with their roles
-# there; it costs what the box's learners cost, whatever the course holds.
-PROFILES = "core_user_get_course_user_profiles"
-# A service set up for an older agent may lack PROFILES: the check then reads
-# the course's participants (ids only), which grows with the course.
-ENROLLED = "core_enrol_get_enrolled_users"
+# there (PROFILES); it costs what the box's learners cost, whatever the course
+# holds. A service set up for an older agent may lack it: the check then
+# reads the course's participants (ids only), which grows with the course.
+ENROLLED = PARTICIPANTS
+
+
+@dataclass
+class Settlement:
+    """What one answered request settles, written by :meth:`Run.commit` in
+    one transaction. The facts learnt are the last word per account and
+    enrolment (in the request's order)."""
+
+    sent: list[int] = field(default_factory=list)
+    conflicts: dict[int, str] = field(default_factory=dict)
+    actions: Counter = field(default_factory=Counter)
+    users: dict[str, int | None] = field(default_factory=dict)  # username -> id confirmed, or None: not there
+    enrolments: dict[tuple[int, int], bool] = field(default_factory=dict)  # (course, user id) -> enrolled?
+    stale_ids: list[int] = field(default_factory=list)  # ids refused: looked up again next time
+    fatal: Exception | None = None  # what ends the run, raised once the rest is committed
 
 
 @dataclass
 class Run:
-    """One run's connection to the server and what it learnt of it."""
+    """One run's connection to the server (and to the box's Moodle, for the
+    way down) and what it learnt of them."""
 
     config: Config
-    client: MoodleClient
+    client: MoodleClient  # the server's connection
     rec: Record
     force: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
-    functions: set[str] = field(default_factory=set)
+    box: MoodleClient | None = None  # the box's Moodle's connection, shared by the collection and the way down
     knowledge: Knowledge = field(default_factory=Knowledge)
+    mappings: Mappings = field(default_factory=Mappings)  # the box's activities to the server's, once per course
     secrets_erased: bool = False
     direction: str = "up"  # [sync] direction / the page's setting, read once when the run starts
-    confirmed: list[int] | None = None  # while a batch is settled: its events confirmed, written at its end
+
+    def __post_init__(self) -> None:
+        self.client.stop = self.stop  # a wait for Retry-After ends with the run
+        if self.box is not None:
+            self.box.stop = self.stop
+
+    @property
+    def functions(self) -> frozenset[str]:
+        """The server's functions for this token (after the online check)."""
+        return self.client.site_info().functions
 
     @property
     def user_ids(self) -> dict[str, int]:
@@ -64,7 +87,7 @@ class Run:
     @property
     def batch_size(self) -> int:
         """Calls per request: one each when the service cannot batch."""
-        return self.config.agent.batch_size if BATCH_FUNCTION in self.functions else 1
+        return self.client.batch_size
 
     @property
     def read_size(self) -> int:
@@ -79,10 +102,8 @@ class Run:
     # -- writing outcomes ----------------------------------------------------
 
     def mark_sent(self, ids: list[int]) -> None:
+        """Events the server confirmed (or that needed nothing), in one statement."""
         if not ids:
-            return
-        if self.confirmed is not None:
-            self.confirmed.extend(ids)
             return
         with database.obj.atomic():
             Event.update(status=Event.SENT, sent_at=iso(utcnow()), sync_id=self.rec.row.id, last_error=None,
@@ -111,100 +132,63 @@ class Run:
                 self.mark_conflicts(plan.conflicts)
                 self.mark_sent(plan.done)
 
-    # -- sending ------------------------------------------------------------
-
-    def push(self, calls: list[Call], settle: Settle | None = None) -> None:
-        """Send calls, batched when the service allows; every call gets a result."""
-        settle = settle or self.settle
-        pending = list(calls)
-        while pending:
-            self.check_stop()
-            answered = self.send_and_settle(pending[:self.batch_size], settle)
-            # The batch stops at its first error: the rest go in the next one.
-            pending = pending[answered:]
-
-    def send_and_settle(self, chunk: list[Call], settle: Settle) -> int:
-        """One request, its results committed at once; returns how many of
-        its calls have a result (Moodle stops a batch at its first error)."""
-        results = self.send_chunk(chunk)
-        stop_error = None
+    def commit(self, s: Settlement) -> None:
+        """One answered request's outcome, its history row with it: one commit.
+        Its fatal error, if any, is raised after: what was confirmed stays sent."""
         counted = self.rec.snapshot()
         try:
             with database.obj.atomic():
-                # The batch's confirmed events in one statement, not one each.
-                self.confirmed = []
-                try:
-                    for call, result in zip(chunk, results):
-                        stop_error = settle(call, result)
-                        if stop_error:
-                            break
-                finally:
-                    confirmed, self.confirmed = self.confirmed, None
-                self.mark_sent(confirmed)
+                self.mark_sent(s.sent)
+                self.mark_conflicts(s.conflicts)
+                self.rec.actions.update(s.actions)
+                known.confirm_users(self.site, {u: uid for u, uid in s.users.items() if uid is not None})
+                known.forget_users(self.site, [u for u, uid in s.users.items() if uid is None])
+                known.forget_user_ids(self.site, s.stale_ids)
+                known.confirm_enrolments(self.site, [pair for pair, yes in s.enrolments.items() if yes])
+                known.forget_enrolments(self.site, [pair for pair, yes in s.enrolments.items() if not yes])
                 self.rec.save()
         except pw.DatabaseError:
             self.rec.restore(counted)  # not committed: the history must not count it either
             raise
-        if stop_error:  # raised after the commit: what was confirmed stays sent
-            raise stop_error
-        return len(results)
+        if s.fatal is not None:
+            raise s.fatal
 
-    def send_chunk(self, chunk: list[Call]) -> list[CallResult]:
-        for attempt in range(MAX_RETRIES + 1):
-            try:
-                if len(chunk) == 1:  # no batch around a single call
-                    try:
-                        return [CallResult(True, data=self.client.call(chunk[0].function, chunk[0].args))]
-                    except TokenRejected:
-                        raise
-                    except MoodleError as exc:
-                        return [CallResult(False, error=exc)]
-                results = self.client.batch([(c.function, c.args) for c in chunk])
-                if not results:
-                    raise Unreachable("the server answered an empty batch", "bad_answer")
-                return results
-            except Unreachable as exc:
-                wait = exc.retry_after
-                if wait is None or wait > MAX_RETRY_WAIT_S or attempt == MAX_RETRIES:
-                    raise
-                log.info("server asked to retry after %.0f s (%s)", wait, exc.reason)
-                if self.stop.wait(wait):
-                    raise Interrupted() from None
-        raise AssertionError("unreachable")
+    # -- settling what the server answered ------------------------------------
 
-    def settle(self, call: Call, result: CallResult) -> Exception | None:
-        """Record one call's result; return the error that must end the run, if any."""
+    def settle(self, call: Call, result: CallResult, s: Settlement) -> bool:
+        """One call's result into the settlement; False when it ends the run
+        (``s.fatal``): the calls after it are not settled."""
         if result.ok:
             problem = grade_problem(call, result.data)
             if problem:
-                self.mark_conflicts(dict.fromkeys(call.events, problem))
-                return None
-            self.mark_sent(call.events)
-            self.rec.actions[call.kind] += call.count
+                s.conflicts.update(dict.fromkeys(call.events, problem))
+                return True
+            s.sent += call.events
+            s.actions[call.kind] += call.count
             k = self.knowledge
             if call.creates_user:
                 uid = int(result.data[0]["id"])
                 k.ids[call.creates_user] = uid
                 k.looked_up.add(call.creates_user)
                 k.new.add(uid)
-                known.confirm_users(self.site, {call.creates_user: uid})
+                s.users[call.creates_user] = uid
             if call.enrols is not None:
                 course = int(call.args["enrolments"][0]["courseid"])
                 k.enrolled.setdefault(course, set()).add(call.enrols)
                 k.checked.add((course, call.enrols))
-                known.confirm_enrolments(self.site, [(course, call.enrols)])
-            return None
+                s.enrolments[(course, call.enrols)] = True
+            return True
         error = result.error
         assert error is not None
-        fatal = fatal_error(error)
-        if fatal:
-            return fatal
+        s.fatal = fatal_error(error)
+        if s.fatal is not None:
+            return False
         if call.enrols is not None:
             # Refused for an account the box thought it knew (deleted?): look it up next time.
-            known.forget_user_ids(self.site, [call.enrols])
-        reason = f"the server refused {error.function}: {error.message} ({error.errorcode})"
-        self.mark_conflicts(dict.fromkeys(call.events, reason))
-        return None
+            s.stale_ids.append(call.enrols)
+        s.conflicts.update(dict.fromkeys(call.events, f"the server refused {error.function}: {error.message} "
+                                                      f"({error.errorcode})"))
+        return True
 
     # -- what the server knows ----------------------------------------------
 
@@ -231,10 +215,11 @@ class Run:
         for start in range(0, len(todo), LOOKUP_CHUNK):
             asked = todo[start:start + LOOKUP_CHUNK]
             answer = self.client.call(LOOKUP, lookup_args(asked))
-            with database.obj.atomic():
-                self.learn_users(asked, answer)
+            s = Settlement()
+            self.learn_users(asked, answer, s)
+            self.commit(s)
 
-    def learn_users(self, asked: list[str], answer: Any) -> None:
+    def learn_users(self, asked: list[str], answer: Any, s: Settlement) -> None:
         """A look-up's answer: the ids of the usernames found; the others are
         not on the server."""
         wanted = set(asked)
@@ -247,40 +232,37 @@ class Run:
                 k.ids[username] = found[username]
             else:
                 k.ids.pop(username, None)
-        known.confirm_users(self.site, found)
-        known.forget_users(self.site, [u for u in asked if u not in found])
+        s.users.update({u: found.get(u) for u in asked})
 
-    def learn_profiles(self, pairs: list[tuple[int, int, str]], answer: Any) -> None:
+    def learn_profiles(self, pairs: list[tuple[int, int, str]], answer: Any, s: Settlement) -> None:
         """An enrolment check's answer: each asked user's profile in the asked
         course, with their roles there (none: not enrolled). No profile, or
         one under another username: the id is not that account any more."""
         profiles = {int(p["id"]): p for p in answer or [] if isinstance(p, dict) and "id" in p}
         k = self.knowledge
-        users, enrolled, not_enrolled, gone = {}, [], [], []
+        gone = []
         for course, uid, username in pairs:
             profile = profiles.get(uid)
             k.stale.pop(username, None)
             if profile is None or str(profile.get("username")) != username:
                 gone.append(username)
                 continue
-            users[username] = uid
+            s.users[username] = uid
             k.ids.setdefault(username, uid)
             k.checked.add((course, uid))
             if profile.get("roles"):
                 k.enrolled.setdefault(course, set()).add(uid)
-                enrolled.append((course, uid))
+                s.enrolments[(course, uid)] = True
             else:
                 k.enrolled.get(course, set()).discard(uid)
-                not_enrolled.append((course, uid))
+                s.enrolments[(course, uid)] = False
         for username in gone:
             # Asked again, unless this run looked it up already: then it is gone.
             k.ids.pop(username, None)
-        known.confirm_users(self.site, users)
-        known.forget_users(self.site, gone)
-        known.confirm_enrolments(self.site, enrolled)
-        known.forget_enrolments(self.site, not_enrolled)
+            s.users[username] = None
 
-    def learn_participants(self, course: int, pairs: list[tuple[int, int, str]], answer: Any) -> None:
+    def learn_participants(self, course: int, pairs: list[tuple[int, int, str]], answer: Any,
+                           s: Settlement) -> None:
         """The older check's answer: the ids of everyone enrolled in the
         course. Kept for the run (the course is not read twice); only the
         asked learners' enrolments are remembered."""
@@ -290,8 +272,7 @@ class Run:
         k.enrolled[course] = ids
         for _, _, username in pairs:
             k.stale.pop(username, None)  # this answer names no one: an old id is looked up
-        known.confirm_enrolments(self.site, [(course, uid) for _, uid, _ in pairs if uid in ids])
-        known.forget_enrolments(self.site, [(course, uid) for _, uid, _ in pairs if uid not in ids])
+        s.enrolments.update({(course, uid): uid in ids for _, uid, _ in pairs})
 
 
 def lookup_args(usernames: list[str]) -> dict:

@@ -32,9 +32,9 @@ from ..config import Config, load_config
 from ..store.db import SyncRequest, SyncRun, open_db
 from ..store.history import VERIFY
 from ..logs import configure_logging
-from ..moodle import MoodleClient, MoodleError, Unreachable
+from ..moodle import MoodleError, Unreachable
 from ..runs import AlreadyRunning, SyncDisabled
-from ..sync import run_sync
+from ..sync import connect, run_sync
 from ..verify import run_verify
 
 log = logging.getLogger("agent.service.worker")  # not "__main__" under -m
@@ -94,8 +94,9 @@ def serve(config: Config, request_id: int, stop: threading.Event) -> dict:
 
 def scheduled(config: Config, stop: threading.Event) -> dict:
     """The online check first: an offline box records nothing, the daemon
-    checks again on its backoff and records one row if the window ends."""
-    client = MoodleClient(config.moodle)
+    checks again on its backoff and records one row if the window ends.
+    The sync goes on with the same connection: the site info is read once."""
+    client = connect(config, stop)
 
     def offline(reason: str, retry_after: float | None = None) -> dict:
         return {"offline": reason, "retry_after": retry_after, "bytes_sent": client.traffic.bytes_sent,
@@ -107,8 +108,8 @@ def scheduled(config: Config, stop: threading.Event) -> dict:
         return offline(exc.reason, exc.retry_after)
     except MoodleError:
         pass  # it answered: the run records what is wrong (a rejected token ...)
-    try:  # with a client of its own: the run's row counts the run's traffic, like `sync`
-        row = run_sync(config, trigger="schedule", stop=stop, on_started=started)
+    try:  # the run's row counts the check's traffic too: it is the run's online check
+        row = run_sync(config, trigger="schedule", stop=stop, client=client, on_started=started)
     except AlreadyRunning as exc:
         return offline(str(exc))  # checked again with the backoff: never two at once
     except SyncDisabled:

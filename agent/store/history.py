@@ -13,6 +13,7 @@ import peewee as pw
 
 from . import settings
 from ..config import Config
+from ..kinds import found_counters, push_counters
 from .db import Activity, Event, SyncRun, TwoWayConflict, iso, utcnow
 from .queue import count_by_status
 
@@ -23,10 +24,10 @@ VERIFY = "verify"  # the trigger of a full re-check (agent/verify.py)
 COLLECT = "collect"  # the trigger of a collection from the box's Moodle (agent/box/collect.py)
 
 # What a run's ``actions`` count: a sync's server actions, a verify's checks.
-ACTION_KINDS = ["users_created", "users_updated", "enrolments", "completions", "grades", "courses_refreshed"]
+ACTION_KINDS = push_counters()  # each kind's (agent/kinds.py), then the course check's
 VERIFY_KINDS = ["checked", "matching", "requeued", "not_checked"]
 # A collection's: the events it queued, and how many learners' completion states it read.
-COLLECT_KINDS = ["completions", "grades", "accounts", "enrolments", "learners_read"]
+COLLECT_KINDS = found_counters() + ["learners_read"]
 
 # The page's Last Syncs, its status and the e-mail notices are about syncs
 # (and verifies): the collections every few minutes stay out of them.

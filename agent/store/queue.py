@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 from ..clock import clock_is_sane
 from ..config import AgentConfig, Config
 from .db import Course, Event, Secret, database, first_column, iso, parse_iso, utcnow
+from ..kinds import COMMON_FIELDS, KINDS
 from ..roles import ROLES
 from .diskspace import DiskSpace, disk_space
 
@@ -174,13 +175,8 @@ def _time(item: dict, index: int) -> str | None:
         raise EventError(f"is out of range: {value!r}", index, "time") from None
 
 
-COMMON = {"type", "id", "time"}
-FIELDS = {
-    "completion": COMMON | {"course_id", "user", "cmid", "completed"},
-    "grade": COMMON | {"course_id", "user", "cmid", "grade", "feedback"},
-    "user": COMMON | {"user", "firstname", "lastname", "email", "idnumber", "password"},
-    "enrolment": COMMON | {"course_id", "user", "role"},
-}
+# The fields each kind of event may hold: from the kinds table (agent/kinds.py).
+FIELDS = {k.name: COMMON_FIELDS | k.fields for k in KINDS.values()}
 
 
 def validate_event(item: Any, index: int) -> NewEvent:
@@ -198,41 +194,53 @@ def validate_event(item: Any, index: int) -> NewEvent:
                     what="Moodle username (lowercase letters, digits, _ . @ -)")
     event = NewEvent(key=key or uuid.uuid4().hex, type=etype, username=str(username),
                      event_time=_time(item, index))
-    data: dict[str, Any] = {}
-    if etype in ("completion", "grade", "enrolment"):
+    kind = KINDS[etype]
+    if kind.in_course:
         event.course_id = _int(item, "course_id", index)
-    if etype in ("completion", "grade"):
+    if kind.on_activity:
         event.cmid = _int(item, "cmid", index)
-    if etype == "completion":
-        completed = item.get("completed")
-        if not isinstance(completed, bool):
-            raise EventError("must be true or false", index, "completed")
-        data["completed"] = completed
-    elif etype == "grade":
-        grade = item.get("grade")
-        if isinstance(grade, bool) or not isinstance(grade, (int, float)):
-            raise EventError("must be a number", index, "grade")
-        if not math.isfinite(grade) or not 0 <= grade <= 1_000_000:
-            raise EventError(f"must be a number from 0 to 1000000, got {grade}", index, "grade")
-        data["grade"] = grade
-        feedback = _str(item, "feedback", index, 10_000, required=False)
-        if feedback is not None:
-            data["feedback"] = feedback
-    elif etype == "user":
-        data["firstname"] = _str(item, "firstname", index, 100)
-        data["lastname"] = _str(item, "lastname", index, 100)
-        data["email"] = _str(item, "email", index, 100, pattern=EMAIL_RE, what="e-mail address")
-        idnumber = _str(item, "idnumber", index, 255, required=False)
-        if idnumber is not None:
-            data["idnumber"] = idnumber
-        event.password = _str(item, "password", index, 255, required=False)
-    elif etype == "enrolment":
-        role = item.get("role", "student")
-        if not isinstance(role, str) or role not in ROLES:
-            raise EventError(f"must be one of {', '.join(ROLES)}, got {_shown(role)}", index, "role")
-        data["role"] = role
-    event.data = data
+    kind.validate()(item, index, event)
     return event
+
+
+# Each kind's own fields, into event.data (the kinds table names these).
+
+def check_completion(item: dict, index: int, event: NewEvent) -> None:
+    completed = item.get("completed")
+    if not isinstance(completed, bool):
+        raise EventError("must be true or false", index, "completed")
+    event.data = {"completed": completed}
+
+
+def check_grade(item: dict, index: int, event: NewEvent) -> None:
+    grade = item.get("grade")
+    if isinstance(grade, bool) or not isinstance(grade, (int, float)):
+        raise EventError("must be a number", index, "grade")
+    if not math.isfinite(grade) or not 0 <= grade <= 1_000_000:
+        raise EventError(f"must be a number from 0 to 1000000, got {grade}", index, "grade")
+    event.data = {"grade": grade}
+    feedback = _str(item, "feedback", index, 10_000, required=False)
+    if feedback is not None:
+        event.data["feedback"] = feedback
+
+
+def check_user(item: dict, index: int, event: NewEvent) -> None:
+    data: dict[str, Any] = {}
+    data["firstname"] = _str(item, "firstname", index, 100)
+    data["lastname"] = _str(item, "lastname", index, 100)
+    data["email"] = _str(item, "email", index, 100, pattern=EMAIL_RE, what="e-mail address")
+    idnumber = _str(item, "idnumber", index, 255, required=False)
+    if idnumber is not None:
+        data["idnumber"] = idnumber
+    event.data = data
+    event.password = _str(item, "password", index, 255, required=False)
+
+
+def check_enrolment(item: dict, index: int, event: NewEvent) -> None:
+    role = item.get("role", "student")
+    if not isinstance(role, str) or role not in ROLES:
+        raise EventError(f"must be one of {', '.join(ROLES)}, got {_shown(role)}", index, "role")
+    event.data = {"role": role}
 
 
 def validate_events(items: list) -> list[NewEvent]:

@@ -1,9 +1,9 @@
-"""A client for Moodle's Web Services REST protocol, as a stock Moodle 4.x speaks it.
+"""Moodle's Web Services REST protocol over HTTP, as a stock Moodle 4.x speaks it.
 
 Facts from the recordings in shared/moodle-recordings that shape this module:
 form-encoded POSTs with PHP bracket arrays; errors come back with HTTP 200 as
-``{"exception", "errorcode", "message"}``; ``tool_mobile_call_external_functions``
-answers with JSON *strings* inside JSON and stops at the first failing call.
+``{"exception", "errorcode", "message"}``. Batches, the site info and the
+retries are agent/moodle/connection.py's.
 
 The token travels only in the POST body: it never appears in a URL, and so
 never in an exception message or a log line.
@@ -22,14 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import __version__, network
+from .. import __version__
 
 if TYPE_CHECKING:
     import requests
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
-
-BATCH_FUNCTION = "tool_mobile_call_external_functions"
 
 # Error codes that mean the call itself can never succeed as sent: the event
 # becomes a conflict. Anything else from the server is treated the same way
@@ -137,13 +135,20 @@ class Site(Protocol):
     def rest_url(self) -> str: ...
 
 
-class MoodleClient:
+class Transport:
+    """Moodle's REST protocol over HTTP: one function per POST. What a run
+    does with it (site info, batches, retries) is agent/moodle/connection.py's."""
+
     def __init__(self, config: Site, session: requests.Session | None = None):
         import requests  # here, not at the top: see the module's docstring
 
         self.config = config
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"moodle-sync-agent/{__version__}"
+        # Only what _read decodes: requests adds br (and urllib3 2 zstd) when
+        # those modules are importable, and a brotli answer would read as
+        # "not valid JSON", that is offline.
+        self.session.headers["Accept-Encoding"] = "gzip, deflate"
         self.traffic = Traffic()
         self.server_date: datetime | None = None
         self.local_date_at_answer: datetime | None = None
@@ -254,42 +259,6 @@ class MoodleClient:
         if isinstance(answer, dict) and "exception" in answer:
             raise _error(answer, function)
         return answer
-
-    def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[CallResult]:
-        """Several calls in one request. Moodle stops at the first failing call:
-        the answer holds results up to and including it, and nothing after."""
-        requests_param = [
-            {"function": fn, "arguments": json.dumps(args, separators=(",", ":"))} for fn, args in calls
-        ]
-        answer = self.call(BATCH_FUNCTION, {"requests": requests_param})
-        responses = answer.get("responses") if isinstance(answer, dict) else None
-        if not isinstance(responses, list) or len(responses) > len(calls):
-            raise Unreachable("the batch answer does not have Moodle's shape", "bad_answer")
-        self.traffic.calls += len(responses) - 1
-        results = []
-        for (fn, _), item in zip(calls, responses):
-            if item.get("error"):
-                try:
-                    exc = json.loads(item.get("exception") or "{}")
-                except json.JSONDecodeError:
-                    exc = {}
-                results.append(CallResult(False, error=_error(exc, fn)))
-            else:
-                try:
-                    data = json.loads(item["data"]) if item.get("data") is not None else None
-                except (json.JSONDecodeError, TypeError):
-                    raise Unreachable("a batch entry's data is not valid JSON", "bad_answer") from None
-                results.append(CallResult(True, data=data))
-        return results
-
-    def site_info(self) -> dict:
-        """The online check (sync, check, verify and the daemon all start here)."""
-        if not network.is_loopback_url(self.config.url) and network.surely_offline():
-            raise Unreachable("no network interface is up", "no_network")
-        info = self.call("core_webservice_get_site_info")
-        if not isinstance(info, dict) or "sitename" not in info:
-            raise Unreachable("the server's site info does not look like Moodle's", "bad_answer")
-        return info
 
     def clock_offset_s(self) -> float | None:
         """Server clock minus ours, from the last answer's Date header."""
