@@ -6,7 +6,18 @@ Standard library only, so it runs anywhere Python 3.11 does.  It answers
 ``json_encode`` style, ``\\/`` escaped), exception classes, error codes and
 messages, XML by default, and the recorded test data (courses C1-C3, students
 3-7, the edge_sync service plus core_user_update_users,
-core_enrol_get_users_courses and core_user_get_course_user_profiles).
+core_enrol_get_users_courses, core_user_get_course_user_profiles,
+core_completion_get_course_completion_status, core_badges_get_user_badges,
+mod_assign_save_grades, mod_assign_get_grades and mod_assign_save_grade).
+
+Grades and completion (issues 21, 22): an assignment keeps its own grade
+table (assign.py; mod_assign_get_grades reads it), which
+mod_assign_save_grades writes together with the grade book, and the grade
+book's change completes the activity ("receive a grade");
+core_grades_update_grades writes the grade book only.  An activity
+completion change completes the course at once when its criteria are met
+(coursecompletion.py; seeded courses require all their activities with
+completion), and the course's completion badge is issued then (badges.py).
 
 Python API (for tests)::
 
@@ -17,6 +28,9 @@ Python API (for tests)::
                                                      # edit_course_settings, delete_course, add_course
         sim.state.forget(userid=3, courseid=2)       # drop completions/grades (restored backup)
         sim.state.get_completion(3, 1); sim.state.get_grade(4, 3); sim.state.dump()
+        sim.state.get_assign_grade(4, 3); sim.state.get_course_completion(3, 2)
+        sim.state.set_completion_criteria(2, None)   # "all" (the seed's), [cmids] or None: nocriteriaset
+        sim.state.set_course_badge(2, present=False) # each seeded course has a completion badge
         sim.state.add_participants(2, 30000)         # a big course, kept as one rule (no memory)
         sim.state.add_user("boxonly", "Box", "Only")  # -> {"userid", "username"}; enrol_user(userid=|username=,
                                                      #    courseid=, roleid=5, suspended=False)
@@ -77,10 +91,15 @@ next N); clock_offset_s (the server's clock: Date header and the times it writes
 frozen); fail_function {function: errorcode or
 {errorcode, message, exception}}; request_cost_ms / call_cost_ms (flat cost
 model, REALISTIC_* = 32 / 8 ms) and calibrated_costs (true: the calibrated
-one, added to the flat one); debug.
+one, added to the flat one); debug; chunked_over=N (answers over N bytes
+go chunked, without Content-Length, as Apache sent recordings 102-103; null:
+never); hostile_grade {cmid, userid, value} and hostile_user {userid, fields}
+(or lists of them): a hostile box's bad values for one learner (hostile.py;
+NaN/Infinity as bare JSON words).
 
 Control endpoints (no token):
-  GET  /__sim/state[?only=completions,grades&userid=3&courseid=2]
+  GET  /__sim/state[?only=completions,grades&userid=3&courseid=2]   (also assign_grades,
+                               course_completions, badges)
   GET  /__sim/stats            requests, connections, calls per function, errors,
                                bytes in/out, batches and batch sizes, faults fired,
                                cost_ms (simulated cost slept, by function) and total_cost_ms
@@ -109,6 +128,9 @@ Control endpoints (no token):
                                 "enabled": true}
                                {"op": "enrol_user", "username": "boxonly" (or "userid": 28),
                                 "courseid": 12, "roleid": 5, "suspended": false}
+                               {"op": "set_completion_criteria", "courseid": 12,
+                                "cmids": "all" | [101, 103] | null}
+                               {"op": "set_course_badge", "courseid": 12, "present": true}
   POST /__sim/tokens           {"username": "student1"}  -> {"token": "..."}
   POST /__sim/access           {"username": "student1" (or "userid": 23), "courseid": 12}
                                -> {"userid", "courseid", "lastcourseaccess"}
@@ -123,11 +145,11 @@ Modules, in the order they build on each other: php (PHP's printing),
 config (the site's settings), errors, params (form decoding, clean_param,
 validate_parameters), xml_output, participants (big courses as a rule),
 state (records, indexes, clock), access (the acting
-user: capabilities, entering a course), seed (the recorded test data and the
-box's layout of it), one module per Moodle component (course, user, enrol,
-completion, grades, tool_mobile; webservice holds core_webservice and the
-REST logic), changes (the Moodle class: what people do in Moodle's pages),
-faults and stats, server (HTTP), cli.
+user: capabilities, entering a course), badges, seed (the recorded test data
+and the box's layout of it), one module per Moodle component (course, user,
+enrol, coursecompletion, completion, grades, assign, tool_mobile; webservice
+holds core_webservice and the REST logic), changes (the Moodle class: what
+people do in Moodle's pages), hostile, faults and stats, server (HTTP), cli.
 """
 
 from .changes import Moodle

@@ -37,6 +37,7 @@ CAPABILITIES: dict[str, tuple[frozenset[int], str]] = {
     "moodle/grade:manage": (frozenset({MANAGER, EDITINGTEACHER}), "Manage grade items"),
     "moodle/grade:hide": (frozenset({MANAGER, EDITINGTEACHER}), "Hide/unhide grades or items"),
     "enrol/manual:enrol": (frozenset({MANAGER, EDITINGTEACHER}), "Enrol users"),
+    "mod/assign:grade": (frozenset({MANAGER, EDITINGTEACHER, TEACHER}), "Grade assignment"),
 }
 # System capabilities: only the admin (and a system manager, not simulated) holds them.
 SYSTEM_CAPABILITIES = {"moodle/user:create": "Create users", "moodle/user:update": "Update user profiles"}

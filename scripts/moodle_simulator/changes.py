@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from . import assign, badges, coursecompletion
 from .config import (ADMIN_ID, GRADED_MODULES, GUEST_ID, MODULES, ROLES, SITE_COURSE, STUDENT_ROLE, TRACKING_AUTOMATIC,
                      TRACKING_MANUAL, TRACKING_NONE)
 from .course import course_out
@@ -119,6 +120,14 @@ class Moodle(Site):
                     sec.sequence.remove(cmid)
             for key in [k for k in self.completions if k[0] == cmid]:
                 del self.completions[key]
+            if cmid in self.completion_criteria.get(cm.course, []):   # its criterion goes with it
+                self.completion_criteria[cm.course].remove(cmid)
+                for key in [k for k in self.criteria_completions if k[1] == cmid]:
+                    del self.criteria_completions[key]
+            if cm.modname == "assign":
+                for gradeid in [i for i, r in self.assign_grades.items() if r.assignment == cm.instance]:
+                    r = self.assign_grades.pop(gradeid)
+                    self.assign_grade_keys.pop((r.assignment, r.userid, r.attemptnumber), None)
             itemid = self.grade_item_keys.pop((cm.course, cm.modname, cm.instance, 0), None)
             if itemid is not None:
                 del self.grade_items[itemid]
@@ -175,6 +184,11 @@ class Moodle(Site):
                 for key in [k for k in self.grades if k[0] == itemid]:
                     del self.grades[key]
             self.course_items.pop(courseid, None)
+            self.completion_criteria.pop(courseid, None)
+            coursecompletion.forget(self, lambda cid, uid: cid == courseid)
+            badges.forget(self, lambda cid, uid: cid == courseid)
+            for badgeid in [b.id for b in self.badges.values() if b.courseid == courseid]:
+                del self.badges[badgeid]
 
     # -- people (what an administrator does in Site administration > Users) --------------------
     def add_user(self, username: str, firstname: str | None = None, lastname: str = "Test",
@@ -300,12 +314,17 @@ class Moodle(Site):
                     if match(key[0], key[1], cm.course if cm else None):
                         del self.completions[key]
                         dropped["completions"] += 1
+                # with the course completions and badges that followed them (not counted: the answer's keys stay)
+                if cmid is None:
+                    coursecompletion.forget(self, lambda cid, uid: match(None, uid, cid))
+                    badges.forget(self, lambda cid, uid: match(None, uid, cid))
             if grades:
                 for key in list(self.grades):
                     it = self.grade_items.get(key[0])
                     if it is not None and match(it.cmid, key[1], it.courseid):
                         del self.grades[key]
                         dropped["grades"] += 1
+                assign.forget(self, match)      # the assignments' own grade tables too
             for uid in users or ():
                 if uid in (ADMIN_ID, GUEST_ID) or self.delete_user(uid) is None:
                     continue
@@ -313,10 +332,42 @@ class Moodle(Site):
                     del self.completions[key]
                 for key in [k for k in self.grades if k[1] == uid]:
                     del self.grades[key]
+                assign.forget(self, lambda c, u, cid: u == uid)
+                coursecompletion.forget(self, lambda cid, u: u == uid)
+                badges.forget(self, lambda cid, u: u == uid)
                 dropped["users"] += 1
             if reuse_ids:
                 self.next_ids["user"] = max(self.user_ids()) + 1
             return dropped
+
+    # -- course completion and badges (what a teacher sets in the course's pages) ----------------------
+    def set_completion_criteria(self, courseid: int, cmids: list[int] | str | None = "all") -> dict:
+        """The course's activity criteria: "all" (its activities with completion, the seed's default), a list
+        of cmids, or None / [] for none (core_completion_get_course_completion_status: nocriteriaset)."""
+        with self.lock:
+            cid = self._course_of(courseid)
+            chosen = coursecompletion.all_activities(self, cid) if cmids == "all" else cmids
+            if chosen is not None and not isinstance(chosen, list):
+                raise ValueError(f'cmids: "all", a list of cmids or null, got {cmids!r}')
+            return {"courseid": cid, "cmids": coursecompletion.set_criteria(self, cid, chosen)}
+
+    def set_course_badge(self, courseid: int, present: bool = True) -> dict:
+        """Give the course a badge awarded on its completion (present), or take its badges away."""
+        with self.lock:
+            return badges.set_course_badge(self, self._course_of(courseid), bool(present))
+
+    def get_course_completion(self, userid: int, courseid: int) -> int | None:
+        """When the user completed the course (None: not completed)."""
+        with self.lock:
+            return self.course_completions.get((courseid, userid))
+
+    def get_assign_grade(self, userid: int, cmid: int) -> dict | None:
+        """The user's latest row in the assignment's own grade table (not the grade book)."""
+        with self.lock:
+            cm = self.cms.get(cmid)
+            rows = [r for r in self.assign_grades.values()
+                    if cm is not None and r.assignment == cm.instance and r.userid == userid]
+            return dict(max(rows, key=lambda r: r.attemptnumber)) if rows else None
 
     # -- reading back (tests, GET /__sim/state) ------------------------------------------------
     def get_completion(self, userid, cmid):
@@ -346,7 +397,8 @@ class Moodle(Site):
             uid = row["id"] if section == "users" else row.get("userid", userid)
             cid = row["id"] if section == "courses" else row.get("courseid", courseid)
             return (userid is None or uid == userid) and (courseid is None or cid == courseid)
-        for section in ("users", "enrolments", "completions", "grades", "courses"):
+        for section in ("users", "enrolments", "completions", "grades", "courses", "assign_grades",
+                        "course_completions", "badges"):
             full[section] = [row for row in full[section] if keep(section, row)]
         if only:
             full = {k: v for k, v in full.items() if k in set(only) | {"clock"}}
@@ -382,6 +434,17 @@ class Moodle(Site):
                             "rawgrade": phpnum(g.rawgrade) if g.rawgrade is not None and math.isfinite(g.rawgrade)
                             else None, "timemodified": g.timemodified}
                            for k, g in sorted(self.grades.items())],
+                "assign_grades": [{"id": r.id, "assignment": r.assignment,
+                                   "cmid": cm.id if cm else None, "courseid": cm.course if cm else None,
+                                   "userid": r.userid, "attemptnumber": r.attemptnumber, "grade": phpnum(r.grade),
+                                   "grader": r.grader, "timecreated": r.timecreated, "timemodified": r.timemodified}
+                                  for r, cm in ((r, self.assign_cm(r.assignment))
+                                                for _, r in sorted(self.assign_grades.items()))],
+                "course_completions": [{"courseid": k[0], "userid": k[1], "timecompleted": t}
+                                       for k, t in sorted(self.course_completions.items())],
+                "badges": [{"id": i.id, "badgeid": i.badgeid, "courseid": self.badges[i.badgeid].courseid,
+                            "userid": i.userid, "dateissued": i.dateissued, "uniquehash": i.uniquehash}
+                           for _, i in sorted(self.badge_issues.items()) if i.badgeid in self.badges],
             }
 
     # -- control endpoint /__sim/edit ------------------------------------------------------
@@ -411,4 +474,8 @@ class Moodle(Site):
             return self.enrol_user(**spec)
         if op in ("set_password", "define_role", "assign_role", "remove_capability", "add_service"):
             return getattr(self, op)(**spec)
+        if op == "set_completion_criteria":
+            return self.set_completion_criteria(**spec)
+        if op == "set_course_badge":
+            return self.set_course_badge(**spec)
         raise ValueError(f"unknown op {op!r}")

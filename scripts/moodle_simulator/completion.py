@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import coursecompletion
 from .access import has_capability, require_capability, required_capability, validate_course_context, \
     validate_module_context
 from .config import (ADMIN_ID, COMPLETION_COMPLETE, COMPLETION_INCOMPLETE, TRACKING_AUTOMATIC, TRACKING_MANUAL,
@@ -51,6 +52,8 @@ def update_state(site: Site, cm: Record, possible: int, userid: int, override: b
     if newstate != curstate:
         site.completions[(cm.id, userid)] = {"state": newstate, "timemodified": site.now(),
                                              "overrideby": by if override else None}
+        # internal_set_data() for a single user: the course's completion follows in the same request.
+        coursecompletion.review(site, cm.course, userid)
 
 
 def completion_details(site: Site, cm: Record, userid: int) -> dict:

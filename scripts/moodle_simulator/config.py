@@ -67,6 +67,12 @@ SERVICE_FUNCTIONS = RECORDED_SERVICE + [
     ("core_user_update_users", VERSION),
     ("core_enrol_get_users_courses", VERSION),
     ("core_user_get_course_user_profiles", VERSION),
+    # In edge_sync since recordings 94-101 (the README's "Server additions"); mod_assign_save_grade is not.
+    ("core_completion_get_course_completion_status", VERSION),
+    ("core_badges_get_user_badges", VERSION),
+    ("mod_assign_save_grades", "2024100700"),
+    ("mod_assign_get_grades", "2024100700"),
+    ("mod_assign_save_grade", "2024100700"),
 ]
 
 # Functions that exist in Moodle 4.5 but are not implemented here (so never in
@@ -83,7 +89,7 @@ core_user_get_user_preferences core_user_add_user_private_files
 core_enrol_get_course_enrolment_methods
 core_enrol_search_users core_enrol_get_enrolled_users_with_capability
 enrol_manual_unenrol_users enrol_self_enrol_user
-core_completion_get_course_completion_status core_completion_mark_course_self_completed
+core_completion_mark_course_self_completed
 core_grades_get_gradable_users core_grades_get_enrolled_users_for_selector
 core_grades_create_gradecategories core_grades_get_grade_tree
 gradereport_user_get_grades_table gradereport_user_view_grade_report
@@ -92,8 +98,7 @@ core_group_get_course_groups core_group_create_groups core_group_add_group_membe
 core_role_assign_roles core_role_unassign_roles core_cohort_get_cohorts
 core_calendar_get_calendar_events core_message_send_instant_messages
 core_notes_create_notes core_files_get_files core_files_upload
-mod_assign_get_assignments mod_assign_save_grade mod_assign_save_grades
-mod_assign_get_grades mod_assign_get_submissions mod_page_get_pages_by_courses
+mod_assign_get_assignments mod_assign_get_submissions mod_page_get_pages_by_courses
 mod_url_get_urls_by_courses mod_quiz_get_quizzes_by_courses
 tool_mobile_get_config tool_mobile_get_public_config tool_mobile_get_plugins_supporting_mobile
 core_block_get_course_blocks

@@ -129,6 +129,15 @@ def get_enrolled_users(site: Site, p: dict, userid: int) -> list[dict]:
     if cap and cap not in CAPABILITY_ROLES:
         raise MoodleException("moodle_simulator_exception", "notsimulated",
                               f"The simulator does not know which roles have the capability {cap}")
+    start, count = max(o["limitfrom"], 0), max(o["limitnumber"], 0)   # DML normalises negative limits
+    descending = o["sortdirection"] == "DESC"
+    if cid != SITE_ID and o["sortby"] == "id" and not descending:
+        # By id (the default, recordings 103-105): a page is found without walking the participants before it.
+        def keep(e: Record) -> bool:
+            return ((not o["onlyactive"] or site.is_active_enrolment(e)) and not o["groupid"]
+                    and (not cap or bool(CAPABILITY_ROLES[cap] & set(e.roles))))
+        return [ordered(user_details(site, site.user_or_fail(uid), cid, o["userfields"]), ENROLLED_USER)
+                for uid in site.enrolled_ids_page(cid, keep, start, count)]
     if cid == SITE_ID:      # on the front page everyone is enrolled
         rows: Iterable = ((uid, None) for uid in site.user_ids())
     else:
@@ -139,8 +148,6 @@ def get_enrolled_users(site: Site, p: dict, userid: int) -> list[dict]:
         rows = (r for r in rows if r[1] is not None and CAPABILITY_ROLES[cap] & set(r[1].roles))
     if o["groupid"]:
         rows = iter(())     # no groups are simulated: nobody is in group N
-    start, count = max(o["limitfrom"], 0), max(o["limitnumber"], 0)   # DML normalises negative limits
-    descending = o["sortdirection"] == "DESC"
     if o["sortby"] == "id" and not descending:
         chosen = list(islice(rows, start, start + count if count else None))   # already by id: stream
     else:
@@ -164,10 +171,11 @@ def get_users_courses(site: Site, p: dict, userid: int) -> list[dict]:
             "id": c.id, "shortname": c.shortname, "fullname": c.fullname, "displayname": c.fullname,
             "idnumber": c.idnumber, "visible": c.visible, "summary": c.summary, "summaryformat": 1,
             "format": c.format, "courseimage": course_image(site, c), "showgrades": True, "lang": "",
-            "enablecompletion": bool(c.enablecompletion), "completionhascriteria": False,
+            "enablecompletion": bool(c.enablecompletion),
+            "completionhascriteria": bool(c.enablecompletion and site.completion_criteria.get(c.id)),
             "completionusertracked": tracked, "category": c.categoryid,
             "progress": _progress(site, c, uid) if tracked else None,
-            "completed": False if c.enablecompletion else None,
+            "completed": (c.id, uid) in site.course_completions if c.enablecompletion else None,
             "startdate": c.startdate, "enddate": c.enddate, "marker": 0, "lastaccess": None,
             "isfavourite": False, "hidden": False, "overviewfiles": [], "showactivitydates": False,
             "showcompletionconditions": None if c.showcompletionconditions is None

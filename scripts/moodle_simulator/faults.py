@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import hostile
 from .config import BATCH_FUNCTION
 
 #: The flat model's figures: one completion override alone about 40 ms, each
@@ -34,14 +35,28 @@ class FunctionCost:
     call_ms: float = 0.0
     record_ms: float = 0.0
     field_ms: float = 0.0           # each top-level field of each record
-    records_key: str | None = None  # where the answer lists its records: None, the answer itself
+    records_key: str | None = None  # where the answer lists its records: None, the answer itself; "a.b": the
+                                    # lists b inside each record of the list a
+    input_ms: float = 0.0           # each entry of the list parameter input_key (a write's cost is in what
+    input_key: str | None = None    # it is asked to write: its answer is null)
 
-    def of(self, answer: Any) -> float:
-        records = answer.get(self.records_key) if self.records_key and isinstance(answer, dict) else answer
+    def _records(self, answer: Any) -> Any:
+        if not self.records_key:
+            return answer
+        outer, _, inner = self.records_key.partition(".")
+        records = answer.get(outer) if isinstance(answer, dict) else None
+        if inner and isinstance(records, list):
+            return [r for group in records if isinstance(group, dict) for r in group.get(inner) or []]
+        return records
+
+    def of(self, answer: Any, params: Any = None) -> float:
+        writes = params.get(self.input_key) if self.input_key and isinstance(params, dict) else None
+        cost = self.call_ms + (self.input_ms * len(writes) if isinstance(writes, list) else 0.0)
+        records = self._records(answer)
         if not isinstance(records, list):
-            return self.call_ms       # a failed call, or an answer without records
+            return cost               # a failed call, or an answer without records
         fields = sum(len(r) for r in records if isinstance(r, dict)) if self.field_ms else 0
-        return self.call_ms + self.record_ms * len(records) + self.field_ms * fields
+        return cost + self.record_ms * len(records) + self.field_ms * fields
 
 
 @dataclass(frozen=True)
@@ -50,8 +65,8 @@ class CostModel:
     default: FunctionCost
     functions: dict[str, FunctionCost] = field(default_factory=dict)
 
-    def of(self, fname: str, answer: Any) -> float:
-        return self.functions.get(fname, self.default).of(answer)
+    def of(self, fname: str, answer: Any, params: Any = None) -> float:
+        return self.functions.get(fname, self.default).of(answer, params)
 
 
 # Calibrated on a stock Moodle 4.5.6 (PHP 8.2, Apache, PostgreSQL 15, loopback, 2 cores); figures in ms.
@@ -74,6 +89,14 @@ class CostModel:
 #   Check: 38 + 156 x (0.01 + 15 x 0.27) = 671.4; 38 + 156 x (0.01 + 2 x 0.27) = 123.8.
 # core_user_get_course_user_profiles builds the same course profiles: the same P and F.
 # Other functions (no figure): an override's 7.2; core_enrol_get_users_courses adds 1.5 per course.
+# The functions of issues 21 and 22 (no figure either), by the nearest measured one:
+#   mod_assign_save_grades: each grade is a write like an override (a grade row, the grade book, the
+#   activity's and the course's completion), 7.2 per grade and nothing for the call itself, so one grade
+#   costs what one override costs; mod_assign_save_grade: one grade, 7.2.
+#   mod_assign_get_grades: 7.2 for the call, plus 0.27 per field of each grade row returned, as a
+#   profile's field (7 fields: 1.9 a row; an upper bound, the rows are plain, no profile to build).
+#   core_completion_get_course_completion_status: the default 7.2 (one course, one user, a few criteria).
+#   core_badges_get_user_badges: 7.2, plus 1.5 per badge returned (like a course returned).
 CALIBRATED = CostModel(
     request_ms=38.0,
     default=FunctionCost(call_ms=7.2),
@@ -85,6 +108,11 @@ CALIBRATED = CostModel(
         "core_user_get_course_user_profiles": FunctionCost(record_ms=0.01, field_ms=0.27),
         "core_enrol_get_users_courses": FunctionCost(call_ms=7.2, record_ms=1.5),
         "core_completion_override_activity_completion_status": FunctionCost(call_ms=7.2),
+        "mod_assign_save_grades": FunctionCost(input_ms=7.2, input_key="grades"),
+        "mod_assign_save_grade": FunctionCost(call_ms=7.2),
+        "mod_assign_get_grades": FunctionCost(call_ms=7.2, field_ms=0.27, records_key="assignments.grades"),
+        "core_completion_get_course_completion_status": FunctionCost(call_ms=7.2),
+        "core_badges_get_user_badges": FunctionCost(call_ms=7.2, record_ms=1.5, records_key="badges"),
         BATCH_FUNCTION: FunctionCost(),     # within the fit of R and c
     },
 )
@@ -117,6 +145,11 @@ class Faults:
         "call_cost_ms": 0,
         "calibrated_costs": False,
         "debug": False,
+        # Answers over this many bytes go chunked, without Content-Length, as the recorded Apache sent
+        # 22,722 and 160,668 bytes (recordings 102, 103; 5,219 still came with a length): None = never.
+        "chunked_over": None,
+        "hostile_grade": None,      # hostile.py: one learner's grade for one activity becomes a bad value
+        "hostile_user": None,       # hostile.py: one learner's entry in the participant lists gets bad fields
     }
 
     def __init__(self, **defaults):
@@ -140,6 +173,7 @@ class Faults:
                     raise ValueError(f"unknown fault switch {k!r}")
                 if v is None:
                     v = copy.deepcopy(self.FIELDS[k])
+                hostile.check(k, v)
                 object.__setattr__(self, k, v)
         return self.snapshot()
 
@@ -168,7 +202,7 @@ class Faults:
                  "status": None, "retry_after": None, "status_after_processing": False,
                  "captive_portal": bool(self.captive_portal),
                  "redirect": self.redirect, "mid_response": False, "truncated": False,
-                 "clock_offset_s": self.clock_offset_s or 0}
+                 "clock_offset_s": self.clock_offset_s or 0, "chunked_over": self.chunked_over}
             n = self.reset_after_requests
             if n is not None and not isinstance(n, bool):
                 if n <= 0:
@@ -194,8 +228,8 @@ class Faults:
                     f["truncated"] = self._take_count("truncated_json")
             return f
 
-    def request_costs(self, calls: list[tuple[str, Any]]) -> dict[str, float]:
-        """What a request that made these (function, answer) calls costs, in ms, by function
+    def request_costs(self, calls: list) -> dict[str, float]:
+        """What a request that made these [function, answer, parameters] calls costs, in ms, by function
         (REQUEST for the request itself); empty when no cost model is on."""
         costs: dict[str, float] = {}
 
@@ -203,11 +237,11 @@ class Faults:
             if ms:
                 costs[name] = costs.get(name, 0.0) + ms
         add(REQUEST, self.request_cost_ms or 0)
-        for fname, _ in calls:
+        for fname, *_ in calls:
             if fname != BATCH_FUNCTION:
                 add(fname, self.call_cost_ms or 0)
         if self.calibrated_costs:
             add(REQUEST, CALIBRATED.request_ms)
-            for fname, answer in calls:
-                add(fname, CALIBRATED.of(fname, answer))
+            for fname, answer, *params in calls:
+                add(fname, CALIBRATED.of(fname, answer, params[0] if params else None))
         return costs

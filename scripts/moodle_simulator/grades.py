@@ -36,20 +36,28 @@ def update_grades(site: Site, p: dict, userid: int) -> int:
     for k in ("grademax", "grademin"):
         if details.get(k) is not None:
             item[k] = float(details[k])
-    now = site.now()
     for g in p["grades"]:
-        raw = g["grade"]
-        final = None if raw is None else min(max(raw, item.grademin), item.grademax)
         # Moodle 4.5 ignores str_feedback here (the grade structure only has userid and rawgrade).
-        prev = site.grades.get((itemid, g["studentid"]))
-        site.grades[(itemid, g["studentid"])] = Record(
-            rawgrade=raw, finalgrade=final, timemodified=now,
-            feedback=prev.feedback if prev else None, feedbackformat=2)
-        if cm.course == courseid and p["itemnumber"] == 0 and cm.completionusegrade \
-                and cm.completion == TRACKING_AUTOMATIC:
-            possible = COMPLETION_COMPLETE if final is not None else COMPLETION_INCOMPLETE
-            update_state(site, cm, possible, g["studentid"])
+        # Only the grade book is written: an assignment's own grade table (assign.py) is not (issue 22).
+        write_grade(site, item, cm if cm.course == courseid else None, g["studentid"], g["grade"])
     return 0
+
+
+_KEEP = object()
+
+
+def write_grade(site: Site, item: Record, cm: Record | None, userid: int, raw: float | None,
+                feedback: object = _KEEP) -> None:
+    """grade_update() for one user: the grade book's grade, then the activity's "receive a grade"
+    completion (grade_grade::notify_changed -> completion_info::inform_grade_changed)."""
+    final = None if raw is None else min(max(raw, item.grademin), item.grademax)
+    prev = site.grades.get((item.id, userid))
+    site.grades[(item.id, userid)] = Record(
+        rawgrade=raw, finalgrade=final, timemodified=site.now(),
+        feedback=(prev.feedback if prev else None) if feedback is _KEEP else feedback, feedbackformat=2)
+    if cm is not None and item.itemnumber == 0 and cm.completionusegrade and cm.completion == TRACKING_AUTOMATIC:
+        possible = COMPLETION_COMPLETE if final is not None else COMPLETION_INCOMPLETE
+        update_state(site, cm, possible, userid)
 
 
 def _check_grade_editing(site: Site, course: Record, grades: bool, details: dict, userid: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import badges
 from .config import BOX_SITE, GRADED_MODULES, SERVER_SITE, STUDENT_ROLE, TRACKING_AUTOMATIC, TRACKING_MANUAL, \
     SiteName
 from .state import Record, Site
@@ -98,6 +99,12 @@ def seed_test_data(site: Site, layout: Layout = SERVER) -> None:
         cm = site.cms[cmid + layout.cm]
         site.add_grade_item(itemid + 1, course(cid), "assign", cm.instance, 0, catid + layout.gradecategory,
                             cm.name, cm.id)
+    # Course completion: every seeded course requires all its activities with completion (recordings 98, 99
+    # show C3's), and has a completion badge (101 shows C3's); set_completion_criteria and set_course_badge
+    # change that per course (100: a course without criteria).
+    for cid in _SECTIONS:
+        site.completion_criteria[course(cid)] = [cm.id for cm in site.course_cms(course(cid)) if cm.completion]
+        badges.add_course_badge(site, course(cid), timecreated=T_COURSES)
     offsets = {"user": layout.user, "course": layout.course, "cm": layout.cm, "section": layout.section,
                "context": layout.context, "gradeitem": layout.gradeitem, "gradecategory": layout.gradecategory}
     site.next_ids.update({kind: first + offsets[kind] for kind, first in _NEXT.items()})

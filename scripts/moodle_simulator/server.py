@@ -155,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n > 0 else b""
 
-    def _send(self, status, ctype, body: bytes, extra=(), partial=None):
+    def _send(self, status, ctype, body: bytes, extra=(), partial=None, chunked=False):
         self.send_response(status)
         self._served = getattr(self, "_served", 0) + 1
         limit = self.server.sim.max_keepalive_requests
@@ -166,7 +166,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         if ctype:
             self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
+        if chunked:     # as Apache sends a PHP answer larger than its buffer: no Content-Length
+            self.send_header("Transfer-Encoding", "chunked")
+            body = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 8192]), body[i:i + 8192])
+                            for i in range(0, len(body), 8192)) + b"0\r\n\r\n"
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         out = body if partial is None else body[:partial]
         if self.command != "HEAD":
@@ -238,14 +243,15 @@ class _Handler(BaseHTTPRequestHandler):
                    ("Accept-Ranges", "none"), ("Access-Control-Allow-Origin", "*")]
         if ctype.startswith("application/xml"):
             headers.insert(0, ("Content-Disposition", 'inline; filename="response.xml"'))
+        chunked = f["chunked_over"] is not None and len(payload) > f["chunked_over"]
         if f["mid_response"]:
             stats.count("faults_fired", "reset_mid_response")
-            self._send(200, ctype, payload, headers, partial=len(payload) // 2)
+            self._send(200, ctype, payload, headers, partial=len(payload) // 2, chunked=chunked)
             return self._reset_connection()
         if f["truncated"]:
             stats.count("faults_fired", "truncated_json")
             payload = payload[:max(1, len(payload) // 2)]
-        self._send(200, ctype, payload, headers)
+        self._send(200, ctype, payload, headers, chunked=chunked)
 
     # -- /__sim/ control endpoints --------------------------------------------------------
     def _control(self, method, path, body, url_query=""):

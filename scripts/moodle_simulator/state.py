@@ -88,9 +88,21 @@ class Site:
             self.tokens: dict[str, tuple[int, str]] = {}          # login/token.php's tokens -> (userid, service)
             self.roles: dict[str, Record] = {}                    # rights.py: preset roles by short name
             self.role_assignments: set[tuple[int, str, str, int]] = set()   # (userid, role, level, instance)
+            # mod_assign's own grade table (assign_grades), apart from the grade book: id -> row
+            # {id, assignment (instance id), userid, attemptnumber, timecreated, timemodified, grader, grade}
+            self.assign_grades: dict[int, Record] = {}
+            self.assign_grade_keys: dict[tuple[int, int, int], int] = {}   # (assignment, userid, attempt) -> id
+            # Course completion: the activity criteria of a course (cmids, all required), the criteria each
+            # learner has met (course_completion_crit_compl) and the completed courses (course_completions).
+            self.completion_criteria: dict[int, list[int]] = {}           # courseid -> cmids
+            self.criteria_completions: dict[tuple[int, int, int], int] = {}   # (courseid, cmid, userid) -> time
+            self.course_completions: dict[tuple[int, int], int] = {}      # (courseid, userid) -> timecompleted
+            self.badges: dict[int, Record] = {}                            # course badges, by id
+            self.badge_issues: dict[int, Record] = {}                      # badge_issued rows, by id
             self.next_ids: dict[str, Any] = {
                 "user": 3, "course": 2, "cm": 1, "section": 1, "context": 3, "gradeitem": 1,
-                "gradecategory": 1, "instance": {"page": 1, "url": 1, "assign": 1}}
+                "gradecategory": 1, "instance": {"page": 1, "url": 1, "assign": 1},
+                "assigngrade": 1, "badge": 1, "badgeissued": 1}
             self.courses[SITE_COURSE["id"]] = Record(SITE_COURSE, fullname=self.name.fullname,
                                                      shortname=self.name.shortname, summary=self.name.summary,
                                                      enrol_manual=False)
@@ -221,6 +233,10 @@ class Site:
         return self._record_or_fail(self.cms, cmid, "course_modules",
                                     "SELECT id,course FROM {course_modules} WHERE id = ?")
 
+    def assign_cm(self, instance: int) -> Record | None:
+        """The course module of an assign instance (mod_assign_* take instance ids, not cmids)."""
+        return next((cm for cm in self.cms.values() if cm.modname == "assign" and cm.instance == instance), None)
+
     def course_cms(self, courseid: int) -> Iterator[Record]:
         for sec in self.sections.get(courseid, []):
             for cmid in sec.sequence:
@@ -318,6 +334,33 @@ class Site:
             return iter(stored)
         from_blocks = ((uid, self._block_enrolment(b, uid)) for b in blocks for uid in b.ids())
         return heapq.merge(stored, from_blocks, key=lambda row: row[0])
+
+    def enrolled_ids_page(self, courseid: int, keep: Callable[[Record], bool], start: int = 0,
+                          count: int = 0) -> list[int]:
+        """Ids of the course's users whose enrolment ``keep`` accepts, by id, from the ``start``-th on
+        (``count`` of them, 0: all).  A block's participants are counted as runs of ids, not one by one,
+        so a page at the end of a course of 200,000 costs what the first page costs."""
+        runs = [(uid, uid + 1) for uid, e in self.enrolments.get(courseid, {}).items() if keep(e)]
+        for b in self.blocks:
+            if b.courseid != courseid or not keep(self._block_enrolment(b, b.first_id)):
+                continue
+            lo, end = b.first_id, b.first_id + b.count
+            for cut in [*sorted(b.moved), end]:      # moved ids are ordinary records now (or gone)
+                if cut > lo:
+                    runs.append((lo, cut))
+                lo = max(lo, cut + 1)
+        runs.sort()
+        out: list[int] = []
+        for lo, hi in runs:
+            if start >= hi - lo:
+                start -= hi - lo
+                continue
+            lo, start = lo + start, 0
+            take = hi - lo if not count else min(hi - lo, count - len(out))
+            out.extend(range(lo, lo + take))
+            if count and len(out) >= count:
+                break
+        return out
 
     def enrolled_count(self, courseid: int) -> int:
         return len(self.enrolments.get(courseid, {})) + sum(b.size() for b in self.blocks if b.courseid == courseid)

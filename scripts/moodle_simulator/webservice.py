@@ -13,7 +13,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from . import completion, course, enrol, grades, user
+from . import assign, badges, hostile, completion, course, coursecompletion, enrol, grades, user
 from .access import has_capability, is_admin, not_simulated
 from .accounts import SYNC_SERVICE
 from .config import (ADMIN_ID, ADVANCED_FEATURES, BATCH_FUNCTION, OTHER_MOODLE_FUNCTIONS, PRIVATE_ACCESS_KEY,
@@ -79,6 +79,7 @@ FUNCTIONS = {
         get_site_info, {"serviceshortnames": Multiple(Value("alphanumext"), DEFAULT, [])},
         xml_form=_site_info_xml, any_user=True),
     **course.FUNCTIONS, **user.FUNCTIONS, **enrol.FUNCTIONS, **completion.FUNCTIONS, **grades.FUNCTIONS,
+    **coursecompletion.FUNCTIONS, **badges.FUNCTIONS, **assign.FUNCTIONS,
 }
 JSON, XML = "application/json", "application/xml; charset=utf-8"
 # Functions whose answers follow the caller's capabilities for a user with preset roles (rights.py) too,
@@ -153,9 +154,9 @@ class WebService:
     def call(self, fname: str, params: Any, userid: int, calls: list, service: dict | None = None) -> Any:
         """external_api::call_external_function for one function; returns its result.
 
-        ``calls`` gets [function, answer] for each call, the batch's entries
+        ``calls`` gets [function, answer, parameters] for each call, the batch's entries
         included (answer None if it failed): what the cost model charges."""
-        call = [fname, None]
+        call: list = [fname, None, None]       # function, answer, parameters (the cost model's)
         calls.append(call)
         self.stats.count("calls", fname)
         fail = self.faults.fail_function
@@ -180,6 +181,11 @@ class WebService:
                     answer = function.execute(self.state, clean, userid)
                 finally:
                     self.state.acting_service = None
+                grade_switch, user_switch = self.faults.hostile_grade, self.faults.hostile_user
+                if (grade_switch or user_switch) and hostile.corrupt(self.state, fname, answer, grade_switch,
+                                                                     user_switch):
+                    self.stats.count("faults_fired", "hostile")
+            call[2] = clean         # a call that succeeded: what it was asked to write is charged
         call[1] = answer
         return answer
 
