@@ -37,13 +37,14 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .. import courses as courses_mod
 from ..store import settings
-from .diff import COMPLETION, GRADE, Change, Learner, completion_changes, event_key, grade_changes, \
-    grade_idnumbers, learner, needs_recheck, to_read
+from . import check
+from .diff import COMPLETION, GRADE, Learner, completion_changes, grade_changes, grade_idnumbers, to_read
+from .page import CHUNK, Page, change_event, holders, known_learners, mark_conflicts, new_keys, newcomer_events, \
+    save_page
 from ..config import BoxConfig, Config
-from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, SyncRun, database, first_column, \
-    iso, utcnow
+from ..store.db import BoxActivity, BoxCourse, Collected, Course, SyncRun, database, iso, utcnow
 from ..store.history import COLLECT, COLLECT_KINDS
-from ..kinds import KINDS, box_functions, data_of, found_counters
+from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, box_functions, found_counters
 from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..store.queue import NewEvent, StorageFull, enqueue
 from ..runs import Interrupted, Record, nested_run, recorded_run
@@ -57,6 +58,9 @@ READ_FUNCTIONS = BOX_FUNCTIONS[1:]
 # Only what a collection uses of each participant: the answer is a third of the size.
 PARTICIPANT_FIELDS = {"name": "userfields",
                       "value": "username,firstname,lastname,email,idnumber,roles,lastcourseaccess"}
+# What an incremental collection asks of the learners it knows: whose access
+# moved (recording 103: a seventh of the full profiles' bytes).
+SLIM_FIELDS = {"name": "userfields", "value": "username,lastcourseaccess"}
 # The counts a sync's row keeps of the collection before it: each kind's (agent/kinds.py).
 FOUND_KINDS = found_counters()
 EVENT_KIND = {k.name: k.found for k in KINDS.values()}
@@ -95,6 +99,7 @@ class Collector:
     stop: threading.Event
     functions: frozenset[str] = frozenset()
     unreachable: str | None = None
+    named: set[str] = field(default_factory=set)  # the bad records named in the row (once each)
 
     @property
     def batch_size(self) -> int:
@@ -140,9 +145,8 @@ class Collector:
             return SyncRun.FAILED
         pairs = self.box_courses()
         self.rec.save(phase="collecting", courses_total=len(pairs), courses_done=0)
-        per_group = max(1, self.batch_size // 2)  # two reads per course in a request
-        for start in range(0, len(pairs), per_group):
-            self.collect_group(pairs[start:start + per_group])
+        for course, box in pairs:
+            self.collect_course(course, box)
         return self.rec.final_status()
 
     def box_courses(self) -> list[tuple[Course, BoxCourse]]:
@@ -168,43 +172,125 @@ class Collector:
             pairs.append((course, mine))
         return pairs
 
-    def collect_group(self, pairs: list[tuple[Course, BoxCourse]]) -> None:
-        """A few courses: their participants and grades in one request, then
-        the completion states to read, then one commit per course."""
-        reads = self.read([call for _, box in pairs for call in (
-            ("core_enrol_get_enrolled_users", {"courseid": box.id, "options": [PARTICIPANT_FIELDS]}),
-            ("gradereport_user_get_grade_items", {"courseid": box.id, "userid": 0}))])
-        plans = []
-        for i, (course, box) in enumerate(pairs):
-            enrolled, grades = reads[2 * i], reads[2 * i + 1]
-            failed = next((r for r in (enrolled, grades) if not r.ok), None)
-            if failed is not None:
-                assert failed.error is not None
-                self.course_error(course, f"the box's Moodle refused {failed.error.function}: "
-                                          f"{failed.error.message} ({failed.error.errorcode})")
-                continue
-            learners = [learner(u) for u in enrolled.data or [] if isinstance(u, dict) and u.get("username")]
-            access, recheck = {}, set()
-            for p in Participant.select(Participant.userid, Participant.lastcourseaccess, Participant.recheck) \
-                    .where(Participant.box_course == box.id):
-                access[p.userid] = p.lastcourseaccess
-                if p.recheck:
-                    recheck.add(p.userid)
-            plans.append(CoursePlan(course, box, learners, access, grades.data or {},
-                                    to_read(learners, access, self.full, recheck), self.box_now()))
-        reads = self.read([("core_completion_get_activities_completion_status",
-                            {"courseid": p.box.id, "userid": u.userid}) for p in plans for u in p.reading])
-        results = iter(reads)
-        for plan in plans:
-            for u in plan.reading:
-                result = next(results)
-                if result.ok:
-                    plan.statuses[u.userid] = (result.data or {}).get("statuses") or []
-                else:
-                    assert result.error is not None
-                    self.course_error(plan.course, f"the completion states of {u.username} could not be read: "
-                                                   f"{result.error.message} ({result.error.errorcode})")
-            self.store(plan)
+    # -- one course, page by page ------------------------------------------------
+
+    @property
+    def page_size(self) -> int:
+        """Participants per page: twenty requests of their reads (1000 with
+        the default batch_size), so that memory stays bounded whatever the course."""
+        return max(1, self.config.agent.batch_size) * 20
+
+    def collect_course(self, course: Course, box: BoxCourse) -> None:
+        """A course's participants page by page (by id, as Moodle sorts them
+        by default), each page read, diffed and committed before the next."""
+        size, start, after = self.page_size, 0, 0
+        found: Counter = Counter()
+        while True:
+            if self.stop.is_set():
+                raise Interrupted()
+            entries = self.participants(course, box, start, size, PARTICIPANT_FIELDS if self.full else SLIM_FIELDS)
+            if entries is None:
+                return
+            last = len(entries) < size
+            page = self.read_page(course, box, entries, start, after, last, single=last and start == 0)
+            if page is None:
+                return
+            self.store(page, found, last)
+            if last:
+                return
+            after = page.upto if page.upto is not None else after
+            start += size
+
+    def participants(self, course: Course, box: BoxCourse, start: int, size: int,
+                     fields: dict[str, str]) -> list | None:
+        options = [fields, {"name": "limitfrom", "value": str(start)}, {"name": "limitnumber", "value": str(size)}]
+        [result] = self.read([(PARTICIPANTS, {"courseid": box.id, "options": options})])
+        if not result.ok:
+            assert result.error is not None
+            self.course_error(course, f"the box's Moodle refused {result.error.function}: "
+                                      f"{result.error.message} ({result.error.errorcode})")
+            return None
+        if not isinstance(result.data, list):
+            self.course_error(course, f"the box's Moodle answered {PARTICIPANTS} with no list of participants")
+            return None
+        return result.data
+
+    def read_page(self, course: Course, box: BoxCourse, entries: list, start: int, after: int, last: bool,
+                  single: bool) -> Page | None:
+        """A page of participants checked (agent/box/check.py), then the
+        completion states and grades of those to read. An incremental
+        collection asks only ids, usernames and access times; a page with a
+        newcomer is asked again with the profiles."""
+        learners, problems, skipped = check.participants(entries)
+        known = known_learners(box.id, sorted({u.userid for u in learners} | skipped))
+        if not self.full and any(u.userid not in known for u in learners):
+            again = self.participants(course, box, start, self.page_size, PARTICIPANT_FIELDS)
+            if again is None:
+                return None
+            learners, problems, skipped = check.participants(again)
+            known = known_learners(box.id, sorted({u.userid for u in learners} | skipped))
+        elif not self.full:
+            # Known learners keep the profile and roles collected (a full collection reads them again).
+            learners = [Learner(u.userid, u.username, known[u.userid].profile, tuple(known[u.userid].roles),
+                                u.lastcourseaccess) for u in learners]
+        learners, clashes = check.unique_usernames(learners, holders(box.id, sorted({u.username for u in learners})))
+        for problem in problems + clashes:
+            self.name_once(course, problem)
+        ids = [u.userid for u in learners] + sorted(skipped)
+        access = {uid: p.lastcourseaccess for uid, p in known.items()}
+        recheck = {uid for uid, p in known.items() if p.recheck}
+        reading = to_read(learners, access, self.full, recheck)
+        page = Page(course, box, learners, access, reading, self.box_now(), after,
+                    None if last else max(ids, default=after), set(ids))
+        self.read_progress(page, single)
+        return page
+
+    def read_progress(self, page: Page, single: bool) -> None:
+        """The completion states and grades of the page's learners to read:
+        a course of one page in a full collection has its grades in one call
+        (userid=0); otherwise each learner's with their completion states."""
+        box_id = page.box.id
+        calls: list[tuple[str, dict[str, Any]]] = []
+        whole = self.full and single
+        if whole:
+            calls.append((GRADE_ITEMS, {"courseid": box_id, "userid": 0}))
+        for u in page.reading:
+            calls.append((COMPLETION_STATES, {"courseid": box_id, "userid": u.userid}))
+            if not whole:
+                calls.append((GRADE_ITEMS, {"courseid": box_id, "userid": u.userid}))
+        results = iter(self.read(calls))
+        if whole:
+            self.take_grades(page, next(results), None)
+        for u in page.reading:
+            result = next(results)
+            if result.ok:
+                statuses = (result.data or {}).get("statuses") if isinstance(result.data, dict) else None
+                page.statuses[u.userid] = [s for s in statuses or [] if isinstance(s, dict)]
+            else:
+                assert result.error is not None
+                self.course_error(page.course, f"the completion states of {u.username} could not be read: "
+                                               f"{result.error.message} ({result.error.errorcode})")
+            if not whole:
+                self.take_grades(page, next(results), u)
+
+    def take_grades(self, page: Page, result: CallResult, u: Learner | None) -> None:
+        if result.ok:
+            reports = (result.data or {}).get("usergrades") if isinstance(result.data, dict) else None
+            page.usergrades += [r for r in reports or [] if isinstance(r, dict)]
+            return
+        assert result.error is not None
+        whose = f"of {u.username} " if u is not None else ""
+        self.course_error(page.course, f"the grades {whose}could not be read: {result.error.message} "
+                                       f"({result.error.errorcode})")
+        if u is not None:
+            page.statuses.pop(u.userid, None)  # read again next time, grades with it
+
+    def name_once(self, course: Course, problem: str) -> None:
+        """A bad record, named once in the collection's row."""
+        line = f"course {course.shortname}: {problem}"
+        if line not in self.named:
+            self.named.add(line)
+            self.rec.errors.append(line)
 
     def box_now(self) -> float | None:
         """The box's Moodle's clock, from its last answer's Date header."""
@@ -216,21 +302,31 @@ class Collector:
         self.rec.courses.setdefault(course.id, {"id": course.id, "shortname": course.shortname,
                                                 "outcome": "not collected"})
 
-    def store(self, plan: CoursePlan) -> None:
-        """One course's events, its new collected state and the run's counts: one commit."""
+    def store(self, page: Page, found: Counter, last: bool) -> None:
+        """One page's events, its new collected state and the run's counts: one commit."""
         if self.stop.is_set():
             raise Interrupted()
         box_name = self.config.agent.box_name
         previous: dict[str, dict[tuple[str, int], float | None]] = {COMPLETION: {}, GRADE: {}}
-        for row in Collected.select().where(Collected.box_course == plan.box.id):
-            previous[row.kind][(row.username, row.box_cmid)] = row.value
-        by_id = {u.userid: u.username for u in plan.learners}
-        changes = grade_changes(plan.grades.get("usergrades") or [], by_id, previous[GRADE])
-        for u in plan.reading:
-            changes += completion_changes(u.username, plan.statuses.get(u.userid, []), previous[COMPLETION])
-        activities = {a.cmid: a for a in BoxActivity.select().where(BoxActivity.box_course == plan.box.id)}
-        events = [*newcomer_events(box_name, plan), *(change_event(box_name, plan, c, activities) for c in changes)]
-        idnumbers = grade_idnumbers(plan.grades.get("usergrades") or [])
+        names = sorted({u.username for u in page.learners})
+        for start in range(0, len(names), CHUNK):
+            for row in Collected.select().where(Collected.box_course == page.box.id,
+                                                Collected.username.in_(names[start:start + CHUNK])):
+                previous[row.kind][(row.username, row.box_cmid)] = row.value
+        by_id = {u.userid: u.username for u in page.learners}
+        # A learner whose completion states could not be read: their grades wait with them.
+        graded = {uid: name for uid, name in by_id.items()
+                  if uid in page.statuses or not any(u.userid == uid for u in page.reading)}
+        changes, refused = grade_changes(page.usergrades, graded, previous[GRADE])
+        for problem in refused:
+            self.name_once(page.course, problem)
+        for u in page.reading:
+            if u.userid in page.statuses:
+                changes += completion_changes(u.username, page.statuses[u.userid], previous[COMPLETION])
+        activities = {a.cmid: a for a in BoxActivity.select().where(BoxActivity.box_course == page.box.id)}
+        changed = [(c, change_event(box_name, page, c, activities)) for c in changes]
+        events = [*newcomer_events(box_name, page), *(e for _, e in changed)]
+        idnumbers = grade_idnumbers(page.usergrades)
         db = database.obj
         with db.atomic("IMMEDIATE"):  # read, then write
             counted = self.rec.snapshot()
@@ -238,97 +334,26 @@ class Collector:
                 fresh = new_keys([e.key for e in events])
                 if events:
                     enqueue(events, config=self.config)
-                save_state(plan, changes, idnumbers, activities)
-                found = Counter(EVENT_KIND[e.type] for e in events if e.key in fresh)
-                self.rec.actions.update(found)
-                self.rec.actions["learners_read"] += len(plan.reading)
-                self.rec.courses[plan.course.id] = {"id": plan.course.id, "shortname": plan.course.shortname,
+                conflicts = {e.key: c.problem for c, e in changed if c.problem and e.key in fresh}
+                self.rec.row.conflicts += mark_conflicts(conflicts, self.rec.row.id)
+                save_page(page, changes, idnumbers, activities)
+                counts = Counter(EVENT_KIND[e.type] for e in events if e.key in fresh and e.key not in conflicts)
+                self.rec.actions.update(counts)
+                found.update(counts)
+                self.rec.actions["learners_read"] += len(page.reading)
+                self.rec.courses[page.course.id] = {"id": page.course.id, "shortname": page.course.shortname,
                                                     "outcome": found_words(found)}
-                self.rec.row.courses_done += 1
+                if last:
+                    self.rec.row.courses_done += 1
                 self.rec.save()
             except BaseException:
                 self.rec.restore(counted)  # not committed: the history must not count it either
                 raise
 
 
-@dataclass
-class CoursePlan:
-    """What one course's reads gave, until it is stored."""
-
-    course: Course
-    box: BoxCourse
-    learners: list[Learner]
-    access: dict[int, int]  # box user id -> lastcourseaccess at the last collection
-    grades: dict[str, Any]
-    reading: list[Learner]  # whose completion states are read this time
-    box_now: float | None  # the box's clock when the participants were read
-    statuses: dict[int, list[dict]] = field(default_factory=dict)  # box user id -> completion states read
-
-
 def found_words(found: Counter) -> str:
     words = [f"{found[kind]} {kind}" for kind in FOUND_KINDS if found[kind]]
     return ("queued " + ", ".join(words)) if words else "nothing new"
-
-
-def newcomer_events(box_name: str, plan: CoursePlan) -> Iterator[NewEvent]:
-    """A learner new to the course: the account (made on the server only if
-    it is missing there, with Moodle's createpassword: a password cannot be
-    read through web services) and the enrolment."""
-    for u in plan.learners:
-        if u.role is None or u.userid in plan.access:
-            continue
-        if all(u.profile.get(k) for k in ("firstname", "lastname", "email")):
-            yield NewEvent(key=event_key(box_name, "", u.username, "", "user"), type="user", username=u.username,
-                           data={**u.profile, "only_if_missing": True})
-        yield NewEvent(key=event_key(box_name, plan.course.shortname, u.username, "", "enrolment", u.role),
-                       type="enrolment", username=u.username, course_id=plan.course.id, data={"role": u.role})
-
-
-def change_event(box_name: str, plan: CoursePlan, change: Change, activities: dict[int, BoxActivity]) -> NewEvent:
-    """A completion or a grade, on the server's course; its cmid is the
-    box's until the sync maps it (data.box_cmid, data.activity in words)."""
-    a = activities.get(change.box_cmid)
-    data: dict[str, Any] = {"box_cmid": change.box_cmid}
-    if a is not None:
-        data["activity"] = {"name": a.name, "modname": a.modname, "section": a.section}
-    data |= data_of(change.kind, change.value)
-    key = event_key(box_name, plan.course.shortname, change.username, change.box_cmid, change.kind,
-                    f"{change.value:g}", change.version)
-    when = iso(datetime.fromtimestamp(change.time, timezone.utc)) if change.time > 0 else None
-    return NewEvent(key=key, type=change.kind, username=change.username, course_id=plan.course.id, data=data,
-                    event_time=when)
-
-
-def new_keys(keys: list[str]) -> set[str]:
-    """The keys not queued before (a repeated collection finds its events there)."""
-    present: set[str] = set()
-    for start in range(0, len(keys), 500):
-        present.update(first_column(Event.select(Event.key).where(Event.key.in_(keys[start:start + 500]))))
-    return set(keys) - present
-
-
-def save_state(plan: CoursePlan, changes: list[Change], idnumbers: dict[int, str],
-               activities: dict[int, BoxActivity]) -> None:
-    """The course's collected state, in the caller's transaction. A learner
-    whose completion states could not be read keeps the old lastcourseaccess:
-    they are read again next time."""
-    rows = [{"box_course": plan.box.id, "username": c.username, "box_cmid": c.box_cmid, "kind": c.kind,
-             "value": c.value, "version": c.version} for c in changes]
-    for start in range(0, len(rows), 200):
-        Collected.insert_many(rows[start:start + 200]).on_conflict_replace().execute()
-    read = {u.userid for u in plan.reading if u.userid in plan.statuses}
-    failed = {u.userid for u in plan.reading} - read
-    people = [{"box_course": plan.box.id, "userid": u.userid, "username": u.username, "profile": dict(u.profile),
-               "roles": list(u.roles),
-               "lastcourseaccess": plan.access.get(u.userid, 0) if u.userid in failed else u.lastcourseaccess,
-               "recheck": u.userid in failed or (u.userid in read and needs_recheck(u.lastcourseaccess, plan.box_now))}
-              for u in plan.learners if u.userid not in failed or u.userid in plan.access]
-    Participant.delete().where(Participant.box_course == plan.box.id).execute()
-    for start in range(0, len(people), 200):
-        Participant.insert_many(people[start:start + 200]).execute()
-    for cmid, idnumber in idnumbers.items():
-        if cmid in activities and activities[cmid].idnumber != idnumber:
-            BoxActivity.update(idnumber=idnumber).where(BoxActivity.cmid == cmid).execute()
 
 
 def store_box_course(course_id: int, course: courses_mod.ServerCourse, contents: list) -> BoxCourse:

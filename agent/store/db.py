@@ -36,7 +36,7 @@ PRAGMAS = {
 # an existing file, setting it would take the write lock at every open.
 NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "incremental", **PRAGMAS}
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def utcnow() -> datetime:
@@ -389,6 +389,8 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
             # walking every run that never reached the server.
             db.execute_sql("CREATE INDEX IF NOT EXISTS syncrun_offset_started ON syncrun (started_at) "
                            "WHERE clock_offset_s IS NOT NULL")
+            # A collection checks, page by page, who holds a username in a course (agent/box/check.py).
+            db.execute_sql("CREATE INDEX IF NOT EXISTS participant_username ON participant (box_course_id, username)")
             _create_event_counters(db)
             _add_missing_columns(db)
             db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -1,0 +1,143 @@
+"""One page of a course's participants, from what the box's Moodle answered
+to what is queued and kept (agent/box/collect.py reads, this module
+decides and writes). A page is one transaction: its events, the collected
+state of its learners and the run's counts commit together, so a
+collection cut off between two pages and run again queues nothing twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from ..kinds import data_of
+from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, first_column, iso
+from ..store.queue import NewEvent
+from .diff import Change, Learner, event_key, needs_recheck
+
+CHUNK = 400  # ids per IN (...): under SQLite's variable limit of old builds
+
+
+@dataclass
+class Page:
+    """What one page's reads gave, until it is stored."""
+
+    course: Course
+    box: BoxCourse
+    learners: list[Learner]
+    access: dict[int, int]  # box user id -> lastcourseaccess at the last collection (known learners of the page)
+    reading: list[Learner]  # whose completion states (and grades) are read this time
+    box_now: float | None  # the box's clock when the participants were read
+    after: int  # the page covers the box user ids above this one ...
+    upto: int | None  # ... up to this one (None: the last page, every id above)
+    seen: set[int] = field(default_factory=set)  # ids in the page, skipped ones included (still enrolled)
+    statuses: dict[int, list[dict]] = field(default_factory=dict)  # box user id -> completion states read
+    usergrades: list[dict] = field(default_factory=list)  # the grade reports read
+
+
+def known_learners(box_course: int, ids: list[int]) -> dict[int, Participant]:
+    """The page's learners as last collected."""
+    found: dict[int, Participant] = {}
+    for start in range(0, len(ids), CHUNK):
+        for p in Participant.select().where(Participant.box_course == box_course,
+                                            Participant.userid.in_(ids[start:start + CHUNK])):
+            found[p.userid] = p
+    return found
+
+
+def holders(box_course: int, usernames: list[str]) -> dict[str, int]:
+    """Who holds these usernames in the course, as last collected."""
+    found: dict[str, int] = {}
+    for start in range(0, len(usernames), CHUNK):
+        rows: Any = (Participant.select(Participant.username, Participant.userid)
+                     .where(Participant.box_course == box_course,
+                            Participant.username.in_(usernames[start:start + CHUNK])).tuples())
+        for username, uid in rows:
+            found[username] = uid
+    return found
+
+
+def newcomer_events(box_name: str, page: Page) -> Iterator[NewEvent]:
+    """A learner new to the course: the account (made on the server only if
+    it is missing there, with Moodle's createpassword: a password cannot be
+    read through web services) and the enrolment."""
+    for u in page.learners:
+        if u.role is None or u.userid in page.access:
+            continue
+        if all(u.profile.get(k) for k in ("firstname", "lastname", "email")):
+            yield NewEvent(key=event_key(box_name, "", u.username, "", "user"), type="user", username=u.username,
+                           data={**u.profile, "only_if_missing": True})
+        yield NewEvent(key=event_key(box_name, page.course.shortname, u.username, "", "enrolment", u.role),
+                       type="enrolment", username=u.username, course_id=page.course.id, data={"role": u.role})
+
+
+def change_event(box_name: str, page: Page, change: Change, activities: dict[int, BoxActivity]) -> NewEvent:
+    """A completion or a grade, on the server's course; its cmid is the
+    box's until the sync maps it (data.box_cmid, data.activity in words).
+    A grade removed on the box carries no grade, and ``removed``."""
+    a = activities.get(change.box_cmid)
+    data: dict[str, Any] = {"box_cmid": change.box_cmid}
+    if a is not None:
+        data["activity"] = {"name": a.name, "modname": a.modname, "section": a.section}
+    if change.value is None:
+        data |= {"grade": None, "removed": True}
+        value = "removed"
+    else:
+        data |= data_of(change.kind, change.value)
+        value = f"{change.value:g}"
+    key = event_key(box_name, page.course.shortname, change.username, change.box_cmid, change.kind, value,
+                    change.version)
+    when = iso(datetime.fromtimestamp(change.time, timezone.utc)) if change.time > 0 else None
+    return NewEvent(key=key, type=change.kind, username=change.username, course_id=page.course.id, data=data,
+                    event_time=when)
+
+
+def new_keys(keys: list[str]) -> set[str]:
+    """The keys not queued before (a repeated collection finds its events there)."""
+    present: set[str] = set()
+    for start in range(0, len(keys), 500):
+        present.update(first_column(Event.select(Event.key).where(Event.key.in_(keys[start:start + 500]))))
+    return set(keys) - present
+
+
+def mark_conflicts(reasons: dict[str, str], run_id: str | None) -> int:
+    """Events queued by this page that are conflicts from the start (a grade
+    out of range, a grade removed on the box): never sent as they are."""
+    for key, reason in reasons.items():
+        Event.update(status=Event.CONFLICT, last_error=reason[:1000], sync_id=run_id).where(
+            Event.key == key, Event.status == Event.QUEUED).execute()
+    return len(reasons)
+
+
+def save_page(page: Page, changes: list[Change], idnumbers: dict[int, str],
+              activities: dict[int, BoxActivity]) -> None:
+    """The page's collected state, in the caller's transaction. A learner
+    whose completion states could not be read keeps the old lastcourseaccess:
+    they are read again next time. Those enrolled before in the page's range
+    of ids and in it no more have left the course."""
+    rows = [{"box_course": page.box.id, "username": c.username, "box_cmid": c.box_cmid, "kind": c.kind,
+             "value": c.value, "version": c.version} for c in changes]
+    for start in range(0, len(rows), 200):
+        Collected.insert_many(rows[start:start + 200]).on_conflict_replace().execute()
+    read = {u.userid for u in page.reading if u.userid in page.statuses}
+    failed = {u.userid for u in page.reading} - read
+    people = [{"box_course": page.box.id, "userid": u.userid, "username": u.username, "profile": dict(u.profile),
+               "roles": list(u.roles),
+               "lastcourseaccess": page.access.get(u.userid, 0) if u.userid in failed else u.lastcourseaccess,
+               "recheck": u.userid in failed or (u.userid in read and needs_recheck(u.lastcourseaccess, page.box_now))}
+              for u in page.learners if u.userid not in failed or u.userid in page.access]
+    for start in range(0, len(people), 200):
+        Participant.insert_many(people[start:start + 200]).on_conflict_replace().execute()
+    in_range = Participant.select(Participant.userid).where(Participant.box_course == page.box.id,
+                                                             Participant.userid > page.after)
+    if page.upto is not None:
+        in_range = in_range.where(Participant.userid <= page.upto)
+    listed = page.seen | {u.userid for u in page.learners}
+    gone = [uid for uid in first_column(in_range) if uid not in listed]
+    for start in range(0, len(gone), CHUNK):
+        Participant.delete().where(Participant.box_course == page.box.id,
+                                   Participant.userid.in_(gone[start:start + CHUNK])).execute()
+    for cmid, idnumber in idnumbers.items():
+        if cmid in activities and activities[cmid].idnumber != idnumber:
+            BoxActivity.update(idnumber=idnumber).where(BoxActivity.cmid == cmid).execute()
