@@ -11,6 +11,7 @@ import getpass
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -194,9 +195,13 @@ def request_sync_via_agent(config: Config, force: bool = False, as_json: bool = 
 
 
 def cmd_collect(config: Config, args: argparse.Namespace) -> int:
-    """One collection from the box's Moodle; exit 3 when it does not answer."""
+    """One collection from the box's Moodle; exit 3 when it does not answer.
+    SIGTERM or SIGINT ends it after its current request, as interrupted."""
+    from .interrupt import stop_on_signals
+
     try:
-        result = run_collect(config, full=args.full)
+        with stop_on_signals(threading.Event()) as stop:
+            result = run_collect(config, full=args.full, stop=stop)
     except AlreadyRunning as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_RUNNING

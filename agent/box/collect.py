@@ -99,7 +99,7 @@ class Collector:
     stop: threading.Event
     functions: frozenset[str] = frozenset()
     unreachable: str | None = None
-    named: set[str] = field(default_factory=set)  # the bad records named in the row (once each)
+    named: dict[str, tuple[list[str], int]] = field(default_factory=dict)  # bad record -> courses, line
 
     @property
     def batch_size(self) -> int:
@@ -286,11 +286,16 @@ class Collector:
             page.statuses.pop(u.userid, None)  # read again next time, grades with it
 
     def name_once(self, course: Course, problem: str) -> None:
-        """A bad record, named once in the collection's row."""
-        line = f"course {course.shortname}: {problem}"
-        if line not in self.named:
-            self.named.add(line)
-            self.rec.errors.append(line)
+        """A bad record, named once in the collection's row: met again in
+        another course, that course joins the line."""
+        if problem not in self.named:
+            self.named[problem] = ([course.shortname], len(self.rec.errors))
+            self.rec.errors.append(f"course {course.shortname}: {problem}")
+            return
+        shortnames, at = self.named[problem]
+        if course.shortname not in shortnames:
+            shortnames.append(course.shortname)
+            self.rec.errors[at] = f"courses {', '.join(shortnames)}: {problem}"
 
     def box_now(self) -> float | None:
         """The box's Moodle's clock, from its last answer's Date header."""
