@@ -228,3 +228,48 @@ def test_a_collection_stopped_with_sigterm_ends_its_row_as_interrupted_at_once(t
     boxsim.faults.set(latency_ms=0)
     assert box.cli("collect").returncode == 0
     assert len(queued_rows(box, "type = 'enrolment'")) == 205
+
+
+# -- the sync: one refused grade never takes the others down ---------------------------------------
+
+def test_one_grade_refused_by_the_server_does_not_take_the_others_of_its_call_down(box, boxsim, simulator,
+                                                                                  server):  # noqa: F811
+    baseline(box)
+    grade_on_box(boxsim, student1=40, student2=50, student3=60)
+    student2 = server.user_id("student2")
+    simulator.faults.set(fail_function={"core_grades_update_grades": {
+        "errorcode": "invalidparameter", "message": "Invalid parameter value detected", "when": {
+            "studentid": student2}}})
+    before = calls(simulator).get("core_grades_update_grades", 0)
+    code, run, err = run_json(box, "sync")
+    assert code == 0, err
+    # The call of three refused, then one call per student.
+    assert calls(simulator)["core_grades_update_grades"] - before == 1 + 3
+    assert run["actions"]["grades"] == 2
+    assert server.grade(C1, server.user_id("student1"), ASSIGN)[0] == 40
+    assert server.grade(C1, server.user_id("student3"), ASSIGN)[0] == 60
+    assert server.grade(C1, student2, ASSIGN)[0] is None
+    [conflict] = conflicts(box)
+    assert conflict["username"] == "student2"
+    assert conflict["last_error"] == ("the server refused core_grades_update_grades: Invalid parameter value "
+                                      "detected (invalidparameter)")
+
+
+def test_a_grade_that_is_not_a_number_in_an_older_queue_is_a_conflict_before_it_is_sent(box, boxsim, simulator,
+                                                                                       server):  # noqa: F811
+    baseline(box)
+    grade_on_box(boxsim, student1=40, student2=50)
+    assert run_json(box, "collect", "--full")[0] == 0
+    # An older agent queued NaN as it came (JSON's NaN, which SQLite calls malformed).
+    with sqlite3.connect(box.database) as conn:
+        [(event_id, data)] = conn.execute("SELECT id, data FROM event WHERE type = 'grade' AND username = 'student2' "
+                                          "AND status = 'queued'").fetchall()
+        conn.execute("UPDATE event SET data = ? WHERE id = ?",
+                     (json.dumps({**json.loads(data), "grade": float("nan")}), event_id))
+    before = calls(simulator).get("core_grades_update_grades", 0)
+    code, run, err = run_json(box, "sync")
+    assert code == 0, err
+    assert calls(simulator)["core_grades_update_grades"] - before == 1
+    assert server.grade(C1, server.user_id("student1"), ASSIGN)[0] == 40
+    [conflict] = conflicts(box)
+    assert conflict["id"] == event_id and conflict["last_error"] == "the grade is not a number: nan"

@@ -63,14 +63,16 @@ def learner(user: Mapping[str, Any]) -> Learner:
 
 def to_read(learners: Iterable[Learner], last_access: Mapping[int, int], full: bool,
             recheck: Collection[int] = ()) -> list[Learner]:
-    """Whose completion states to read: every learner in a full collection;
-    else those new to the course, those whose lastcourseaccess moved since
-    the last collection (a learner marks an activity done in the course, so
-    their access moves; a teacher's override does not: the full collection
-    before every sync catches those), and those ``recheck`` names (see
-    :func:`needs_recheck`)."""
+    """Whose completion states (and grades) to read: every learner in a full
+    collection; else those whose lastcourseaccess moved since the last
+    collection (a learner marks an activity done in the course, so their
+    access moves; a teacher's override or grade does not: the full
+    collection before every sync catches those), those new to the course who
+    have been in it (a newcomer who never was has done nothing there), and
+    those ``recheck`` names (see :func:`needs_recheck`)."""
     return [u for u in learners if u.role is not None
-            and (full or u.userid not in last_access or last_access[u.userid] != u.lastcourseaccess
+            and (full or (u.userid not in last_access and u.lastcourseaccess > 0)
+                 or (u.userid in last_access and last_access[u.userid] != u.lastcourseaccess)
                  or u.userid in recheck)]
 
 

@@ -8,6 +8,7 @@ events in one transaction per chunk, then sends the calls.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Collection, Literal, Mapping
 
@@ -40,6 +41,19 @@ class Call:
     count: int = 1  # how much it adds
     creates_user: str | None = None  # its answer holds this new account's id
     enrols: int | None = None  # on success this user id is enrolled in the course
+    students: list[int] = field(default_factory=list)  # a grades call: each event's student, in ``events``' order
+
+    def split(self) -> list[Call]:
+        """A grades call refused as a whole, one call per student: one
+        refused grade must not take the others down (issue 21)."""
+        if self.function != UPDATE_GRADES or len(self.args.get("grades", [])) < 2:
+            return []
+        calls = []
+        for entry in self.args["grades"]:
+            events = [e for e, s in zip(self.events, self.students) if s == entry["studentid"]]
+            calls.append(Call(UPDATE_GRADES, {**self.args, "grades": [entry]}, events, self.kind, count=1,
+                              students=[entry["studentid"]] * len(events)))
+        return calls
 
 
 @dataclass
@@ -216,6 +230,8 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
                                    [e.id], "completions"))
         elif modname is None:
             plan.conflict(e, f"activity {cmid} does not exist in course {shortname}, so its grade item is unknown")
+        elif (problem := unsendable_grade(e.data)) is not None:
+            plan.conflict(e, problem)
         else:
             # One update_grades call per activity, of up to batch_size grades
             # (1: a call per event, as the Moodle app sends them); a later
@@ -233,8 +249,21 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
                 entry["str_feedback"] = e.data["feedback"]
             call.args["grades"] = [g for g in call.args["grades"] if g["studentid"] != uid] + [entry]
             call.events.append(e.id)
+            call.students.append(uid)
             call.count = len(call.args["grades"])
     return plan
+
+
+def unsendable_grade(data: Mapping[str, Any]) -> str | None:
+    """Checked before it is sent: a grade that is not a finite number (a
+    queue written by an older agent, a grade removed on the box) would make
+    the server refuse its whole call, the other learners' grades with it."""
+    grade = data.get("grade")
+    if data.get("removed"):
+        return "the grade was removed on the box's Moodle; web services cannot remove the server's grade"
+    if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not math.isfinite(grade):
+        return f"the grade is not a number: {grade!r}"
+    return None
 
 
 def grade_problem(call: Call, data: object) -> str | None:

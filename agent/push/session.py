@@ -46,6 +46,7 @@ class Settlement:
     users: dict[str, int | None] = field(default_factory=dict)  # username -> id confirmed, or None: not there
     enrolments: dict[tuple[int, int], bool] = field(default_factory=dict)  # (course, user id) -> enrolled?
     stale_ids: list[int] = field(default_factory=list)  # ids refused: looked up again next time
+    retry: list[Call] = field(default_factory=list)  # a grades call refused as a whole, one per student: sent next
     fatal: Exception | None = None  # what ends the run, raised once the rest is committed
 
 
@@ -160,6 +161,9 @@ class Run:
         (``s.fatal``): the calls after it are not settled."""
         if result.ok:
             problem = grade_problem(call, result.data)
+            if problem and call.split():
+                s.retry += call.split()
+                return True
             if problem:
                 s.conflicts.update(dict.fromkeys(call.events, problem))
                 return True
@@ -186,6 +190,10 @@ class Run:
         if call.enrols is not None:
             # Refused for an account the box thought it knew (deleted?): look it up next time.
             s.stale_ids.append(call.enrols)
+        if call.split():  # which grade the server refused is not said: each is sent on its own
+            log.info("%s refused %d grades at once: sending them one by one", error.function, len(call.events))
+            s.retry += call.split()
+            return True
         s.conflicts.update(dict.fromkeys(call.events, f"the server refused {error.function}: {error.message} "
                                                       f"({error.errorcode})"))
         return True
