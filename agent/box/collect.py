@@ -39,7 +39,7 @@ from .. import courses as courses_mod
 from ..store import settings
 from . import check
 from .diff import COMPLETION, GRADE, Learner, completion_changes, grade_changes, grade_idnumbers, to_read
-from .page import CHUNK, Page, change_event, holders, known_learners, mark_conflicts, new_keys, newcomer_events, \
+from .page import CHUNK, Known, Page, change_event, holders, known_learners, mark_conflicts, new_keys, newcomer_events, \
     save_page
 from ..config import BoxConfig, Config
 from ..store.db import BoxActivity, BoxCourse, Collected, Course, SyncRun, database, iso, utcnow
@@ -231,17 +231,19 @@ class Collector:
             known = known_learners(box.id, sorted({u.userid for u in learners} | skipped))
         elif not self.full:
             # Known learners keep the profile and roles collected (a full collection reads them again).
-            learners = [Learner(u.userid, u.username, known[u.userid].profile, tuple(known[u.userid].roles),
+            learners = [Learner(u.userid, u.username, known[u.userid].profile, known[u.userid].roles,
                                 u.lastcourseaccess) for u in learners]
-        learners, clashes = check.unique_usernames(learners, holders(box.id, sorted({u.username for u in learners})))
+        # Only a username new to its id can clash with one collected before.
+        fresh = sorted({u.username for u in learners if u.userid not in known or known[u.userid].username != u.username})
+        learners, clashes = check.unique_usernames(learners, holders(box.id, fresh))
         for problem in problems + clashes:
             self.name_once(course, problem)
         ids = [u.userid for u in learners] + sorted(skipped)
         access = {uid: p.lastcourseaccess for uid, p in known.items()}
-        recheck = {uid for uid, p in known.items() if p.recheck}
+        recheck = {uid for uid, p in known.items() if isinstance(p, Known) and p.recheck}
         reading = to_read(learners, access, self.full, recheck)
         page = Page(course, box, learners, access, reading, self.box_now(), after,
-                    None if last else max(ids, default=after), set(ids))
+                    None if last else max(ids, default=after), seen=set(ids), known=known)
         self.read_progress(page, single)
         return page
 
@@ -313,7 +315,8 @@ class Collector:
             raise Interrupted()
         box_name = self.config.agent.box_name
         previous: dict[str, dict[tuple[str, int], float | None]] = {COMPLETION: {}, GRADE: {}}
-        names = sorted({u.username for u in page.learners})
+        graded_ids = {r.get("userid") for r in page.usergrades}
+        names = sorted({u.username for u in page.learners if u.userid in graded_ids} | {u.username for u in page.reading})
         for start in range(0, len(names), CHUNK):
             for row in Collected.select().where(Collected.box_course == page.box.id,
                                                 Collected.username.in_(names[start:start + CHUNK])):

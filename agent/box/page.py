@@ -31,19 +31,31 @@ class Page:
     box_now: float | None  # the box's clock when the participants were read
     after: int  # the page covers the box user ids above this one ...
     upto: int | None  # ... up to this one (None: the last page, every id above)
+    known: dict[int, Learner] = field(default_factory=dict)  # the page's learners as last collected
     seen: set[int] = field(default_factory=set)  # ids in the page, skipped ones included (still enrolled)
     statuses: dict[int, list[dict]] = field(default_factory=dict)  # box user id -> completion states read
     usergrades: list[dict] = field(default_factory=list)  # the grade reports read
 
 
-def known_learners(box_course: int, ids: list[int]) -> dict[int, Participant]:
-    """The page's learners as last collected."""
-    found: dict[int, Participant] = {}
-    for start in range(0, len(ids), CHUNK):
-        for p in Participant.select().where(Participant.box_course == box_course,
-                                            Participant.userid.in_(ids[start:start + CHUNK])):
-            found[p.userid] = p
-    return found
+def known_learners(box_course: int, ids: list[int]) -> dict[int, Learner]:
+    """The page's learners as last collected (Known: with ``recheck``). A
+    page is a run of ids: one range query, not a list of them."""
+    if not ids:
+        return {}
+    wanted = set(ids)
+    rows: Any = (Participant.select(Participant.userid, Participant.username, Participant.profile,
+                                    Participant.roles, Participant.lastcourseaccess, Participant.recheck)
+                 .where(Participant.box_course == box_course, Participant.userid.between(min(ids), max(ids)))
+                 .tuples())
+    return {uid: Known(uid, username, profile or {}, tuple(roles or ()), access, bool(recheck))
+            for uid, username, profile, roles, access, recheck in rows if uid in wanted}
+
+
+@dataclass(frozen=True)
+class Known(Learner):
+    """A learner as last collected, with whether they are to be read again."""
+
+    recheck: bool = False
 
 
 def holders(box_course: int, usernames: list[str]) -> dict[str, int]:
@@ -122,11 +134,18 @@ def save_page(page: Page, changes: list[Change], idnumbers: dict[int, str],
         Collected.insert_many(rows[start:start + 200]).on_conflict_replace().execute()
     read = {u.userid for u in page.reading if u.userid in page.statuses}
     failed = {u.userid for u in page.reading} - read
-    people = [{"box_course": page.box.id, "userid": u.userid, "username": u.username, "profile": dict(u.profile),
-               "roles": list(u.roles),
-               "lastcourseaccess": page.access.get(u.userid, 0) if u.userid in failed else u.lastcourseaccess,
-               "recheck": u.userid in failed or (u.userid in read and needs_recheck(u.lastcourseaccess, page.box_now))}
-              for u in page.learners if u.userid not in failed or u.userid in page.access]
+    people = []
+    for u in page.learners:
+        if u.userid in failed and u.userid not in page.access:
+            continue
+        now = Known(u.userid, u.username, dict(u.profile), tuple(u.roles),
+                    page.access.get(u.userid, 0) if u.userid in failed else u.lastcourseaccess,
+                    u.userid in failed or (u.userid in read and needs_recheck(u.lastcourseaccess, page.box_now)))
+        if page.known.get(u.userid) == now:
+            continue  # an idle page writes nothing
+        people.append({"box_course": page.box.id, "userid": now.userid, "username": now.username,
+                       "profile": now.profile, "roles": list(now.roles), "lastcourseaccess": now.lastcourseaccess,
+                       "recheck": now.recheck})
     for start in range(0, len(people), 200):
         Participant.insert_many(people[start:start + 200]).on_conflict_replace().execute()
     in_range = Participant.select(Participant.userid).where(Participant.box_course == page.box.id,
