@@ -273,3 +273,21 @@ def test_a_grade_that_is_not_a_number_in_an_older_queue_is_a_conflict_before_it_
     assert server.grade(C1, server.user_id("student1"), ASSIGN)[0] == 40
     [conflict] = conflicts(box)
     assert conflict["id"] == event_id and conflict["last_error"] == "the grade is not a number: nan"
+
+
+def test_an_account_update_answered_with_warnings_is_a_conflict_in_moodles_words(tmp_path, simulator, server):
+    box = Box(tmp_path, simulator.url)
+    taken = server.users("student2")[0]["email"]
+    assert box.enqueue([{"type": "user", "id": "u-1", "user": "student1", "firstname": "Stu", "lastname": "One",
+                         "email": taken},
+                        {"type": "user", "id": "u-3", "user": "student3", "firstname": "Stu", "lastname": "Three",
+                         "email": "student3.new@example.org"}]).returncode == 0
+    code, run, err = run_json(box, "sync")
+    assert code == 0, err
+    assert run["actions"]["users_updated"] == 1 and run["events_sent"] == 1
+    [conflict] = conflicts(box)
+    assert conflict["username"] == "student1"
+    assert conflict["last_error"] == ("the server did not update the account: Duplicate address "
+                                      "(useremailduplicate)")
+    assert server.users("student1")[0]["email"] != taken
+    assert server.users("student3")[0]["email"] == "student3.new@example.org"

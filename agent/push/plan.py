@@ -266,6 +266,18 @@ def unsendable_grade(data: Mapping[str, Any]) -> str | None:
     return None
 
 
+def warnings_problem(call: Call, data: object) -> str | None:
+    """core_user_update_users answers its refusals as warnings (a password
+    against the policy, an e-mail in use ...): nothing was changed, so the
+    event is a conflict in Moodle's words, not sent."""
+    warnings = data.get("warnings") if call.function == UPDATE_USERS and isinstance(data, dict) else None
+    if not warnings or not isinstance(warnings, list):
+        return None
+    words = "; ".join(f"{w.get('message') or 'warning'} ({w.get('warningcode') or '?'})" if isinstance(w, dict)
+                      else str(w) for w in warnings)
+    return f"the server did not update the account: {words}"[:1000]
+
+
 def grade_problem(call: Call, data: object) -> str | None:
     """core_grades_update_grades answers 0 for OK, else a GRADE_UPDATE_* code."""
     if call.function != UPDATE_GRADES or data in (0, "0"):

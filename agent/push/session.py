@@ -21,7 +21,7 @@ from ..kinds import LOOKUP, PARTICIPANTS, PROFILES
 from ..mapping import Mappings
 from ..store.db import Event, Secret, database, iso, utcnow
 from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from .plan import Call, Knowledge, Plan, grade_problem
+from .plan import Call, Knowledge, Plan, grade_problem, warnings_problem
 from ..runs import Interrupted, Record
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class Run:
         """One call's result into the settlement; False when it ends the run
         (``s.fatal``): the calls after it are not settled."""
         if result.ok:
-            problem = grade_problem(call, result.data)
+            problem = grade_problem(call, result.data) or warnings_problem(call, result.data)
             if problem and call.split():
                 s.retry += call.split()
                 return True
