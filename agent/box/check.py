@@ -9,12 +9,13 @@ records around it are collected.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from . import diff
+from .diff import Learner, grade_range, grade_value, shown
+
+__all__ = ["Skipped", "grade_range", "grade_value", "participant", "participants", "shown", "unique_usernames"]
 
 # C0 and C1 control characters and DEL: never in a username or a name Moodle made.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -28,13 +29,7 @@ class Skipped:
     problem: str
 
 
-def shown(value: Any) -> str:
-    """A value as the row names it: escaped, never longer than 60 characters."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def participant(entry: Any) -> diff.Learner | Skipped:
+def participant(entry: Any) -> Learner | Skipped:
     """An entry of core_enrol_get_enrolled_users, or why it is skipped."""
     if not isinstance(entry, dict):
         return Skipped(f"a participant that is not a record: {shown(entry)}")
@@ -66,14 +61,14 @@ def participant(entry: Any) -> diff.Learner | Skipped:
         access = 0
     if not isinstance(access, int) or isinstance(access, bool) or access < 0:
         return Skipped(f"{who}: lastcourseaccess is not a time: {shown(access)}")
-    return diff.Learner(userid=uid, username=username, profile=profile, roles=tuple(r for r in roles if r),
+    return Learner(userid=uid, username=username, profile=profile, roles=tuple(r for r in roles if r),
                    lastcourseaccess=access)
 
 
-def participants(entries: Iterable[Any]) -> tuple[list[diff.Learner], list[str], set[int]]:
+def participants(entries: Iterable[Any]) -> tuple[list[Learner], list[str], set[int]]:
     """A page of participants: the learners, the problems of those skipped,
     and the ids of those skipped that have a sound id (still enrolled)."""
-    good: list[diff.Learner] = []
+    good: list[Learner] = []
     problems: list[str] = []
     skipped: set[int] = set()
     for entry in entries:
@@ -88,8 +83,8 @@ def participants(entries: Iterable[Any]) -> tuple[list[diff.Learner], list[str],
     return good, problems, skipped
 
 
-def unique_usernames(learners: list[diff.Learner], holders: Mapping[str, int]
-                     ) -> tuple[list[diff.Learner], list[str]]:
+def unique_usernames(learners: list[Learner], holders: Mapping[str, int]
+                     ) -> tuple[list[Learner], list[str]]:
     """A username held by two ids is nobody's for sure. ``holders``: the
     course's participants, as last collected, holding the page's usernames
     (username -> box user id). The one a username was collected under keeps
@@ -108,20 +103,3 @@ def unique_usernames(learners: list[diff.Learner], holders: Mapping[str, int]
             continue
         kept.append(u)
     return kept, problems
-
-
-def grade_value(raw: Any) -> float | None:
-    """A graderaw that is a finite number, as a float; None otherwise
-    (NaN, Infinity, true, a string): never queued."""
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        return None
-    value = float(raw)
-    return value if math.isfinite(value) else None
-
-
-def grade_range(item: Mapping[str, Any]) -> tuple[float, float] | None:
-    """The activity's grade range (grademin, grademax), when the grade item gives a sound one."""
-    low, high = grade_value(item.get("grademin")), grade_value(item.get("grademax"))
-    if low is None or high is None or low > high:
-        return None
-    return low, high

@@ -3,27 +3,39 @@ there, queued as ordinary events for the next sync.
 
 For every course kept on the box (found on the box's Moodle by its short
 name, the same on both sides), through the box's web services and the same
-client as the school's:
-- the participants (core_enrol_get_enrolled_users: usernames, profiles,
-  roles, lastcourseaccess) and every learner's grades (one
-  gradereport_user_get_grade_items call per course, userid=0);
-- the completion states (core_completion_get_activities_completion_status)
-  of the learners whose lastcourseaccess moved since the last collection
-  (incremental), or of every learner (full: before every sync, so that a
-  teacher's override, which moves no learner's access, is not missed).
+client as the school's, the participants are read in pages
+(core_enrol_get_enrolled_users with limitfrom/limitnumber, by id), and each
+page is read, diffed and committed before the next, so that memory stays
+bounded whatever the course (agent/box/page.py):
+- a full collection (before every sync, so that a teacher's override or
+  grade, which moves no learner's access, is not missed) asks the profiles
+  and roles, and reads every learner's completion states
+  (core_completion_get_activities_completion_status) and grades
+  (gradereport_user_get_grade_items: one call with userid=0 for a course of
+  one page, else one per learner);
+- an incremental one asks only usernames and access times (a page with a
+  newcomer is asked again with the profiles) and reads the completion
+  states and grades of the learners whose lastcourseaccess moved.
+
+What the box's Moodle sends is checked like what apps send
+(agent/box/check.py): a malformed participant or a grade that is not a
+finite number is skipped and named once in the row; a grade outside the
+activity's range, or removed on the box, is queued as a conflict of its own.
 
 The last collected state is kept in SQLite (Participant, Collected); only
 what changed is queued, with event ids derived from the box, the course,
-the learner, the activity and the new state (agent/box/diff.py). Each
-course is one transaction: its events, its new state and the run's counts
-commit together, so a collection cut off at any point and run again queues
+the learner, the activity and the new state (agent/box/diff.py). Each page
+is one transaction: its events, its new state and the run's counts commit
+together, so a collection cut off at any point and run again queues
 nothing twice. A learner new to a course becomes a ``user`` event (created
 on the server only if missing there) and an ``enrolment`` event. Completion
 and grade events carry the server's course id and the box's cmid
-(``data.box_cmid``); the sync maps it to the server's (agent/sync.py).
+(``data.box_cmid``); the sync maps it to the server's (agent/mapping.py).
 
 Each collection is a run in the history, trigger "collect"; the one a sync
-starts with runs inside the sync's lock (:func:`collect_for_sync`).
+starts with runs inside the sync's lock (:func:`collect_for_sync`). A stop
+(SIGTERM to the CLI or the worker) ends it after its current request, as
+interrupted.
 """
 
 from __future__ import annotations
@@ -32,21 +44,20 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from .. import courses as courses_mod
 from ..store import settings
 from . import check
 from .diff import COMPLETION, GRADE, Learner, completion_changes, grade_changes, grade_idnumbers, to_read
-from .page import CHUNK, Known, Page, change_event, holders, known_learners, mark_conflicts, new_keys, newcomer_events, \
-    save_page
+from .page import CHUNK, Known, Page, change_event, holders, known_learners, mark_conflicts, new_keys, \
+    newcomer_events, save_page, store_box_course
 from ..config import BoxConfig, Config
-from ..store.db import BoxActivity, BoxCourse, Collected, Course, SyncRun, database, iso, utcnow
+from ..store.db import BoxActivity, BoxCourse, Collected, Course, SyncRun, database
 from ..store.history import COLLECT, COLLECT_KINDS
 from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, box_functions, found_counters
 from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from ..store.queue import NewEvent, StorageFull, enqueue
+from ..store.queue import StorageFull, enqueue
 from ..runs import Interrupted, Record, nested_run, recorded_run
 
 log = logging.getLogger(__name__)
@@ -234,7 +245,8 @@ class Collector:
             learners = [Learner(u.userid, u.username, known[u.userid].profile, known[u.userid].roles,
                                 u.lastcourseaccess) for u in learners]
         # Only a username new to its id can clash with one collected before.
-        fresh = sorted({u.username for u in learners if u.userid not in known or known[u.userid].username != u.username})
+        fresh = sorted({u.username for u in learners
+                        if u.userid not in known or known[u.userid].username != u.username})
         learners, clashes = check.unique_usernames(learners, holders(box.id, fresh))
         for problem in problems + clashes:
             self.name_once(course, problem)
@@ -316,7 +328,8 @@ class Collector:
         box_name = self.config.agent.box_name
         previous: dict[str, dict[tuple[str, int], float | None]] = {COMPLETION: {}, GRADE: {}}
         graded_ids = {r.get("userid") for r in page.usergrades}
-        names = sorted({u.username for u in page.learners if u.userid in graded_ids} | {u.username for u in page.reading})
+        names = sorted({u.username for u in page.learners if u.userid in graded_ids}
+                       | {u.username for u in page.reading})
         for start in range(0, len(names), CHUNK):
             for row in Collected.select().where(Collected.box_course == page.box.id,
                                                 Collected.username.in_(names[start:start + CHUNK])):
@@ -362,30 +375,6 @@ class Collector:
 def found_words(found: Counter) -> str:
     words = [f"{found[kind]} {kind}" for kind in FOUND_KINDS if found[kind]]
     return ("queued " + ", ".join(words)) if words else "nothing new"
-
-
-def store_box_course(course_id: int, course: courses_mod.ServerCourse, contents: list) -> BoxCourse:
-    """The box's copy of one course and its activities. Updated in place, never
-    replaced: what was collected for the course hangs on its row."""
-    values = {"course_id": course_id, "shortname": course.shortname, "timemodified": course.timemodified,
-              "cacherev": course.cacherev, "fetched_at": iso(utcnow())}
-    with database.obj.atomic():
-        # The course restored again on the box (a new id): what was collected belonged to the old one.
-        BoxCourse.delete().where(BoxCourse.course_id == course_id, BoxCourse.id != course.id).execute()
-        if BoxCourse.update(**values).where(BoxCourse.id == course.id).execute() == 0:
-            BoxCourse.create(id=course.id, **values)
-        # The idnumbers come from the grade book, not from the contents: kept.
-        idnumbers = {a.cmid: a.idnumber for a in BoxActivity.select().where(BoxActivity.box_course == course.id)}
-        BoxActivity.delete().where(BoxActivity.box_course == course.id).execute()
-        activities = [
-            {"cmid": int(m["id"]), "box_course": course.id, "section": int(s.get("section", 0)),
-             "name": str(m.get("name", ""))[:255], "modname": str(m.get("modname", "")),
-             "idnumber": idnumbers.get(int(m["id"]))}
-            for s in contents for m in s.get("modules", [])
-        ]
-        for start in range(0, len(activities), 200):
-            BoxActivity.insert_many(activities[start:start + 200]).execute()
-    return BoxCourse.get_by_id(course.id)
 
 
 def box_failure(exc: BaseException) -> tuple[str, str] | None:

@@ -12,10 +12,10 @@ queue stores once.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Mapping
 
-from . import check
 
 COMPLETION, GRADE = "completion", "grade"
 # Moodle moves a course's lastcourseaccess at most once a minute
@@ -101,11 +101,34 @@ def completion_changes(username: str, statuses: Iterable[Mapping[str, Any]],
     return changes
 
 
+def shown(value: Any) -> str:
+    """A value as the row names it: escaped, never longer than 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def grade_value(raw: Any) -> float | None:
+    """A graderaw that is a finite number, as a float; None otherwise
+    (NaN, Infinity, true, a string): never queued."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None
+    value = float(raw)
+    return value if math.isfinite(value) else None
+
+
+def grade_range(item: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The activity's grade range (grademin, grademax), when the grade item gives a sound one."""
+    low, high = grade_value(item.get("grademin")), grade_value(item.get("grademax"))
+    if low is None or high is None or low > high:
+        return None
+    return low, high
+
+
 def grade_changes(usergrades: Iterable[Mapping[str, Any]], usernames: Mapping[int, str],
                   previous: Mapping[tuple[str, int], float | None]) -> tuple[list[Change], list[str]]:
     """The learners' activity grades (gradereport_user_get_grade_items)
     against the last collected ones, and the grades never queued, in words
-    (agent/box/check.py: a value that is not a finite number). A grade
+    (a value that is not a finite number: :func:`grade_value`). A grade
     outside the activity's range, or one taken away on the box (graderaw
     null where a grade was collected), is a change whose ``problem`` makes
     it a conflict of its own: never sent as it is, never silently dropped."""
@@ -129,14 +152,14 @@ def grade_changes(usergrades: Iterable[Mapping[str, Any]], usernames: Mapping[in
                                           f"the grade ({before:g}) was removed on the box's Moodle; the "
                                           "server's is left as it is (web services cannot remove a grade)"))
                 continue
-            value = check.grade_value(raw)
+            value = grade_value(raw)
             if value is None:
-                refused.append(f"{username}'s grade for activity {cmid} is not a number: {check.shown(raw)}; "
+                refused.append(f"{username}'s grade for activity {cmid} is not a number: {shown(raw)}; "
                                "it was not queued")
                 continue
             if before == value:
                 continue
-            bounds = check.grade_range(item)
+            bounds = grade_range(item)
             problem = None
             if bounds is not None and not bounds[0] <= value <= bounds[1]:
                 problem = (f"the grade {value:g} is outside the activity's range on the box's Moodle "

@@ -12,7 +12,9 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from ..kinds import data_of
-from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, first_column, iso
+from .. import courses as courses_mod
+from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, database, first_column, iso, \
+    utcnow
 from ..store.queue import NewEvent
 from .diff import Change, Learner, event_key, needs_recheck
 
@@ -160,3 +162,27 @@ def save_page(page: Page, changes: list[Change], idnumbers: dict[int, str],
     for cmid, idnumber in idnumbers.items():
         if cmid in activities and activities[cmid].idnumber != idnumber:
             BoxActivity.update(idnumber=idnumber).where(BoxActivity.cmid == cmid).execute()
+
+
+def store_box_course(course_id: int, course: courses_mod.ServerCourse, contents: list) -> BoxCourse:
+    """The box's copy of one course and its activities. Updated in place, never
+    replaced: what was collected for the course hangs on its row."""
+    values = {"course_id": course_id, "shortname": course.shortname, "timemodified": course.timemodified,
+              "cacherev": course.cacherev, "fetched_at": iso(utcnow())}
+    with database.obj.atomic():
+        # The course restored again on the box (a new id): what was collected belonged to the old one.
+        BoxCourse.delete().where(BoxCourse.course_id == course_id, BoxCourse.id != course.id).execute()
+        if BoxCourse.update(**values).where(BoxCourse.id == course.id).execute() == 0:
+            BoxCourse.create(id=course.id, **values)
+        # The idnumbers come from the grade book, not from the contents: kept.
+        idnumbers = {a.cmid: a.idnumber for a in BoxActivity.select().where(BoxActivity.box_course == course.id)}
+        BoxActivity.delete().where(BoxActivity.box_course == course.id).execute()
+        activities = [
+            {"cmid": int(m["id"]), "box_course": course.id, "section": int(s.get("section", 0)),
+             "name": str(m.get("name", ""))[:255], "modname": str(m.get("modname", "")),
+             "idnumber": idnumbers.get(int(m["id"]))}
+            for s in contents for m in s.get("modules", [])
+        ]
+        for start in range(0, len(activities), 200):
+            BoxActivity.insert_many(activities[start:start + 200]).execute()
+    return BoxCourse.get_by_id(course.id)
