@@ -103,6 +103,11 @@ def of_stage(stage: str) -> list[str]:
     return [k.name for k in KINDS.values() if k.up == stage]
 
 
+def brought_down(way: str) -> list[str]:
+    """The event types the way down handles that way ("learning" or "accounts")."""
+    return [k.name for k in KINDS.values() if k.down == way]
+
+
 def unique(names: Any) -> list[str]:
     """In order, once each."""
     return list(dict.fromkeys(names))

@@ -1,6 +1,6 @@
 """The box's activities mapped to the server's, for one course: the pure
 matching (:func:`map_activities`), and each course's mapping computed once
-per sync (:class:`Mappings`), shared by the way up (agent/sync.py gives the
+per sync (:class:`Mappings`), shared by the way up (agent/course_check.py gives the
 box's completions and grades the server's cmids) and the way down
 (agent/down/pull.py writes under the box's cmids)."""
 

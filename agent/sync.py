@@ -9,10 +9,14 @@ Guarantees:
   grades set a state rather than add to one;
 - one run at a time across processes (agent/runs.py).
 
-What to send is decided by the pure functions of agent/push/plan.py; this module
-reads the queue, writes each chunk's outcome in one transaction (the SD card
-is slow: one fsync per chunk and per batch, not per event) and talks to the
-server.
+The steps, each in a module of its own: the collection from the box's
+Moodle (agent/box/collect.py), the online check (here), the course check and
+the mapping of the box's activities (agent/course_check.py, agent/mapping.py),
+the way down (agent/down/pull.py), the push (agent/push/pusher.py: what to
+send is decided by the pure functions of agent/push/plan.py; each answered
+request is settled in one transaction, agent/push/session.py: the SD card is
+slow, one fsync per chunk and per batch, not per event). A run opens one
+connection to each Moodle (agent/moodle/) and every step shares it.
 """
 
 from __future__ import annotations

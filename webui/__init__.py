@@ -21,7 +21,7 @@ from agent import __version__
 from agent.config import Config, load_config
 from agent.store.db import database, open_db
 from agent.store.queue import MAX_INPUT_BYTES
-from agent.kinds import PHASES
+from agent.kinds import KINDS, PHASES, found_counters
 from agent.store.history import ACTION_KINDS, VERIFY_KINDS
 from agent.text import human_bytes
 
@@ -106,6 +106,10 @@ def create_app(config: Config | None = None) -> Flask:
             "csrf_token": auth.csrf_token,
             "version": __version__, "box_name": config.agent.box_name, "action_kinds": ACTION_KINDS,
             "verify_kinds": VERIFY_KINDS,
+            # Each kind's counters (agent/kinds.py): what a collection found, and a push's first
+            # counter beside what came down of the same kind ("12 ↑ 3 ↓").
+            "found_kinds": found_counters(),
+            "down_of": {k.pushed[0]: k.down_counter for k in KINDS.values()},
             "script_texts": {k: text(k) for k in SCRIPT_TEXTS},
         }
 

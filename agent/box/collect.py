@@ -30,7 +30,7 @@ together, so a collection cut off at any point and run again queues
 nothing twice. A learner new to a course becomes a ``user`` event (created
 on the server only if missing there) and an ``enrolment`` event. Completion
 and grade events carry the server's course id and the box's cmid
-(``data.box_cmid``); the sync maps it to the server's (agent/mapping.py).
+(``data.box_cmid``); the sync maps it to the server's (agent/course_check.py).
 
 Each collection is a run in the history, trigger "collect"; the one a sync
 starts with runs inside the sync's lock (:func:`collect_for_sync`). A stop

@@ -3,7 +3,7 @@ Moodle ([box]), for direction ``down`` or ``both`` ([sync] direction, the
 page's setting).
 
 For every course kept on the box, after the course check and the mapping of
-the box's activities (agent/sync.py), before anything is pushed (so that a
+the box's activities (agent/course_check.py), before anything is pushed (so that a
 change made on both sides is decided, not overwritten):
 - read from the server, for the learners of the box's course known on both
   sides, their completion states (one call per learner) and every grade
@@ -37,7 +37,7 @@ from peewee import fn
 from ..box.diff import learner
 from ..box.collect import PARTICIPANT_FIELDS
 from ..kinds import COMPLETION_STATES, CREATE_USERS, ENROL, GRADE_ITEMS, KINDS, LOOKUP, OVERRIDE, PARTICIPANTS, \
-    UPDATE_GRADES, completion_state, of_stage, value_of
+    UPDATE_GRADES, brought_down, completion_state, value_of
 from ..mapping import ActivityInfo
 from ..roles import STUDENT_ROLE_ID
 from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerSeen, SyncRun, TwoWayConflict, \
@@ -96,6 +96,10 @@ def pull_down(run: Run, pushable: list[Course]) -> None:
         except BoxTokenRejected:
             run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
             return
+        except BoxUnreachable as exc:
+            # Its site info was read at the collection: it went away since. The push still goes on.
+            run.rec.errors.append(f"direction down: the box's Moodle stopped answering: {exc.reason}")
+            return
         except TokenRejected:
             raise  # the server's token: the run ends, as for any other call to the server
         except MoodleError as exc:
@@ -107,11 +111,21 @@ class BoxTokenRejected(Exception):
     """The box's Moodle rejected its token (not the server's: that ends the run)."""
 
 
+class BoxUnreachable(Exception):
+    """The box's Moodle stopped answering (not the server: that ends the run)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
 def box_call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
     try:
         return box.call(function, args)
     except TokenRejected:
         raise BoxTokenRejected() from None
+    except Unreachable as exc:
+        raise BoxUnreachable(exc.reason) from None
 
 
 def accounts_down(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> dict[str, int]:
@@ -162,7 +176,7 @@ def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
     found: dict[Key, tuple[list[int], Reported]] = {}
     for e in (Event.select(Event.id, Event.type, Event.username, Event.cmid, Event.data, Event.event_time)
               .where(Event.status == Event.QUEUED, Event.course_id == course_id,
-                     Event.type.in_(of_stage("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
+                     Event.type.in_(brought_down("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
         value = value_of(e.type, e.data)
         if value is None:
             continue
@@ -186,7 +200,7 @@ def maybe_pushed(course_id: int, this_run: str) -> dict[Key, set[float]]:
         return found
     for e in (Event.select(Event.type, Event.username, Event.cmid, Event.data)
               .where(Event.status == Event.QUEUED, Event.course_id == course_id, Event.queued_at < cut[0],
-                     Event.type.in_(of_stage("learning")), Event.cmid.is_null(False))):
+                     Event.type.in_(brought_down("learning")), Event.cmid.is_null(False))):
         value = value_of(e.type, e.data)
         if value is not None:
             found.setdefault((e.username, int(e.cmid or 0), e.type), set()).add(normal(e.type, float(value)))
@@ -245,6 +259,8 @@ def down_course(run: Run, course: Course, bc: BoxCourse, box: MoodleClient,
         results = box.read_all(calls) if calls else []
     except TokenRejected:
         raise BoxTokenRejected() from None
+    except Unreachable as exc:
+        raise BoxUnreachable(exc.reason) from None
     failed: set[Key] = set()
     for (function, _), result, keys_of in zip(calls, results, owners):
         problem: object = None
@@ -340,7 +356,7 @@ def record_pushed(run: Run) -> None:
     latest: dict[tuple[int, int, str, str], float] = {}  # (course, cmid, kind, username) -> value
     for e in (Event.select(Event.type, Event.username, Event.course_id, Event.cmid, Event.data)
               .where(Event.sync_id == run.rec.row.id, Event.status == Event.SENT,
-                     Event.type.in_(of_stage("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
+                     Event.type.in_(brought_down("learning")), Event.cmid.is_null(False)).order_by(Event.id)):
         value = value_of(e.type, e.data)
         if value is not None and e.course_id is not None:
             latest[(e.course_id, int(e.cmid or 0), e.type, e.username)] = float(value)

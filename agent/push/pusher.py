@@ -10,7 +10,7 @@ from typing import Any
 
 import peewee as pw
 
-from ..kinds import LOOKUP, PROFILES, UPDATE_USERS, kind_of, of_stage
+from ..kinds import KINDS, LOOKUP, PROFILES, STAGES, UPDATE_USERS, kind_of, of_stage
 from ..moodle import CallResult
 from ..store.db import Activity, Course, Event, Secret, database
 from .plan import READY, Busy, Call, Knowledge, Plan, Queued, Want, plan_enrolments, plan_learning, plan_users, \
@@ -304,9 +304,15 @@ def course_activities(course_id: int) -> dict[int, str]:
             .where(Activity.course == course_id)}
 
 
+def in_course(stage: str) -> bool:
+    """A stage read course by course (enrolments, learning), or once (the accounts)."""
+    return any(KINDS[t].in_course for t in of_stage(stage))
+
+
 def push_events(run: Run, courses: list[Course]) -> None:
     """The accounts, then each course's enrolments, then its completions and
     grades: one stream of batches (Pusher)."""
-    sources = ([Source("users")] + [Source("enrolments", c.id) for c in courses]
-               + [Source("learning", c.id) for c in courses])
+    sources: list[Source] = []
+    for stage in STAGES:  # in the kinds table's order (agent/kinds.py): what each stage needs comes first
+        sources += [Source(stage, c.id) for c in courses] if in_course(stage) else [Source(stage)]
     Pusher(run, sources).push()
