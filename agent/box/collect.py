@@ -336,8 +336,8 @@ class Collector:
                 previous[row.kind][(row.username, row.box_cmid)] = row.value
         by_id = {u.userid: u.username for u in page.learners}
         # A learner whose completion states could not be read: their grades wait with them.
-        graded = {uid: name for uid, name in by_id.items()
-                  if uid in page.statuses or not any(u.userid == uid for u in page.reading)}
+        reading = {u.userid for u in page.reading}
+        graded = {uid: name for uid, name in by_id.items() if uid in page.statuses or uid not in reading}
         changes, refused = grade_changes(page.usergrades, graded, previous[GRADE])
         for problem in refused:
             self.name_once(page.course, problem)
