@@ -72,6 +72,9 @@ PARTICIPANT_FIELDS = {"name": "userfields",
 # What an incremental collection asks of the learners it knows: whose access
 # moved (recording 103: a seventh of the full profiles' bytes).
 SLIM_FIELDS = {"name": "userfields", "value": "username,lastcourseaccess"}
+# What is kept of each completion state and grade item read (the rest of the answer is dropped at once).
+STATUS_KEYS = ("cmid", "state", "timecompleted", "overrideby")
+ITEM_KEYS = ("cmid", "graderaw", "grademin", "grademax", "gradedategraded", "idnumber")
 # The counts a sync's row keeps of the collection before it: each kind's (agent/kinds.py).
 FOUND_KINDS = found_counters()
 EVENT_KIND = {k.name: k.found for k in KINDS.values()}
@@ -272,14 +275,17 @@ class Collector:
             calls.append((COMPLETION_STATES, {"courseid": box_id, "userid": u.userid}))
             if not whole:
                 calls.append((GRADE_ITEMS, {"courseid": box_id, "userid": u.userid}))
-        results = iter(self.read(calls))
+        # Request after request, each answer kept only in the few fields used:
+        # a page's reads never sit in memory whole.
+        results = (result for answered in self.client.answers(calls) for result in answered)
         if whole:
             self.take_grades(page, next(results), None)
         for u in page.reading:
             result = next(results)
             if result.ok:
                 statuses = (result.data or {}).get("statuses") if isinstance(result.data, dict) else None
-                page.statuses[u.userid] = [s for s in statuses or [] if isinstance(s, dict)]
+                page.statuses[u.userid] = [{k: s.get(k) for k in STATUS_KEYS} for s in statuses or []
+                                           if isinstance(s, dict)]
             else:
                 assert result.error is not None
                 self.course_error(page.course, f"the completion states of {u.username} could not be read: "
@@ -290,7 +296,9 @@ class Collector:
     def take_grades(self, page: Page, result: CallResult, u: Learner | None) -> None:
         if result.ok:
             reports = (result.data or {}).get("usergrades") if isinstance(result.data, dict) else None
-            page.usergrades += [r for r in reports or [] if isinstance(r, dict)]
+            page.usergrades += [{"userid": r.get("userid"), "gradeitems": [
+                {k: i.get(k) for k in ITEM_KEYS} for i in r.get("gradeitems") or [] if isinstance(i, dict)]}
+                for r in reports or [] if isinstance(r, dict)]
             return
         assert result.error is not None
         whose = f"of {u.username} " if u is not None else ""
