@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from .. import network
+from ..kinds import SITE_INFO
 from ..interrupt import Interrupted
 from .transport import CallResult, MoodleError, Site, TokenRejected, Traffic, Transport, Unreachable, _error
 
 log = logging.getLogger(__name__)
 
 BATCH_FUNCTION = "tool_mobile_call_external_functions"
-SITE_INFO = "core_webservice_get_site_info"
 
 # A Retry-After longer than this ends the run instead; the next run resumes.
 MAX_RETRY_WAIT_S = 120.0
