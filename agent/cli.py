@@ -11,6 +11,7 @@ import getpass
 import json
 import logging
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -212,11 +213,14 @@ def request_sync_via_agent(config: Config, force: bool = False, as_json: bool = 
 
 
 def cmd_collect(config: Config, args: argparse.Namespace) -> int:
-    """One collection from the box's Moodle; exit 3 when it does not answer."""
+    """One collection from the box's Moodle; exit 3 when it does not answer.
+    SIGTERM or SIGINT ends it after its current request, as interrupted."""
     from .box.collect import NoBox, run_collect
+    from .interrupt import stop_on_signals
 
     try:
-        result = run_collect(config, full=args.full, trigger=CLI)
+        with stop_on_signals(threading.Event()) as stop:
+            result = run_collect(config, full=args.full, trigger=CLI, stop=stop)
     except NoBox as exc:
         print(f"moodle-sync-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE

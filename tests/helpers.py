@@ -377,3 +377,31 @@ def conflicts_log(box) -> list[dict]:
     with sqlite3.connect(box.database) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(r) for r in conn.execute("SELECT * FROM twowayconflict ORDER BY id")]
+
+
+# -- collections and two-way syncs (tests/test_collect*.py, tests/test_down.py, tests/test_two_way_ends.py) --
+
+def queued_rows(box, where="status = 'queued'"):
+    import sqlite3
+
+    with sqlite3.connect(box.database) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(f"SELECT * FROM event WHERE {where} ORDER BY id")]
+
+
+def baseline(box):
+    """The first collection and sync: the seeded learners exist on both sides."""
+    code, first, err = run_json(box, "sync")
+    assert code == 0, err
+    return first
+
+
+def server_override(simulator, userid: int, cmid: int, state: int) -> None:
+    MoodleReader(simulator.url, TOKEN).call("core_completion_override_activity_completion_status",
+                                            userid=userid, cmid=cmid, newstate=state)
+
+
+def grade(sim, token: str, courseid: int, cmid: int, studentid: int, value: float) -> None:
+    MoodleReader(sim.url, token).call(
+        "core_grades_update_grades", source="teacher", courseid=courseid, component="mod_assign",
+        activityid=cmid, itemnumber=0, **{"grades[0][studentid]": studentid, "grades[0][grade]": value})

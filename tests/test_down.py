@@ -11,20 +11,9 @@ import pytest
 
 from tests.helpers import (BOX_C1, BOX_TOKEN, C1, OFFSET_CM, TOKEN, WRITES, Box, MoodleReader, box_section, calls,
                            control, make_box, mark, run_json, writes)
-from tests.helpers import conflicts_log
+from tests.helpers import conflicts_log, grade, server_override
 from tests.helpers import page_of as page
 from tests.helpers import synced as sync
-
-def server_override(simulator, userid: int, cmid: int, state: int) -> None:
-    MoodleReader(simulator.url, TOKEN).call("core_completion_override_activity_completion_status",
-                                            userid=userid, cmid=cmid, newstate=state)
-
-
-def grade(sim, token: str, courseid: int, cmid: int, studentid: int, value: float) -> None:
-    MoodleReader(sim.url, token).call(
-        "core_grades_update_grades", source="teacher", courseid=courseid, component="mod_assign",
-        activityid=cmid, itemnumber=0, **{"grades[0][studentid]": studentid, "grades[0][grade]": value})
-
 
 def directions(box) -> list[str]:
     with sqlite3.connect(box.database) as conn:

@@ -97,7 +97,8 @@ def test_grade_changes_of_every_learner_in_one_report():
         {"userid": 99, "gradeitems": [{"cmid": 103, "graderaw": 10}]},  # not a participant read
     ]
     names = {23: "s1", 24: "s2", 25: "s3"}
-    changes = grade_changes(usergrades, names, {("s3", 103): 55.5})
+    changes, refused = grade_changes(usergrades, names, {("s3", 103): 55.5})
+    assert refused == []
     assert [(c.kind, c.username, c.box_cmid, c.value, c.version) for c in changes] == [(GRADE, "s1", 103, 80.0, "5")]
     assert grade_idnumbers(usergrades) == {103: "A1"}
 
@@ -105,12 +106,13 @@ def test_grade_changes_of_every_learner_in_one_report():
 def test_incremental_reads_only_learners_new_or_whose_access_moved():
     users = [learner({"id": i, "username": f"s{i}", "firstname": "S", "lastname": str(i), "email": f"s{i}@x.org",
                       "roles": [{"roleid": 5, "shortname": "student"}], "lastcourseaccess": access})
-             for i, access in ((1, 100), (2, 200), (3, 0))]
+             for i, access in ((1, 100), (2, 200), (3, 0), (4, 50))]
     teacher = Learner(9, "t", {}, ("editingteacher",), 500)
     last = {1: 100, 2: 150, 9: 0}
-    assert [u.userid for u in to_read([*users, teacher], last, full=False)] == [2, 3]
-    assert [u.userid for u in to_read([*users, teacher], last, full=True)] == [1, 2, 3]
-    assert [u.userid for u in to_read(users, {1: 100, 2: 200, 3: 0}, full=False, recheck={1})] == [1]
+    # 3 is new but never entered the course: nothing of theirs to read (a full collection reads them).
+    assert [u.userid for u in to_read([*users, teacher], last, full=False)] == [2, 4]
+    assert [u.userid for u in to_read([*users, teacher], last, full=True)] == [1, 2, 3, 4]
+    assert [u.userid for u in to_read(users, {1: 100, 2: 200, 3: 0, 4: 50}, full=False, recheck={1})] == [1]
     assert users[0].role == "student" and teacher.role is None
     assert users[0].profile == {"firstname": "S", "lastname": "1", "email": "s1@x.org"}
 

@@ -194,3 +194,18 @@ def test_an_assignments_calls_hold_at_most_batch_size_learners():
     plan = plan_learning(rows, 2, "C1", {f"s{i}": 10 + i for i in range(5)}, set(range(10, 15)), {3: "assign"},
                          False, 2, instances={3: 17}, functions={"mod_assign_save_grades"})
     assert [len(c.args["grades"]) for c in plan.calls] == [2, 2, 1]
+
+
+@pytest.mark.parametrize("function, key", [("core_grades_update_grades", "studentid"),
+                                           ("mod_assign_save_grades", "userid")])
+def test_a_grades_call_refused_as_a_whole_splits_into_one_call_per_student(function, key):
+    """Which grade the server refused is not said: each is sent again on its own (issue 21)."""
+    from agent.push.plan import Call
+
+    call = Call(function, {"grades": [{key: 7, "grade": 1}, {key: 8, "grade": 2}]}, [1, 2, 3], "grades",
+                count=2, students=[7, 8, 8])
+    parts = call.split()
+    assert [(p.function, p.args["grades"], p.events) for p in parts] == [
+        (function, [{key: 7, "grade": 1}], [1]), (function, [{key: 8, "grade": 2}], [2, 3])]
+    assert not parts[0].split() and not Call("core_completion_override_activity_completion_status", {}, [1],
+                                             "completions").split()

@@ -43,11 +43,12 @@ NOT_RECORDED = ["core_user_update_users", "core_enrol_get_users_courses", "core_
 PROJECT_RECORDINGS = HERE.parent / "recordings"
 RECORDINGS = Path(os.environ.get("MOODLE_RECORDINGS") or PROJECT_RECORDINGS)
 ALL_RECORDING_FILES = sorted(RECORDINGS.glob("*.json"))
-# 01_ to 72_ replay here against the recorded server with the admin's token; the later files are replayed by
-# their own tests: other users and the box site (test_simulator_accounts.py: 80-93, 108), a later state of the
-# server and the box's own Moodle with other ids (test_simulator_progress.py: 94-105).
+# 01_ to 72_ replay here against the recorded server with the admin's token; the later files (other
+# users, the box site) are replayed by their own tests (test_simulator_accounts.py: 80-93, 108;
+# test_simulator_progress.py: 94-105, a later state of the server and the box's own Moodle, ids mapped).
 RECORDING_FILES = [p for p in ALL_RECORDING_FILES if int(p.name[:p.name.index("_")].rstrip("bc")) < 80]
 EXPECTED_RECORDINGS = 59     # 01_ to 72_, as listed in tests/recordings/README.md
+REPLAYED_HERE = RECORDING_FILES
 
 
 def load(name):

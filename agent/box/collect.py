@@ -3,27 +3,39 @@ there, queued as ordinary events for the next sync.
 
 For every course kept on the box (found on the box's Moodle by its short
 name, the same on both sides), through the box's web services and the same
-client as the school's:
-- the participants (core_enrol_get_enrolled_users: usernames, profiles,
-  roles, lastcourseaccess) and every learner's grades (one
-  gradereport_user_get_grade_items call per course, userid=0);
-- the completion states (core_completion_get_activities_completion_status)
-  of the learners whose lastcourseaccess moved since the last collection
-  (incremental), or of every learner (full: before every sync, so that a
-  teacher's override, which moves no learner's access, is not missed).
+client as the school's, the participants are read in pages
+(core_enrol_get_enrolled_users with limitfrom/limitnumber, by id), and each
+page is read, diffed and committed before the next, so that memory stays
+bounded whatever the course (agent/box/page.py):
+- a full collection (before every sync, so that a teacher's override or
+  grade, which moves no learner's access, is not missed) asks the profiles
+  and roles, and reads every learner's completion states
+  (core_completion_get_activities_completion_status) and grades
+  (gradereport_user_get_grade_items: one call with userid=0 for a course of
+  one page, else one per learner);
+- an incremental one asks only usernames and access times (a page with a
+  newcomer is asked again with the profiles) and reads the completion
+  states and grades of the learners whose lastcourseaccess moved.
+
+What the box's Moodle sends is checked like what apps send
+(agent/box/check.py): a malformed participant or a grade that is not a
+finite number is skipped and named once in the row; a grade outside the
+activity's range, or removed on the box, is queued as a conflict of its own.
 
 The last collected state is kept in SQLite (Participant, Collected); only
 what changed is queued, with event ids derived from the box, the course,
-the learner, the activity and the new state (agent/box/diff.py). Each
-course is one transaction: its events, its new state and the run's counts
-commit together, so a collection cut off at any point and run again queues
+the learner, the activity and the new state (agent/box/diff.py). Each page
+is one transaction: its events, its new state and the run's counts commit
+together, so a collection cut off at any point and run again queues
 nothing twice. A learner new to a course becomes a ``user`` event (created
 on the server only if missing there) and an ``enrolment`` event. Completion
 and grade events carry the server's course id and the box's cmid
 (``data.box_cmid``); the sync maps it to the server's (agent/course_check.py).
 
 Each collection is a run in the history, trigger "collect"; the one a sync
-starts with runs inside the sync's lock (:func:`collect_for_sync`).
+starts with runs inside the sync's lock (:func:`collect_for_sync`). A stop
+(SIGTERM to the CLI or the worker) ends it after its current request, as
+interrupted.
 """
 
 from __future__ import annotations
@@ -32,21 +44,22 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from .. import courses as courses_mod
 from ..store import settings
+from . import check
 from .profiles import profile_events
-from .diff import COMPLETION, GRADE, Change, Learner, completion_changes, event_key, grade_changes, \
-    grade_idnumbers, learner, needs_recheck, to_read
+from .diff import COMPLETION, GRADE, Learner, completion_changes, grade_changes, grade_idnumbers, to_read
+from .page import CHUNK, Known, Page, change_event, holders, known_learners, lacks_instances, mark_conflicts, \
+    new_keys, newcomer_events, save_page, store_box_course
 from ..config import BoxConfig, Config
-from ..store.db import BoxActivity, BoxCourse, Collected, Course, Event, Participant, Setting, SyncRun, database, \
-    first_column, iso, utcnow
+from ..store.db import BoxActivity, BoxCourse, Collected, Course, SyncRun, database
+from ..store.status import box_answered
 from ..store.runkinds import BY_SYNC, CLI, COLLECT, COLLECT_KINDS
-from ..kinds import KINDS, box_functions, data_of, found_counters
+from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, box_functions, found_counters
 from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from ..store.queue import NewEvent, StorageFull, enqueue
+from ..store.queue import StorageFull, enqueue
 from ..runs import Interrupted, Record, nested_run, recorded_run
 from ..learners import finish_pending
 
@@ -59,6 +72,12 @@ READ_FUNCTIONS = BOX_FUNCTIONS[1:]
 # Only what a collection uses of each participant: the answer is a third of the size.
 PARTICIPANT_FIELDS = {"name": "userfields",
                       "value": "username,firstname,lastname,email,idnumber,roles,lastcourseaccess"}
+# What an incremental collection asks of the learners it knows: whose access
+# moved (recording 103: a seventh of the full profiles' bytes).
+SLIM_FIELDS = {"name": "userfields", "value": "username,lastcourseaccess"}
+# What is kept of each completion state and grade item read (the rest of the answer is dropped at once).
+STATUS_KEYS = ("cmid", "state", "timecompleted", "overrideby")
+ITEM_KEYS = ("cmid", "graderaw", "grademin", "grademax", "gradedategraded", "idnumber")
 # The counts a sync's row keeps of the collection before it: each kind's (agent/kinds.py).
 FOUND_KINDS = found_counters()
 EVENT_KIND = {k.name: k.found for k in KINDS.values()}
@@ -97,6 +116,7 @@ class Collector:
     stop: threading.Event
     functions: frozenset[str] = frozenset()
     unreachable: str | None = None
+    named: dict[str, tuple[list[str], int]] = field(default_factory=dict)  # bad record -> courses, line
 
     @property
     def batch_size(self) -> int:
@@ -143,9 +163,8 @@ class Collector:
             return SyncRun.FAILED
         pairs = self.box_courses()
         self.rec.save(phase="collecting", courses_total=len(pairs), courses_done=0)
-        per_group = max(1, self.batch_size // 2)  # two reads per course in a request
-        for start in range(0, len(pairs), per_group):
-            self.collect_group(pairs[start:start + per_group])
+        for course, box in pairs:
+            self.collect_course(course, box)
         return self.rec.final_status()
 
     def box_courses(self) -> list[tuple[Course, BoxCourse]]:
@@ -171,43 +190,138 @@ class Collector:
             pairs.append((course, mine))
         return pairs
 
-    def collect_group(self, pairs: list[tuple[Course, BoxCourse]]) -> None:
-        """A few courses: their participants and grades in one request, then
-        the completion states to read, then one commit per course."""
-        reads = self.read([call for _, box in pairs for call in (
-            ("core_enrol_get_enrolled_users", {"courseid": box.id, "options": [PARTICIPANT_FIELDS]}),
-            ("gradereport_user_get_grade_items", {"courseid": box.id, "userid": 0}))])
-        plans = []
-        for i, (course, box) in enumerate(pairs):
-            enrolled, grades = reads[2 * i], reads[2 * i + 1]
-            failed = next((r for r in (enrolled, grades) if not r.ok), None)
-            if failed is not None:
-                assert failed.error is not None
-                self.course_error(course, f"the box's Moodle refused {failed.error.function}: "
-                                          f"{failed.error.message} ({failed.error.errorcode})")
-                continue
-            learners = [learner(u) for u in enrolled.data or [] if isinstance(u, dict) and u.get("username")]
-            access, recheck = {}, set()
-            for p in Participant.select(Participant.userid, Participant.lastcourseaccess, Participant.recheck) \
-                    .where(Participant.box_course == box.id):
-                access[p.userid] = p.lastcourseaccess
-                if p.recheck:
-                    recheck.add(p.userid)
-            plans.append(CoursePlan(course, box, learners, access, grades.data or {},
-                                    to_read(learners, access, self.full, recheck), self.box_now()))
-        reads = self.read([("core_completion_get_activities_completion_status",
-                            {"courseid": p.box.id, "userid": u.userid}) for p in plans for u in p.reading])
-        results = iter(reads)
-        for plan in plans:
-            for u in plan.reading:
-                result = next(results)
-                if result.ok:
-                    plan.statuses[u.userid] = (result.data or {}).get("statuses") or []
-                else:
-                    assert result.error is not None
-                    self.course_error(plan.course, f"the completion states of {u.username} could not be read: "
-                                                   f"{result.error.message} ({result.error.errorcode})")
-            self.store(plan)
+    # -- one course, page by page ------------------------------------------------
+
+    @property
+    def page_size(self) -> int:
+        """Participants per page: twenty requests of their reads (1000 with
+        the default batch_size), so that memory stays bounded whatever the course."""
+        return max(1, self.config.agent.batch_size) * 20
+
+    def collect_course(self, course: Course, box: BoxCourse) -> None:
+        """A course's participants page by page (by id, as Moodle sorts them
+        by default), each page read, diffed and committed before the next."""
+        size, start, after = self.page_size, 0, 0
+        found: Counter = Counter()
+        while True:
+            if self.stop.is_set():
+                raise Interrupted()
+            entries = self.participants(course, box, start, size, PARTICIPANT_FIELDS if self.full else SLIM_FIELDS)
+            if entries is None:
+                return
+            last = len(entries) < size
+            page = self.read_page(course, box, entries, start, after, last, single=last and start == 0)
+            if page is None:
+                return
+            self.store(page, found, last)
+            if last:
+                return
+            after = page.upto if page.upto is not None else after
+            start += size
+
+    def participants(self, course: Course, box: BoxCourse, start: int, size: int,
+                     fields: dict[str, str]) -> list | None:
+        options = [fields, {"name": "limitfrom", "value": str(start)}, {"name": "limitnumber", "value": str(size)}]
+        [result] = self.read([(PARTICIPANTS, {"courseid": box.id, "options": options})])
+        if not result.ok:
+            assert result.error is not None
+            self.course_error(course, f"the box's Moodle refused {result.error.function}: "
+                                      f"{result.error.message} ({result.error.errorcode})")
+            return None
+        if not isinstance(result.data, list):
+            self.course_error(course, f"the box's Moodle answered {PARTICIPANTS} with no list of participants")
+            return None
+        return result.data
+
+    def read_page(self, course: Course, box: BoxCourse, entries: list, start: int, after: int, last: bool,
+                  single: bool) -> Page | None:
+        """A page of participants checked (agent/box/check.py), then the
+        completion states and grades of those to read. An incremental
+        collection asks only ids, usernames and access times; a page with a
+        newcomer is asked again with the profiles."""
+        learners, problems, skipped = check.participants(entries)
+        known = known_learners(box.id, sorted({u.userid for u in learners} | skipped))
+        if not self.full and any(u.userid not in known for u in learners):
+            again = self.participants(course, box, start, self.page_size, PARTICIPANT_FIELDS)
+            if again is None:
+                return None
+            learners, problems, skipped = check.participants(again)
+            known = known_learners(box.id, sorted({u.userid for u in learners} | skipped))
+        elif not self.full:
+            # Known learners keep the profile and roles collected (a full collection reads them again).
+            learners = [Learner(u.userid, u.username, known[u.userid].profile, known[u.userid].roles,
+                                u.lastcourseaccess) for u in learners]
+        # Only a username new to its id can clash with one collected before.
+        fresh = sorted({u.username for u in learners
+                        if u.userid not in known or known[u.userid].username != u.username})
+        learners, clashes = check.unique_usernames(learners, holders(box.id, fresh))
+        for problem in problems + clashes:
+            self.name_once(course, problem)
+        ids = [u.userid for u in learners] + sorted(skipped)
+        access = {uid: p.lastcourseaccess for uid, p in known.items()}
+        recheck = {uid for uid, p in known.items() if isinstance(p, Known) and p.recheck}
+        reading = to_read(learners, access, self.full, recheck)
+        page = Page(course, box, learners, access, reading, self.box_now(), after,
+                    None if last else max(ids, default=after), seen=set(ids), known=known)
+        self.read_progress(page, single)
+        return page
+
+    def read_progress(self, page: Page, single: bool) -> None:
+        """The completion states and grades of the page's learners to read:
+        a course of one page in a full collection has its grades in one call
+        (userid=0); otherwise each learner's with their completion states."""
+        box_id = page.box.id
+        calls: list[tuple[str, dict[str, Any]]] = []
+        whole = self.full and single
+        if whole:
+            calls.append((GRADE_ITEMS, {"courseid": box_id, "userid": 0}))
+        for u in page.reading:
+            calls.append((COMPLETION_STATES, {"courseid": box_id, "userid": u.userid}))
+            if not whole:
+                calls.append((GRADE_ITEMS, {"courseid": box_id, "userid": u.userid}))
+        # Request after request, each answer kept only in the few fields used:
+        # a page's reads never sit in memory whole.
+        results = (result for answered in self.client.answers(calls) for result in answered)
+        if whole:
+            self.take_grades(page, next(results), None)
+        for u in page.reading:
+            result = next(results)
+            if result.ok:
+                statuses = (result.data or {}).get("statuses") if isinstance(result.data, dict) else None
+                page.statuses[u.userid] = [{k: s.get(k) for k in STATUS_KEYS} for s in statuses or []
+                                           if isinstance(s, dict)]
+            else:
+                assert result.error is not None
+                self.course_error(page.course, f"the completion states of {u.username} could not be read: "
+                                               f"{result.error.message} ({result.error.errorcode})")
+            if not whole:
+                self.take_grades(page, next(results), u)
+
+    def take_grades(self, page: Page, result: CallResult, u: Learner | None) -> None:
+        if result.ok:
+            reports = (result.data or {}).get("usergrades") if isinstance(result.data, dict) else None
+            page.usergrades += [{"userid": r.get("userid"), "gradeitems": [
+                {k: i.get(k) for k in ITEM_KEYS} for i in r.get("gradeitems") or [] if isinstance(i, dict)]}
+                for r in reports or [] if isinstance(r, dict)]
+            return
+        assert result.error is not None
+        whose = f"of {u.username} " if u is not None else ""
+        self.course_error(page.course, f"the grades {whose}could not be read: {result.error.message} "
+                                       f"({result.error.errorcode})")
+        if u is not None:
+            page.statuses.pop(u.userid, None)  # read again next time, grades with it
+
+    def name_once(self, course: Course, problem: str) -> None:
+        """A bad record, named once in the collection's row: met again in
+        another course, that course joins the line."""
+        if problem not in self.named:
+            self.named[problem] = ([course.shortname], len(self.rec.errors))
+            self.rec.errors.append(f"course {course.shortname}: {problem}")
+            return
+        shortnames, at = self.named[problem]
+        if course.shortname not in shortnames:
+            shortnames.append(course.shortname)
+            self.rec.errors[at] = f"courses {', '.join(shortnames)}: {problem}"
 
     def box_now(self) -> float | None:
         """The box's Moodle's clock, from its last answer's Date header."""
@@ -219,162 +333,61 @@ class Collector:
         self.rec.courses.setdefault(course.id, {"id": course.id, "shortname": course.shortname,
                                                 "outcome": "not collected"})
 
-    def store(self, plan: CoursePlan) -> None:
-        """One course's events, its new collected state and the run's counts: one commit."""
+    def store(self, page: Page, found: Counter, last: bool) -> None:
+        """One page's events, its new collected state and the run's counts: one commit."""
         if self.stop.is_set():
             raise Interrupted()
         box_name = self.config.agent.box_name
         previous: dict[str, dict[tuple[str, int], float | None]] = {COMPLETION: {}, GRADE: {}}
-        for row in Collected.select().where(Collected.box_course == plan.box.id):
-            previous[row.kind][(row.username, row.box_cmid)] = row.value
-        by_id = {u.userid: u.username for u in plan.learners}
-        changes = grade_changes(plan.grades.get("usergrades") or [], by_id, previous[GRADE])
-        for u in plan.reading:
-            changes += completion_changes(u.username, plan.statuses.get(u.userid, []), previous[COMPLETION])
-        activities = {a.cmid: a for a in BoxActivity.select().where(BoxActivity.box_course == plan.box.id)}
-        events = [*newcomer_events(box_name, plan), *(change_event(box_name, plan, c, activities) for c in changes)]
-        idnumbers = grade_idnumbers(plan.grades.get("usergrades") or [])
+        graded_ids = {r.get("userid") for r in page.usergrades}
+        names = sorted({u.username for u in page.learners if u.userid in graded_ids}
+                       | {u.username for u in page.reading})
+        for start in range(0, len(names), CHUNK):
+            for row in Collected.select().where(Collected.box_course == page.box.id,
+                                                Collected.username.in_(names[start:start + CHUNK])):
+                previous[row.kind][(row.username, row.box_cmid)] = row.value
+        by_id = {u.userid: u.username for u in page.learners}
+        # A learner whose completion states could not be read: their grades wait with them.
+        reading = {u.userid for u in page.reading}
+        graded = {uid: name for uid, name in by_id.items() if uid in page.statuses or uid not in reading}
+        changes, refused = grade_changes(page.usergrades, graded, previous[GRADE])
+        for problem in refused:
+            self.name_once(page.course, problem)
+        for u in page.reading:
+            if u.userid in page.statuses:
+                changes += completion_changes(u.username, page.statuses[u.userid], previous[COMPLETION])
+        activities = {a.cmid: a for a in BoxActivity.select().where(BoxActivity.box_course == page.box.id)}
+        changed = [(c, change_event(box_name, page, c, activities)) for c in changes]
+        events = [*newcomer_events(box_name, page), *(e for _, e in changed)]
+        idnumbers = grade_idnumbers(page.usergrades)
         db = database.obj
         with db.atomic("IMMEDIATE"):  # read, then write
             counted = self.rec.snapshot()
             try:
-                events += profile_events(box_name, plan.learners)  # issue 19: profiles follow
+                events += profile_events(box_name, page.learners)  # issue 19: profiles follow
                 fresh = new_keys([e.key for e in events])
                 if events:
                     enqueue(events, config=self.config)
-                save_state(plan, changes, idnumbers, activities)
-                found = Counter(EVENT_KIND[e.type] for e in events if e.key in fresh)
-                self.rec.actions.update(found)
-                self.rec.actions["learners_read"] += len(plan.reading)
-                self.rec.courses[plan.course.id] = {"id": plan.course.id, "shortname": plan.course.shortname,
+                conflicts = {e.key: c.problem for c, e in changed if c.problem and e.key in fresh}
+                self.rec.row.conflicts += mark_conflicts(conflicts, self.rec.row.id)
+                save_page(page, changes, idnumbers, activities)
+                counts = Counter(EVENT_KIND[e.type] for e in events if e.key in fresh and e.key not in conflicts)
+                self.rec.actions.update(counts)
+                found.update(counts)
+                self.rec.actions["learners_read"] += len(page.reading)
+                self.rec.courses[page.course.id] = {"id": page.course.id, "shortname": page.course.shortname,
                                                     "outcome": found_words(found)}
-                self.rec.row.courses_done += 1
+                if last:
+                    self.rec.row.courses_done += 1
                 self.rec.save()
             except BaseException:
                 self.rec.restore(counted)  # not committed: the history must not count it either
                 raise
 
 
-@dataclass
-class CoursePlan:
-    """What one course's reads gave, until it is stored."""
-
-    course: Course
-    box: BoxCourse
-    learners: list[Learner]
-    access: dict[int, int]  # box user id -> lastcourseaccess at the last collection
-    grades: dict[str, Any]
-    reading: list[Learner]  # whose completion states are read this time
-    box_now: float | None  # the box's clock when the participants were read
-    statuses: dict[int, list[dict]] = field(default_factory=dict)  # box user id -> completion states read
-
-
 def found_words(found: Counter) -> str:
     words = [f"{found[kind]} {kind}" for kind in FOUND_KINDS if found[kind]]
     return ("queued " + ", ".join(words)) if words else "nothing new"
-
-
-def newcomer_events(box_name: str, plan: CoursePlan) -> Iterator[NewEvent]:
-    """A learner new to the course: the account (made on the server only if
-    it is missing there, with Moodle's createpassword: a password cannot be
-    read through web services) and the enrolment."""
-    for u in plan.learners:
-        if u.role is None or u.userid in plan.access:
-            continue
-        if all(u.profile.get(k) for k in ("firstname", "lastname", "email")):
-            yield NewEvent(key=event_key(box_name, "", u.username, "", "user"), type="user", username=u.username,
-                           data={**u.profile, "only_if_missing": True})
-        yield NewEvent(key=event_key(box_name, plan.course.shortname, u.username, "", "enrolment", u.role),
-                       type="enrolment", username=u.username, course_id=plan.course.id, data={"role": u.role})
-
-
-def change_event(box_name: str, plan: CoursePlan, change: Change, activities: dict[int, BoxActivity]) -> NewEvent:
-    """A completion or a grade, on the server's course; its cmid is the
-    box's until the sync maps it (data.box_cmid, data.activity in words)."""
-    a = activities.get(change.box_cmid)
-    data: dict[str, Any] = {"box_cmid": change.box_cmid}
-    if a is not None:
-        data["activity"] = {"name": a.name, "modname": a.modname, "section": a.section}
-    data |= data_of(change.kind, change.value)
-    key = event_key(box_name, plan.course.shortname, change.username, change.box_cmid, change.kind,
-                    f"{change.value:g}", change.version)
-    when = iso(datetime.fromtimestamp(change.time, timezone.utc)) if change.time > 0 else None
-    return NewEvent(key=key, type=change.kind, username=change.username, course_id=plan.course.id, data=data,
-                    event_time=when)
-
-
-def new_keys(keys: list[str]) -> set[str]:
-    """The keys not queued before (a repeated collection finds its events there)."""
-    present: set[str] = set()
-    for start in range(0, len(keys), 500):
-        present.update(first_column(Event.select(Event.key).where(Event.key.in_(keys[start:start + 500]))))
-    return set(keys) - present
-
-
-def save_state(plan: CoursePlan, changes: list[Change], idnumbers: dict[int, str],
-               activities: dict[int, BoxActivity]) -> None:
-    """The course's collected state, in the caller's transaction. A learner
-    whose completion states could not be read keeps the old lastcourseaccess:
-    they are read again next time."""
-    rows = [{"box_course": plan.box.id, "username": c.username, "box_cmid": c.box_cmid, "kind": c.kind,
-             "value": c.value, "version": c.version} for c in changes]
-    for start in range(0, len(rows), 200):
-        Collected.insert_many(rows[start:start + 200]).on_conflict_replace().execute()
-    read = {u.userid for u in plan.reading if u.userid in plan.statuses}
-    failed = {u.userid for u in plan.reading} - read
-    people = [{"box_course": plan.box.id, "userid": u.userid, "username": u.username, "profile": dict(u.profile),
-               "roles": list(u.roles),
-               "lastcourseaccess": plan.access.get(u.userid, 0) if u.userid in failed else u.lastcourseaccess,
-               "recheck": u.userid in failed or (u.userid in read and needs_recheck(u.lastcourseaccess, plan.box_now))}
-              for u in plan.learners if u.userid not in failed or u.userid in plan.access]
-    Participant.delete().where(Participant.box_course == plan.box.id).execute()
-    for start in range(0, len(people), 200):
-        Participant.insert_many(people[start:start + 200]).execute()
-    for cmid, idnumber in idnumbers.items():
-        if cmid in activities and activities[cmid].idnumber != idnumber:
-            BoxActivity.update(idnumber=idnumber).where(BoxActivity.cmid == cmid).execute()
-
-
-def lacks_instances(box_course: int) -> bool:
-    """Assignments stored before their instance ids were (schema 8): the contents are read again once."""
-    return BoxActivity.select().where(BoxActivity.box_course == box_course, BoxActivity.modname == "assign",
-                                      BoxActivity.instance.is_null()).exists()
-
-
-def store_box_course(course_id: int, course: courses_mod.ServerCourse, contents: list) -> BoxCourse:
-    """The box's copy of one course and its activities. Updated in place, never
-    replaced: what was collected for the course hangs on its row."""
-    values = {"course_id": course_id, "shortname": course.shortname, "timemodified": course.timemodified,
-              "cacherev": course.cacherev, "fetched_at": iso(utcnow())}
-    with database.obj.atomic():
-        # The course restored again on the box (a new id): what was collected belonged to the old one.
-        BoxCourse.delete().where(BoxCourse.course_id == course_id, BoxCourse.id != course.id).execute()
-        if BoxCourse.update(**values).where(BoxCourse.id == course.id).execute() == 0:
-            BoxCourse.create(id=course.id, **values)
-        # The idnumbers come from the grade book, not from the contents: kept.
-        idnumbers = {a.cmid: a.idnumber for a in BoxActivity.select().where(BoxActivity.box_course == course.id)}
-        BoxActivity.delete().where(BoxActivity.box_course == course.id).execute()
-        activities = [
-            {"cmid": int(m["id"]), "box_course": course.id, "section": int(s.get("section", 0)),
-             "name": str(m.get("name", ""))[:255], "modname": str(m.get("modname", "")),
-             "idnumber": idnumbers.get(int(m["id"])),
-             "instance": int(m["instance"]) if isinstance(m.get("instance"), int) else None}
-            for s in contents for m in s.get("modules", [])
-        ]
-        for start in range(0, len(activities), 200):
-            BoxActivity.insert_many(activities[start:start + 200]).execute()
-    return BoxCourse.get_by_id(course.id)
-
-
-def box_answered(reachable: bool, **more: Any) -> None:
-    """Whether the box's Moodle answered, and since when it has not (kept from its first silence)."""
-    with database.obj.atomic():
-        if reachable:
-            settings.put(box_reachable=True, box_down_since=None, **more)
-        elif Setting.get_or_none(Setting.key == "box_down_since") is None:
-            settings.put(box_reachable=False, box_down_since=iso(utcnow()), **more)
-        else:
-            settings.put(box_reachable=False, **more)
 
 
 def box_failure(exc: BaseException) -> tuple[str, str] | None:

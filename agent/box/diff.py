@@ -12,8 +12,10 @@ queue stores once.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Mapping
+
 
 COMPLETION, GRADE = "completion", "grade"
 # Moodle moves a course's lastcourseaccess at most once a minute
@@ -45,9 +47,10 @@ class Change:
     kind: str  # completion or grade
     username: str
     box_cmid: int
-    value: float  # completion state (0 not done, 1 done, 2 passed, 3 failed), or the raw grade
+    value: float | None  # completion state (0 not done, 1 done, 2 passed, 3 failed), or the raw grade (None: removed)
     version: str  # when Moodle set it (timecompleted, the date graded)
     time: int  # Unix time of the state, 0 if unknown
+    problem: str | None = None  # why it is a conflict from the start (agent/box/check.py), if it is one
 
 
 def learner(user: Mapping[str, Any]) -> Learner:
@@ -60,14 +63,16 @@ def learner(user: Mapping[str, Any]) -> Learner:
 
 def to_read(learners: Iterable[Learner], last_access: Mapping[int, int], full: bool,
             recheck: Collection[int] = ()) -> list[Learner]:
-    """Whose completion states to read: every learner in a full collection;
-    else those new to the course, those whose lastcourseaccess moved since
-    the last collection (a learner marks an activity done in the course, so
-    their access moves; a teacher's override does not: the full collection
-    before every sync catches those), and those ``recheck`` names (see
-    :func:`needs_recheck`)."""
+    """Whose completion states (and grades) to read: every learner in a full
+    collection; else those whose lastcourseaccess moved since the last
+    collection (a learner marks an activity done in the course, so their
+    access moves; a teacher's override or grade does not: the full
+    collection before every sync catches those), those new to the course who
+    have been in it (a newcomer who never was has done nothing there), and
+    those ``recheck`` names (see :func:`needs_recheck`)."""
     return [u for u in learners if u.role is not None
-            and (full or u.userid not in last_access or last_access[u.userid] != u.lastcourseaccess
+            and (full or (u.userid not in last_access and u.lastcourseaccess > 0)
+                 or (u.userid in last_access and last_access[u.userid] != u.lastcourseaccess)
                  or u.userid in recheck)]
 
 
@@ -96,26 +101,71 @@ def completion_changes(username: str, statuses: Iterable[Mapping[str, Any]],
     return changes
 
 
+def shown(value: Any) -> str:
+    """A value as the row names it: escaped, never longer than 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def grade_value(raw: Any) -> float | None:
+    """A graderaw that is a finite number, as a float; None otherwise
+    (NaN, Infinity, true, a string): never queued."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None
+    value = float(raw)
+    return value if math.isfinite(value) else None
+
+
+def grade_range(item: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The activity's grade range (grademin, grademax), when the grade item gives a sound one."""
+    low, high = grade_value(item.get("grademin")), grade_value(item.get("grademax"))
+    if low is None or high is None or low > high:
+        return None
+    return low, high
+
+
 def grade_changes(usergrades: Iterable[Mapping[str, Any]], usernames: Mapping[int, str],
-                  previous: Mapping[tuple[str, int], float | None]) -> list[Change]:
-    """Every learner's activity grades (gradereport_user_get_grade_items with
-    userid=0) against the last collected ones. A grade taken away on the
-    box is not sent: the events carry grades, not their absence."""
-    changes = []
+                  previous: Mapping[tuple[str, int], float | None]) -> tuple[list[Change], list[str]]:
+    """The learners' activity grades (gradereport_user_get_grade_items)
+    against the last collected ones, and the grades never queued, in words
+    (a value that is not a finite number: :func:`grade_value`). A grade
+    outside the activity's range, or one taken away on the box (graderaw
+    null where a grade was collected), is a change whose ``problem`` makes
+    it a conflict of its own: never sent as it is, never silently dropped."""
+    changes, refused = [], []
     for report in usergrades:
-        username = usernames.get(int(report.get("userid") or 0))
+        userid = report.get("userid")
+        username = usernames.get(userid) if isinstance(userid, int) else None
         if username is None:
             continue
         for item in report.get("gradeitems") or []:
+            cmid = item.get("cmid")
+            if not isinstance(cmid, int) or isinstance(cmid, bool):
+                continue
             raw = item.get("graderaw")
-            if item.get("cmid") is None or raw is None:
+            before = previous.get((username, cmid))
+            when = item.get("gradedategraded")
+            when = when if isinstance(when, int) and not isinstance(when, bool) and when > 0 else 0
+            if raw is None:
+                if before is not None:
+                    changes.append(Change(GRADE, username, cmid, None, str(when), when,
+                                          f"the grade ({before:g}) was removed on the box's Moodle; the "
+                                          "server's is left as it is (web services cannot remove a grade)"))
                 continue
-            cmid, value = int(item["cmid"]), float(raw)
-            if previous.get((username, cmid)) == value:
+            value = grade_value(raw)
+            if value is None:
+                refused.append(f"{username}'s grade for activity {cmid} is not a number: {shown(raw)}; "
+                               "it was not queued")
                 continue
-            when = int(item.get("gradedategraded") or 0)
-            changes.append(Change(GRADE, username, cmid, value, str(when), when))
-    return changes
+            if before == value:
+                continue
+            bounds = grade_range(item)
+            problem = None
+            if bounds is not None and not bounds[0] <= value <= bounds[1]:
+                problem = (f"the grade {value:g} is outside the activity's range on the box's Moodle "
+                           f"({bounds[0]:g} to {bounds[1]:g})")
+            changes.append(Change(GRADE, username, cmid, value, str(when), when, problem))
+    return changes, refused
 
 
 def grade_idnumbers(usergrades: Iterable[Mapping[str, Any]]) -> dict[int, str]:
@@ -124,7 +174,7 @@ def grade_idnumbers(usergrades: Iterable[Mapping[str, Any]]) -> dict[int, str]:
     found = {}
     for report in usergrades:
         for item in report.get("gradeitems") or []:
-            if item.get("cmid") is not None and item.get("idnumber"):
+            if isinstance(item.get("cmid"), int) and isinstance(item.get("idnumber"), str) and item["idnumber"]:
                 found[int(item["cmid"])] = str(item["idnumber"])
     return found
 

@@ -32,15 +32,18 @@ import logging
 from datetime import datetime
 from typing import Any, Collection
 
+from peewee import fn
+
 from ..box.diff import learner
 from ..box.collect import PARTICIPANT_FIELDS
 from ..kinds import COMPLETION_STATES, CREATE_USERS, ENROL, GRADE_ITEMS, KINDS, LOOKUP, OVERRIDE, PARTICIPANTS, \
     SAVE_ASSIGN_GRADES, UPDATE_GRADES, brought_down, completion_state, value_of
 from ..mapping import ActivityInfo
 from ..roles import STUDENT_ROLE_ID
-from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerSeen, TwoWayConflict, database, \
-    first_column, iso, utcnow
-from .diff import COMPLETION, GRADE, Decision, Reported, decide, server_completions, server_grades
+from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerSeen, SyncRun, TwoWayConflict, \
+    database, first_column, iso, utcnow
+from ..store.history import COLLECT
+from .diff import COMPLETION, GRADE, Decision, Reported, decide, normal, server_completions, server_grades
 from ..moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..push.plan import assign_grade, assign_grade_args
 from ..push.session import Run
@@ -93,8 +96,8 @@ def pull_down(run: Run, pushable: list[Course]) -> None:
         if bc is None:
             continue
         try:
-            accounts_down(run, course, bc, box)
-            down_course(run, course, bc, box)
+            enrolled = accounts_down(run, course, bc, box)
+            down_course(run, course, bc, box, enrolled)
         except BoxTokenRejected:
             run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
             return
@@ -134,12 +137,13 @@ def box_call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
         raise BoxUnreachable(exc.reason) from None
 
 
-def accounts_down(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
+def accounts_down(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> dict[str, int]:
     """A learner newly enrolled in the server's course (not seen there at an
     earlier sync down) and not in the box's: their account on the box's
     Moodle if they have none (with Moodle's createpassword: no password
-    travels), then their enrolment. Their progress comes down at the next
-    sync, once the collection knows them. A learner seen before and not on
+    travels), then their enrolment. Their progress comes down in the same
+    sync: those enrolled on the box are returned (username -> the box's
+    user id) for down_course. A learner seen before and not on
     the box was unenrolled there: unenrolments are never copied, so neither
     is the enrolment again. A repeat after a kill finds the account made."""
     people = run.client.call(PARTICIPANTS, {"courseid": course.id, "options": [PARTICIPANT_FIELDS]})
@@ -149,6 +153,7 @@ def accounts_down(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) ->
         ServerSeen.course_id == course.id, ServerSeen.kind == ENROLMENT)))
     on_box = set(first_column(Participant.select(Participant.username).where(Participant.box_course == bc.id)))
     missing = [u for u in learners if u.username not in seen and u.username not in on_box]
+    enrolled: dict[str, int] = {}
     if missing:
         found = box_call(box, LOOKUP,
                          {"field": "username", "values": [u.username for u in missing]})
@@ -167,12 +172,14 @@ def accounts_down(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) ->
             box_call(box, ENROL, {"enrolments": [
                 {"roleid": STUDENT_ROLE_ID, "userid": ids[u.username], "courseid": bc.id} for u in enrol]})
             run.rec.actions["enrolments_down"] += len(enrol)
+            enrolled = {u.username: ids[u.username] for u in enrol}
     rows = [{"course_id": course.id, "username": u.username, "cmid": 0, "kind": ENROLMENT, "value": 1.0}
             for u in learners if u.username not in seen]
     with database.obj.atomic():
         for start in range(0, len(rows), 200):
             ServerSeen.insert_many(rows[start:start + 200]).on_conflict_replace().execute()
         run.rec.save()
+    return enrolled
 
 
 def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
@@ -191,9 +198,31 @@ def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
     return found
 
 
-def down_course(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> None:
+def maybe_pushed(course_id: int, this_run: str) -> dict[Key, set[float]]:
+    """The values of the box's changes still queued that a sync cut off
+    after they were queued (killed, or its connection lost) may have pushed
+    without hearing the server's answer. The server holding one of them has
+    not changed on its own: a later change on the box is then no conflict."""
+    # When the last cut-off sync ended (or was found dead by the next run, before anything else was queued).
+    cut = first_column(SyncRun.select(fn.MAX(SyncRun.completed_at)).where(
+        SyncRun.trigger != COLLECT, SyncRun.id != this_run, SyncRun.status.in_([SyncRun.FAILED, SyncRun.INTERRUPTED])))
+    found: dict[Key, set[float]] = {}
+    if not cut or cut[0] is None:
+        return found
+    for e in (Event.select(Event.type, Event.username, Event.cmid, Event.data)
+              .where(Event.status == Event.QUEUED, Event.course_id == course_id, Event.queued_at < cut[0],
+                     Event.type.in_(brought_down("learning")), Event.cmid.is_null(False))):
+        value = value_of(e.type, e.data)
+        if value is not None:
+            found.setdefault((e.username, int(e.cmid or 0), e.type), set()).add(normal(e.type, float(value)))
+    return found
+
+
+def down_course(run: Run, course: Course, bc: BoxCourse, box: MoodleClient,
+                enrolled: dict[str, int] | None = None) -> None:
+    """``enrolled``: learners just enrolled on the box (accounts_down), not collected yet."""
     learners = {p.username: p.userid for p in Participant.select().where(Participant.box_course == bc.id)
-                if "student" in (p.roles or [])}
+                if "student" in (p.roles or [])} | (enrolled or {})
     run.resolve_users(set(learners))
     on_server = {u: run.user_ids[u] for u in learners if u in run.user_ids}
     if not on_server:
@@ -228,6 +257,10 @@ def down_course(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> N
                for c in Collected.select().where(Collected.box_course == bc.id) if c.box_cmid in mapping.mapped}
     waiting = _waiting(course.id)
     keys = {k for k in {*server, *waiting} if k[0] in on_server and k[1] in to_box}
+    pushed = maybe_pushed(course.id, run.rec.row.id)
+    for k in pushed.keys() & server.keys():
+        if normal(k[2], server[k].value) in pushed[k]:
+            seen[k] = normal(k[2], server[k].value)  # the box's own push, not confirmed: not the server's change
     decisions = {k: decide(k[2], server.get(k), seen.get(k), box_now.get(k),
                            waiting[k][1] if k in waiting else None) for k in sorted(keys)}
 

@@ -8,6 +8,7 @@ events in one transaction per chunk, then sends the calls.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Collection, Literal, Mapping
 
@@ -40,6 +41,21 @@ class Call:
     count: int = 1  # how much it adds
     creates_user: str | None = None  # its answer holds this new account's id
     enrols: int | None = None  # on success this user id is enrolled in the course
+    students: list[int] = field(default_factory=list)  # a grades call: each event's student, in ``events``' order
+
+    def split(self) -> list[Call]:
+        """A grades call refused as a whole, one call per student: one
+        refused grade must not take the others down (issue 21). The
+        gradebook's entries name a ``studentid``, an assignment's a ``userid``."""
+        key = {UPDATE_GRADES: "studentid", SAVE_ASSIGN_GRADES: "userid"}.get(self.function)
+        if key is None or len(self.args.get("grades", [])) < 2:
+            return []
+        calls = []
+        for entry in self.args["grades"]:
+            events = [e for e, s in zip(self.events, self.students) if s == entry[key]]
+            calls.append(Call(self.function, {**self.args, "grades": [entry]}, events, self.kind, count=1,
+                              students=[entry[key]] * len(events)))
+        return calls
 
 
 @dataclass
@@ -223,6 +239,8 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
                                    [e.id], "completions"))
         elif modname is None:
             plan.conflict(e, f"activity {cmid} does not exist in course {shortname}, so its grade item is unknown")
+        elif (problem := unsendable_grade(e.data)) is not None:
+            plan.conflict(e, problem)
         elif (variant := kind_of(e.type).variant(modname)) and variant.function in functions \
                 and instances.get(cmid):
             add_assign_grade(plan, grade_calls, e, uid, cmid, instances[cmid], batch_size)
@@ -243,6 +261,7 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
                 entry["str_feedback"] = e.data["feedback"]
             call.args["grades"] = [g for g in call.args["grades"] if g["studentid"] != uid] + [entry]
             call.events.append(e.id)
+            call.students.append(uid)
             call.count = len(call.args["grades"])
     return plan
 
@@ -275,7 +294,32 @@ def add_assign_grade(plan: Plan, calls: dict[int, Call], e: Queued, uid: int, cm
     entry = assign_grade(uid, -1.0 if grade is None else float(grade), e.data.get("feedback"))
     call.args["grades"] = [g for g in call.args["grades"] if g["userid"] != uid] + [entry]
     call.events.append(e.id)
+    call.students.append(uid)
     call.count = len(call.args["grades"])
+
+
+def unsendable_grade(data: Mapping[str, Any]) -> str | None:
+    """Checked before it is sent: a grade that is not a finite number (a
+    queue written by an older agent, a grade removed on the box) would make
+    the server refuse its whole call, the other learners' grades with it."""
+    grade = data.get("grade")
+    if data.get("removed"):
+        return "the grade was removed on the box's Moodle; web services cannot remove the server's grade"
+    if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not math.isfinite(grade):
+        return f"the grade is not a number: {grade!r}"
+    return None
+
+
+def warnings_problem(call: Call, data: object) -> str | None:
+    """core_user_update_users answers its refusals as warnings (a password
+    against the policy, an e-mail in use ...): nothing was changed, so the
+    event is a conflict in Moodle's words, not sent."""
+    warnings = data.get("warnings") if call.function == UPDATE_USERS and isinstance(data, dict) else None
+    if not warnings or not isinstance(warnings, list):
+        return None
+    words = "; ".join(f"{w.get('message') or 'warning'} ({w.get('warningcode') or '?'})" if isinstance(w, dict)
+                      else str(w) for w in warnings)
+    return f"the server did not update the account: {words}"[:1000]
 
 
 def grade_problem(call: Call, data: object) -> str | None:

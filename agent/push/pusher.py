@@ -262,6 +262,7 @@ class Pusher:
         for call in self.pending[:done]:
             self.owners.pop(id(call), None)
         del self.pending[:done]
+        self.pending[:0] = s.retry  # a grades call refused as a whole goes again, a call per student
 
     def learn(self, query: Query, result: CallResult, s: Settlement) -> bool:
         """A query's answer into what the run knows; a refusal marks what it

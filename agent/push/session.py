@@ -21,7 +21,7 @@ from ..kinds import LOOKUP, PARTICIPANTS, PROFILES
 from ..mapping import Mappings
 from ..store.db import Event, Secret, database, iso, utcnow
 from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from .plan import Call, Knowledge, Plan, grade_problem
+from .plan import Call, Knowledge, Plan, grade_problem, warnings_problem
 from ..runs import Interrupted, Record
 from ..rights import OPTIONAL_RIGHTS, off_refused
 
@@ -48,6 +48,7 @@ class Settlement:
     enrolments: dict[tuple[int, int], bool] = field(default_factory=dict)  # (course, user id) -> enrolled?
     stale_ids: list[int] = field(default_factory=list)  # ids refused: looked up again next time
     rights: dict[str, bool] = field(default_factory=dict)  # optional function -> the account holds its right?
+    retry: list[Call] = field(default_factory=list)  # a grades call refused as a whole, one per student: sent next
     fatal: Exception | None = None  # what ends the run, raised once the rest is committed
 
 
@@ -166,7 +167,10 @@ class Run:
         if result.ok:
             if call.function in OPTIONAL_RIGHTS:
                 s.rights[call.function] = True
-            problem = grade_problem(call, result.data)
+            problem = grade_problem(call, result.data) or warnings_problem(call, result.data)
+            if problem and call.split():
+                s.retry += call.split()
+                return True
             if problem:
                 s.conflicts.update(dict.fromkeys(call.events, problem))
                 return True
@@ -193,6 +197,10 @@ class Run:
         if call.enrols is not None:
             # Refused for an account the box thought it knew (deleted?): look it up next time.
             s.stale_ids.append(call.enrols)
+        if call.split():  # which grade the server refused is not said: each is sent on its own
+            log.info("%s refused %d grades at once: sending them one by one", error.function, len(call.events))
+            s.retry += call.split()
+            return True
         reason = f"the server refused {error.function}: {error.message} ({error.errorcode})"
         right = OPTIONAL_RIGHTS.get(call.function)
         if right is not None and error.errorcode == "nopermissions":

@@ -150,6 +150,8 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
             # walking every run that never reached the server.
             db.execute_sql("CREATE INDEX IF NOT EXISTS syncrun_offset_started ON syncrun (started_at) "
                            "WHERE clock_offset_s IS NOT NULL")
+            # A collection checks, page by page, who holds a username in a course (agent/box/check.py).
+            db.execute_sql("CREATE INDEX IF NOT EXISTS participant_username ON participant (box_course_id, username)")
             _create_event_counters(db)
             _add_missing_columns(db)
             _split_kind_from_trigger(db)

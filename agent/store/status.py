@@ -10,7 +10,7 @@ import peewee as pw
 
 from . import settings
 from ..config import Config
-from .db import Event, SyncRun
+from .db import Event, Setting, SyncRun, database, iso, utcnow
 from .history import IS_SYNC, is_running, last_collection, last_successful, run_dict
 from .queue import count_by_status
 
@@ -60,3 +60,14 @@ def box_moodle(config: Config, values: dict[str, Any]) -> dict[str, Any] | None:
             "completed_at": last.completed_at, "full": bool(last.force), "actions": last.actions or {},
             "errors": last.errors or []},
     }
+
+
+def box_answered(reachable: bool, **more: Any) -> None:
+    """Whether the box's Moodle answered, and since when it has not (kept from its first silence)."""
+    with database.obj.atomic():
+        if reachable:
+            settings.put(box_reachable=True, box_down_since=None, **more)
+        elif Setting.get_or_none(Setting.key == "box_down_since") is None:
+            settings.put(box_reachable=False, box_down_since=iso(utcnow()), **more)
+        else:
+            settings.put(box_reachable=False, **more)

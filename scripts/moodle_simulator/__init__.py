@@ -89,7 +89,9 @@ then RST); status + retry_after + status_count, status_after_processing;
 captive_portal; redirect (URL or True); reject_token; truncated_json (True or
 next N); clock_offset_s (the server's clock: Date header and the times it writes, unless
 frozen); fail_function {function: errorcode or
-{errorcode, message, exception}}; request_cost_ms / call_cost_ms (flat cost
+{errorcode, message, exception, when}} (``when``: {key: value}, only the calls whose
+parameters hold a record with these values fail, e.g. the update_grades call grading
+{"studentid": 4}); request_cost_ms / call_cost_ms (flat cost
 model, REALISTIC_* = 32 / 8 ms) and calibrated_costs (true: the calibrated
 one, added to the flat one); debug; chunked_over=N (answers over N bytes
 go chunked, without Content-Length, as Apache sent recordings 102-103; null:
