@@ -26,7 +26,7 @@ def test_defaults_come_from_the_declaration_and_the_config(config):
         "sync_direction": "both"}
     assert settings.state(config) == {
         "token_rejected": False, "site_name": None, "site_url": None, "moodle_release": None,
-        "box_site_name": None, "box_reachable": None, "box_down_since": None,
+        "rights_refused": None, "server_rights": None, "box_rights": None, "box_site_name": None, "box_reachable": None, "box_down_since": None,
         "schedule_last_slot": None, "agent_process": None}
     assert settings.get(config, "password_hash") is None
 
