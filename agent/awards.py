@@ -20,7 +20,7 @@ from typing import Any
 
 from .kinds import COMPARED, COURSE_COMPLETION, USER_BADGES
 from .moodle import MoodleClient, MoodleError, Unreachable
-from .push.session import Run
+from .push.session import Session
 from .store.db import BoxCourse, Course, Participant
 
 _TAGS = re.compile(r"<[^>]*>")
@@ -115,7 +115,7 @@ def compare(box: Side, server: Side) -> str:
     return "; ".join(parts)
 
 
-def learners(run: Run, course: Course, bc: BoxCourse) -> dict[str, tuple[int, int]]:
+def learners(run: Session, course: Course, bc: BoxCourse) -> dict[str, tuple[int, int]]:
     """username -> (box id, server id) of the box course's students known on the server."""
     on_box = {p.username: p.userid for p in Participant.select().where(Participant.box_course == bc.id)
               if "student" in (p.roles or [])}
@@ -123,7 +123,7 @@ def learners(run: Run, course: Course, bc: BoxCourse) -> dict[str, tuple[int, in
     return {u: (uid, run.user_ids[u]) for u, uid in on_box.items() if u in run.user_ids}
 
 
-def compare_courses(run: Run, courses: list[Course], box: MoodleClient) -> None:
+def compare_courses(run: Session, courses: list[Course], box: MoodleClient) -> None:
     """Each course's line into the run's course entries ("awards"); nothing is written to either Moodle.
     Without the functions on a side, or a side not answering, the line says so."""
     run.rec.box_traffic.append(box.meter())  # a new counter from now: the way down's stays counted

@@ -27,7 +27,7 @@ from .store import handoff, history, settings
 from .store.status import status as box_status
 from .store.runkinds import CLI, COLLECT, RUN_NAMES
 from .config import Config, ConfigError, load_config
-from .store.db import Event, SyncRequest, SyncRun
+from .store.db import Event, SyncRequest, Run
 from .store.schema import open_db
 from .logs import configure_logging
 from .moodle import MoodleError, TokenRejected, Unreachable
@@ -44,12 +44,12 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_OFFLINE, EXIT_RUNNING = 0, 1, 2, 3, 4
 
 SYNC_EXIT = {
-    SyncRun.COMPLETED: EXIT_OK,
-    SyncRun.COMPLETED_WITH_WARNINGS: EXIT_OK,  # it did its work; the reasons say what to look at
-    SyncRun.COMPLETED_WITH_ERRORS: EXIT_ERRORS,
-    SyncRun.FAILED: EXIT_ERRORS,
-    SyncRun.INTERRUPTED: EXIT_ERRORS,
-    SyncRun.SKIPPED_OFFLINE: EXIT_OFFLINE,
+    Run.COMPLETED: EXIT_OK,
+    Run.COMPLETED_WITH_WARNINGS: EXIT_OK,  # it did its work; the reasons say what to look at
+    Run.COMPLETED_WITH_ERRORS: EXIT_ERRORS,
+    Run.FAILED: EXIT_ERRORS,
+    Run.INTERRUPTED: EXIT_ERRORS,
+    Run.SKIPPED_OFFLINE: EXIT_OFFLINE,
 }
 
 log = logging.getLogger("moodle_sync_agent")
@@ -138,7 +138,7 @@ def format_run(run: dict) -> str:
 
 def collected_words(found: dict) -> str:
     """What the collection before a sync found, as the Information dialog says it."""
-    if found["status"] not in (SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_ERRORS, SyncRun.COMPLETED_WITH_WARNINGS):
+    if found["status"] not in (Run.COMPLETED, Run.COMPLETED_WITH_ERRORS, Run.COMPLETED_WITH_WARNINGS):
         return f"{found['status']}" + (f" ({found['errors'][0]})" if found.get("errors") else "")
     from .kinds import found_counters
 
@@ -153,7 +153,7 @@ def cmd_sync(config: Config, args: argparse.Namespace) -> int:
     return run_and_report(lambda: run_sync(config, trigger=CLI, force=args.force), args.json)
 
 
-def run_and_report(start: Callable[[], SyncRun], as_json: bool) -> int:
+def run_and_report(start: Callable[[], Run], as_json: bool) -> int:
     """Run a sync (or a verify), print its history entry, map its status to an exit code."""
     try:
         row = start()
@@ -166,7 +166,7 @@ def run_and_report(start: Callable[[], SyncRun], as_json: bool) -> int:
     return report_run(row, as_json)
 
 
-def report_run(row: SyncRun, as_json: bool) -> int:
+def report_run(row: Run, as_json: bool) -> int:
     """Print a run's history entry; its status gives the exit code."""
     run = history.run_dict(row)
     if as_json:
@@ -199,12 +199,12 @@ def request_sync_via_agent(config: Config, force: bool = False, as_json: bool = 
             return EXIT_ERRORS
         time.sleep(poll_s)
     while True:
-        row = SyncRun.get_by_id(request.sync_id)
-        if row.status != SyncRun.RUNNING:
+        row = Run.get_by_id(request.sync_id)
+        if row.status != Run.RUNNING:
             break
         if not history.is_running():
-            row = SyncRun.get_by_id(request.sync_id)  # it may have ended just now
-            if row.status == SyncRun.RUNNING:
+            row = Run.get_by_id(request.sync_id)  # it may have ended just now
+            if row.status == Run.RUNNING:
                 print(f"moodle-sync-agent: the agent stopped during sync {row.id}", file=sys.stderr)
                 return EXIT_ERRORS
             break
@@ -231,9 +231,9 @@ def cmd_collect(config: Config, args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_ERRORS
     report_run(result.row, args.json)
-    if result.unreachable or result.row.status == SyncRun.SKIPPED_OFFLINE:
+    if result.unreachable or result.row.status == Run.SKIPPED_OFFLINE:
         return EXIT_OFFLINE
-    return EXIT_ERRORS if result.row.status in (SyncRun.FAILED, SyncRun.INTERRUPTED) else EXIT_OK
+    return EXIT_ERRORS if result.row.status in (Run.FAILED, Run.INTERRUPTED) else EXIT_OK
 
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:

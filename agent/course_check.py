@@ -10,7 +10,7 @@ from . import courses as courses_mod
 from .kinds import of_stage
 from .mapping import describe_activity
 from .moodle import MoodleError
-from .push.session import Run
+from .push.session import Session
 from .store.db import Activity, Collected, Course, Event, database, first_column
 
 
@@ -19,7 +19,7 @@ def queued_ids(course_id: int, *where: pw.Expression) -> list[int]:
                                                      *where))
 
 
-def check_courses(run: Run) -> list[Course]:
+def check_courses(run: Session) -> list[Course]:
     """One request for every course of the box; refresh what changed.
     Returns the courses whose events can be pushed."""
     rec = run.rec
@@ -71,7 +71,7 @@ def check_courses(run: Run) -> list[Course]:
     return pushable
 
 
-def conflicts_for_missing_activities(run: Run, course_id: int, shortname: str) -> int:
+def conflicts_for_missing_activities(run: Session, course_id: int, shortname: str) -> int:
     present = Activity.select(Activity.cmid).where(Activity.course == course_id)
     gone = list(Event.select(Event.id, Event.cmid).where(
         Event.status == Event.QUEUED, Event.course_id == course_id,
@@ -84,7 +84,7 @@ def conflicts_for_missing_activities(run: Run, course_id: int, shortname: str) -
 # -- the box's own Moodle: its activities mapped to the server's ---------------
 
 
-def map_box_activities(run: Run, pushable: list[Course]) -> None:
+def map_box_activities(run: Session, pushable: list[Course]) -> None:
     """Give the completions and grades collected from the box's Moodle the
     server's cmids, per course, before they are pushed (after the course
     check: the server's activities are up to date). The courses are the same
@@ -119,7 +119,7 @@ def map_box_activities(run: Run, pushable: list[Course]) -> None:
             run.rec.save()
 
 
-def settle_box_events(run: Run, waiting: list[Event], mapped: dict[int, int], why: dict[int, str]) -> None:
+def settle_box_events(run: Session, waiting: list[Event], mapped: dict[int, int], why: dict[int, str]) -> None:
     """The server's cmid on each mapped event, a conflict for each other one: one commit."""
     to_cmid: dict[int, list[int]] = {}
     conflicts = {}

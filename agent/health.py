@@ -20,7 +20,7 @@ import psutil
 from . import BUILD_DATE, network
 from .store import settings
 from .config import Config
-from .store.db import Event, SyncRun, iso, parse_iso, utcnow
+from .store.db import Event, Run, iso, parse_iso, utcnow
 from .clock import clock_is_sane
 from .store.diskspace import disk_space
 from .text import human_bytes
@@ -92,10 +92,10 @@ def cpu_load() -> tuple[int, tuple[float, float, float]]:
     return psutil.cpu_count() or 1, psutil.getloadavg()
 
 
-def last_offset_run() -> SyncRun | None:
+def last_offset_run() -> Run | None:
     """The latest run that measured the clock against the server's."""
-    return (SyncRun.select().where(SyncRun.clock_offset_s.is_null(False))
-            .order_by(SyncRun.started_at.desc()).first())
+    return (Run.select().where(Run.clock_offset_s.is_null(False))
+            .order_by(Run.started_at.desc()).first())
 
 
 def oldest_queued() -> str | None:

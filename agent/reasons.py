@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .health import MAX_CLOCK_OFFSET_S
-from .store.db import SyncRun
+from .store.db import Run
 from .store.runkinds import COLLECT
 
 
@@ -93,9 +93,9 @@ def reason(code: str, **values: Any) -> dict[str, Any]:
 
 def of_collection(collected: dict[str, Any] | None, stored: list[dict[str, Any]] | None = None) -> list[dict]:
     """The warning of a sync whose collection did not complete (None: no [box])."""
-    if not collected or collected.get("status") == SyncRun.COMPLETED:
+    if not collected or collected.get("status") == Run.COMPLETED:
         return []
-    if collected.get("status") == SyncRun.SKIPPED_OFFLINE:
+    if collected.get("status") == Run.SKIPPED_OFFLINE:
         return [reason("box_down")]
     for r in stored or []:
         if TABLE.get(r.get("code", "")) is not None and TABLE[r["code"]].warning:
@@ -103,14 +103,14 @@ def of_collection(collected: dict[str, Any] | None, stored: list[dict[str, Any]]
     return [reason("collection_failed")]
 
 
-def collection_reasons(row: SyncRun) -> list[dict[str, Any]]:
+def collection_reasons(row: Run) -> list[dict[str, Any]]:
     """The stored reasons of the collection a sync started with."""
     run_id = (row.collected or {}).get("run")
-    found = SyncRun.select(SyncRun.reasons).where(SyncRun.id == run_id).first() if run_id else None
+    found = Run.select(Run.reasons).where(Run.id == run_id).first() if run_id else None
     return list(found.reasons or []) if found is not None else []
 
 
-def warnings_of(row: SyncRun, collection_reasons: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def warnings_of(row: Run, collection_reasons: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """What a sync (or verify) that did its work leaves for a teacher to look at."""
     found = of_collection(row.collected, collection_reasons)
     for c in row.courses or []:
@@ -126,18 +126,18 @@ def warnings_of(row: SyncRun, collection_reasons: list[dict[str, Any]] | None = 
     return found
 
 
-def of_run(row: SyncRun, collection_reasons: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def of_run(row: Run, collection_reasons: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Every reason of a finished run, failures first; a failure with nothing
     stored (an older row, a skipped scheduled sync) gets its status's."""
     stored = [r for r in (getattr(row, "reasons", None) or []) if r.get("code") in TABLE]
-    if row.status == SyncRun.RUNNING:
+    if row.status == Run.RUNNING:
         return []
     if not stored:
-        if row.status == SyncRun.SKIPPED_OFFLINE:
+        if row.status == Run.SKIPPED_OFFLINE:
             stored = [reason("server_unreachable")]
-        elif row.status == SyncRun.INTERRUPTED:
+        elif row.status == Run.INTERRUPTED:
             stored = [reason("interrupted")]
-        elif row.status == SyncRun.FAILED:
+        elif row.status == Run.FAILED:
             stored = [reason("internal")] if row.kind != COLLECT else [reason("collection_failed")]
     if row.kind == COLLECT:
         return stored

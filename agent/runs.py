@@ -28,7 +28,7 @@ from . import reasons
 from .interrupt import Interrupted
 from .store import settings
 from .config import Config
-from .store.db import Event, SyncRun, iso, utcnow
+from .store.db import Event, Run, iso, utcnow
 from .store.history import IS_SYNC, recover_stale_runs
 from .store.runkinds import COLLECT, RUN_NAMES
 from .moodle import MoodleError, TokenRejected, Traffic, Unreachable
@@ -65,8 +65,8 @@ def run_lock(config: Config) -> Iterator[None]:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             # A sync's own collection runs inside it: name the sync.
-            running = SyncRun.select(SyncRun.id, SyncRun.kind).where(SyncRun.status == SyncRun.RUNNING) \
-                .order_by(IS_SYNC.desc(), SyncRun.started_at.desc()).first()
+            running = Run.select(Run.id, Run.kind).where(Run.status == Run.RUNNING) \
+                .order_by(IS_SYNC.desc(), Run.started_at.desc()).first()
             raise AlreadyRunning(running.id if running else None, running.kind if running else None) from None
         yield
     finally:
@@ -77,7 +77,7 @@ def run_lock(config: Config) -> Iterator[None]:
 class Record:
     """What a run has done so far, written into its history row by save()."""
 
-    row: SyncRun
+    row: Run
     counters: Sequence[str]  # the action counters the row shows
     actions: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
@@ -115,10 +115,10 @@ class Record:
         """Errors turn a run red; a sync whose collection failed, that left a
         course aside or settled events as conflicts is amber (agent/reasons.py)."""
         if self.errors:
-            return SyncRun.COMPLETED_WITH_ERRORS
+            return Run.COMPLETED_WITH_ERRORS
         if self.row.kind != COLLECT and reasons.warnings_of(self.row, reasons.collection_reasons(self.row)):
-            return SyncRun.COMPLETED_WITH_WARNINGS
-        return SyncRun.COMPLETED
+            return Run.COMPLETED_WITH_WARNINGS
+        return Run.COMPLETED
 
 
 def disk_full_error(exc: BaseException | None) -> BaseException | None:
@@ -136,21 +136,21 @@ def disk_full_error(exc: BaseException | None) -> BaseException | None:
 def describe_failure(config: Config, exc: BaseException) -> tuple[str, str]:
     """The final status and the sentence for the history, of what ended a run."""
     if isinstance(exc, Interrupted):
-        return SyncRun.INTERRUPTED, "interrupted: the agent was asked to stop; unsent events stay queued"
+        return Run.INTERRUPTED, "interrupted: the agent was asked to stop; unsent events stay queued"
     if isinstance(exc, TokenRejected):
         settings.put(token_rejected=True)
-        return SyncRun.FAILED, "the server rejected the token"
+        return Run.FAILED, "the server rejected the token"
     if isinstance(exc, Unreachable):
         waiting = count_by_status()[Event.QUEUED]
-        return SyncRun.FAILED, f"lost the connection to the server: {exc.reason}; {waiting} event(s) kept in the queue"
+        return Run.FAILED, f"lost the connection to the server: {exc.reason}; {waiting} event(s) kept in the queue"
     if isinstance(exc, MoodleError):
-        return SyncRun.FAILED, f"the server refused a request: {exc}"
+        return Run.FAILED, f"the server refused a request: {exc}"
     full = disk_full_error(exc)
     if full is not None:
         log.error("the database cannot be written: %s", full)
-        return SyncRun.FAILED, f"{database_problem(config, full)}; the events not yet confirmed stay queued"
+        return Run.FAILED, f"{database_problem(config, full)}; the events not yet confirmed stay queued"
     log.exception("run failed", exc_info=exc)
-    return SyncRun.FAILED, f"internal error: {type(exc).__name__}: {exc}"
+    return Run.FAILED, f"internal error: {type(exc).__name__}: {exc}"
 
 
 def reason_of(exc: BaseException, kind: str = "") -> dict:
@@ -183,7 +183,7 @@ def unreachable_reason(exc: Unreachable) -> dict:
 
 @contextmanager
 def recorded_run(config: Config, kind: str, trigger: str, counters: Sequence[str], *, force: bool = False,
-                 on_started: Callable[[SyncRun], None] | None = None,
+                 on_started: Callable[[Run], None] | None = None,
                  describe: Callable[[BaseException], tuple[str, str] | None] | None = None) -> Iterator[Record]:
     """Hold the lock and the history row of one run; give it its final status.
     Raises AlreadyRunning or SyncDisabled before anything is recorded. Whatever
@@ -211,10 +211,10 @@ def nested_run(config: Config, kind: str, trigger: str, counters: Sequence[str],
 
 @contextmanager
 def _recorded(config: Config, kind: str, trigger: str, counters: Sequence[str], force: bool,
-              on_started: Callable[[SyncRun], None] | None,
+              on_started: Callable[[Run], None] | None,
               describe: Callable[[BaseException], tuple[str, str] | None] | None) -> Iterator[Record]:
     started = time.monotonic()
-    row = SyncRun.create(kind=kind, trigger=trigger, force=force, status=SyncRun.RUNNING, started_at=iso(utcnow()),
+    row = Run.create(kind=kind, trigger=trigger, force=force, status=Run.RUNNING, started_at=iso(utcnow()),
                          pid=os.getpid(), phase="checking_connection",
                          events_total=count_by_status()[Event.QUEUED])
     record = Record(row=row, counters=counters)

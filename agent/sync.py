@@ -32,14 +32,14 @@ from .course_check import check_courses, map_box_activities
 from .down.pull import pull_down, record_pushed
 from .config import Config
 from .kinds import down_counters, push_counters, server_functions
-from .store.db import Event, SyncRun, database
+from .store.db import Event, Run, database
 from .store.runkinds import SYNC
 from .moodle import BATCH_FUNCTION, MoodleClient, Unreachable
 from .push.pusher import push_events
 from .store.queue import correct_event_times
 from .store.queue import count_by_status
 from .runs import recorded_run, unreachable_reason
-from .push.session import Run
+from .push.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def connect_box(config: Config, stop: threading.Event | None = None) -> MoodleCl
     return MoodleClient(config.box, max_batch=config.agent.batch_size, stop=stop)
 
 
-def check_connection(run: Run) -> bool:
+def check_connection(run: Session) -> bool:
     """The online check; notes the clock offset, the service's functions and the site."""
     try:
         info = run.client.site_info()
@@ -74,9 +74,9 @@ def check_connection(run: Run) -> bool:
     return True
 
 
-def execute(run: Run) -> str:
+def execute(run: Session) -> str:
     if not check_connection(run):
-        return SyncRun.SKIPPED_OFFLINE
+        return Run.SKIPPED_OFFLINE
     pushable = check_courses(run)
     map_box_activities(run, pushable)
     if run.direction != "up":
@@ -95,7 +95,7 @@ def execute(run: Run) -> str:
     return compared(run, pushable)
 
 
-def compared(run: Run, pushable: list) -> str:
+def compared(run: Session, pushable: list) -> str:
     """With a box's Moodle: its course completion and badges beside the server's, one line per course in the
     run's course entries (agent/awards.py); the run's status."""
     if run.box is not None:
@@ -105,7 +105,7 @@ def compared(run: Run, pushable: list) -> str:
 
 def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
              stop: threading.Event | None = None, client: MoodleClient | None = None,
-             on_started: Callable[[SyncRun], None] | None = None, collect: bool = True) -> SyncRun:
+             on_started: Callable[[Run], None] | None = None, collect: bool = True) -> Run:
     """Run one sync and return its history row. Raises AlreadyRunning or SyncDisabled.
     With a box's Moodle ([box]) and ``collect``, a full collection comes first,
     in its own history row; the sync's row keeps what it found. ``client``:
@@ -128,7 +128,7 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
             # The progress bar's total: with what the collection queued.
             rec.save(phase="checking_connection", events_total=count_by_status()[Event.QUEUED])
         rec.traffic.append(client.traffic)
-        run = Run(config, client, rec, force=force, stop=stop, box=box, direction=direction)
+        run = Session(config, client, rec, force=force, stop=stop, box=box, direction=direction)
         try:
             rec.status = execute(run)
         finally:

@@ -22,12 +22,12 @@ import peewee as pw
 from .awards import compare_courses
 from .config import Config
 from .kinds import COMPLETION_STATES, KINDS, is_complete
-from .store.db import Course, Event, SyncRun, database, iso, utcnow
+from .store.db import Course, Event, Run, database, iso, utcnow
 from .store.runkinds import CLI, VERIFY, VERIFY_KINDS
 from .moodle import CallResult, MoodleClient
 from .push.plan import Call
 from .runs import recorded_run
-from .push.session import Run, fatal_error
+from .push.session import Session, fatal_error
 from .sync import check_connection, connect, connect_box
 
 # What each kind of event is checked against, if it is (agent/kinds.py).
@@ -92,18 +92,18 @@ def requeue(reasons: dict[int, str]) -> int:
 class Verify:
     """The comparisons of one verify run, counted per course."""
 
-    run: Run
+    run: Session
     events: dict[int, Event] = field(default_factory=dict)
     per_course: dict[int, Counter] = field(default_factory=lambda: defaultdict(Counter))
 
     def work(self, course_id: int | None) -> str:
         run = self.run
         if not check_connection(run):
-            return SyncRun.SKIPPED_OFFLINE
+            return Run.SKIPPED_OFFLINE
         missing = run.client.site_info().lacking(list(READS.values()))
         if missing:
             run.rec.errors.append(f"the token's service lacks {', '.join(missing)}: nothing could be checked")
-            return SyncRun.FAILED
+            return Run.FAILED
         events = latest_sent(run.config, course_id)
         self.events = {e.id: e for e in events}
         groups: dict[tuple[int, str], list[Event]] = defaultdict(list)
@@ -181,13 +181,13 @@ class Verify:
 
 def run_verify(config: Config, course_id: int | None = None, *, trigger: str = CLI, stop: threading.Event | None = None,
                client: MoodleClient | None = None,
-               on_started: Callable[[SyncRun], None] | None = None) -> SyncRun:
+               on_started: Callable[[Run], None] | None = None) -> Run:
     """Run one full re-check and return its history row (trigger "verify").
     Raises AlreadyRunning or SyncDisabled, as a sync does."""
     with recorded_run(config, VERIFY, trigger, VERIFY_KINDS, on_started=on_started) as rec:
         client = client or connect(config, stop)
         rec.traffic.append(client.traffic)
         stop = stop or threading.Event()
-        run = Run(config, client, rec, stop=stop, box=connect_box(config, stop))
+        run = Session(config, client, rec, stop=stop, box=connect_box(config, stop))
         rec.status = Verify(run).work(course_id)
     return rec.row

@@ -19,7 +19,7 @@ import pytest
 from agent.store import settings
 from agent.config import load_config
 from agent.service.daemon import Daemon
-from agent.store.db import Event, SyncRun
+from agent.store.db import Event, Run
 from agent.store.schema import close_db, open_db
 from tests.helpers import (BOX_C1, BOX_TOKEN, Box, C1, C2, FakeClock, MoodleReader, OFFSET_CM, TOKEN, baseline,
                            box_section, calls, control, drive, mark, queued_rows, run_json)
@@ -275,13 +275,13 @@ def test_the_daemon_collects_every_collect_minutes_reading_only_the_active_learn
         assert len(rows) == 4 and [r.actions["learners_read"] for r in rows[2:]] == [1, 0]
         assert all((r.kind, r.trigger, r.status) == ("collect", "schedule", "completed") for r in rows)
         assert Event.select().where(Event.type == "completion").count() == 1
-        assert SyncRun.select().where(SyncRun.kind != "collect").count() == 0
+        assert Run.select().where(Run.kind != "collect").count() == 0
     finally:
         close_db()
 
 
-def collections() -> list[SyncRun]:
-    return list(SyncRun.select().where(SyncRun.kind == "collect").order_by(SyncRun.started_at))
+def collections() -> list[Run]:
+    return list(Run.select().where(Run.kind == "collect").order_by(Run.started_at))
 
 
 def test_a_sync_asked_of_the_daemon_starts_with_a_full_collection(tmp_path, simulator, boxsim, server):
@@ -346,7 +346,7 @@ def test_the_page_shows_the_boxs_moodle_keeps_collections_out_of_last_syncs_and_
         assert "(full)" in last and "status-ok" in last
         # Last Syncs: the two syncs, not the three collections.
         assert re.findall(r'<tr data-run-id="([^"]+)"', html) == [run["id"], first["id"]]
-        assert SyncRun.select().where(SyncRun.kind == "collect").count() == 3
+        assert Run.select().where(Run.kind == "collect").count() == 3
         dialog = re.search(rf'<dialog class="info-dialog" id="run-{run["id"]}".*?</dialog>', html, re.S).group(0)
         found = re.search(r'data-field="collected">(.*?)</dd>', dialog, re.S).group(1)
         found, since = found.split('data-field="collected_since"') if "collected_since" in found else (found, "")

@@ -21,7 +21,7 @@ from agent.config import load_config
 from agent.cli import request_sync_via_agent
 from agent.service.daemon import Daemon
 from agent.logs import LineFormatter
-from agent.store.db import Event, SyncRequest, SyncRun, parse_iso
+from agent.store.db import Event, SyncRequest, Run, parse_iso
 from agent.store.schema import close_db, open_db
 from agent.store.queue import enqueue, validate_events
 from agent.sync import run_sync
@@ -54,8 +54,8 @@ def new_daemon(config, start: datetime) -> tuple[Daemon, FakeClock]:
     return Daemon(config, fake.clock, rng=random.Random(7)), fake
 
 
-def runs(trigger: str = "schedule") -> list[SyncRun]:
-    return list(SyncRun.select().where(SyncRun.trigger == trigger).order_by(SyncRun.started_at))
+def runs(trigger: str = "schedule") -> list[Run]:
+    return list(Run.select().where(Run.trigger == trigger).order_by(Run.started_at))
 
 
 def statuses(trigger: str = "schedule") -> list[str]:
@@ -253,10 +253,10 @@ def picked(request_id: int) -> SyncRequest | None:
     return request if request.picked_at else None
 
 
-def finished(request_id: int) -> SyncRun | None:
+def finished(request_id: int) -> Run | None:
     """The run that served the request, once it ended."""
     run_id = SyncRequest.get_by_id(request_id).sync_id
-    row = SyncRun.get_or_none(SyncRun.id == run_id) if run_id else None
+    row = Run.get_or_none(Run.id == run_id) if run_id else None
     return row if row is not None and row.status != "running" else None
 
 
@@ -305,10 +305,10 @@ def test_a_request_during_a_run_does_not_start_a_second_run(box, simulator, conf
         wait_for(lambda: picked(second.id), timeout=3)
         run_id = SyncRequest.get_by_id(first.id).sync_id
         assert SyncRequest.get_by_id(second.id).sync_id == run_id
-        wait_for(lambda: SyncRun.get_by_id(run_id).status != "running", timeout=60)
+        wait_for(lambda: Run.get_by_id(run_id).status != "running", timeout=60)
         time.sleep(2.5)  # two more steps of the agent
-        assert [r.id for r in SyncRun.select()] == [run_id]
-        assert SyncRun.get_by_id(run_id).status == "completed"
+        assert [r.id for r in Run.select()] == [run_id]
+        assert Run.get_by_id(run_id).status == "completed"
     finally:
         agent.stop()
 
@@ -323,7 +323,7 @@ def test_sigterm_during_a_push_exits_within_10s_and_the_next_run_finishes_the_jo
     finally:
         code, took = agent.stop(signal.SIGTERM)
     assert code == 0 and took < 10, agent.text()
-    [row] = SyncRun.select()
+    [row] = Run.select()
     assert row.status == "interrupted" and any("interrupted" in e for e in row.errors)
     sent = sent_count(box)
     assert 10 <= sent < 90
@@ -363,7 +363,7 @@ def test_sync_turned_off_stops_the_running_sync_within_seconds(box, simulator, c
     daemon.step()  # the loop's next step, within a second
     daemon.wait_idle(10)
     assert time.monotonic() - start < 3
-    [row] = SyncRun.select()
+    [row] = Run.select()
     assert row.status == "interrupted" and sent_count(box) < 60
 
 
@@ -373,12 +373,12 @@ def test_sigterm_while_a_request_hangs_still_exits_within_10s(box, simulator, co
     agent = Agent(box)
     try:
         handoff.request_sync()
-        wait_for(lambda: SyncRun.get_or_none(SyncRun.status == "running"))
+        wait_for(lambda: Run.get_or_none(Run.status == "running"))
         time.sleep(0.5)
     finally:
         code, took = agent.stop(signal.SIGTERM)
     assert code == 0 and took < 10, agent.text()
-    [row] = SyncRun.select()
+    [row] = Run.select()
     assert row.status == "interrupted" and "cut off" in row.errors[-1]
     assert "did not stop within" in agent.text()
 
@@ -421,7 +421,7 @@ def test_the_daemon_leaves_the_http_stack_to_its_worker_process(box, config):
         "from agent.store import handoff\n"
         "from agent.config import load_config\n"
         "from agent.service.daemon import Daemon\n"
-        "from agent.store.db import SyncRun\n"
+        "from agent.store.db import Run\n"
         "from agent.store.schema import open_db\n"
         f"config = load_config({str(box.config)!r})\n"
         "open_db(config.agent.database)\n"
@@ -429,7 +429,7 @@ def test_the_daemon_leaves_the_http_stack_to_its_worker_process(box, config):
         "handoff.request_sync()\n"
         "daemon.step()\n"
         "daemon.wait_idle(60)\n"
-        "print([r.status for r in SyncRun.select()])\n"
+        "print([r.status for r in Run.select()])\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('requests', 'urllib3')))\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=box.dir, env=box.env(), capture_output=True,
                             text=True, timeout=90)
@@ -445,7 +445,7 @@ def test_a_request_during_a_command_line_run_starts_no_worker(box, simulator, co
     cli = subprocess.Popen(box.argv("sync"), env=box.env(), cwd=box.dir, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     try:
-        running = wait_for(lambda: SyncRun.get_or_none(SyncRun.status == "running"))
+        running = wait_for(lambda: Run.get_or_none(Run.status == "running"))
         sync_request = handoff.request_sync()
         verify_request = handoff.request_sync(kind="verify")
         daemon = Daemon(config)
@@ -459,4 +459,4 @@ def test_a_request_during_a_command_line_run_starts_no_worker(box, simulator, co
     simulator.faults.set(latency_ms=0)
     daemon.step()  # the lock is free: the verify runs now
     daemon.wait_idle(60)
-    assert SyncRun.get_by_id(SyncRequest.get_by_id(verify_request.id).sync_id).kind == "verify"
+    assert Run.get_by_id(SyncRequest.get_by_id(verify_request.id).sync_id).kind == "verify"

@@ -12,7 +12,7 @@ import pytest
 
 from agent import cli, health
 from agent.config import load_config
-from agent.store.db import Event, SyncRun, iso, parse_iso, utcnow
+from agent.store.db import Event, Run, iso, parse_iso, utcnow
 from agent.store.schema import close_db, open_db
 from agent.moodle import MoodleClient, Unreachable
 from agent.store.queue import enqueue, validate_events
@@ -115,7 +115,7 @@ def test_warnings_name_what_needs_attention(make_config):
 
     old = utcnow() - timedelta(days=10)
     enqueue(validate_events([EVENT]), now=old)
-    SyncRun.create(trigger="cli", status=SyncRun.COMPLETED, started_at=iso(utcnow()), clock_offset_s=-3600.0)
+    Run.create(trigger="cli", status=Run.COMPLETED, started_at=iso(utcnow()), clock_offset_s=-3600.0)
     h = health.gather(config)
     assert h["clock"]["offset_s"] == -3600.0
     assert "60 minutes off the server" in h["warnings"]["clock"]
@@ -147,7 +147,7 @@ def test_no_interface_up_answers_no_network_at_once(make_config, network_down):
 
     started = time.monotonic()
     row = run_sync(config, trigger="cli")
-    assert row.status == SyncRun.SKIPPED_OFFLINE
+    assert row.status == Run.SKIPPED_OFFLINE
     assert row.errors == ["offline: no network interface is up"]
     assert time.monotonic() - started < 1.0  # the whole run, history writes included
 
@@ -229,12 +229,12 @@ def test_clock_offset_on_the_page_has_no_minus_zero(tmp_path):
     from webui import create_app
 
     client = create_app(write_config(tmp_path, web="public_status = yes")).test_client()
-    run = SyncRun.create(trigger="cli", status=SyncRun.COMPLETED, started_at=iso(utcnow()))
+    run = Run.create(trigger="cli", status=Run.COMPLETED, started_at=iso(utcnow()))
     try:
         for offset, shown in [(-0.4, "0"), (-0.0, "0"), (0.0, "0"), (0.4, "0"), (0.49999999999999994, "0"),
                               (-0.49999999999999994, "0"), (0.5, "+1"), (-0.5, "-1"), (1.4, "+1"), (-1.4, "-1"),
                               (1.6, "+2"), (-1.6, "-2"), (2.5, "+3"), (-2.5, "-3"), (-3600.0, "-3600")]:
-            SyncRun.update(clock_offset_s=offset).where(SyncRun.id == run.id).execute()
+            Run.update(clock_offset_s=offset).where(Run.id == run.id).execute()
             html = client.get("/").get_data(as_text=True)
             row = html[html.index('data-health="clock"'):]
             row = row[:row.index("</dd>")]

@@ -300,13 +300,13 @@ def test_days_and_cores_on_the_page_are_counted(tmp_path):
 
     from agent.store import settings
     from agent.auth import hash_password
-    from agent.store.db import SyncRun, iso, utcnow
+    from agent.store.db import Run, iso, utcnow
 
     cfg = write_config(tmp_path, web="stale_days = 1", agent="retention_days = 1")
     client = create_app(cfg).test_client()  # noqa: F811
     settings.put(password_hash=hash_password("correct horse battery"))
     assert login(client).status_code == 303
-    SyncRun.create(trigger="cli", status=SyncRun.COMPLETED, started_at=iso(utcnow() - timedelta(hours=36)),
+    Run.create(trigger="cli", status=Run.COMPLETED, started_at=iso(utcnow() - timedelta(hours=36)),
                    completed_at=iso(utcnow() - timedelta(hours=36)))
     html = client.get("/").get_data(as_text=True)
     assert "The last successful sync was 1 day ago" in html

@@ -17,7 +17,7 @@ from agent.store import handoff, settings
 from agent.config import load_config
 from agent.courses import add as add_courses
 from agent.service.daemon import Daemon
-from agent.store.db import SyncRun
+from agent.store.db import Run
 from agent.store.schema import close_db, open_db
 from agent.moodle import MoodleClient
 from agent.store.queue import enqueue, validate_events
@@ -63,11 +63,11 @@ def config(tmp_path, simulator, smtp_port):
     close_db()
 
 
-def run_once(daemon: Daemon) -> SyncRun:
+def run_once(daemon: Daemon) -> Run:
     request = handoff.request_sync()
     daemon.step()
     daemon.wait_idle()  # the run, then the notices
-    return SyncRun.get_by_id(type(request).get_by_id(request.id).sync_id)
+    return Run.get_by_id(type(request).get_by_id(request.id).sync_id)
 
 
 def test_notice_has_the_box_the_status_and_every_field(config, smtp_port, simulator):
@@ -124,7 +124,7 @@ def test_smtp_down_the_sync_completes_and_the_notice_goes_out_after_the_next_run
     bodies = [m.get_content() for m in inbox.messages]
     assert len(bodies) == 2
     assert first.id in bodies[0] and second.id in bodies[1]
-    assert SyncRun.select().where(SyncRun.notified == False).count() == 0  # noqa: E712
+    assert Run.select().where(Run.notified == False).count() == 0  # noqa: E712
 
 
 def test_a_mail_server_that_hangs_never_delays_a_sync(config, smtp_port):
@@ -145,7 +145,7 @@ def test_a_mail_server_that_hangs_never_delays_a_sync(config, smtp_port):
         daemon.wait_idle()
     finally:
         silent.close()
-    assert [r.status for r in SyncRun.select()] == ["completed", "completed"]
+    assert [r.status for r in Run.select()] == ["completed", "completed"]
 
 
 def test_notices_off_nothing_is_owed_later(config, smtp_port):

@@ -12,7 +12,7 @@ import pytest
 
 from agent.store import retention
 from agent.config import load_config
-from agent.store.db import Event, SyncRun, iso, utcnow
+from agent.store.db import Event, Run, iso, utcnow
 from agent.store.schema import open_db
 from agent.service.daemon import RETENTION_EVERY_S, Daemon
 from tests.helpers import Box
@@ -74,24 +74,24 @@ def test_deletes_exactly_the_expired_sent_events_and_the_file_shrinks(config):
 
 def test_history_is_kept_365_days_or_10000_runs(config):
     now = utcnow()
-    old = SyncRun.create(trigger="cli", status=SyncRun.COMPLETED, started_at=iso(now - timedelta(days=366)))
-    stuck = SyncRun.create(trigger="cli", status=SyncRun.RUNNING, started_at=iso(now - timedelta(days=400)))
-    year = SyncRun.create(trigger="cli", status=SyncRun.COMPLETED, started_at=iso(now - timedelta(days=364)))
+    old = Run.create(trigger="cli", status=Run.COMPLETED, started_at=iso(now - timedelta(days=366)))
+    stuck = Run.create(trigger="cli", status=Run.RUNNING, started_at=iso(now - timedelta(days=400)))
+    year = Run.create(trigger="cli", status=Run.COMPLETED, started_at=iso(now - timedelta(days=364)))
     assert retention.prune(config).runs == 1
-    assert SyncRun.get_or_none(SyncRun.id == old.id) is None
-    assert SyncRun.get_or_none(SyncRun.id == stuck.id) is not None  # a running row is never deleted here
-    assert SyncRun.get_or_none(SyncRun.id == year.id) is not None
+    assert Run.get_or_none(Run.id == old.id) is None
+    assert Run.get_or_none(Run.id == stuck.id) is not None  # a running row is never deleted here
+    assert Run.get_or_none(Run.id == year.id) is not None
 
     # 10,004 more runs, one a minute: the oldest beyond 10,000 go.
-    rows = [{"id": f"run-{i:05d}", "trigger": "schedule", "status": SyncRun.COMPLETED,
+    rows = [{"id": f"run-{i:05d}", "trigger": "schedule", "status": Run.COMPLETED,
              "started_at": iso(now - timedelta(minutes=20_000 - i))} for i in range(10_004)]
     for start in range(0, len(rows), 500):
-        SyncRun.insert_many(rows[start:start + 500]).execute()
+        Run.insert_many(rows[start:start + 500]).execute()
     assert retention.prune(config).runs == 5  # the 364-day-old one and run-00000..00003
-    finished = SyncRun.select().where(SyncRun.status != SyncRun.RUNNING)
+    finished = Run.select().where(Run.status != Run.RUNNING)
     assert finished.count() == 10_000
-    assert SyncRun.get_or_none(SyncRun.id == "run-00003") is None
-    assert SyncRun.get_or_none(SyncRun.id == "run-00004") is not None
+    assert Run.get_or_none(Run.id == "run-00003") is None
+    assert Run.get_or_none(Run.id == "run-00004") is not None
 
 
 def test_nothing_is_deleted_on_a_clock_that_was_never_set(config):
@@ -125,12 +125,12 @@ def test_collections_go_after_two_weeks_and_never_push_syncs_out(config, monkeyp
 
     def run(kind: str, days: float) -> str:
         when = iso(now - timedelta(days=days))
-        return SyncRun.create(kind=kind, trigger="schedule", status=SyncRun.COMPLETED, started_at=when, completed_at=when).id
+        return Run.create(kind=kind, trigger="schedule", status=Run.COMPLETED, started_at=when, completed_at=when).id
 
     syncs = [run("sync", d) for d in (1, 2, 3)]
     fresh = [run("collect", d / 10) for d in range(1, 20)]  # newer than every sync
     old = [run("collect", d) for d in (15, 20)]
     pruned = retention.prune(config, now)
     assert pruned.runs == 2
-    assert {r.id for r in SyncRun.select()} == set(syncs) | set(fresh)
-    assert not set(old) & {r.id for r in SyncRun.select()}
+    assert {r.id for r in Run.select()} == set(syncs) | set(fresh)
+    assert not set(old) & {r.id for r in Run.select()}

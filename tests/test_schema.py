@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.store import handoff, history
-from agent.store.db import SyncRequest, SyncRun
+from agent.store.db import SyncRequest, Run
 from agent.store.schema import SCHEMA_VERSION, close_db, open_db
 
 V7 = Path(__file__).with_name("schema") / "v7.sql"
@@ -23,7 +23,7 @@ def test_a_version_7_database_upgrades_and_every_run_gets_its_kind(tmp_path):
         assert "kind" not in {r[1] for r in conn.execute("PRAGMA table_info(syncrun)")}
     open_db(path)
     try:
-        runs = {r.id: (r.kind, r.trigger, r.status) for r in SyncRun.select()}
+        runs = {r.id: (r.kind, r.trigger, r.status) for r in Run.select()}
         assert runs == {
             "run-0": ("sync", "page", "completed"),  # "manual": the page's button
             "run-1": ("sync", "schedule", "skipped_offline"),
@@ -31,9 +31,9 @@ def test_a_version_7_database_upgrades_and_every_run_gets_its_kind(tmp_path):
             "run-3": ("verify", "unknown", "completed"),  # who started it was not recorded
             "run-4": ("collect", "unknown", "completed"),
         }
-        assert SyncRun.get_by_id("run-3").actions == {"checked": 3}
+        assert Run.get_by_id("run-3").actions == {"checked": 3}
         # Version 9: an old run has no stored reasons and names nothing moved down.
-        assert SyncRun.get_by_id("run-2").reasons is None and SyncRun.get_by_id("run-2").moved_down is None
+        assert Run.get_by_id("run-2").reasons is None and Run.get_by_id("run-2").moved_down is None
         # The history keeps the collection out of the page's list, as before.
         assert [r["id"] for r in history.recent(10)] == ["run-3", "run-2", "run-1", "run-0"]
         assert [(r["kind"], r["trigger"]) for r in history.recent(1, collections=True)] == [("collect", "unknown")]
@@ -51,7 +51,7 @@ def test_a_version_7_database_upgrades_and_every_run_gets_its_kind(tmp_path):
         assert conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'event_sync'").fetchone()
     open_db(path)  # opened again: nothing more to change
     try:
-        assert SyncRun.select().where(SyncRun.kind == "collect").count() == 1
+        assert Run.select().where(Run.kind == "collect").count() == 1
     finally:
         close_db()
 
@@ -68,11 +68,11 @@ def test_a_version_8_database_gets_the_reasons_of_version_9(tmp_path):
         conn.execute("PRAGMA user_version = 8")
     open_db(path)
     try:
-        run = SyncRun.get_by_id("run-4")
+        run = Run.get_by_id("run-4")
         assert (run.kind, run.trigger, run.reasons, run.moved_down) == ("collect", "schedule", None, None)
-        SyncRun.update(reasons=[{"code": "box_down"}]).where(SyncRun.id == "run-4").execute()
-        assert SyncRun.get_by_id("run-4").reasons == [{"code": "box_down"}]
-        assert history.run_dict(SyncRun.get_by_id("run-0"))["reasons"] == []  # a plain success
+        Run.update(reasons=[{"code": "box_down"}]).where(Run.id == "run-4").execute()
+        assert Run.get_by_id("run-4").reasons == [{"code": "box_down"}]
+        assert history.run_dict(Run.get_by_id("run-0"))["reasons"] == []  # a plain success
     finally:
         close_db()
     with sqlite3.connect(path) as conn:

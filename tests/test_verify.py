@@ -149,7 +149,7 @@ def test_takes_the_sync_lock_and_answers_offline(box):
 def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
     from agent.store import handoff
     from agent.service import worker
-    from agent.store.db import SyncRun, iso, utcnow
+    from agent.store.db import Run, iso, utcnow
     from agent.store.schema import open_db
 
     control(simulator, "forget", {"userid": STUDENTS["student1"], "cmid": 1})
@@ -161,7 +161,7 @@ def test_the_page_asks_the_daemon_for_a_verify(box, simulator):
         assert verify_request.id != sync_request.id  # a waiting sync does not swallow the verify
         assert handoff.request_sync(kind="verify").id == verify_request.id
         # A sync going on serves a waiting sync request, never a verify: that one waits its turn.
-        running = SyncRun.create(trigger="schedule", status=SyncRun.RUNNING, started_at=iso(utcnow()))
+        running = Run.create(trigger="schedule", status=Run.RUNNING, started_at=iso(utcnow()))
         assert handoff.attach(sync_request, running.id) is True
         assert handoff.attach(verify_request, running.id) is False
         assert handoff.next_request().id == verify_request.id

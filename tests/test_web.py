@@ -17,7 +17,7 @@ import pytest
 from agent.store import settings
 from agent.auth import hash_password
 from agent.config import load_config
-from agent.store.db import Event, LoginAttempt, Setting, SyncRequest, SyncRun, database, iso, utcnow
+from agent.store.db import Event, LoginAttempt, Setting, SyncRequest, Run, database, iso, utcnow
 from agent.store.queue import count_by_status
 from agent.sync import run_sync
 from tests.helpers import (API_KEY, COMPLETION, MOODLE_TOKEN, PASSWORD, ROOT, api, csrf_of, keep_courses, login,
@@ -303,7 +303,7 @@ def test_syncs_limit_is_validated(admin, config):
         assert answer.status_code == 400
         assert answer.get_json()["field"] == "limit"
     for i in range(7):
-        SyncRun.create(trigger="cli", status=SyncRun.COMPLETED, started_at=f"2026-11-0{i + 1}T10:00:00Z")
+        Run.create(trigger="cli", status=Run.COMPLETED, started_at=f"2026-11-0{i + 1}T10:00:00Z")
     runs = admin.get("/api/v1/syncs").get_json()
     assert [r["started_at"][:10] for r in runs] == [f"2026-11-0{i}" for i in (7, 6, 5, 4, 3)]
     assert len(admin.get("/api/v1/syncs?limit=7").get_json()) == 7
@@ -352,7 +352,7 @@ def test_sync_switch_and_start_sync_refused_when_off(admin, config):
 
 
 def test_start_sync_refused_while_a_run_goes(admin):
-    SyncRun.create(trigger="schedule", status=SyncRun.RUNNING, started_at=iso(utcnow()), pid=os.getpid(),
+    Run.create(trigger="schedule", status=Run.RUNNING, started_at=iso(utcnow()), pid=os.getpid(),
                    phase="sending_events", events_total=10, events_sent=4)
     answer = post(admin, "/sync/start")
     assert answer.status_code == 409
@@ -421,7 +421,7 @@ def test_banners_for_a_rejected_token_and_an_old_last_success(admin, config):
     enqueue(validate_events([COMPLETION]), now=utcnow() - timedelta(days=9))
     html = admin.get("/").get_data(as_text=True)
     assert "No sync has succeeded yet, and events have been waiting since" in html
-    SyncRun.create(trigger="schedule", status=SyncRun.COMPLETED, started_at=iso(utcnow() - timedelta(days=8)),
+    Run.create(trigger="schedule", status=Run.COMPLETED, started_at=iso(utcnow() - timedelta(days=8)),
                    completed_at=iso(utcnow() - timedelta(days=8)))
     html = admin.get("/").get_data(as_text=True)
     assert "The last successful sync was 8 days ago" in html
@@ -429,7 +429,7 @@ def test_banners_for_a_rejected_token_and_an_old_last_success(admin, config):
     settings.put(token_rejected=True)
     html = admin.get("/").get_data(as_text=True)
     assert html.count('class="banner"') == 2 and "rejected this box" in html
-    SyncRun.create(trigger="schedule", status=SyncRun.COMPLETED, started_at=iso(utcnow()), completed_at=iso(utcnow()))
+    Run.create(trigger="schedule", status=Run.COMPLETED, started_at=iso(utcnow()), completed_at=iso(utcnow()))
     settings.put(token_rejected=False)
     assert 'class="banner"' not in admin.get("/").get_data(as_text=True)
 
@@ -486,11 +486,11 @@ def test_the_moodle_token_never_appears(tmp_path, leak_sim):
     add_courses(MoodleClient(config.moodle), ["C1"])
     enqueue(validate_events([dict(COMPLETION, id="ok"), dict(COMPLETION, id="bad", user="nobody")]))
     first = run_sync(config, trigger="cli")
-    assert (first.status, first.conflicts) == (SyncRun.COMPLETED_WITH_WARNINGS, 1)
+    assert (first.status, first.conflicts) == (Run.COMPLETED_WITH_WARNINGS, 1)
     leak_sim.faults.set(reject_token=True)
-    assert run_sync(config, trigger="cli").status == SyncRun.FAILED
+    assert run_sync(config, trigger="cli").status == Run.FAILED
     leak_sim.stop()
-    assert run_sync(config, trigger="cli").status == SyncRun.SKIPPED_OFFLINE
+    assert run_sync(config, trigger="cli").status == Run.SKIPPED_OFFLINE
     assert settings.get(config, "token_rejected") is True
 
     answers = []

@@ -54,7 +54,7 @@ from .diff import COMPLETION, GRADE, Learner, completion_changes, grade_changes,
 from .page import CHUNK, Known, Page, change_event, holders, known_learners, lacks_instances, mark_conflicts, \
     new_keys, newcomer_events, save_page, store_box_course
 from ..config import BoxConfig, Config
-from ..store.db import BoxActivity, BoxCourse, Collected, Course, SyncRun, database
+from ..store.db import BoxActivity, BoxCourse, Collected, Course, Run, database
 from ..store.status import box_answered
 from ..store.runkinds import BY_SYNC, CLI, COLLECT, COLLECT_KINDS
 from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, box_functions, found_counters
@@ -92,7 +92,7 @@ class NoBox(Exception):
 class CollectionRun:
     """A collection's history row, and whether the box's Moodle answered."""
 
-    row: SyncRun
+    row: Run
     unreachable: str | None = None
 
     @property
@@ -154,13 +154,13 @@ class Collector:
 
     def work(self) -> str:
         if not self.check_connection():
-            return SyncRun.SKIPPED_OFFLINE
+            return Run.SKIPPED_OFFLINE
         finish_pending(self.config, self.client, self.rec.errors)  # a learner's add or password cut off (issue 19)
         missing = [f for f in READ_FUNCTIONS if f not in self.functions]
         if missing:
             self.rec.errors.append(f"the service of the box's Moodle token lacks {', '.join(missing)}: "
                                    "nothing was collected")
-            return SyncRun.FAILED
+            return Run.FAILED
         pairs = self.box_courses()
         self.rec.save(phase="collecting", courses_total=len(pairs), courses_done=0)
         for course, box in pairs:
@@ -393,21 +393,21 @@ def found_words(found: Counter) -> str:
 def box_failure(exc: BaseException) -> tuple[str, str] | None:
     """What ends a collection, in the box's words (the common sentences speak of the server)."""
     if isinstance(exc, TokenRejected):
-        return SyncRun.FAILED, "the box's Moodle rejected its token ([box] token_file)"
+        return Run.FAILED, "the box's Moodle rejected its token ([box] token_file)"
     if isinstance(exc, Unreachable):
         box_answered(False)
-        return SyncRun.FAILED, (f"the box's Moodle stopped answering: {exc.reason}; "
+        return Run.FAILED, (f"the box's Moodle stopped answering: {exc.reason}; "
                                 "the courses collected before are kept")
     if isinstance(exc, MoodleError):
-        return SyncRun.FAILED, f"the box's Moodle refused a request: {exc}"
+        return Run.FAILED, f"the box's Moodle refused a request: {exc}"
     if isinstance(exc, StorageFull):
-        return SyncRun.FAILED, f"{exc.problem}: nothing more was collected"
+        return Run.FAILED, f"{exc.problem}: nothing more was collected"
     return None
 
 
 def run_collect(config: Config, full: bool = False, *, trigger: str = CLI, stop: threading.Event | None = None,
                 client: MoodleClient | None = None,
-                on_started: Callable[[SyncRun], None] | None = None) -> CollectionRun:
+                on_started: Callable[[Run], None] | None = None) -> CollectionRun:
     """Run one collection (with the run lock) and return its row. Raises
     NoBox without [box], AlreadyRunning or SyncDisabled before anything is recorded."""
     box = _box(config)

@@ -51,7 +51,7 @@ def waiting_changes(usernames: set[str]) -> dict[str, dict[str, tuple[str, float
 
 
 def profiles_down(run: Any, box: MoodleClient) -> None:
-    """``run`` is agent.sync's Run (not imported: sync imports the way down)."""
+    """``run`` is the push's Session (agent/push/session.py)."""
     learners = {p.username: p.userid for p in Participant.select(Participant.username, Participant.userid,
                                                                  Participant.roles)
                 if "student" in (p.roles or [])}

@@ -40,13 +40,13 @@ from ..kinds import COMPLETION_STATES, CREATE_USERS, ENROL, GRADE_ITEMS, KINDS, 
     SAVE_ASSIGN_GRADES, UPDATE_GRADES, brought_down, completion_state, value_of
 from ..mapping import ActivityInfo
 from ..roles import STUDENT_ROLE_ID
-from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerSeen, SyncRun, TwoWayConflict, \
+from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerSeen, Run, TwoWayConflict, \
     database, first_column, iso, utcnow
 from ..store.history import COLLECT
 from .diff import COMPLETION, GRADE, Decision, Reported, decide, normal, server_completions, server_grades
 from ..moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..push.plan import assign_grade, assign_grade_args
-from ..push.session import Run
+from ..push.session import Session
 from ..learners import mark_made_down
 from .profiles import profiles_down
 
@@ -63,7 +63,7 @@ ENROLMENT = "enrolment"
 Key = tuple[str, int, str]  # username, the server's cmid, kind
 
 
-def pull_down(run: Run, pushable: list[Course]) -> None:
+def pull_down(run: Session, pushable: list[Course]) -> None:
     """The way down for every course, through the run's two connections."""
     box = run.box
     if box is None:
@@ -137,7 +137,7 @@ def box_call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
         raise BoxUnreachable(exc.reason) from None
 
 
-def accounts_down(run: Run, course: Course, bc: BoxCourse, box: MoodleClient) -> dict[str, int]:
+def accounts_down(run: Session, course: Course, bc: BoxCourse, box: MoodleClient) -> dict[str, int]:
     """A learner newly enrolled in the server's course (not seen there at an
     earlier sync down) and not in the box's: their account on the box's
     Moodle if they have none (with Moodle's createpassword: no password
@@ -204,8 +204,8 @@ def maybe_pushed(course_id: int, this_run: str) -> dict[Key, set[float]]:
     without hearing the server's answer. The server holding one of them has
     not changed on its own: a later change on the box is then no conflict."""
     # When the last cut-off sync ended (or was found dead by the next run, before anything else was queued).
-    cut = first_column(SyncRun.select(fn.MAX(SyncRun.completed_at)).where(
-        SyncRun.trigger != COLLECT, SyncRun.id != this_run, SyncRun.status.in_([SyncRun.FAILED, SyncRun.INTERRUPTED])))
+    cut = first_column(Run.select(fn.MAX(Run.completed_at)).where(
+        Run.trigger != COLLECT, Run.id != this_run, Run.status.in_([Run.FAILED, Run.INTERRUPTED])))
     found: dict[Key, set[float]] = {}
     if not cut or cut[0] is None:
         return found
@@ -218,7 +218,7 @@ def maybe_pushed(course_id: int, this_run: str) -> dict[Key, set[float]]:
     return found
 
 
-def down_course(run: Run, course: Course, bc: BoxCourse, box: MoodleClient,
+def down_course(run: Session, course: Course, bc: BoxCourse, box: MoodleClient,
                 enrolled: dict[str, int] | None = None) -> None:
     """``enrolled``: learners just enrolled on the box (accounts_down), not collected yet."""
     learners = {p.username: p.userid for p in Participant.select().where(Participant.box_course == bc.id)
@@ -326,7 +326,7 @@ def box_calls(writes: list[tuple[Key, Decision]], box_course: int, learners: dic
     return calls, owners
 
 
-def save_course(run: Run, course: Course, bc: BoxCourse, decisions: dict[Key, Decision], failed: set[Key],
+def save_course(run: Session, course: Course, bc: BoxCourse, decisions: dict[Key, Decision], failed: set[Key],
                 server: dict[Key, Reported], waiting: dict[Key, tuple[list[int], Reported]],
                 to_box: dict[int, int]) -> None:
     """One course's outcome: one commit. A key whose write failed keeps its
@@ -375,7 +375,7 @@ def save_course(run: Run, course: Course, bc: BoxCourse, decisions: dict[Key, De
         run.rec.save()
 
 
-def record_pushed(run: Run) -> None:
+def record_pushed(run: Session) -> None:
     """After the push (direction both): what the server confirmed in this
     run is its last known state, so that it does not come back down. A run
     cut off before this leaves it for the next one, which reads the pushed

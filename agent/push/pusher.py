@@ -16,7 +16,7 @@ from ..rights import OPTIONAL_RIGHTS, off_missing
 from ..store.db import Activity, Course, Event, Secret, database
 from .plan import READY, Busy, Call, Knowledge, Plan, Queued, Want, plan_enrolments, plan_learning, plan_users, \
     wants
-from .session import ENROLLED, LOOKUP_CHUNK, Run, Settlement, fatal_error, lookup_args
+from .session import ENROLLED, LOOKUP_CHUNK, Session, Settlement, fatal_error, lookup_args
 
 READ_AHEAD = 1000  # (kind, course, user) rows read ahead, at most: a few batches' worth of look-ups
 
@@ -68,7 +68,7 @@ class Pusher:
     queue is read ahead (who, in which course) so that the first batch
     already carries every look-up and check it can."""
 
-    def __init__(self, run: Run, sources: list[Source]):
+    def __init__(self, run: Session, sources: list[Source]):
         self.run = run
         self.sources = list(sources)
         self.waiting: list[Queued] = []  # read, not planned yet
@@ -324,7 +324,7 @@ def in_course(stage: str) -> bool:
     return any(KINDS[t].in_course for t in of_stage(stage))
 
 
-def push_events(run: Run, courses: list[Course]) -> None:
+def push_events(run: Session, courses: list[Course]) -> None:
     """The accounts, then each course's enrolments, then its completions and
     grades: one stream of batches (Pusher)."""
     sources: list[Source] = []

@@ -1,5 +1,5 @@
 """One run's connection to the server and what it learnt of it (the
-:class:`Run`), and the settling of what the server answered: each answered
+:class:`Session`), and the settling of what the server answered: each answered
 request becomes a :class:`Settlement` (the events sent, the conflicts, the
 counters, what was learnt of the server) that the caller commits in one
 transaction. The sync (agent/sync.py) and the verify (agent/verify.py) both
@@ -37,7 +37,7 @@ ENROLLED = PARTICIPANTS
 
 @dataclass
 class Settlement:
-    """What one answered request settles, written by :meth:`Run.commit` in
+    """What one answered request settles, written by :meth:`Session.commit` in
     one transaction. The facts learnt are the last word per account and
     enrolment (in the request's order)."""
 
@@ -53,7 +53,7 @@ class Settlement:
 
 
 @dataclass
-class Run:
+class Session:
     """One run's connection to the server (and to the box's Moodle, for the
     way down) and what it learnt of them."""
 

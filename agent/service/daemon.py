@@ -35,7 +35,7 @@ from .. import __version__, health
 from ..store import handoff, retention, settings
 from . import notify
 from ..config import Config, parse_time_utc
-from ..store.db import SyncRequest, SyncRun, iso, parse_iso
+from ..store.db import SyncRequest, Run, iso, parse_iso
 from ..store.schema import close_db
 from ..store.history import record_skipped, recover_stale_runs, running_run
 from ..store.runkinds import SCHEDULE
@@ -91,7 +91,7 @@ class Job:
     halted: bool = False
     proc: subprocess.Popen | None = None
     run_id: str | None = None
-    outcome: SyncRun | Offline | Broken | None = None
+    outcome: Run | Offline | Broken | None = None
     thread: threading.Thread | None = None
 
     def alive(self) -> bool:
@@ -267,7 +267,7 @@ class Daemon:
         self.job = job
         job.thread.start()
 
-    def _run_worker(self, job: Job, command: tuple[str, ...]) -> SyncRun | Offline | Broken | None:
+    def _run_worker(self, job: Job, command: tuple[str, ...]) -> Run | Offline | Broken | None:
         """Run the worker process to its end; its last line of JSON is the outcome."""
         proc = subprocess.Popen(worker_command(self.config, *command), env=worker_env(), cwd="/",
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
@@ -289,7 +289,7 @@ class Daemon:
                            last["clock_offset_s"])
         if not last.get("done") or "error" in last:
             return Broken(last.get("error") or f"internal error: the worker process ended with status {code}")
-        return SyncRun.get_or_none(SyncRun.id == job.run_id) if job.run_id else None
+        return Run.get_or_none(Run.id == job.run_id) if job.run_id else None
 
     def _collect(self) -> None:
         """Take the outcome of a finished worker back to the main thread."""
@@ -307,16 +307,16 @@ class Daemon:
             elif isinstance(out, Broken):
                 self.planner.offline(job.slot, now, out.reason, None)
                 self._log_offline(out.reason, None)
-            elif isinstance(out, SyncRun) and out.status == SyncRun.SKIPPED_OFFLINE:
+            elif isinstance(out, Run) and out.status == Run.SKIPPED_OFFLINE:
                 self.planner.offline(job.slot, now, "; ".join(out.errors or []), recorded=True)
-            elif isinstance(out, SyncRun) and out.status == SyncRun.INTERRUPTED:
+            elif isinstance(out, Run) and out.status == Run.INTERRUPTED:
                 pass  # the agent is stopping or sync was turned off: not done for the day
             elif out is not None:
                 self.planner.ran(job.slot)
                 self._checks = None
         if job.collection:
             return  # no notice for a collection
-        if isinstance(out, SyncRun) and out.collected is not None:
+        if isinstance(out, Run) and out.collected is not None:
             self.collection.restart()  # the sync collected in full just now
         if job.run_id is not None:
             self._notify()

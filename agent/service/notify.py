@@ -2,7 +2,7 @@
 
 The daemon calls :func:`send_pending` after each run, in a thread of its own:
 a slow or dead mail server never delays a sync. A notice that could not be
-sent stays owed (``SyncRun.notified`` false) and goes out after the next run.
+sent stays owed (``Run.notified`` false) and goes out after the next run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from email.utils import formatdate, make_msgid
 
 from ..store import settings
 from ..config import Config, SmtpConfig
-from ..store.db import SyncRun, database
+from ..store.db import Run, database
 from ..store.history import IS_SYNC, run_dict
 from ..reasons import words
 from ..text import human_bytes
@@ -26,12 +26,12 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 5
 
 STATUS_WORDS = {
-    SyncRun.COMPLETED: "completed",
-    SyncRun.COMPLETED_WITH_ERRORS: "completed with errors",
-    SyncRun.COMPLETED_WITH_WARNINGS: "completed with warnings",
-    SyncRun.FAILED: "failed",
-    SyncRun.SKIPPED_OFFLINE: "skipped (offline)",
-    SyncRun.INTERRUPTED: "interrupted",
+    Run.COMPLETED: "completed",
+    Run.COMPLETED_WITH_ERRORS: "completed with errors",
+    Run.COMPLETED_WITH_WARNINGS: "completed with warnings",
+    Run.FAILED: "failed",
+    Run.SKIPPED_OFFLINE: "skipped (offline)",
+    Run.INTERRUPTED: "interrupted",
 }
 
 
@@ -98,18 +98,18 @@ def connect(smtp: SmtpConfig) -> smtplib.SMTP:
     return conn
 
 
-def _mark(rows: list[SyncRun]) -> None:
+def _mark(rows: list[Run]) -> None:
     if rows:
         with database.obj.atomic():
-            SyncRun.update(notified=True).where(SyncRun.id.in_([r.id for r in rows])).execute()
+            Run.update(notified=True).where(Run.id.in_([r.id for r in rows])).execute()
 
 
 def send_pending(config: Config) -> int:
     """Mail every notice still owed; returns how many went out. Never raises
     for a mail problem: it is logged and the notice stays owed."""
-    owed = list(SyncRun.select().where(SyncRun.notified == False, SyncRun.status != SyncRun.RUNNING,  # noqa: E712
+    owed = list(Run.select().where(Run.notified == False, Run.status != Run.RUNNING,  # noqa: E712
                                        IS_SYNC)  # a collection every few minutes is no news
-                .order_by(SyncRun.started_at.desc()))
+                .order_by(Run.started_at.desc()))
     if not owed:
         return 0
     values = settings.preferences(config)

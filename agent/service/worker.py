@@ -29,7 +29,7 @@ from typing import Any, Callable
 from ..store import handoff, settings
 from ..box.collect import run_collect
 from ..config import Config, load_config
-from ..store.db import SyncRequest, SyncRun
+from ..store.db import SyncRequest, Run
 from ..store.schema import open_db
 from ..store.runkinds import SCHEDULE, VERIFY
 from ..logs import configure_logging
@@ -45,18 +45,18 @@ def emit(**message: Any) -> None:
     print(json.dumps(message), flush=True)
 
 
-def started(row: SyncRun) -> None:
+def started(row: Run) -> None:
     emit(run=row.id)
 
 
 def serve_request(config: Config, request: SyncRequest, stop: threading.Event | None = None,
-                  on_started: Callable[[SyncRun], None] | None = None) -> SyncRun:
+                  on_started: Callable[[Run], None] | None = None) -> Run:
     """Run the sync (or verify) a request asked for. A one-shot Force Sync set on
     the page applies to the next sync and is then cleared."""
     verify = request.kind == VERIFY
     force = not verify and (request.force or bool(settings.get(config, "force_next")))
 
-    def attach(row: SyncRun) -> None:
+    def attach(row: Run) -> None:
         request.sync_id = row.id
         request.save()
         if on_started:

@@ -112,7 +112,13 @@ class Activity(BaseModel):
     completion = pw.IntegerField(default=0)  # 0 none, 1 manual, 2 automatic
 
 
-class SyncRun(BaseModel):
+class Run(BaseModel):
+    """One run in the history: a sync, a verify or a collection (its ``kind``),
+    and who started it (its ``trigger``)."""
+
+    class Meta:  # the table keeps the name it had in the releases before (the model was SyncRun)
+        table_name = "syncrun"
+
     RUNNING = "running"
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
@@ -352,6 +358,6 @@ class ProfileState(BaseModel):
 
 # New tables (KnownUser, KnownEnrolment: schema version 5) are created on an
 # upgraded box by create_tables(safe=True) in open_db.
-MODELS = [Event, Secret, Course, Activity, SyncRun, Setting, SyncRequest, LoginAttempt, BoxCourse, BoxActivity,
+MODELS = [Event, Secret, Course, Activity, Run, Setting, SyncRequest, LoginAttempt, BoxCourse, BoxActivity,
           Participant, Collected, ServerSeen, TwoWayConflict,
           KnownUser, KnownEnrolment, PendingAccount, BoxAccount, ProfileState]

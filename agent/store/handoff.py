@@ -7,7 +7,7 @@ it. A worker restart or a second worker can neither start nor lose a run.
 
 from __future__ import annotations
 
-from .db import SyncRequest, SyncRun, database, iso, utcnow
+from .db import SyncRequest, Run, database, iso, utcnow
 from .runkinds import PAGE, RUN_KINDS, SYNC, VERIFY
 
 
@@ -46,7 +46,7 @@ def attach(request: SyncRequest, run_id: str) -> bool:
     A run of the other kind (a sync for a verify, or the reverse, or a
     collection from the box's Moodle for either) cannot: the request waits
     for its own turn. Returns whether it was attached."""
-    run = SyncRun.get_or_none(SyncRun.id == run_id)
+    run = Run.get_or_none(Run.id == run_id)
     if run is not None and run.kind != request.kind:  # a request is never for a collection
         if request.picked_at is not None:  # back to waiting; no write (an fsync) when it already is
             request.picked_at = request.sync_id = None

@@ -13,20 +13,20 @@ from typing import Any
 import peewee as pw
 
 from .. import reasons
-from .db import Activity, SyncRun, TwoWayConflict, iso, utcnow
+from .db import Activity, Run, TwoWayConflict, iso, utcnow
 from .runkinds import COLLECT, SYNC, VERIFY
 
 log = logging.getLogger(__name__)
 
 # A sync with warnings did its work: the "last successful sync" counts it.
-SUCCESS = (SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_WARNINGS)
+SUCCESS = (Run.COMPLETED, Run.COMPLETED_WITH_WARNINGS)
 
 # The page's Last Syncs, its status and the e-mail notices are about syncs
 # (and verifies): the collections every few minutes stay out of them.
-IS_SYNC = SyncRun.kind != COLLECT
+IS_SYNC = Run.kind != COLLECT
 
 
-def events_done(row: SyncRun) -> int:
+def events_done(row: Run) -> int:
     """How far the run's progress bar is: events settled (sent or made a
     conflict) by a sync, events checked by a verify."""
     if row.kind == VERIFY:
@@ -46,7 +46,7 @@ def two_way_conflicts(sync_id: str) -> list[dict[str, Any]]:
              "rule": c.rule, "at": c.at, "box_text": c.box_text, "server_text": c.server_text} for c in logged]
 
 
-def run_dict(row: SyncRun) -> dict[str, Any]:
+def run_dict(row: Run) -> dict[str, Any]:
     return {
         "id": row.id,
         "kind": row.kind,
@@ -84,29 +84,29 @@ def run_dict(row: SyncRun) -> dict[str, Any]:
 def recent(limit: int = 5, collections: bool = False) -> list[dict[str, Any]]:
     """The latest runs: syncs and verifies, and with ``collections`` the
     collections from the box's Moodle too (the command line's history)."""
-    query = SyncRun.select() if collections else SyncRun.select().where(IS_SYNC)
-    rows = query.order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).limit(limit)
+    query = Run.select() if collections else Run.select().where(IS_SYNC)
+    rows = query.order_by(Run.started_at.desc(), pw.SQL("rowid DESC")).limit(limit)
     return [run_dict(r) for r in rows]
 
 
-def last_successful() -> SyncRun | None:
-    return (SyncRun.select().where(SyncRun.status.in_(SUCCESS), IS_SYNC)
-            .order_by(SyncRun.started_at.desc()).first())
+def last_successful() -> Run | None:
+    return (Run.select().where(Run.status.in_(SUCCESS), IS_SYNC)
+            .order_by(Run.started_at.desc()).first())
 
 
-def last_collection() -> SyncRun | None:
-    return (SyncRun.select().where(SyncRun.kind == COLLECT, SyncRun.status != SyncRun.RUNNING)
-            .order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).first())
+def last_collection() -> Run | None:
+    return (Run.select().where(Run.kind == COLLECT, Run.status != Run.RUNNING)
+            .order_by(Run.started_at.desc(), pw.SQL("rowid DESC")).first())
 
 
-def running_run(syncs_only: bool = False) -> SyncRun | None:
+def running_run(syncs_only: bool = False) -> Run | None:
     """The run going on now: a row marked running whose process still exists.
     (Probing the lock instead would race with a run starting at that moment.)
     ``syncs_only``: a collection going on does not count (the page's view)."""
-    query = SyncRun.select().where(SyncRun.status == SyncRun.RUNNING)
+    query = Run.select().where(Run.status == Run.RUNNING)
     if syncs_only:
         query = query.where(IS_SYNC)
-    row = query.order_by(SyncRun.started_at.desc()).first()
+    row = query.order_by(Run.started_at.desc()).first()
     if row is None or not row.pid:
         return None
     try:
@@ -127,9 +127,9 @@ def recover_stale_runs(run_id: str | None = None) -> None:
     """A run still marked running while nobody holds the lock died with its
     process. With ``run_id``: the agent is leaving before that run could end itself."""
     now = iso(utcnow())
-    query = SyncRun.select().where(SyncRun.status == SyncRun.RUNNING)
-    for stale in query.where(SyncRun.id == run_id) if run_id else query:
-        stale.status = SyncRun.INTERRUPTED
+    query = Run.select().where(Run.status == Run.RUNNING)
+    for stale in query.where(Run.id == run_id) if run_id else query:
+        stale.status = Run.INTERRUPTED
         stale.completed_at = stale.completed_at or now
         stale.errors = (stale.errors or []) + ["the run was cut off (the agent stopped or lost power)"]
         stale.phase = "done"
@@ -137,12 +137,12 @@ def recover_stale_runs(run_id: str | None = None) -> None:
 
 
 def record_skipped(trigger: str, reason: str, bytes_sent: int = 0, bytes_received: int = 0,
-                   clock_offset_s: float | None = None) -> SyncRun:
+                   clock_offset_s: float | None = None) -> Run:
     """The one history row for a scheduled sync that did not happen because
     the server could not be reached, with what its checks cost: the checks
     themselves record nothing."""
     now = iso(utcnow())
-    row = SyncRun.create(kind=SYNC, trigger=trigger, status=SyncRun.SKIPPED_OFFLINE, started_at=now, completed_at=now,
+    row = Run.create(kind=SYNC, trigger=trigger, status=Run.SKIPPED_OFFLINE, started_at=now, completed_at=now,
                          duration_s=0.0, phase="done", errors=[reason], bytes_sent=bytes_sent,
                          bytes_received=bytes_received, clock_offset_s=clock_offset_s)
     log.info("sync %s recorded: %s (%s)", row.id, row.status, reason)

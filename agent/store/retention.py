@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import peewee as pw
 
 from ..config import Config
-from .db import Event, SyncRun, database, first_column, iso, utcnow
+from .db import Event, Run, database, first_column, iso, utcnow
 from ..clock import clock_is_sane
 from .history import IS_SYNC
 from .runkinds import COLLECT
@@ -60,15 +60,15 @@ def prune(config: Config, now: datetime | None = None) -> Pruned:
     sent_before = iso(now - timedelta(days=config.agent.retention_days))
     pruned.events = _delete_in_batches(Event, Event.id, (Event.status == Event.SENT) & (Event.sent_at < sent_before))
     runs_before = iso(now - timedelta(days=HISTORY_DAYS))
-    oldest_kept = (SyncRun.select(SyncRun.started_at).where(IS_SYNC).order_by(SyncRun.started_at.desc())
+    oldest_kept = (Run.select(Run.started_at).where(IS_SYNC).order_by(Run.started_at.desc())
                    .offset(HISTORY_RUNS - 1).limit(1).scalar())
     if oldest_kept is not None and oldest_kept > runs_before:
         runs_before = oldest_kept
     collections_before = iso(now - timedelta(days=COLLECTIONS_DAYS))
-    finished = SyncRun.status != SyncRun.RUNNING
-    pruned.runs = _delete_in_batches(SyncRun, SyncRun.id, finished & IS_SYNC & (SyncRun.started_at < runs_before))
-    pruned.runs += _delete_in_batches(SyncRun, SyncRun.id, finished & (SyncRun.kind == COLLECT)
-                                      & (SyncRun.started_at < collections_before))
+    finished = Run.status != Run.RUNNING
+    pruned.runs = _delete_in_batches(Run, Run.id, finished & IS_SYNC & (Run.started_at < runs_before))
+    pruned.runs += _delete_in_batches(Run, Run.id, finished & (Run.kind == COLLECT)
+                                      & (Run.started_at < collections_before))
     if pruned.anything:
         db = database.obj
         # Through executescript: Python's cursor steps this pragma only once,

@@ -2,7 +2,7 @@
 state as the history shows it. Stored state only, read for the page.
 
 - ``moved``: the learners and activities a sync moved up (its sent events)
-  and down (the changes it wrote into the box's Moodle, SyncRun.moved_down),
+  and down (the changes it wrote into the box's Moodle, Run.moved_down),
   the first NAMED of each way and how many in all;
 - ``collections_since``: what the collections from the box's Moodle found
   between the previous sync and this one (the every-few-minutes collection
@@ -18,7 +18,7 @@ from typing import Any
 import peewee as pw
 
 from ..reasons import TABLE
-from .db import Activity, Course, Event, SyncRun
+from .db import Activity, Course, Event, Run
 from .history import IS_SYNC
 from .runkinds import COLLECT, VERIFY
 
@@ -78,17 +78,17 @@ def collections_since(run: dict[str, Any]) -> dict[str, Any] | None:
     (this sync's own collection left out); None for a run that is no sync."""
     if run["kind"] in (COLLECT, VERIFY):
         return None
-    previous = (SyncRun.select(SyncRun.started_at, SyncRun.completed_at)
-                .where(IS_SYNC, SyncRun.started_at < run["started_at"])
-                .order_by(SyncRun.started_at.desc()).first())
-    query = SyncRun.select(SyncRun.id, SyncRun.actions).where(
-        SyncRun.kind == COLLECT, SyncRun.started_at <= run["started_at"],
-        SyncRun.status.in_([SyncRun.COMPLETED, SyncRun.COMPLETED_WITH_ERRORS]))
+    previous = (Run.select(Run.started_at, Run.completed_at)
+                .where(IS_SYNC, Run.started_at < run["started_at"])
+                .order_by(Run.started_at.desc()).first())
+    query = Run.select(Run.id, Run.actions).where(
+        Run.kind == COLLECT, Run.started_at <= run["started_at"],
+        Run.status.in_([Run.COMPLETED, Run.COMPLETED_WITH_ERRORS]))
     if previous is not None:  # after it ended: its own collection ran inside it
-        query = query.where(SyncRun.started_at >= (previous.completed_at or previous.started_at))
+        query = query.where(Run.started_at >= (previous.completed_at or previous.started_at))
     own = (run.get("collected") or {}).get("run")
     if own:
-        query = query.where(SyncRun.id != own)
+        query = query.where(Run.id != own)
     found = dict.fromkeys(FOUND_KINDS, 0)
     count = 0
     for row in query:
@@ -101,17 +101,17 @@ def collections_since(run: dict[str, Any]) -> dict[str, Any] | None:
 def server_state(token_rejected: bool) -> dict[str, Any]:
     """The school's Moodle as the syncs found it: reachable (None: never
     tried), the last time it answered, and the last token check."""
-    last = (SyncRun.select().where(IS_SYNC, SyncRun.status != SyncRun.RUNNING)
-            .order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).first())
-    answered = (SyncRun.select(SyncRun.started_at).where(IS_SYNC, SyncRun.clock_offset_s.is_null(False))
-                .order_by(SyncRun.started_at.desc()).first())
-    checked = (SyncRun.select(SyncRun.started_at).where(IS_SYNC, (SyncRun.clock_offset_s.is_null(False))
-                                                         | (pw.fn.instr(SyncRun.reasons, '"token_rejected"') > 0))
-               .order_by(SyncRun.started_at.desc()).first())
+    last = (Run.select().where(IS_SYNC, Run.status != Run.RUNNING)
+            .order_by(Run.started_at.desc(), pw.SQL("rowid DESC")).first())
+    answered = (Run.select(Run.started_at).where(IS_SYNC, Run.clock_offset_s.is_null(False))
+                .order_by(Run.started_at.desc()).first())
+    checked = (Run.select(Run.started_at).where(IS_SYNC, (Run.clock_offset_s.is_null(False))
+                                                         | (pw.fn.instr(Run.reasons, '"token_rejected"') > 0))
+               .order_by(Run.started_at.desc()).first())
     reachable: bool | None = None
     if last is not None:
         codes = {r.get("code") for r in last.reasons or []}
-        silent = bool(codes & SERVER_SILENT) or last.status == SyncRun.SKIPPED_OFFLINE
+        silent = bool(codes & SERVER_SILENT) or last.status == Run.SKIPPED_OFFLINE
         reachable = False if silent else (True if last.clock_offset_s is not None or "token_rejected" in codes
                                           else None)
     return {"reachable": reachable, "last_contact": answered.started_at if answered else None,

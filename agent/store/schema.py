@@ -8,7 +8,7 @@ from pathlib import Path
 
 import peewee as pw
 
-from .db import MODELS, BoxActivity, SyncRun, TwoWayConflict, database
+from .db import MODELS, BoxActivity, Run, TwoWayConflict, database
 
 PRAGMAS = {
     # First, so that the pragmas after it wait for a busy file instead of failing.
@@ -67,11 +67,11 @@ def _create_event_counters(db: pw.SqliteDatabase) -> None:
 
 # Columns added after a release, with their type; create_tables(safe=True)
 # does not add columns to a table that exists, so an upgraded box gets them here.
-ADDED_COLUMNS = [(SyncRun, SyncRun.conflicts, "INTEGER NOT NULL DEFAULT 0"), (SyncRun, SyncRun.collected, "TEXT"),
-                 (SyncRun, SyncRun.direction, "VARCHAR(8)"), (SyncRun, SyncRun.box_bytes, "TEXT"),
+ADDED_COLUMNS = [(Run, Run.conflicts, "INTEGER NOT NULL DEFAULT 0"), (Run, Run.collected, "TEXT"),
+                 (Run, Run.direction, "VARCHAR(8)"), (Run, Run.box_bytes, "TEXT"),
                  (BoxActivity, BoxActivity.instance, "INTEGER"),
                  (TwoWayConflict, TwoWayConflict.box_text, "TEXT"), (TwoWayConflict, TwoWayConflict.server_text, "TEXT"),
-                 (SyncRun, SyncRun.reasons, "TEXT"), (SyncRun, SyncRun.moved_down, "TEXT")]
+                 (Run, Run.reasons, "TEXT"), (Run, Run.moved_down, "TEXT")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:

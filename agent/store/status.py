@@ -10,7 +10,7 @@ import peewee as pw
 
 from . import settings
 from ..config import Config
-from .db import Event, Setting, SyncRun, database, iso, utcnow
+from .db import Event, Setting, Run, database, iso, utcnow
 from .history import IS_SYNC, is_running, last_collection, last_successful, run_dict
 from .queue import count_by_status
 
@@ -18,7 +18,7 @@ from .queue import count_by_status
 def status(config: Config) -> dict[str, Any]:
     counts = count_by_status()
     values = settings.preferences(config) | settings.state(config)
-    last = SyncRun.select().where(IS_SYNC).order_by(SyncRun.started_at.desc(), pw.SQL("rowid DESC")).first()
+    last = Run.select().where(IS_SYNC).order_by(Run.started_at.desc(), pw.SQL("rowid DESC")).first()
     ok = last_successful()
     oldest = (Event.select(Event.queued_at).where(Event.status == Event.QUEUED)
               .order_by(Event.id).first())
