@@ -5,25 +5,19 @@ with the token of (account, service), creating it when the account may
 (``moodle/webservice:createtoken``) or handing out the one that exists. Recordings 80-85:
 HTTP 200 either way, ``{"token", "privatetoken"}`` or ``{"error", "errorcode", ...}``.
 
-The password travels only in the POST body, over TLS verified as for every other call; it
-is never kept, logged, or put in an exception's text. requests is imported on use, as in
-agent/moodle.py.
+The password travels only in the POST body, through the transport of every other call
+(TLS verified); it is never kept, logged, or put in an exception's text.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from typing import Any
-
-from .. import __version__
-from .transport import Unreachable, _short, _strip_query
+from .transport import Transport, Unreachable
 
 LOGIN_PATH = "/login/token.php"
 # A Moodle token: md5(uniqid(rand(), true)), 32 hexadecimal digits.
 TOKEN_RE = re.compile(r"^[0-9a-fA-F]{32}$")
-MAX_ANSWER_BYTES = 64 * 1024
 
 
 class LoginRefused(Exception):
@@ -69,34 +63,35 @@ def refusal_words(login: Login, errorcode: str, message: str) -> str:
     return f"{site} refused the token: {message or 'no message'} (Moodle: {errorcode})"
 
 
+@dataclass(frozen=True)
+class _LoginSite:
+    """The site as the transport needs it: no token yet."""
+
+    url: str
+    timeout: float
+    ca_bundle: str | None
+    token: str = ""
+
+    @property
+    def rest_url(self) -> str:
+        return self.url.rstrip("/") + LOGIN_PATH
+
+
 def request_token(login: Login, password: str) -> str:
     """The token Moodle gives for (username, password, service); raises LoginRefused or Unreachable.
 
-    The password is sent, never returned or put in an error."""
-    import requests
-
-    url = login.url.rstrip("/") + LOGIN_PATH
-    host = requests.utils.urlparse(url).netloc
-    headers = {"User-Agent": f"moodle-sync-agent/{__version__}", "Accept": "application/json",
-               "Accept-Encoding": "gzip, deflate"}
-    fields = {"username": login.username, "password": password, "service": login.service}
+    Through the same transport as every call (agent/moodle/transport.py: TLS
+    verified, the encodings it decodes, the answer's size bounded). The
+    password is sent, never returned or put in an error."""
+    site = _LoginSite(login.url, login.timeout, login.ca_bundle)
+    fields = [("username", login.username), ("password", password), ("service", login.service)]
     try:
-        response = requests.post(url, data=fields, headers=headers, timeout=login.timeout,
-                                 verify=login.ca_bundle or True, allow_redirects=False)
-    except requests.exceptions.SSLError as exc:
-        raise Unreachable(f"TLS verification failed for {host}: {_short(exc)}", "tls") from None
-    except requests.exceptions.Timeout:
-        raise Unreachable(f"no answer from {host} within {login.timeout:g} s", "timeout") from None
-    except requests.exceptions.RequestException as exc:
-        raise Unreachable(f"cannot reach {host}: {_short(exc)}", "network") from None
+        answer = Transport(site)._post(fields, url=site.rest_url)
     finally:
         del fields  # no reference to the password outlives the request
-    if 300 <= response.status_code < 400:
-        where = _strip_query(response.headers.get("Location", "elsewhere"))
-        raise Unreachable(f"{host} redirected to {where}: is {login.url} the site's base address?", "redirect")
-    if response.status_code != 200:
-        raise Unreachable(f"{host} answered HTTP {response.status_code} to {LOGIN_PATH}", "server")
-    answer = _decode(response.content, host)
+    host = site.url.split("://", 1)[-1].split("/", 1)[0]
+    if not isinstance(answer, dict):
+        raise Unreachable(f"{host}'s answer to {LOGIN_PATH} does not have Moodle's shape", "bad_answer")
     if "errorcode" in answer or "error" in answer:
         code, message = str(answer.get("errorcode") or "unknown"), str(answer.get("error") or "")
         raise LoginRefused(code, message, refusal_words(login, code, message))
@@ -105,16 +100,3 @@ def request_token(login: Login, password: str) -> str:
         raise Unreachable(f"{host}'s answer to {LOGIN_PATH} holds no Moodle token (32 hexadecimal digits)",
                           "bad_answer")
     return token
-
-
-def _decode(content: bytes, host: str) -> dict[str, Any]:
-    if len(content) > MAX_ANSWER_BYTES:
-        raise Unreachable(f"{host}'s answer to {LOGIN_PATH} is too large to be Moodle's", "bad_answer")
-    try:
-        answer = json.loads(content)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise Unreachable(f"{host} did not answer {LOGIN_PATH} with Moodle's JSON (wrong address, or a "
-                          "captive portal?)", "bad_answer") from None
-    if not isinstance(answer, dict):
-        raise Unreachable(f"{host}'s answer to {LOGIN_PATH} does not have Moodle's shape", "bad_answer")
-    return answer

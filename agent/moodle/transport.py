@@ -155,11 +155,13 @@ class Transport:
 
     # -- transport ---------------------------------------------------------
 
-    def _post(self, fields: list[tuple[str, str]]) -> Any:
+    def _post(self, fields: list[tuple[str, str]], url: str | None = None) -> Any:
+        """One form POST to the REST endpoint (or ``url``, another of the site's
+        scripts: login/token.php), its answer's JSON; raises Unreachable."""
         import requests
         import urllib3
 
-        url = self.config.rest_url
+        url = url or self.config.rest_url
         request = requests.Request("POST", url, data=fields)
         prepared = self.session.prepare_request(request)
         # Form fields always give a str or bytes body, never a stream.
