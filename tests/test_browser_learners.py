@@ -17,7 +17,7 @@ import requests
 from tests.browserkit import CHROMIUM, CHROMIUM_ARGS, PASSWORD, free_port, new_page, shot, stop, wait_http
 from tests.helpers import BOX_C1, BOX_TOKEN, C1, ROOT, Box, MoodleReader, box_section
 
-TOKEN = "browser-learners-token-71c2"
+TOKEN = "b1e5a2c3d4e5f60718293a4b5c6d7e8f"  # a Moodle token: 32 hex digits
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing")]
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
