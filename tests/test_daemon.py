@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import signal
 import sqlite3
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -460,3 +462,14 @@ def test_a_request_during_a_command_line_run_starts_no_worker(box, simulator, co
     daemon.step()  # the lock is free: the verify runs now
     daemon.wait_idle(60)
     assert Run.get_by_id(SyncRequest.get_by_id(verify_request.id).sync_id).kind == "verify"
+
+
+def test_the_worker_finds_the_agent_where_the_daemon_found_it(monkeypatch):
+    """The worker runs as ``python -P -m agent.service.worker`` from /: the
+    package's private directory must be on its path, whatever the daemon's."""
+    import agent
+    from agent.service.daemon import worker_env
+
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    first = worker_env()["PYTHONPATH"].split(os.pathsep)[0]
+    assert Path(first) == Path(agent.__file__).resolve().parent.parent

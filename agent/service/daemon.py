@@ -117,7 +117,7 @@ def worker_command(config: Config, *job: str) -> list[str]:
 def worker_env() -> dict[str, str]:
     """Where this agent's modules are (a private directory in the package)."""
     env = dict(os.environ)
-    here = str(Path(__file__).resolve().parent.parent)
+    here = str(Path(__file__).resolve().parents[2])  # the directory that holds agent/ (this is agent/service/)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     return env
 
