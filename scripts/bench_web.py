@@ -74,9 +74,9 @@ def fill(path: Path, n_events: int, n_runs: int) -> None:
                    errors, "done")
 
     con.executemany(
-        "INSERT INTO syncrun (id, trigger, force, status, started_at, completed_at, duration_s, bytes_sent,"
+        "INSERT INTO syncrun (id, kind, trigger, force, status, started_at, completed_at, duration_s, bytes_sent,"
         " bytes_received, courses, actions, errors, phase, courses_done, courses_total, events_sent, conflicts,"
-        " events_total, notified) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0)", runs())
+        " events_total, notified) VALUES (?, 'sync', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0)", runs())
     con.commit()
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
