@@ -57,10 +57,11 @@ from ..config import BoxConfig, Config
 from ..store.db import BoxActivity, BoxCourse, Collected, Course, Run, database
 from ..store.status import box_answered
 from ..store.runkinds import BY_SYNC, CLI, COLLECT, COLLECT_KINDS
-from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, box_functions, found_counters
-from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
-from ..store.queue import StorageFull, enqueue
+from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, box_functions
+from ..moodle import CallResult, MoodleClient, Unreachable
+from ..store.queue import enqueue
 from ..runs import Interrupted, Record, nested_run, recorded_run
+from .outcome import FOUND_KINDS, CollectionRun, NoBox, box_failure, found_words  # noqa: F401 (NoBox: the CLI's)
 from ..learners import finish_pending
 
 log = logging.getLogger(__name__)
@@ -79,30 +80,7 @@ SLIM_FIELDS = {"name": "userfields", "value": "username,lastcourseaccess"}
 STATUS_KEYS = ("cmid", "state", "timecompleted", "overrideby")
 ITEM_KEYS = ("cmid", "graderaw", "grademin", "grademax", "gradedategraded", "idnumber")
 # The counts a sync's row keeps of the collection before it: each kind's (agent/kinds.py).
-FOUND_KINDS = found_counters()
 EVENT_KIND = {k.name: k.found for k in KINDS.values()}
-
-
-class NoBox(Exception):
-    def __init__(self, config: Config):
-        super().__init__(f"{config.path}: [box] url is not set: there is no box's Moodle to collect from")
-
-
-@dataclass
-class CollectionRun:
-    """A collection's history row, and whether the box's Moodle answered."""
-
-    row: Run
-    unreachable: str | None = None
-
-    @property
-    def found(self) -> dict[str, int]:
-        actions = self.row.actions or {}
-        return {kind: int(actions.get(kind, 0)) for kind in FOUND_KINDS}
-
-    def summary(self) -> dict[str, Any]:
-        """What a sync's row keeps of it, for the Information dialog."""
-        return {"run": self.row.id, "status": self.row.status, **self.found, "errors": list(self.row.errors or [])}
 
 
 @dataclass
@@ -163,9 +141,21 @@ class Collector:
             return Run.FAILED
         pairs = self.box_courses()
         self.rec.save(phase="collecting", courses_total=len(pairs), courses_done=0)
-        for course, box in pairs:
-            self.collect_course(course, box)
+        firsts = self.first_pages(pairs)
+        for (course, box), first in zip(pairs, firsts):
+            self.collect_course(course, box, first)
         return self.rec.final_status()
+
+    def first_pages(self, pairs: list[tuple[Course, BoxCourse]]) -> list[CallResult | None]:
+        """An incremental collection asks every course's first page of access
+        times in one batch, as it asks everything else: a few requests for a
+        box that changed little, not one a course. Only usernames and access
+        times: small whatever the number of courses. A full collection reads
+        course by course (its pages hold whole profiles)."""
+        if self.full or len(pairs) < 2:
+            return [None] * len(pairs)
+        return list(self.read([(PARTICIPANTS, self.page_args(box, 0, self.page_size, SLIM_FIELDS))
+                               for _, box in pairs]))
 
     def box_courses(self) -> list[tuple[Course, BoxCourse]]:
         """Each kept course's counterpart on the box's Moodle, its contents
@@ -198,15 +188,20 @@ class Collector:
         the default batch_size), so that memory stays bounded whatever the course."""
         return max(1, self.config.agent.batch_size) * 20
 
-    def collect_course(self, course: Course, box: BoxCourse) -> None:
+    def collect_course(self, course: Course, box: BoxCourse, first: CallResult | None = None) -> None:
         """A course's participants page by page (by id, as Moodle sorts them
-        by default), each page read, diffed and committed before the next."""
+        by default), each page read, diffed and committed before the next.
+        ``first``: its first page, already asked with the other courses'."""
         size, start, after = self.page_size, 0, 0
         found: Counter = Counter()
         while True:
             if self.stop.is_set():
                 raise Interrupted()
-            entries = self.participants(course, box, start, size, PARTICIPANT_FIELDS if self.full else SLIM_FIELDS)
+            if first is not None and start == 0:
+                entries = self.participants_of(course, first)
+            else:
+                entries = self.participants(course, box, start, size,
+                                            PARTICIPANT_FIELDS if self.full else SLIM_FIELDS)
             if entries is None:
                 return
             last = len(entries) < size
@@ -219,10 +214,18 @@ class Collector:
             after = page.upto if page.upto is not None else after
             start += size
 
+    @staticmethod
+    def page_args(box: BoxCourse, start: int, size: int, fields: dict[str, str]) -> dict[str, Any]:
+        return {"courseid": box.id, "options": [fields, {"name": "limitfrom", "value": str(start)},
+                                                {"name": "limitnumber", "value": str(size)}]}
+
     def participants(self, course: Course, box: BoxCourse, start: int, size: int,
                      fields: dict[str, str]) -> list | None:
-        options = [fields, {"name": "limitfrom", "value": str(start)}, {"name": "limitnumber", "value": str(size)}]
-        [result] = self.read([(PARTICIPANTS, {"courseid": box.id, "options": options})])
+        [result] = self.read([(PARTICIPANTS, self.page_args(box, start, size, fields))])
+        return self.participants_of(course, result)
+
+    def participants_of(self, course: Course, result: CallResult) -> list | None:
+        """A page's answer: its list of participants, or None with the course's error named."""
         if not result.ok:
             assert result.error is not None
             self.course_error(course, f"the box's Moodle refused {result.error.function}: "
@@ -383,26 +386,6 @@ class Collector:
             except BaseException:
                 self.rec.restore(counted)  # not committed: the history must not count it either
                 raise
-
-
-def found_words(found: Counter) -> str:
-    words = [f"{found[kind]} {kind}" for kind in FOUND_KINDS if found[kind]]
-    return ("queued " + ", ".join(words)) if words else "nothing new"
-
-
-def box_failure(exc: BaseException) -> tuple[str, str] | None:
-    """What ends a collection, in the box's words (the common sentences speak of the server)."""
-    if isinstance(exc, TokenRejected):
-        return Run.FAILED, "the box's Moodle rejected its token ([box] token_file)"
-    if isinstance(exc, Unreachable):
-        box_answered(False)
-        return Run.FAILED, (f"the box's Moodle stopped answering: {exc.reason}; "
-                                "the courses collected before are kept")
-    if isinstance(exc, MoodleError):
-        return Run.FAILED, f"the box's Moodle refused a request: {exc}"
-    if isinstance(exc, StorageFull):
-        return Run.FAILED, f"{exc.problem}: nothing more was collected"
-    return None
 
 
 def run_collect(config: Config, full: bool = False, *, trigger: str = CLI, stop: threading.Event | None = None,
