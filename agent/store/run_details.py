@@ -98,6 +98,10 @@ def collections_since(run: dict[str, Any]) -> dict[str, Any] | None:
     return {"collections": count, **found}
 
 
+# How far back the page looks for the last refusal of the token.
+RECENT_RUNS = 200
+
+
 def server_state(token_rejected: bool) -> dict[str, Any]:
     """The school's Moodle as the syncs found it: reachable (None: never
     tried), the last time it answered, and the last token check."""
@@ -105,9 +109,12 @@ def server_state(token_rejected: bool) -> dict[str, Any]:
             .order_by(Run.started_at.desc(), pw.SQL("rowid DESC")).first())
     answered = (Run.select(Run.started_at).where(IS_SYNC, Run.clock_offset_s.is_null(False))
                 .order_by(Run.started_at.desc()).first())
-    checked = (Run.select(Run.started_at).where(IS_SYNC, (Run.clock_offset_s.is_null(False))
-                                                         | (pw.fn.instr(Run.reasons, '"token_rejected"') > 0))
-               .order_by(Run.started_at.desc()).first())
+    # The last token check: the last answer, or a refusal of the token among
+    # the newest runs (walked down the started_at index, not the whole history).
+    recent = (Run.select(Run.started_at, Run.clock_offset_s, Run.reasons).where(IS_SYNC)
+              .order_by(Run.started_at.desc()).limit(RECENT_RUNS))
+    checked = next((r for r in recent if r.clock_offset_s is not None
+                    or any(x.get("code") == "token_rejected" for x in r.reasons or [])), answered)
     reachable: bool | None = None
     if last is not None:
         codes = {r.get("code") for r in last.reasons or []}

@@ -142,6 +142,9 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
             db.execute_sql(
                 "CREATE INDEX IF NOT EXISTS event_queue ON event (status, course_id, id)"
             )
+            # The newest runs of any status (the Target Server's state, the collections
+            # between two syncs) without sorting the whole history.
+            db.execute_sql("CREATE INDEX IF NOT EXISTS syncrun_started ON syncrun (started_at)")
             # "The last successful run" without sorting the whole history.
             db.execute_sql("CREATE INDEX IF NOT EXISTS syncrun_status_started ON syncrun (status, started_at)")
             # What a sync sent, for its Information dialog (agent/store/run_details.py) and the way down.
