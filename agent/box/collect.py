@@ -76,6 +76,8 @@ PARTICIPANT_FIELDS = {"name": "userfields",
 # What an incremental collection asks of the learners it knows: whose access
 # moved (recording 103: a seventh of the full profiles' bytes).
 SLIM_FIELDS = {"name": "userfields", "value": "username,lastcourseaccess"}
+# Courses whose first pages are asked together (agent/box/collect.py first_pages).
+PREFETCH_COURSES = 10
 # What is kept of each completion state and grade item read (the rest of the answer is dropped at once).
 STATUS_KEYS = ("cmid", "state", "timecompleted", "overrideby")
 ITEM_KEYS = ("cmid", "graderaw", "grademin", "grademax", "gradedategraded", "idnumber")
@@ -141,21 +143,21 @@ class Collector:
             return Run.FAILED
         pairs = self.box_courses()
         self.rec.save(phase="collecting", courses_total=len(pairs), courses_done=0)
-        firsts = self.first_pages(pairs)
-        for (course, box), first in zip(pairs, firsts):
-            self.collect_course(course, box, first)
+        for at in range(0, len(pairs), PREFETCH_COURSES):
+            group = pairs[at:at + PREFETCH_COURSES]
+            for (course, box), first in zip(group, self.first_pages(group)):
+                self.collect_course(course, box, first)
         return self.rec.final_status()
 
     def first_pages(self, pairs: list[tuple[Course, BoxCourse]]) -> list[CallResult | None]:
-        """An incremental collection asks every course's first page of access
-        times in one batch, as it asks everything else: a few requests for a
-        box that changed little, not one a course. Only usernames and access
-        times: small whatever the number of courses. A full collection reads
-        course by course (its pages hold whole profiles)."""
-        if self.full or len(pairs) < 2:
+        """The first page of participants of a few courses asked in one batch,
+        as everything else is: a box of many small courses is read in a few
+        requests, not one a course; a few courses at a time (PREFETCH_COURSES)
+        keep memory bounded when their pages are full ones."""
+        if len(pairs) < 2:
             return [None] * len(pairs)
-        return list(self.read([(PARTICIPANTS, self.page_args(box, 0, self.page_size, SLIM_FIELDS))
-                               for _, box in pairs]))
+        fields = PARTICIPANT_FIELDS if self.full else SLIM_FIELDS
+        return list(self.read([(PARTICIPANTS, self.page_args(box, 0, self.page_size, fields)) for _, box in pairs]))
 
     def box_courses(self) -> list[tuple[Course, BoxCourse]]:
         """Each kept course's counterpart on the box's Moodle, its contents
