@@ -27,9 +27,9 @@ import pytest
 import requests
 
 from moodle_simulator import REALISTIC_CALL_COST_MS, start_simulator
+from tests.wsclient import WS, php_json, ws
 
 HERE = Path(__file__).resolve()
-WS = "/webservice/rest/server.php"
 RECORDED_WWWROOT = "http://127.0.0.1:8080"
 T_OVERRIDE = 1795334554      # clock of recordings 12-32 (timecompleted, gradedategraded)
 NOT_RECORDED = ["core_user_update_users", "core_enrol_get_users_courses", "core_user_get_course_user_profiles",
@@ -54,11 +54,6 @@ REPLAYED_HERE = RECORDING_FILES
 def load(name):
     path = next(p for p in RECORDING_FILES if p.name.startswith(name + "_"))
     return json.loads(path.read_text())
-
-
-def php_json(value):
-    """PHP json_encode(): compact, ASCII, '/' escaped.  Written independently of the simulator."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).replace("/", "\\/").encode()
 
 
 @pytest.fixture
@@ -229,24 +224,6 @@ def test_batch_stops_at_first_error_and_keeps_earlier_commits(replay_sim):
 # ---------------------------------------------------------------------------
 # Helpers for the other tests
 # ---------------------------------------------------------------------------
-
-def ws(sim, function, session=None, fmt="json", token="TOKEN", **params):
-    fields = [("wstoken", token), ("wsfunction", function)]
-    if fmt:
-        fields.append(("moodlewsrestformat", fmt))
-    for k, v in params.items():
-        fields.extend(flatten(k, v))
-    r = (session or requests).post(sim.url + WS, data=fields, timeout=10)
-    assert r.status_code == 200
-    return r.json() if fmt == "json" else r.text
-
-
-def flatten(prefix, value):
-    if isinstance(value, dict):
-        return [kv for k, v in value.items() for kv in flatten(f"{prefix}[{k}]", v)]
-    if isinstance(value, list):
-        return [kv for i, v in enumerate(value) for kv in flatten(f"{prefix}[{i}]", v)]
-    return [(prefix, str(int(value)) if isinstance(value, bool) else str(value))]
 
 
 def batch(sim, *calls, session=None):

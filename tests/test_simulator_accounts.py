@@ -19,9 +19,8 @@ import requests
 
 from moodle_simulator import start_simulator
 from moodle_simulator.accounts import ADMIN_PASSWORD, LEARNER_PASSWORD, SYNC_PASSWORD, SYNC_USERNAME
+from tests.wsclient import WS, load, php_json, ws
 
-RECORDINGS = Path(__file__).resolve().parent / "recordings"
-WS = "/webservice/rest/server.php"
 LOGIN = "/login/token.php"
 SERVER_WWWROOT = "http://127.0.0.1:8080"
 BOX_WWWROOT = "http://127.0.0.1:8081"
@@ -30,31 +29,6 @@ LOGIN_HEADERS = ("Content-Type", "Content-Length", "Cache-Control", "Expires", "
 WS_HEADERS = ("Content-Type", "Content-Length", "Cache-Control", "Expires", "Pragma", "Accept-Ranges",
               "Access-Control-Allow-Origin")
 NOPERMISSIONS = "Sorry, but you do not currently have permissions to do that ({})."
-
-
-def load(name):
-    return json.loads(next(RECORDINGS.glob(f"{name}_*.json")).read_text())
-
-
-def php_json(value):
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).replace("/", "\\/").encode()
-
-
-def flatten(prefix, value):
-    if isinstance(value, dict):
-        return [kv for k, v in value.items() for kv in flatten(f"{prefix}[{k}]", v)]
-    if isinstance(value, list):
-        return [kv for i, v in enumerate(value) for kv in flatten(f"{prefix}[{i}]", v)]
-    return [(prefix, str(int(value)) if isinstance(value, bool) else str(value))]
-
-
-def ws(sim, function, token="TOKEN", **params):
-    fields = [("wstoken", token), ("wsfunction", function), ("moodlewsrestformat", "json")]
-    for k, v in params.items():
-        fields.extend(flatten(k, v))
-    r = requests.post(sim.url + WS, data=fields, timeout=10)
-    assert r.status_code == 200
-    return r.json()
 
 
 def login(sim, username, password, service):

@@ -16,30 +16,13 @@ import pytest
 import requests
 
 from moodle_simulator import start_simulator
+from tests.wsclient import WS, ws
 
-WS = "/webservice/rest/server.php"
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "moodle-simulator"
 T1, T2, T3, T4, T5 = 1795400000, 1795400100, 1795400200, 1795400300, 1795400400
 C1, C2, C3 = 12, 13, 14                       # the box's ids of the server's courses 2, 3, 4
 STUDENT1, STUDENT2, STUDENT3 = 23, 24, 25     # the box's ids of the server's users 3, 4, 5
 PAGE, URL, ASSIGN, C3_PAGE = 101, 102, 103, 107
-
-
-def ws(sim, function, token="TOKEN", **params):
-    fields = [("wstoken", token), ("wsfunction", function), ("moodlewsrestformat", "json")]
-    for k, v in params.items():
-        fields.extend(_flatten(k, v))
-    r = requests.post(sim.url + WS, data=fields, timeout=10)
-    assert r.status_code == 200
-    return r.json()
-
-
-def _flatten(prefix, value):
-    if isinstance(value, dict):
-        return [kv for k, v in value.items() for kv in _flatten(f"{prefix}[{k}]", v)]
-    if isinstance(value, list):
-        return [kv for i, v in enumerate(value) for kv in _flatten(f"{prefix}[{i}]", v)]
-    return [(prefix, str(int(value)) if isinstance(value, bool) else str(value))]
 
 
 def control(sim, name, body, status=200):

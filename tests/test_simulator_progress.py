@@ -23,9 +23,8 @@ import pytest
 import requests
 
 from moodle_simulator import start_simulator
+from tests.wsclient import WS, load, php_json, ws, ws_raw
 
-WS = "/webservice/rest/server.php"
-RECORDINGS = Path(__file__).resolve().parent / "recordings"
 SERVER_WWWROOT, BOX_WWWROOT = "http://127.0.0.1:8080", "http://127.0.0.1:8081"
 C1, C2, C3 = 12, 13, 14                 # the simulator's box
 STUDENTS = {f"student{i}": 22 + i for i in range(1, 6)}
@@ -33,36 +32,6 @@ PAGE, URL, ASSIGN_CMID, ASSIGN = 101, 102, 103, 31       # C1's activities on th
 T_SEED = 1795334424                     # seed.T_COURSES: when the seeded badges were made
 CHECKED_HEADERS = ("Content-Type", "Cache-Control", "Expires", "Pragma", "Accept-Ranges",
                    "Access-Control-Allow-Origin")
-
-
-def load(name):
-    return json.loads(next(RECORDINGS.glob(f"{name}_*.json")).read_text())
-
-
-def php_json(value):
-    """PHP json_encode(): compact, ASCII, '/' escaped.  Written independently of the simulator."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).replace("/", "\\/").encode()
-
-
-def flatten(prefix, value):
-    if isinstance(value, dict):
-        return [kv for k, v in value.items() for kv in flatten(f"{prefix}[{k}]", v)]
-    if isinstance(value, list):
-        return [kv for i, v in enumerate(value) for kv in flatten(f"{prefix}[{i}]", v)]
-    return [(prefix, str(int(value)) if isinstance(value, bool) else str(value))]
-
-
-def ws_raw(sim, function, token="TOKEN", **params):
-    fields = [("wstoken", token), ("wsfunction", function), ("moodlewsrestformat", "json")]
-    for k, v in params.items():
-        fields.extend(flatten(k, v))
-    r = requests.post(sim.url + WS, data=fields, timeout=30)
-    assert r.status_code == 200
-    return r
-
-
-def ws(sim, function, token="TOKEN", **params):
-    return ws_raw(sim, function, token, **params).json()
 
 
 def replay(sim, rec, **mapped):
