@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import peewee as pw
 
@@ -37,9 +37,6 @@ from .store.queue import EventError, conflict_dicts, enqueue, parse_events, read
 from .runs import AlreadyRunning, SyncDisabled
 from .store.diskspace import database_problem
 from .text import error_words, human_bytes
-
-if TYPE_CHECKING:
-    from .moodle import MoodleClient
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_OFFLINE, EXIT_RUNNING = 0, 1, 2, 3, 4
 

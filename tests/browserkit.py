@@ -54,6 +54,24 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def serve_page(box: Box, cwd: Path, log: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """The page as the package serves it (gunicorn with its config) on a free
+    loopback port, answering /login: its process and its address."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "w") as out:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "packaging" / "gunicorn.conf.py"),
+             "--bind", f"127.0.0.1:{port}", "webui:create_app()"],
+            env=env or box.env(), cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(url + "/login", web)
+    except BaseException:
+        stop(web)  # no gunicorn left behind when the page never came up
+        raise
+    return web, url
+
+
 class Stack:
     """Everything the page needs, as on the box: one config file for all."""
 
@@ -66,22 +84,17 @@ class Stack:
                        extra=f"[schedule]\nenabled = no\n\n[web]\napi_key = k-{TOKEN[::-1]}\n")
         assert self.box.cli("courses", "add", "C1", "C2", "C3").returncode == 0
         assert self.box.cli("set-password", "--stdin", input=PASSWORD + "\n").returncode == 0
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.logs = tmp / "logs"
         self.logs.mkdir()
         env = self.box.env()
         env.pop("MOODLE_SYNC_AGENT_WORKERS", None)
-        self.web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "packaging" / "gunicorn.conf.py"),
-             "--bind", f"127.0.0.1:{self.port}", "webui:create_app()"],
-            env=env, cwd=tmp, stdout=open(self.logs / "web.out", "w"), stderr=subprocess.STDOUT)
         self.agent = subprocess.Popen(self.agent_argv(), env=env, cwd=tmp,
                                       stdout=open(self.logs / "agent.out", "w"), stderr=subprocess.STDOUT)
         try:
-            wait_http(self.url + "/login", self.web)
+            self.web, self.url = serve_page(self.box, tmp, self.logs / "web.out", env)
         except BaseException:
-            self.close()  # no gunicorn left behind when the page never came up
+            stop(self.agent)
+            self.sim.stop()
             raise
 
     def agent_argv(self) -> list[str]:

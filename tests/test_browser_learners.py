@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.browserkit import CHROMIUM, CHROMIUM_ARGS, PASSWORD, free_port, new_page, shot, stop, wait_http
-from tests.helpers import BOX_C1, BOX_TOKEN, C1, ROOT, Box, MoodleReader, box_section
+from tests.browserkit import CHROMIUM, CHROMIUM_ARGS, PASSWORD, new_page, serve_page, shot, stop
+from tests.helpers import BOX_C1, BOX_TOKEN, C1, Box, MoodleReader, box_section
 
 TOKEN = "b1e5a2c3d4e5f60718293a4b5c6d7e8f"  # a Moodle token: 32 hex digits
 
@@ -39,17 +37,11 @@ class Stack:
                        extra=box_section(tmp, self.boxsim) + "\n[sync]\ndirection = both\n[schedule]\nenabled = no\n")
         assert self.box.cli("courses", "add", "C1", "C2").returncode == 0
         assert self.box.cli("set-password", "--stdin", input=PASSWORD + "\n").returncode == 0
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = self.box.env()
-        self.web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "packaging" / "gunicorn.conf.py"),
-             "--bind", f"127.0.0.1:{self.port}", "webui:create_app()"],
-            env=env, cwd=tmp, stdout=open(tmp / "web.out", "w"), stderr=subprocess.STDOUT)
         try:
-            wait_http(self.url + "/login", self.web)
+            self.web, self.url = serve_page(self.box, tmp, tmp / "web.out")
         except BaseException:
-            self.close()
+            self.server.stop()
+            self.boxsim.stop()
             raise
 
     def sync(self) -> dict:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.browserkit import CHROMIUM, PASSWORD, free_port, new_page, shot, stop, wait_http
-from tests.helpers import BOX_TOKEN, OFFSET_CM, ROOT, TOKEN as SERVER_TOKEN, Box, MoodleReader
+from tests.browserkit import CHROMIUM, PASSWORD, new_page, serve_page, shot, stop
+from tests.helpers import BOX_TOKEN, OFFSET_CM, TOKEN as SERVER_TOKEN, Box, MoodleReader
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing")]
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
@@ -55,20 +53,15 @@ class Stack:
             "[sync]\ndirection = both\n\n[schedule]\nenabled = no\n"))
         assert self.box.cli("courses", "add", "C1", "C2").returncode == 0
         assert self.box.cli("set-password", "--stdin", input=PASSWORD + "\n").returncode == 0
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         env = self.box.env()
         env.pop("MOODLE_SYNC_AGENT_WORKERS", None)
         self.logs = tmp / "logs"
         self.logs.mkdir()
-        self.web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "packaging" / "gunicorn.conf.py"),
-             "--bind", f"127.0.0.1:{self.port}", "webui:create_app()"],
-            env=env, cwd=tmp, stdout=open(self.logs / "web.out", "w"), stderr=subprocess.STDOUT)
         try:
-            wait_http(self.url + "/login", self.web)
+            self.web, self.url = serve_page(self.box, tmp, self.logs / "web.out", env)
         except BaseException:
-            self.close()
+            self.sim.stop()
+            self.boxsim.stop()
             raise
 
     def sync(self) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone

@@ -4,13 +4,11 @@ and the teacher replaces it with the sync account's (issue 20)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT, Box
-from tests.browserkit import CHROMIUM_ARGS, CHROMIUM, free_port, new_page, shot, stop, wait_http
+from tests.helpers import Box
+from tests.browserkit import CHROMIUM_ARGS, CHROMIUM, new_page, serve_page, shot, stop
 from tests.helpers import ADMIN_TOKEN, NEVER_CALLED, sim_accounts
 
 pytestmark = [pytest.mark.browser]
@@ -26,15 +24,8 @@ def test_the_teacher_connects_the_sync_account_from_the_advanced_settings(tmp_pa
         box = Box(tmp_path, sim.url, token=ADMIN_TOKEN, extra="[schedule]\nenabled = no\n")
         assert box.cli("set-password", "--stdin", input=PASSWORD + "\n").returncode == 0
         assert "a site administrator" in box.cli("check").stdout  # the page shows what check found
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with open(tmp_path / "web.out", "w") as out:
-            web = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config",
-                                    str(ROOT / "packaging" / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
-                                    "webui:create_app()"], env=box.env(), cwd=tmp_path, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        web, url = serve_page(box, tmp_path, tmp_path / "web.out")
         try:
-            wait_http(url + "/login", web)
             with playwright_api.sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = new_page(browser, 1280, 900)

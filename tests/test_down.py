@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from tests.helpers import (BOX_C1, BOX_TOKEN, C1, OFFSET_CM, TOKEN, WRITES, Box, MoodleReader, box_section, calls,
+from tests.helpers import (BOX_C1, BOX_TOKEN, C1, OFFSET_CM, TOKEN, Box, MoodleReader, box_section, calls,
                            control, make_box, mark, run_json, writes)
 from tests.helpers import conflicts_log, grade, server_override
 from tests.helpers import page_of as page
@@ -136,7 +136,6 @@ def test_a_kill_in_the_middle_of_the_way_down_loses_nothing_applies_nothing_twic
               extra=box_section(tmp_path, boxsim) + "\n[sync]\ndirection = both\n")
     assert box.cli("courses", "add", "C1", "C2").returncode == 0
     sync(box)
-    server = MoodleReader(simulator.url, TOKEN)
     for userid in (3, 4, 5):  # student1..3 on the server
         server_override(simulator, userid, 1, 1)  # C1
         server_override(simulator, userid, 4, 1)  # C2's page

@@ -17,7 +17,6 @@ import math
 import re
 import time
 import tracemalloc
-from pathlib import Path
 
 import pytest
 import requests

@@ -7,10 +7,7 @@ import signal
 import sqlite3
 import time
 
-import pytest
-import requests
-
-from tests.helpers import TOKEN, Box, MoodleReader, control, stats, sync
+from tests.helpers import TOKEN, Box, control, stats, sync
 
 STUDENT1, STUDENT2 = 3, 4
 C1, C2, C3 = 2, 3, 4

@@ -17,7 +17,6 @@ from werkzeug.serving import make_server
 
 import webui.auth
 from agent.store import settings
-from agent.auth import hash_password
 from agent.store.db import LoginAttempt
 from tests.helpers import API_KEY, COMPLETION, PASSWORD, ROOT, api, csrf_of, login, page_csrf, post, queued
 from webui import create_app

@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from .. import courses as courses_mod
-from ..store import settings
 from . import check
 from .profiles import profile_events
 from .diff import COMPLETION, GRADE, Learner, completion_changes, grade_changes, grade_idnumbers, to_read
@@ -61,7 +60,7 @@ from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, box_fun
 from ..moodle import CallResult, MoodleClient, Unreachable
 from ..store.queue import enqueue
 from ..runs import Interrupted, Record, nested_run, recorded_run
-from .outcome import FOUND_KINDS, CollectionRun, NoBox, box_failure, found_words  # noqa: F401 (NoBox: the CLI's)
+from .outcome import CollectionRun, NoBox, box_failure, found_words  # noqa: F401 (NoBox: the CLI's)
 from ..learners import finish_pending
 
 log = logging.getLogger(__name__)
