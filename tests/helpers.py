@@ -381,6 +381,47 @@ def conflicts_log(box) -> list[dict]:
 
 # -- collections and two-way syncs (tests/test_collect*.py, tests/test_down.py, tests/test_two_way_ends.py) --
 
+class HeldOpen:
+    """An sqlite3 connection kept open on a box's database by another process,
+    as the daemon and the page keep theirs. A CLI that exits is then not the
+    last connection: SQLite neither checkpoints nor deletes the WAL on its way
+    out, so what the files hold afterwards is what the agent itself left (its
+    own wal_checkpoint(TRUNCATE)), not what SQLite's closing tidied up. In a
+    process of its own because a test reading the file's bytes would, in its
+    own process, drop that process's POSIX locks (closing any descriptor of a
+    file does) and with them the connection's hold."""
+
+    HOLD = ("import sqlite3, sys\n"
+            "conn = sqlite3.connect(sys.argv[1])\n"
+            # A read maps the WAL index: only then does SQLite count this connection as one that
+            # keeps the WAL (fetched to the end: no read transaction left open).
+            "conn.execute('SELECT COUNT(*) FROM sqlite_master').fetchall()\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.read()\n"
+            "conn.close()\n")
+
+    def __init__(self, database: Path):
+        self.database = database
+        self.wal = database.with_name(database.name + "-wal")
+        self.proc = subprocess.Popen([sys.executable, "-c", self.HOLD, str(database)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "held\n"
+
+    def holds(self, secret: str) -> bool:
+        """Is the secret, as bytes, in the database file or its WAL?"""
+        return any(p.exists() and secret.encode() in p.read_bytes() for p in (self.database, self.wal))
+
+    def assert_erased(self, secret: str) -> None:
+        """The WAL survived the CLI (this connection), and neither file holds the secret."""
+        assert self.proc.poll() is None and self.wal.exists(), \
+            "the WAL was deleted: SQLite's closing tidied up, the agent's erasure is untested"
+        for path in (self.database, self.wal):
+            assert secret.encode() not in path.read_bytes(), path
+
+    def close(self) -> None:
+        self.proc.communicate("", timeout=30)
+
+
 def queued_rows(box, where="status = 'queued'"):
     import sqlite3
 

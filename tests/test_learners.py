@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from tests.helpers import BOX_C1, BOX_TOKEN, C1, TOKEN, Box, MoodleReader, box_section, conflicts_log
+from tests.helpers import BOX_C1, BOX_TOKEN, C1, TOKEN, Box, HeldOpen, MoodleReader, box_section, conflicts_log
 
 SERVICE = "moodle_mobile_app"
 
@@ -42,9 +42,24 @@ def boxsim():
         sim.stop()
 
 
+HELD: list[HeldOpen] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_held():
+    yield
+    while HELD:
+        HELD.pop().close()
+
+
 def make_box(tmp_path, server, boxsim, direction: str = "up", extra: str = "") -> Box:
+    """A box keeping C1 and C2, its database held open by another process for
+    the whole test (tests/helpers.py HeldOpen: the daemon's and the page's
+    connections), so the WAL outlives each CLI and is read as the agent left it."""
     box = Box(tmp_path, server.url, extra=box_section(tmp_path, boxsim) + f"\n[sync]\ndirection = {direction}\n{extra}")
     assert box.cli("courses", "add", "C1", "C2").returncode == 0
+    box.held = HeldOpen(box.database)  # type: ignore[attr-defined]
+    HELD.append(box.held)  # type: ignore[attr-defined]
     return box
 
 
@@ -86,11 +101,14 @@ def printed_password(result) -> str:
 
 def on_disk(box, secret: str) -> bool:
     """Is the secret anywhere in the database file or its WAL, as bytes?"""
-    found = False
-    for path in (box.database, box.database.with_name(box.database.name + "-wal")):
-        if path.exists() and secret.encode() in path.read_bytes():
-            found = True
-    return found
+    return box.held.holds(secret)
+
+
+def erased(box, secret: str) -> bool:
+    """The secret is in neither the database file nor its WAL, and the WAL is
+    there to be read (held open: SQLite's own closing did not fold it away)."""
+    box.held.assert_erased(secret)
+    return True
 
 
 # -- adding ------------------------------------------------------------------
@@ -114,7 +132,7 @@ def test_an_added_learner_logs_in_on_the_box_at_once_and_on_the_server_after_one
     on_server = MoodleReader(server.url, TOKEN)
     assert on_server.users("ada")[0]["idnumber"] == "A-1" and on_server.users("ada")[0]["email"] == "ada@example.org"
     assert on_server.enrolled(C1)["ada"] == [5] and "ada" in on_server.enrolled(C1 + 1)
-    assert not on_disk(box, "Pupil#2026x")
+    assert erased(box, "Pupil#2026x")
     assert learners(box)["ada"]["account"] == "both"
     assert sync(box)["events_sent"] == 0  # the collection's own events for ada change nothing
 
@@ -184,7 +202,7 @@ def test_a_learner_brought_down_needs_a_password_then_logs_in_on_both_with_it(tm
     assert can_log_in(server, "noor", password)
     on_server = MoodleReader(server.url, TOKEN).users("noor")[0]
     assert (on_server["firstname"], on_server["lastname"]) == ("Noor", "Server")  # only the password was sent
-    assert not on_disk(box, password) and newcomer["username"] == "noor"
+    assert erased(box, password) and newcomer["username"] == "noor"
 
 
 def test_password_box_only_stays_on_the_box_and_refusals_exit_2(tmp_path, server, boxsim):
@@ -192,7 +210,7 @@ def test_password_box_only_stays_on_the_box_and_refusals_exit_2(tmp_path, server
     sync(box)
     result = box.cli("learners", "password", "student2", "--password-stdin", "--box-only", input="Only#Box2026\n")
     assert result.returncode == 0, result.stderr
-    assert can_log_in(boxsim, "student2", "Only#Box2026") and not on_disk(box, "Only#Box2026")
+    assert can_log_in(boxsim, "student2", "Only#Box2026") and erased(box, "Only#Box2026")
     run = sync(box)
     assert not can_log_in(server, "student2", "Only#Box2026") and run["actions"].get("users_updated", 0) == 0
     unknown = box.cli("learners", "password", "nobody", "--generate")
@@ -311,7 +329,7 @@ def test_a_kill_in_the_middle_of_learners_add_is_finished_by_the_next_collection
     assert len(MoodleReader(boxsim.url, BOX_TOKEN).users("kim")) == 1
     sync(box)
     assert can_log_in(server, "kim", password) and "kim" in MoodleReader(server.url, TOKEN).enrolled(C1)
-    assert not on_disk(box, password)
+    assert erased(box, password)
 
 
 def test_a_kill_in_the_middle_of_the_sync_carrying_a_password_loses_nothing_and_leaves_no_password(
@@ -331,7 +349,7 @@ def test_a_kill_in_the_middle_of_the_sync_carrying_a_password_loses_nothing_and_
     assert run["actions"].get("users_created", 0) == 0 and run["actions"]["users_updated"] == 1, run
     assert len(MoodleReader(server.url, TOKEN).users("kai")) == 1 and can_log_in(server, "kai", password)
     assert "kai" in MoodleReader(server.url, TOKEN).enrolled(C1)
-    assert not on_disk(box, password)
+    assert erased(box, password)
 
 
 # -- the page's forms ----------------------------------------------------------
@@ -386,7 +404,7 @@ def test_the_pages_forms_need_the_login_the_csrf_token_and_an_unused_form(tmp_pa
     finally:
         close_db()
     sync(box)
-    assert can_log_in(server, "zoe", password) and not on_disk(box, password)
+    assert can_log_in(server, "zoe", password) and erased(box, password)
 
 
 def test_check_names_what_the_boxs_service_lacks_for_the_learners(tmp_path, server):
@@ -416,4 +434,4 @@ def test_a_kill_in_the_middle_of_learners_password_is_finished_by_the_next_colle
     assert box.cli("collect").returncode == 0 and pending(box) == []
     assert can_log_in(boxsim, "student4", password)
     sync(box)
-    assert can_log_in(server, "student4", password) and not on_disk(box, password)
+    assert can_log_in(server, "student4", password) and erased(box, password)

@@ -7,7 +7,7 @@ import signal
 import sqlite3
 import time
 
-from tests.helpers import TOKEN, Box, control, stats, sync
+from tests.helpers import TOKEN, Box, HeldOpen, control, stats, sync
 
 STUDENT1, STUDENT2 = 3, 4
 C1, C2, C3 = 2, 3, 4
@@ -66,15 +66,22 @@ def test_every_event_type_reaches_the_server(box, moodle):
 
 def test_password_is_erased_from_database_and_wal_once_confirmed(box, moodle):
     password = "Unique#Passw0rd-7f3a"
-    box.enqueue([{"type": "user", "user": "kid9", "firstname": "K", "lastname": "Nine",
-                  "email": "kid9@example.org", "password": password}])
-    raw = b"".join(p.read_bytes() for p in box.database.parent.glob("agent.db*"))
-    assert password.encode() in raw  # kept until the server confirmed the account
-    code, run, _ = sync(box)
-    assert code == 0 and run["actions"]["users_created"] == 1
-    moodle.user_id("kid9")
-    for path in box.database.parent.glob("agent.db*"):
-        assert password.encode() not in path.read_bytes(), path
+    box.status()  # the agent makes its database file; then another connection keeps it, as the daemon does
+    held = HeldOpen(box.database)
+    try:
+        box.enqueue([{"type": "user", "user": "kid9", "firstname": "K", "lastname": "Nine",
+                      "email": "kid9@example.org", "password": password}])
+        raw = b"".join(p.read_bytes() for p in box.database.parent.glob("agent.db*"))
+        assert password.encode() in raw  # kept until the server confirmed the account
+        assert held.wal.exists() and password.encode() in held.wal.read_bytes()  # the enqueue's commit
+        code, run, _ = sync(box)
+        assert code == 0 and run["actions"]["users_created"] == 1
+        moodle.user_id("kid9")
+        held.assert_erased(password)
+        for path in box.database.parent.glob("agent.db*"):
+            assert password.encode() not in path.read_bytes(), path
+    finally:
+        held.close()
     for text in (box.cli("history", "--json").stdout, box.cli("status", "--json").stdout):
         assert password not in text
 
