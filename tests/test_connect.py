@@ -72,6 +72,27 @@ def test_connect_server_with_the_sync_account_writes_a_0600_token_and_check_pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.ini", "data", "token"]
 
 
+def test_check_warns_of_the_functions_the_agent_never_calls_and_still_exits_0(tmp_path):
+    # The simulator's default service: the sync's functions and NEVER_CALLED besides.
+    from moodle_simulator import start_simulator
+
+    acc = sim_accounts()
+    with start_simulator(token=ADMIN_TOKEN, sync_account=True) as sim:
+        box = new_box(tmp_path, sim.url)
+        assert connect(box, "server", sim.url, acc.SYNC_USERNAME, acc.SYNC_PASSWORD).returncode == 0
+        result = box.cli("check", "--json")
+        assert result.returncode == 0, result.stderr
+        rights = json.loads(result.stdout)["rights"]
+        assert rights["unused_functions"] == sorted(NEVER_CALLED) and rights["missing_functions"] == []
+        [warning] = rights["warnings"]
+        assert warning.startswith("the service gives the token functions the agent never calls: "
+                                  + ", ".join(sorted(NEVER_CALLED)) + ": remove them from the service "), warning
+        shown = box.cli("check")
+        assert shown.returncode == 0, shown.stderr
+        assert all(name in shown.stdout for name in NEVER_CALLED), shown.stdout
+        assert "never calls" in shown.stdout
+
+
 def test_connect_with_an_administrators_account_works_but_check_warns(tmp_path, server):
     acc = sim_accounts()
     box = new_box(tmp_path, server.url)
