@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from tests.helpers import (BOX_C1, BOX_TOKEN, C1, C2, OFFSET_CM, Box, MoodleReader, baseline, box_section, calls, mark,
-                           queued_rows, run_json)
+from tests.helpers import (BOX_C1, BOX_TOKEN, C1, C2, OFFSET_CM, TOKEN, Box, MoodleReader, baseline, box_section, calls,
+                           mark, queued_rows, run_json)
 
 STUDENT = {f"student{i}": 22 + i for i in range(1, 6)}  # the box's user ids
 ASSIGN = 3  # the server's cmid of C1's assignment (max grade 100); the box's is 103
@@ -77,6 +77,14 @@ def test_a_grade_that_is_not_a_number_is_never_queued_and_named_once(box, boxsim
     assert not queued_rows(box, "username = 'student2' AND type = 'grade'")
     with sqlite3.connect(box.database) as conn:  # every row is JSON (no NaN, no Infinity)
         assert conn.execute("SELECT COUNT(*) FROM event WHERE NOT json_valid(data)").fetchone()[0] == 0
+    # The next sync, the box's Moodle still answering the same: still never queued nor a conflict, and
+    # at most one line in its row (whether it is named again at all: the test after this one).
+    code, again, err = run_json(box, "sync")
+    assert code == 0, err
+    assert len(naming(again["collected"]["errors"], "student2")) <= 1, again["collected"]
+    assert not queued_rows(box, "username = 'student2' AND type = 'grade'")
+    assert not conflicts(box)
+    assert server.grade(C1, server.user_id("student2"), ASSIGN)[0] is None
 
 
 @pytest.mark.parametrize("value", [-5, 1e308, 100.5])
@@ -252,6 +260,37 @@ def test_one_grade_refused_by_the_server_does_not_take_the_others_of_its_call_do
     assert conflict["username"] == "student2"
     assert conflict["last_error"] == ("the server refused mod_assign_save_grades: Invalid parameter value "
                                       "detected (invalidparameter)")
+
+
+def test_one_grade_refused_through_the_gradebook_does_not_take_the_others_of_its_call_down(tmp_path, boxsim):
+    # A server whose service lacks mod_assign_save_grades: the assignment's grades go through
+    # core_grades_update_grades (issue 22), one call for the activity's three students.
+    from moodle_simulator import start_simulator
+
+    with start_simulator(token=TOKEN, without_functions=["mod_assign_save_grades"]) as sim:
+        box = Box(tmp_path, sim.url, extra=box_section(tmp_path, boxsim))
+        assert box.cli("courses", "add", "C1", "C2").returncode == 0
+        server = MoodleReader(sim.url)
+        baseline(box)
+        grade_on_box(boxsim, student1=40, student2=50, student3=60)
+        student2 = server.user_id("student2")
+        sim.faults.set(fail_function={"core_grades_update_grades": {
+            "errorcode": "invalidparameter", "message": "Invalid parameter value detected", "when": {
+                "studentid": student2}}})
+        before = calls(sim).get("core_grades_update_grades", 0)
+        code, run, err = run_json(box, "sync")
+        assert code == 0, err
+        # The call of three refused, then one call per student.
+        assert calls(sim)["core_grades_update_grades"] - before == 1 + 3
+        assert "mod_assign_save_grades" not in calls(sim)
+        assert run["actions"]["grades"] == 2
+        assert server.grade(C1, server.user_id("student1"), ASSIGN)[0] == 40
+        assert server.grade(C1, server.user_id("student3"), ASSIGN)[0] == 60
+        assert server.grade(C1, student2, ASSIGN)[0] is None
+        [conflict] = conflicts(box)
+        assert conflict["username"] == "student2" and conflict["type"] == "grade"
+        assert conflict["last_error"] == ("the server refused core_grades_update_grades: Invalid parameter value "
+                                          "detected (invalidparameter)")
 
 
 def test_a_grade_that_is_not_a_number_in_an_older_queue_is_a_conflict_before_it_is_sent(box, boxsim, simulator,
