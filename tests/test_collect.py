@@ -356,3 +356,44 @@ def test_the_page_shows_the_boxs_moodle_keeps_collections_out_of_last_syncs_and_
         assert "Moodle du boîtier" in client.get("/").get_data(as_text=True)
     finally:
         close_db()
+
+
+# -- what an idle collection costs (issue 21.8) ---------------------------------------------------
+
+def record_calls(sim) -> list[tuple[str, dict]]:
+    """Every function the simulator runs from now on, with its parameters (a batch's entries too:
+    the batch calls the same method for each)."""
+    seen: list[tuple[str, dict]] = []
+    original = sim.ws.call
+
+    def recording(fname, params, *args, **kw):
+        seen.append((fname, params))
+        return original(fname, params, *args, **kw)
+
+    sim.ws.call = recording
+    return seen
+
+
+def test_an_idle_collection_receives_at_most_a_tenth_of_a_full_ones_bytes_asking_only_access_times(
+        box, boxsim):
+    # About the bench's box (scripts/bench, section 8: 56 learners in 2 courses): 30 in each course.
+    boxsim.state.add_participants(BOX_C1, 25, prefix="gen")
+    boxsim.state.add_participants(BOX_C1 + 1, 25, prefix="more")
+    assert run_json(box, "collect", "--full")[0] == 0
+    boxsim.faults.set(clock_offset_s=120)  # the accesses are more than a minute old: nobody is read again
+    received = {}
+    for mode, args in (("idle", ()), ("full", ("--full",))):
+        boxsim.stats.reset()
+        seen = record_calls(boxsim)
+        code, run, err = run_json(box, "collect", *args)
+        assert code == 0 and run["status"] == "completed", (run, err)
+        received[mode] = run["bytes_received"]
+        assert 0 < run["bytes_received"] <= boxsim.stats.snapshot()["bytes_out"], (run, boxsim.stats.snapshot())
+        if mode == "idle":
+            assert sum(run["actions"].values()) == 0, run
+            enrolled = [params for fname, params in seen if fname == "core_enrol_get_enrolled_users"]
+            assert enrolled, seen
+            for params in enrolled:
+                assert {"name": "userfields", "value": "username,lastcourseaccess"} in params["options"], params
+        del boxsim.ws.call  # the class's method again
+    assert received["idle"] <= 0.10 * received["full"], received
