@@ -212,6 +212,8 @@ def test_the_information_dialog_shows_up_and_down_apart(tmp_path, simulator, box
         completions = re.search(r'data-kind="completions".*?</li>', actions, re.S).group(0)
         assert re.search(r'data-way="up"[^>]*>1 ↑<', completions) and re.search(r'data-way="down"[^>]*>1 ↓<',
                                                                                   completions)
+        # Read out: a counted text (a plural entry, tests/test_i18n.py), not the key.
+        assert 'aria-label="1 to the server"' in completions and 'aria-label="1 into the box' in completions
         assert 'data-kind="two_way_conflicts"' in actions
         assert re.search(r'data-field="direction">Both ways<', dialog)
         # The box's Moodle's bytes apart from the server's.

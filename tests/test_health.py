@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from datetime import timedelta
@@ -203,6 +204,8 @@ def test_status_api_and_page_show_health_with_red_marks_and_the_storage_banner(t
         disk_row = page[page.index('data-health="disk"'):]
         disk_row = disk_row[:disk_row.index("</dd>")]
         assert 'class="health-bad"' in disk_row and "new events are refused" in disk_row
+        # The card's count of rows to check: a counted text (a plural entry), never its key.
+        assert re.search(r'id="health-count">\d+ to check<', page), page[page.index('id="health-heading"'):][:400]
         fr = client.get("/", headers={"Accept-Language": "fr"}).get_data(as_text=True)
         assert "les nouveaux événements sont refusés" in fr  # the reason in the page's language
         database_row = page[page.index('data-health="database"'):]

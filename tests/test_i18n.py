@@ -76,11 +76,42 @@ PLURAL_KEYS = sorted(plural_ids("en"))
 def test_plural_of_0_1_and_2(lang, key):
     def form(n: int) -> str:
         return translate_plural(lang, key, n, days=n, cores=n, load="0.50", date="2026-01-01", minutes=n,
-                                hours=n, more=n)
+                                hours=n, more=n, shown=n, total=7)
 
     assert form(1) != form(2)
     assert form(0) == (form(1).replace("1", "0", 1) if lang == "fr" else form(2).replace("2", "0", 1))
     assert form(5) == form(2).replace("2", "5", 1)
+
+
+# Placeholders that hold a count: a text with one is a plural entry, in every language.
+COUNT_PLACEHOLDERS = {"n", "count", "minutes", "hours", "days", "shown", "total", "more", "done", "cores", "wait"}
+# The texts with a count that read right at 0, 1 and 2 as they are, and why.
+FIXED_FORMS = {
+    "n_hours": "an abbreviation: '{n} h', '{n} Std.'",
+    "too_many": "an abbreviation: '{minutes} min.', '{minutes} Min.'",
+    "reason_server_retry_after": "an abbreviation: '{wait} s'",
+    "n_of_total": "a fraction: '{done} of {total}', no noun to agree with either count",
+    "health_disk_value": "{total} is a size with its unit ('32 GB'), not a count",
+    "health_memory_value": "{total} is a size with its unit ('1.9 GB'), not a count",
+}
+
+
+@pytest.mark.parametrize("lang", sorted(LANGUAGES))
+def test_every_text_with_a_count_is_a_plural_entry_or_a_fixed_form(lang):
+    catalog, plural = messages(lang), plural_ids(lang)
+    counted = {key for key, forms in catalog.items() for form in forms if fields(form) & COUNT_PLACEHOLDERS}
+    assert not (counted - plural - FIXED_FORMS.keys()), (lang, sorted(counted - plural - FIXED_FORMS.keys()))
+    # The short list stays true: each of its texts has a count and is not a plural entry.
+    assert FIXED_FORMS.keys() <= counted - plural, (lang, sorted(FIXED_FORMS.keys() - (counted - plural)))
+
+
+def test_the_counts_that_were_plain_texts_read_right_at_0_1_and_2():
+    assert translate_plural("fr", "conflicts_more", 1, shown=1, total=1) == "Affichage de 1 événement sur 1."
+    assert translate_plural("fr", "conflicts_more", 50, shown=50, total=80) == "Affichage des 50 premiers sur 80."
+    assert translate_plural("de", "conflicts_more", 1, shown=1, total=3) == "1 von 3 wird angezeigt."
+    assert translate_plural("en", "conflicts_more", 2, shown=2, total=3) == "Showing the first 2 of 3."
+    # The way_up, way_down and health_attention forms at 0, 1 and 2: test_plural_of_0_1_and_2.
+    assert translate_plural("de", "way_down", 1) == "1 in das Moodle der Box"
 
 
 def test_the_plural_texts_read_right():
