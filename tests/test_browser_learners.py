@@ -88,6 +88,9 @@ def test_add_a_learner_print_the_cards_set_a_password(stack, browser):
 
     page = new_page(browser, 1280, 900)
     log_in(page, stack)
+    # Every request from loading the screen through the print view: the box's own page only.
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
     page.click("#learners-link")
     page.wait_for_selector("h1:text('Learners')")
     noor = page.locator("tr[data-username='noor']")
@@ -112,8 +115,19 @@ def test_add_a_learner_print_the_cards_set_a_password(stack, browser):
     page.emulate_media(media="print")
     assert page.locator(".login-card").is_visible() and not page.locator("#add-learner").is_visible()
     assert not page.locator(".topbar").is_visible() and not page.locator("#print-cards").is_visible()
-    pdf = page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
-    assert pdf.startswith(b"%PDF") and password.encode() not in b"http"
+    # (A sheet from elsewhere would not let its rules be read: skipped here, caught by the requests below.)
+    page_sizes = page.evaluate("""() => [...document.styleSheets].flatMap(sheet => {
+            try { return [...sheet.cssRules]; } catch (e) { return []; } })
+        .filter(rule => rule.type === CSSRule.PAGE_RULE).map(rule => rule.style.getPropertyValue("size"))""")
+    assert [size.lower() for size in page_sizes] == ["a4"], page_sizes  # the print CSS's @page { size: A4 }
+    # No format asked: the PDF's pages are the size the CSS gives them (Chromium's default is Letter).
+    pdf = page.pdf(print_background=True, prefer_css_page_size=True)
+    assert pdf.startswith(b"%PDF")
+    boxes = {tuple(round(float(v)) for v in m) for m in re.findall(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", pdf)}
+    assert boxes == {(595, 842)}, boxes  # A4 in points
+    assert asked and all(url.startswith(stack.url + "/") for url in asked), [u for u in asked
+                                                                             if not u.startswith(stack.url + "/")]
+    assert any(url.endswith("/learners.css") or "/learners.css?" in url for url in asked), asked
     page.emulate_media(media="screen")
     html = page.content()
     assert not [u for u in re.findall(r"(?:href|src)=\"(https?://[^\"]+)", html) if not u.startswith(stack.url)]
