@@ -134,8 +134,11 @@ class Run(BaseModel):
     kind = pw.CharField(max_length=8, default="sync")
     trigger = pw.CharField(max_length=16)
     force = pw.BooleanField(default=False)
-    status = pw.CharField(max_length=24, index=True)
-    started_at = pw.CharField(index=True)
+    # Indexed by agent/store/schema.py under fixed names (syncrun_started, syncrun_status_started):
+    # index=True would name them after the model, which was renamed (SyncRun), and each index is
+    # one more write per progress update on the SD card.
+    status = pw.CharField(max_length=24)
+    started_at = pw.CharField()
     completed_at = pw.CharField(null=True)
     duration_s = pw.FloatField(null=True)
     bytes_sent = pw.IntegerField(default=0)
