@@ -102,6 +102,10 @@ class Record:
         self.row.errors = self.errors
         self.row.reasons = self.reasons or None
         self.row.moved_down = self.moved_down or None
+        if fields.get("phase") == "done" and self.row.kind != COLLECT:
+            # Worked out once, from the final row: every later read (the page, its status poll, the
+            # e-mail) takes them from the row instead of reading the collection's row again.
+            self.row.warnings = reasons.warnings_of(self.row, reasons.collection_reasons(self.row))
         self.row.save()
 
     def snapshot(self) -> tuple[int, int, Counter]:

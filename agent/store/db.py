@@ -168,6 +168,9 @@ class Run(BaseModel):
     # A sync down: the first changes written into the box's Moodle
     # [{"username", "course_id", "cmid" (the server's), "kind", "value"}], for the Information dialog.
     moved_down = JSONField(null=True)
+    # A sync or verify: its warnings (agent/reasons.py warnings_of), worked out once when it ended,
+    # so that the page's status poll does not read its collection's row again. None before version 11.
+    warnings = JSONField(null=True)
 
 
 class Setting(BaseModel):

@@ -64,7 +64,7 @@ def run_dict(row: Run) -> dict[str, Any]:
         "conflicts": row.conflicts,
         "errors": row.errors or [],
         # Why it failed or what to look at, as codes with values (agent/reasons.py).
-        "reasons": reasons.of_run(row, reasons.collection_reasons(row) if row.collected else None),
+        "reasons": reasons.of_run(row),
         "clock_offset_s": row.clock_offset_s,
         "collected": row.collected,
         "direction": row.direction,

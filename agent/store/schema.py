@@ -29,7 +29,8 @@ NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "inc
 
 # 8: a run's kind apart from its trigger; 9: boxactivity.instance (an assignment's id), a run's
 # reasons and what it wrote down (issue 23); 10: learners' accounts (BoxAccount, PendingAccount,
-# ProfileState), profile conflicts' texts; 11: the runs' indexes under fixed names, the duplicates gone.
+# ProfileState), profile conflicts' texts; 11: the runs' indexes under fixed names, the duplicates gone,
+# a run's warnings stored when it ends.
 SCHEMA_VERSION = 11
 
 # The indexes peewee named after the model (index=True on status and started_at): syncrun_* until
@@ -75,7 +76,7 @@ ADDED_COLUMNS = [(Run, Run.conflicts, "INTEGER NOT NULL DEFAULT 0"), (Run, Run.c
                  (Run, Run.direction, "VARCHAR(8)"), (Run, Run.box_bytes, "TEXT"),
                  (BoxActivity, BoxActivity.instance, "INTEGER"),
                  (TwoWayConflict, TwoWayConflict.box_text, "TEXT"), (TwoWayConflict, TwoWayConflict.server_text, "TEXT"),
-                 (Run, Run.reasons, "TEXT"), (Run, Run.moved_down, "TEXT")]
+                 (Run, Run.reasons, "TEXT"), (Run, Run.moved_down, "TEXT"), (Run, Run.warnings, "TEXT")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:
