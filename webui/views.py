@@ -123,15 +123,16 @@ def index():
     if not admin and not config.web.public_status:
         return redirect(url_for("auth.login"))
     now = utcnow()
-    status = box_status(config)
     values = settings.preferences(config) | settings.state(config)
+    recent = history.recent(5)
+    status = box_status(config, values, recent)
     box = health.gather(config, now)
     return render_template(
         "sync.html",
         admin=admin,
         status=status,
         values=values,
-        runs=run_views(history.recent(5)),
+        runs=run_views(recent),
         server=run_details.server_state(bool(status["server"]["token_rejected"])),
         # Learners' names only for the admin, not on a public status page.
         conflicts=conflict_dicts(limit=CONFLICTS_SHOWN) if status["conflicts"] and admin else [],
