@@ -12,6 +12,8 @@ import pytest
 from agent import reasons
 from agent.moodle import MoodleError, TokenRejected, Unreachable
 from agent.runs import Interrupted, reason_of
+from agent.store.diskspace import DiskSpace
+from agent.store.queue import StorageFull
 from tests.helpers import Box
 
 
@@ -30,6 +32,7 @@ from tests.helpers import Box
     (MoodleError("nopermissions", "No permission", "core_x"), "sync", {"code": "server_refused"}),
     (Interrupted(), "sync", {"code": "interrupted"}),
     (RuntimeError("database or disk is full"), "sync", {"code": "disk_full"}),
+    (StorageFull(DiskSpace("/var/lib/x", 10**9, 10**6, 10**8)), "collect", {"code": "disk_full"}),
     (KeyError("oops"), "sync", {"code": "internal"}),
 ])
 def test_what_ended_a_run_has_its_reason(exc, kind, expected):
