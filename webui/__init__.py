@@ -149,11 +149,6 @@ def error_response(code: int, description: str):
     return render_template("error.html", code=code, message=message), code
 
 
-def duration(seconds: float | None) -> str:
-    """A duration as the English page writes it (the page's filter follows its language)."""
-    return formats.duration(seconds, "en")
-
-
 def signed(value: float) -> str:
     """A whole number with its sign, rounded half away from zero, the same
     both ways; nothing rounds to "-0" or "+0": the clock is "0 s" off."""
