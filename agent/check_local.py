@@ -2,9 +2,10 @@
 Moodles: where the database really is (the configured path resolved), and the
 token files that other accounts of the box can read.
 
-A token file may be readable by a group that only the agent's account is in:
-the package's is root:moodle-sync-agent 0640, and the service reads it
-through that group. Any other group, or everyone, is warned about.
+The package's token files are the service user's own, 0600 (its postinst
+hands over an older version's root:moodle-sync-agent 0640). A token file may
+still be readable by a group that only the agent's account is in; any other
+group, or everyone, is warned about.
 """
 
 from __future__ import annotations

@@ -135,7 +135,8 @@ def format_run(run: dict) -> str:
 
 def collected_words(found: dict) -> str:
     """What the collection before a sync found, as the Information dialog says it."""
-    if found["status"] not in (Run.COMPLETED, Run.COMPLETED_WITH_ERRORS, Run.COMPLETED_WITH_WARNINGS):
+    # A collection never ends "with warnings" (agent/runs.py Record.final_status: syncs and verifies only).
+    if found["status"] not in (Run.COMPLETED, Run.COMPLETED_WITH_ERRORS):
         return f"{found['status']}" + (f" ({found['errors'][0]})" if found.get("errors") else "")
     from .kinds import found_counters
 

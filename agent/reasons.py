@@ -13,7 +13,8 @@ Where a reason comes from:
   stays free of the wire (the page imports it);
 - what a finished run left for a teacher to look at (its collection from the
   box's Moodle failed, a course differs or is missing, events became
-  conflicts, the clock is far off): :func:`warnings_of`, read from the row.
+  conflicts, the clock is far off): :func:`warnings_of`, worked out when the
+  run ends and stored in its ``warnings`` column (an older row: from the row).
 A run with warnings and no errors is "completed with warnings", never a plain
 success (agent/runs.py, Record.final_status).
 """
@@ -126,7 +127,7 @@ def warnings_of(row: Run, collection_reasons: list[dict[str, Any]] | None = None
     return found
 
 
-def of_run(row: Run, collection_reasons: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def of_run(row: Run) -> list[dict[str, Any]]:
     """Every reason of a finished run, failures first; a failure with nothing
     stored (an older row, a skipped scheduled sync) gets its status's."""
     stored = [r for r in (getattr(row, "reasons", None) or []) if r.get("code") in TABLE]
@@ -142,7 +143,10 @@ def of_run(row: Run, collection_reasons: list[dict[str, Any]] | None = None) -> 
     if row.kind == COLLECT:
         return stored
     codes = {r["code"] for r in stored}
-    return stored + [w for w in warnings_of(row, collection_reasons) if w["code"] not in codes]
+    found = getattr(row, "warnings", None)  # stored when the run ended (version 11)
+    if found is None:  # an older row, or one that died with its process
+        found = warnings_of(row, collection_reasons(row) if row.collected else None)
+    return stored + [w for w in found if w["code"] not in codes]
 
 
 def words(r: dict[str, Any]) -> tuple[str, str]:

@@ -32,7 +32,7 @@ from .store.db import Event, Run, iso, utcnow
 from .store.history import IS_SYNC, recover_stale_runs
 from .store.runkinds import COLLECT, RUN_NAMES
 from .moodle import MoodleError, TokenRejected, Traffic, Unreachable
-from .store.queue import count_by_status
+from .store.queue import StorageFull, count_by_status
 from .store.diskspace import database_problem, keep_reserve, release_reserve
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,10 @@ class Record:
         self.row.errors = self.errors
         self.row.reasons = self.reasons or None
         self.row.moved_down = self.moved_down or None
+        if fields.get("phase") == "done" and self.row.kind != COLLECT:
+            # Worked out once, from the final row: every later read (the page, its status poll, the
+            # e-mail) takes them from the row instead of reading the collection's row again.
+            self.row.warnings = reasons.warnings_of(self.row, reasons.collection_reasons(self.row))
         self.row.save()
 
     def snapshot(self) -> tuple[int, int, Counter]:
@@ -162,7 +166,7 @@ def reason_of(exc: BaseException, kind: str = "") -> dict:
         return reasons.reason("box_down") if box else unreachable_reason(exc)
     if isinstance(exc, MoodleError):
         return reasons.reason("collection_failed" if box else "server_refused")
-    if disk_full_error(exc) is not None or type(exc).__name__ == "StorageFull":
+    if disk_full_error(exc) is not None or isinstance(exc, StorageFull):
         return reasons.reason("disk_full")
     if isinstance(exc, Interrupted):
         return reasons.reason("interrupted")

@@ -14,10 +14,13 @@ def error_words(exc: BaseException) -> str:
     return f"{type(exc).__name__} (no reason given)"
 
 
-def human_bytes(n: int | float | None) -> str:
+def human_bytes(n: int | float | None, units: tuple[str, str, str, str] = ("B", "KB", "MB", "GB"),
+                decimal: str = ".", space: str = " ") -> str:
+    """Bytes in 1024 steps; the page gives its language's units, decimal mark
+    and a no-break space (webui/formats.py)."""
     n = n or 0
-    for unit in ("B", "KB", "MB"):
+    for unit in units[:3]:
         if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            return f"{n:.0f}{space}{unit}" if unit == units[0] else f"{n:.1f}".replace(".", decimal) + f"{space}{unit}"
         n /= 1024
-    return f"{n:.1f} GB"
+    return f"{n:.1f}".replace(".", decimal) + f"{space}{units[3]}"

@@ -177,8 +177,7 @@ def expected_when(iso: str) -> str:
 
 
 def check_dialog(page, run: dict) -> None:
-    from webui import duration
-    from webui.formats import size
+    from webui.formats import duration, size
 
     dialog = page.locator(f"#run-{run['id']}")
     assert dialog.is_visible()
@@ -190,7 +189,7 @@ def check_dialog(page, run: dict) -> None:
     assert dialog.locator('[data-field="id"] code').inner_text() == run["id"]
     assert field("started_at") == expected_when(run["started_at"])
     assert field("completed_at") == expected_when(run["completed_at"])
-    assert field("duration") == duration(run["duration_s"])
+    assert field("duration") == duration(run["duration_s"], "en")
     assert field("bytes_sent") == f"{size(run['bytes_sent'], 'en')} sent"
     assert field("bytes_received") == f"{size(run['bytes_received'], 'en')} received"
     # Bytes are no error: both ways in the same neutral colour (issue 23).

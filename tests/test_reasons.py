@@ -12,6 +12,8 @@ import pytest
 from agent import reasons
 from agent.moodle import MoodleError, TokenRejected, Unreachable
 from agent.runs import Interrupted, reason_of
+from agent.store.diskspace import DiskSpace
+from agent.store.queue import StorageFull
 from tests.helpers import Box
 
 
@@ -30,6 +32,7 @@ from tests.helpers import Box
     (MoodleError("nopermissions", "No permission", "core_x"), "sync", {"code": "server_refused"}),
     (Interrupted(), "sync", {"code": "interrupted"}),
     (RuntimeError("database or disk is full"), "sync", {"code": "disk_full"}),
+    (StorageFull(DiskSpace("/var/lib/x", 10**9, 10**6, 10**8)), "collect", {"code": "disk_full"}),
     (KeyError("oops"), "sync", {"code": "internal"}),
 ])
 def test_what_ended_a_run_has_its_reason(exc, kind, expected):
@@ -65,3 +68,31 @@ def test_the_command_line_says_what_to_do_and_json_gives_the_codes(tmp_path, sim
     with sqlite3.connect(box.database) as db:  # stored as codes, never as words
         stored = db.execute("SELECT reasons FROM syncrun ORDER BY started_at DESC LIMIT 1").fetchone()[0]
     assert json.loads(stored) == [{"code": "server_unreachable"}]
+
+
+def test_a_run_stores_its_warnings_when_it_ends_and_an_older_row_still_has_them(tmp_path, config):
+    """The page's status poll reads them from the row: no query for its collection's reasons."""
+    from agent.runs import recorded_run
+    from agent.store import history
+    from agent.store.db import Run, database
+    from agent.store.schema import open_db
+
+    open_db(config.agent.database)
+    try:
+        box = Run.create(kind="collect", trigger="sync", status=Run.COMPLETED_WITH_ERRORS,
+                         started_at="2026-11-01T10:00:00Z", reasons=[{"code": "box_token_rejected"}])
+        with recorded_run(config, "sync", "cli", ["completions"]) as record:
+            record.row.collected = {"run": box.id, "status": Run.COMPLETED_WITH_ERRORS}
+            record.row.conflicts = 2
+        row = Run.get_by_id(record.row.id)
+        expected = [{"code": "box_token_rejected"}, {"code": "conflicts", "n": 2}]
+        assert row.status == Run.COMPLETED_WITH_WARNINGS and row.warnings == expected
+        queries: list[str] = []
+        database.obj.connection().set_trace_callback(queries.append)
+        assert history.run_dict(row)["reasons"] == expected
+        database.obj.connection().set_trace_callback(None)
+        assert not [q for q in queries if "syncrun" in q], queries
+        Run.update(warnings=None).where(Run.id == row.id).execute()  # a row from before version 11
+        assert history.run_dict(Run.get_by_id(row.id))["reasons"] == expected
+    finally:
+        database.obj.close()

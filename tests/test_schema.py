@@ -88,3 +88,41 @@ def test_a_request_names_a_sync_or_a_verify(tmp_path):
         assert SyncRequest.select().count() == 0
     finally:
         close_db()
+
+
+# The runs' indexes: every progress write to a run updates each of them on the SD card.
+RUN_INDEXES = {
+    "syncrun_started": "(started_at)",
+    "syncrun_status_started": "(status, started_at)",
+    "syncrun_offset_started": "(started_at) WHERE clock_offset_s IS NOT NULL",
+}
+
+
+def run_indexes(path) -> dict[str, str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'syncrun' "
+                            "AND sql IS NOT NULL").fetchall()  # the primary key's own index has no sql
+    return {name: sql.split(" ON syncrun ", 1)[1] for name, sql in rows}
+
+
+@pytest.mark.parametrize("start", ["fresh", "v7", "v10"])
+def test_the_runs_have_each_index_once_whatever_the_file_started_as(tmp_path, start):
+    """The model's rename (SyncRun to Run) renamed peewee's generated indexes: an
+    upgraded file had three on started_at and two on status, a new one two on started_at."""
+    path = tmp_path / "agent.db"
+    if start == "v7":
+        with sqlite3.connect(path) as conn:
+            conn.executescript(V7.read_text())
+    elif start == "v10":  # a file made by version 10 after the rename: peewee's run_* indexes too
+        open_db(path)
+        close_db()
+        with sqlite3.connect(path) as conn:
+            conn.execute('CREATE INDEX "run_status" ON "syncrun" ("status")')
+            conn.execute('CREATE INDEX "run_started_at" ON "syncrun" ("started_at")')
+            conn.execute("PRAGMA user_version = 10")
+    open_db(path)
+    close_db()
+    assert run_indexes(path) == RUN_INDEXES
+    open_db(path)  # opened again: nothing more to change
+    close_db()
+    assert run_indexes(path) == RUN_INDEXES

@@ -309,6 +309,34 @@ def test_syncs_limit_is_validated(admin, config):
     assert len(admin.get("/api/v1/syncs?limit=7").get_json()) == 7
 
 
+def test_the_page_reads_its_five_runs_in_as_many_queries_as_one(admin):
+    """What each run's Information dialog names (sent events, what came down, the
+    collections since the sync before, the conflicts log) is read for all five at once."""
+    def page_queries() -> int:
+        queries: list[str] = []
+        database.obj.connection().set_trace_callback(queries.append)
+        try:
+            assert admin.get("/").status_code == 200
+        finally:
+            database.obj.connection().set_trace_callback(None)
+        return len([q for q in queries if q.startswith("SELECT")])
+
+    def a_sync(day: int) -> None:
+        run = Run.create(trigger="cli", status=Run.COMPLETED, started_at=f"2026-11-0{day}T10:00:00Z",
+                         completed_at=f"2026-11-0{day}T10:01:00Z", direction="both", warnings=[],
+                         moved_down=[{"username": "u", "course_id": 2, "cmid": 5, "kind": "grade", "value": 7}])
+        Run.create(kind="collect", trigger="schedule", status=Run.COMPLETED, started_at=f"2026-11-0{day}T09:00:00Z",
+                   actions={"completions": 1})
+        Event.create(key=f"sent-{day}", type="completion", course_id=2, username="u", cmid=4,
+                     data={"completed": True}, queued_at=run.started_at, status=Event.SENT, sync_id=run.id)
+
+    a_sync(1)
+    one = page_queries()
+    for day in range(2, 7):
+        a_sync(day)
+    assert page_queries() == one
+
+
 def test_status_needs_login_unless_public(tmp_path, client):
     assert client.get("/api/v1/status").status_code == 401
     assert client.get("/api/v1/syncs").status_code == 401

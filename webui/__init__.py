@@ -106,13 +106,13 @@ def create_app(config: Config | None = None) -> Flask:
             "csrf_token": auth.csrf_token,
             "version": __version__, "box_name": config.agent.box_name, "action_kinds": ACTION_KINDS,
             "verify_kinds": VERIFY_KINDS,
-            # Each kind's counters (agent/kinds.py): what a collection found, and a push's first
-            # counter beside what came down of the same kind ("12 ↑ 3 ↓").
-            "found_kinds": found_counters(),
-            "down_of": {k.pushed[0]: k.down_counter for k in KINDS.values()},
             "script_texts": {k: text(k) for k in SCRIPT_TEXTS},
         }
 
+    # Each kind's counters (agent/kinds.py): what a collection found, and a push's first
+    # counter beside what came down of the same kind ("12 ↑ 3 ↓"). Fixed: set once, not per page.
+    app.jinja_env.globals.update(found_kinds=found_counters(),
+                                 down_of={k.pushed[0]: k.down_counter for k in KINDS.values()})
     app.jinja_env.filters["when"] = views.when
     app.jinja_env.filters["bytes"] = formats.size
     app.jinja_env.filters["duration"] = formats.duration
@@ -147,11 +147,6 @@ def error_response(code: int, description: str):
         response.status_code = code
         return response
     return render_template("error.html", code=code, message=message), code
-
-
-def duration(seconds: float | None) -> str:
-    """A duration as the English page writes it (the page's filter follows its language)."""
-    return formats.duration(seconds, "en")
 
 
 def signed(value: float) -> str:

@@ -237,6 +237,20 @@ LOGINS = Throttle("login", MAX_FAILURES)
 API_KEYS = Throttle("api-key", MAX_KEY_FAILURES)
 
 
+def check_admin_password(stored: str | None, password: str) -> tuple[bool, int]:
+    """The page's password, as the login and the token's connect check it: counted as
+    a failure before the (slow) check, and taken back if it is right, so no more than
+    MAX_FAILURES checks per window. (right, seconds to wait: blocked without a check)."""
+    address = client_address()
+    wait = LOGINS.fail(address, now())
+    if wait:
+        return False, wait
+    if not check_password(stored, password):
+        return False, 0
+    LOGINS.forget(address)
+    return True, 0
+
+
 # -- views -------------------------------------------------------------------------
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -245,16 +259,12 @@ def login():
     stored = settings.get(config, "password_hash")
     error, status, wait = None, 200, 0
     if request.method == "POST":
-        address = client_address()
-        # Counted as a failure before the (slow) check, and taken back if
-        # the password is right: no more than MAX_FAILURES checks per window.
-        wait = LOGINS.fail(address, now())
+        right, wait = check_admin_password(stored, request.form.get("password", ""))
         if wait:
             error, status = text("too_many", minutes=(wait + 59) // 60), 429
-        elif not check_password(stored, request.form.get("password", "")):
+        elif not right:
             error, status = text("bad_password"), 401
         else:
-            LOGINS.forget(address)
             open_session()
             return redirect(safe_next(request.form.get("next")), code=303)
     body = render_template("login.html", error=error, no_password=not stored,

@@ -28,7 +28,7 @@ from agent import rights
 from agent.config import Config
 from agent.store import settings
 
-from .auth import LOGINS, check_password, client_address, login_required, now
+from .auth import check_admin_password, login_required
 from .i18n import text
 from .views import done, refuse
 
@@ -90,13 +90,11 @@ def connect() -> Response:
     if not request.form.get("moodle_password"):
         return refuse(400, "connect_password_required", field="connect-password")
     # The page's password again: whoever found the page open may not swap the box's token.
-    address = client_address()
-    wait = LOGINS.fail(address, now())
+    right, wait = check_admin_password(settings.get(config, "password_hash"), request.form.get("admin_password", ""))
     if wait:
         return refuse(429, "too_many", field="connect-admin-password", minutes=(wait + 59) // 60)
-    if not check_password(settings.get(config, "password_hash"), request.form.get("admin_password", "")):
+    if not right:
         return refuse(401, "bad_password", field="connect-admin-password")
-    LOGINS.forget(address)
     site = config.moodle if side == "server" else config.box
     assert site is not None  # refused above
     service = site.service

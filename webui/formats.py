@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from flask import g
 
+from agent.text import human_bytes
+
 NBSP = "\u00a0"
 DECIMAL = {"en": ".", "fr": ",", "de": ","}
-BYTE_UNITS = {"fr": ("o", "ko", "Mo", "Go")}
+BYTE_UNITS: dict[str, tuple[str, str, str, str]] = {"fr": ("o", "ko", "Mo", "Go")}
 DEFAULT_UNITS = ("B", "KB", "MB", "GB")
 
 
@@ -26,15 +28,9 @@ def number(value: float | int | None, digits: int = 0, lang: str | None = None) 
 
 
 def size(n: int | float | None, lang: str | None = None) -> str:
-    """Bytes in B/KB/MB/GB (1024 steps), as agent.text.human_bytes, localised."""
+    """Bytes in B/KB/MB/GB (1024 steps): agent.text.human_bytes in the page's language."""
     lang = _lang(lang)
-    units = BYTE_UNITS.get(lang, DEFAULT_UNITS)
-    n = n or 0
-    for unit in units[:3]:
-        if n < 1024:
-            return f"{n:.0f}{NBSP}{unit}" if unit == units[0] else f"{number(n, 1, lang)}{NBSP}{unit}"
-        n /= 1024
-    return f"{number(n, 1, lang)}{NBSP}{units[3]}"
+    return human_bytes(n, BYTE_UNITS.get(lang, DEFAULT_UNITS), DECIMAL.get(lang, "."), NBSP)
 
 
 def duration(seconds: float | None, lang: str | None = None) -> str:

@@ -57,8 +57,10 @@ def page(status: int = 200, cards: list[dict[str, Any]] | None = None, error: st
          field: str | None = None, form: dict[str, Any] | None = None) -> tuple[str, int]:
     config = _config()
     rows = list_learners(config) if config.box is not None else []
+    # Only what the form names: a course's contents (every section and module) stay unread.
+    courses = list(Course.select(Course.id, Course.shortname, Course.fullname).order_by(Course.shortname))
     return render_template(
-        "learners.html", learners=rows, courses=list(Course.select().order_by(Course.shortname)),
+        "learners.html", learners=rows, courses=courses,
         cards=cards or [], error=error, field=field, form=form or {}, once=once, has_box=config.box is not None,
         box_site=settings.get(config, "box_site_name") if config.box is not None else None,
     ), status

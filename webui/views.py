@@ -101,10 +101,11 @@ def reason_words(reason: dict[str, Any]) -> dict[str, str]:
     return {"code": code, "sentence": sentence, "advice": text(f"advice_{code}")}
 
 
-def run_view(run: dict[str, Any]) -> dict[str, Any]:
-    """A run of the history with what its Information dialog names."""
-    return {**run, "why": [reason_words(r) for r in run.get("reasons") or []],
-            "moved": run_details.moved(run), "since": run_details.collections_since(run)}
+def run_views(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of the history with what their Information dialogs name (read for all at once)."""
+    moved, since = run_details.moved(runs), run_details.collections_since(runs)
+    return [{**run, "why": [reason_words(r) for r in run.get("reasons") or []],
+             "moved": moved[run["id"]], "since": since[run["id"]]} for run in runs]
 
 
 def when(value: str | None) -> str:
@@ -122,15 +123,16 @@ def index():
     if not admin and not config.web.public_status:
         return redirect(url_for("auth.login"))
     now = utcnow()
-    status = box_status(config)
     values = settings.preferences(config) | settings.state(config)
+    recent = history.recent(5)
+    status = box_status(config, values, recent)
     box = health.gather(config, now)
     return render_template(
         "sync.html",
         admin=admin,
         status=status,
         values=values,
-        runs=[run_view(r) for r in history.recent(5)],
+        runs=run_views(recent),
         server=run_details.server_state(bool(status["server"]["token_rejected"])),
         # Learners' names only for the admin, not on a public status page.
         conflicts=conflict_dicts(limit=CONFLICTS_SHOWN) if status["conflicts"] and admin else [],

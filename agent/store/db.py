@@ -134,8 +134,11 @@ class Run(BaseModel):
     kind = pw.CharField(max_length=8, default="sync")
     trigger = pw.CharField(max_length=16)
     force = pw.BooleanField(default=False)
-    status = pw.CharField(max_length=24, index=True)
-    started_at = pw.CharField(index=True)
+    # Indexed by agent/store/schema.py under fixed names (syncrun_started, syncrun_status_started):
+    # index=True would name them after the model, which was renamed (SyncRun), and each index is
+    # one more write per progress update on the SD card.
+    status = pw.CharField(max_length=24)
+    started_at = pw.CharField()
     completed_at = pw.CharField(null=True)
     duration_s = pw.FloatField(null=True)
     bytes_sent = pw.IntegerField(default=0)
@@ -165,6 +168,9 @@ class Run(BaseModel):
     # A sync down: the first changes written into the box's Moodle
     # [{"username", "course_id", "cmid" (the server's), "kind", "value"}], for the Information dialog.
     moved_down = JSONField(null=True)
+    # A sync or verify: its warnings (agent/reasons.py warnings_of), worked out once when it ended,
+    # so that the page's status poll does not read its collection's row again. None before version 11.
+    warnings = JSONField(null=True)
 
 
 class Setting(BaseModel):

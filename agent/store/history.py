@@ -35,18 +35,30 @@ def events_done(row: Run) -> int:
     return row.events_sent + row.conflicts
 
 
-def two_way_conflicts(sync_id: str) -> list[dict[str, Any]]:
-    """The conflicts log of one sync: what changed on both sides, both values and the one kept."""
-    rows = TwoWayConflict.select().where(TwoWayConflict.sync_id == sync_id).order_by(TwoWayConflict.id)
-    logged = list(rows)
+def two_way_conflicts(sync_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The conflicts log of some syncs (one query for all: the page lists five runs):
+    per sync, what changed on both sides, both values and the one kept."""
+    logged = list(TwoWayConflict.select().where(TwoWayConflict.sync_id.in_(sync_ids)).order_by(TwoWayConflict.id)) \
+        if sync_ids else []
     names = {a.cmid: a.name for a in Activity.select(Activity.cmid, Activity.name)
-             .where(Activity.cmid.in_([c.cmid for c in logged]))} if logged else {}
-    return [{"username": c.username, "course_id": c.course_id, "cmid": c.cmid, "activity": names.get(c.cmid),
-             "kind": c.kind, "box_value": c.box_value, "server_value": c.server_value, "kept": c.kept,
-             "rule": c.rule, "at": c.at, "box_text": c.box_text, "server_text": c.server_text} for c in logged]
+             .where(Activity.cmid.in_({c.cmid for c in logged}))} if logged else {}
+    found: dict[str, list[dict[str, Any]]] = {sync_id: [] for sync_id in sync_ids}
+    for c in logged:
+        found[c.sync_id].append({
+            "username": c.username, "course_id": c.course_id, "cmid": c.cmid, "activity": names.get(c.cmid),
+            "kind": c.kind, "box_value": c.box_value, "server_value": c.server_value, "kept": c.kept,
+            "rule": c.rule, "at": c.at, "box_text": c.box_text, "server_text": c.server_text})
+    return found
 
 
-def run_dict(row: Run) -> dict[str, Any]:
+def went_down(row: Run) -> bool:
+    return row.direction in ("down", "both")
+
+
+def run_dict(row: Run, conflicts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``conflicts``: its conflicts log, when the caller read it for several runs at once."""
+    if conflicts is None and went_down(row):
+        conflicts = two_way_conflicts([row.id])[row.id]
     return {
         "id": row.id,
         "kind": row.kind,
@@ -64,13 +76,13 @@ def run_dict(row: Run) -> dict[str, Any]:
         "conflicts": row.conflicts,
         "errors": row.errors or [],
         # Why it failed or what to look at, as codes with values (agent/reasons.py).
-        "reasons": reasons.of_run(row, reasons.collection_reasons(row) if row.collected else None),
+        "reasons": reasons.of_run(row),
         "clock_offset_s": row.clock_offset_s,
         "collected": row.collected,
         "direction": row.direction,
         "box_bytes": row.box_bytes,
         "moved_down": row.moved_down or [],
-        "two_way_conflicts": two_way_conflicts(row.id) if row.direction in ("down", "both") else [],
+        "two_way_conflicts": conflicts or [],
         "progress": {
             "phase": row.phase,
             "courses_done": row.courses_done,
@@ -85,8 +97,9 @@ def recent(limit: int = 5, collections: bool = False) -> list[dict[str, Any]]:
     """The latest runs: syncs and verifies, and with ``collections`` the
     collections from the box's Moodle too (the command line's history)."""
     query = Run.select() if collections else Run.select().where(IS_SYNC)
-    rows = query.order_by(Run.started_at.desc(), pw.SQL("rowid DESC")).limit(limit)
-    return [run_dict(r) for r in rows]
+    rows = list(query.order_by(Run.started_at.desc(), pw.SQL("rowid DESC")).limit(limit))
+    conflicts = two_way_conflicts([r.id for r in rows if went_down(r)])
+    return [run_dict(r, conflicts.get(r.id, [])) for r in rows]
 
 
 def last_successful() -> Run | None:

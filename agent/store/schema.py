@@ -29,8 +29,13 @@ NEW_FILE_PRAGMAS = {"busy_timeout": PRAGMAS["busy_timeout"], "auto_vacuum": "inc
 
 # 8: a run's kind apart from its trigger; 9: boxactivity.instance (an assignment's id), a run's
 # reasons and what it wrote down (issue 23); 10: learners' accounts (BoxAccount, PendingAccount,
-# ProfileState), profile conflicts' texts.
-SCHEMA_VERSION = 10
+# ProfileState), profile conflicts' texts; 11: the runs' indexes under fixed names, the duplicates gone,
+# a run's warnings stored when it ends.
+SCHEMA_VERSION = 11
+
+# The indexes peewee named after the model (index=True on status and started_at): syncrun_* until
+# the model's rename, run_* after. syncrun_started and syncrun_status_started cover what they did.
+DUPLICATE_INDEXES = ["syncrun_status", "syncrun_started_at", "run_status", "run_started_at"]
 
 
 # The page shows how many events wait; counting a million queued rows on each
@@ -71,7 +76,7 @@ ADDED_COLUMNS = [(Run, Run.conflicts, "INTEGER NOT NULL DEFAULT 0"), (Run, Run.c
                  (Run, Run.direction, "VARCHAR(8)"), (Run, Run.box_bytes, "TEXT"),
                  (BoxActivity, BoxActivity.instance, "INTEGER"),
                  (TwoWayConflict, TwoWayConflict.box_text, "TEXT"), (TwoWayConflict, TwoWayConflict.server_text, "TEXT"),
-                 (Run, Run.reasons, "TEXT"), (Run, Run.moved_down, "TEXT")]
+                 (Run, Run.reasons, "TEXT"), (Run, Run.moved_down, "TEXT"), (Run, Run.warnings, "TEXT")]
 
 
 def _add_missing_columns(db: pw.SqliteDatabase) -> None:
@@ -155,6 +160,8 @@ def open_db(path: str | Path, create: bool = True) -> pw.SqliteDatabase:
                            "WHERE clock_offset_s IS NOT NULL")
             # A collection checks, page by page, who holds a username in a course (agent/box/check.py).
             db.execute_sql("CREATE INDEX IF NOT EXISTS participant_username ON participant (box_course_id, username)")
+            for name in DUPLICATE_INDEXES:
+                db.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
             _create_event_counters(db)
             _add_missing_columns(db)
             _split_kind_from_trigger(db)

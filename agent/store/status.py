@@ -15,10 +15,19 @@ from .history import IS_SYNC, is_running, last_collection, last_successful, run_
 from .queue import count_by_status
 
 
-def status(config: Config) -> dict[str, Any]:
+def status(config: Config, values: dict[str, Any] | None = None,
+           recent: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``values``: the settings (preferences and state), ``recent``: history.recent()'s
+    syncs (not with collections), when the caller (the page) read them already: not
+    read a second time."""
     counts = count_by_status()
-    values = settings.preferences(config) | settings.state(config)
-    last = Run.select().where(IS_SYNC).order_by(Run.started_at.desc(), pw.SQL("rowid DESC")).first()
+    if values is None:
+        values = settings.preferences(config) | settings.state(config)
+    if recent is None:
+        last = Run.select().where(IS_SYNC).order_by(Run.started_at.desc(), pw.SQL("rowid DESC")).first()
+        last_sync = run_dict(last) if last else None
+    else:  # the same order as this query: its first is the last sync
+        last_sync = recent[0] if recent else None
     ok = last_successful()
     oldest = (Event.select(Event.queued_at).where(Event.status == Event.QUEUED)
               .order_by(Event.id).first())
@@ -28,7 +37,7 @@ def status(config: Config) -> dict[str, Any]:
         "sent": counts[Event.SENT],
         "oldest_queued_at": oldest.queued_at if oldest else None,
         "running": is_running(),
-        "last_sync": run_dict(last) if last else None,
+        "last_sync": last_sync,
         "last_success_at": ok.completed_at if ok else None,
         "server": {
             "url": config.moodle.url,
