@@ -42,7 +42,7 @@ from ..mapping import ActivityInfo
 from ..roles import STUDENT_ROLE_ID
 from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerSeen, Run, TwoWayConflict, \
     database, first_column, iso, utcnow
-from ..store.history import COLLECT
+from ..store.history import IS_SYNC
 from .diff import COMPLETION, GRADE, Decision, Reported, decide, normal, server_completions, server_grades
 from ..moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..push.plan import assign_grade, assign_grade_args
@@ -90,6 +90,7 @@ def pull_down(run: Session, pushable: list[Course]) -> None:
                               "nothing was brought down")
         return
     run.rec.save(phase="syncing_down")
+    cut = last_cut_off(run.rec.row.id)
     for course in pushable:
         run.check_stop()
         bc = BoxCourse.get_or_none(BoxCourse.course_id == course.id)
@@ -97,7 +98,7 @@ def pull_down(run: Session, pushable: list[Course]) -> None:
             continue
         try:
             enrolled = accounts_down(run, course, bc, box)
-            down_course(run, course, bc, box, enrolled)
+            down_course(run, course, bc, box, enrolled, cut)
         except BoxTokenRejected:
             run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
             return
@@ -198,19 +199,25 @@ def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
     return found
 
 
-def maybe_pushed(course_id: int, this_run: str) -> dict[Key, set[float]]:
-    """The values of the box's changes still queued that a sync cut off
-    after they were queued (killed, or its connection lost) may have pushed
-    without hearing the server's answer. The server holding one of them has
-    not changed on its own: a later change on the box is then no conflict."""
-    # When the last cut-off sync ended (or was found dead by the next run, before anything else was queued).
+def last_cut_off(this_run: str) -> str | None:
+    """When the last sync cut off (killed, or its connection lost) ended, or
+    was found dead by the next run, before anything else was queued. Its
+    ``kind``, not its trigger: a collection that failed pushed nothing."""
     cut = first_column(Run.select(fn.MAX(Run.completed_at)).where(
-        Run.trigger != COLLECT, Run.id != this_run, Run.status.in_([Run.FAILED, Run.INTERRUPTED])))
+        IS_SYNC, Run.id != this_run, Run.status.in_([Run.FAILED, Run.INTERRUPTED])))
+    return cut[0] if cut else None
+
+
+def maybe_pushed(course_id: int, cut: str | None) -> dict[Key, set[float]]:
+    """The values of the box's changes still queued that a sync cut off
+    (``cut``: last_cut_off) after they were queued may have pushed without
+    hearing the server's answer. The server holding one of them has not
+    changed on its own: a later change on the box is then no conflict."""
     found: dict[Key, set[float]] = {}
-    if not cut or cut[0] is None:
+    if cut is None:
         return found
     for e in (Event.select(Event.type, Event.username, Event.cmid, Event.data)
-              .where(Event.status == Event.QUEUED, Event.course_id == course_id, Event.queued_at < cut[0],
+              .where(Event.status == Event.QUEUED, Event.course_id == course_id, Event.queued_at < cut,
                      Event.type.in_(brought_down("learning")), Event.cmid.is_null(False))):
         value = value_of(e.type, e.data)
         if value is not None:
@@ -219,8 +226,9 @@ def maybe_pushed(course_id: int, this_run: str) -> dict[Key, set[float]]:
 
 
 def down_course(run: Session, course: Course, bc: BoxCourse, box: MoodleClient,
-                enrolled: dict[str, int] | None = None) -> None:
-    """``enrolled``: learners just enrolled on the box (accounts_down), not collected yet."""
+                enrolled: dict[str, int] | None = None, cut: str | None = None) -> None:
+    """``enrolled``: learners just enrolled on the box (accounts_down), not collected yet;
+    ``cut``: when the last cut-off sync ended (last_cut_off)."""
     learners = {p.username: p.userid for p in Participant.select().where(Participant.box_course == bc.id)
                 if "student" in (p.roles or [])} | (enrolled or {})
     run.resolve_users(set(learners))
@@ -257,7 +265,7 @@ def down_course(run: Session, course: Course, bc: BoxCourse, box: MoodleClient,
                for c in Collected.select().where(Collected.box_course == bc.id) if c.box_cmid in mapping.mapped}
     waiting = _waiting(course.id)
     keys = {k for k in {*server, *waiting} if k[0] in on_server and k[1] in to_box}
-    pushed = maybe_pushed(course.id, run.rec.row.id)
+    pushed = maybe_pushed(course.id, cut)
     for k in pushed.keys() & server.keys():
         if normal(k[2], server[k].value) in pushed[k]:
             seen[k] = normal(k[2], server[k].value)  # the box's own push, not confirmed: not the server's change
