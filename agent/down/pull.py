@@ -48,6 +48,7 @@ from ..moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..push.plan import assign_grade, assign_grade_args
 from ..push.session import Session
 from ..learners import mark_made_down
+from .boxcalls import BoxTokenRejected, BoxUnreachable, box_call, box_read_all
 from .profiles import profiles_down
 
 log = logging.getLogger(__name__)
@@ -115,27 +116,8 @@ def pull_down(run: Session, pushable: list[Course]) -> None:
         profiles_down(run, box)  # issue 19: the server's profile changes
     except BoxTokenRejected:
         run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
-
-
-class BoxTokenRejected(Exception):
-    """The box's Moodle rejected its token (not the server's: that ends the run)."""
-
-
-class BoxUnreachable(Exception):
-    """The box's Moodle stopped answering (not the server: that ends the run)."""
-
-    def __init__(self, reason: str):
-        self.reason = reason
-        super().__init__(reason)
-
-
-def box_call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
-    try:
-        return box.call(function, args)
-    except TokenRejected:
-        raise BoxTokenRejected() from None
-    except Unreachable as exc:
-        raise BoxUnreachable(exc.reason) from None
+    except BoxUnreachable as exc:
+        run.rec.errors.append(f"direction down: the box's Moodle stopped answering: {exc.reason}")
 
 
 def accounts_down(run: Session, course: Course, bc: BoxCourse, box: MoodleClient) -> dict[str, int]:
@@ -274,12 +256,7 @@ def down_course(run: Session, course: Course, bc: BoxCourse, box: MoodleClient,
 
     writes = [(k, d) for k, d in decisions.items() if d.write_down is not None]
     calls, owners = box_calls(writes, bc.id, learners, to_box, mapping.on_box, box.site_info().functions)
-    try:
-        results = box.read_all(calls) if calls else []
-    except TokenRejected:
-        raise BoxTokenRejected() from None
-    except Unreachable as exc:
-        raise BoxUnreachable(exc.reason) from None
+    results = box_read_all(box, calls) if calls else []
     failed: set[Key] = set()
     for (function, _), result, keys_of in zip(calls, results, owners):
         problem: object = None
