@@ -53,14 +53,6 @@ class Change:
     problem: str | None = None  # why it is a conflict from the start (agent/box/check.py), if it is one
 
 
-def learner(user: Mapping[str, Any]) -> Learner:
-    """An entry of core_enrol_get_enrolled_users."""
-    roles = tuple(str(r.get("shortname", "")) for r in user.get("roles") or [] if isinstance(r, dict))
-    profile = {k: str(user[k]) for k in ("firstname", "lastname", "email", "idnumber") if user.get(k)}
-    return Learner(userid=int(user["id"]), username=str(user["username"]), profile=profile,
-                   roles=tuple(r for r in roles if r), lastcourseaccess=int(user.get("lastcourseaccess") or 0))
-
-
 def to_read(learners: Iterable[Learner], last_access: Mapping[int, int], full: bool,
             recheck: Collection[int] = ()) -> list[Learner]:
     """Whose completion states (and grades) to read: every learner in a full
