@@ -13,6 +13,7 @@ checked, so that this module loads nothing of the queue.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -202,6 +203,17 @@ def completion_state(completed: bool) -> int:
 def is_complete(state: Any) -> bool:
     """A Moodle completion state read back: 1 complete, 2 passed, 3 failed: all complete."""
     return bool(state)
+
+
+def grade_value(raw: Any) -> float | None:
+    """A grade that is a finite number, as a float; None otherwise (NaN,
+    Infinity, true, a string, null). The one check of every grade the agent
+    takes: an event handed to the queue, one about to be pushed, one the
+    box's Moodle reports."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None
+    value = float(raw)
+    return value if math.isfinite(value) else None
 
 
 def value_of(event_type: str, data: Any) -> float | None:

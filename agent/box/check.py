@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .diff import Learner, grade_range, grade_value, shown
+from ..kinds import grade_value
+from .diff import Learner, grade_range, shown
 
 __all__ = ["Skipped", "grade_range", "grade_value", "participant", "participants", "shown", "unique_usernames"]
 

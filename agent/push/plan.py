@@ -8,12 +8,11 @@ events in one transaction per chunk, then sends the calls.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Collection, Literal, Mapping
 
 from ..kinds import (CREATE_USERS, ENROL, OVERRIDE, PROFILE_FIELDS, SAVE_ASSIGN_GRADES, UPDATE_GRADES, UPDATE_USERS,
-                     completion_state, kind_of)
+                     completion_state, grade_value, kind_of)
 from ..roles import ROLES
 
 
@@ -305,7 +304,7 @@ def unsendable_grade(data: Mapping[str, Any]) -> str | None:
     grade = data.get("grade")
     if data.get("removed"):
         return "the grade was removed on the box's Moodle; web services cannot remove the server's grade"
-    if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not math.isfinite(grade):
+    if grade_value(grade) is None:
         return f"the grade is not a number: {grade!r}"
     return None
 
