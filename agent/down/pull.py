@@ -45,7 +45,7 @@ from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerS
 from ..store.history import IS_SYNC
 from .diff import COMPLETION, GRADE, Decision, Reported, decide, normal, server_completions, server_grades
 from ..moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
-from ..push.plan import assign_grade, assign_grade_args
+from ..push.plan import assign_grade, assign_grade_args, update_grades_args
 from ..push.session import Session
 from ..learners import mark_made_down
 from .boxcalls import BoxTokenRejected, BoxUnreachable, box_call, box_read_all
@@ -303,10 +303,7 @@ def box_calls(writes: list[tuple[Key, Decision]], box_course: int, learners: dic
             continue
         if box_cmid not in per_activity:
             per_activity[box_cmid] = len(calls)
-            calls.append((UPDATE_GRADES,
-                          {"source": "moodle-sync-agent", "courseid": box_course,
-                           "component": f"mod_{box_acts[box_cmid].modname}", "activityid": box_cmid,
-                           "itemnumber": 0, "grades": []}))
+            calls.append((UPDATE_GRADES, update_grades_args(box_course, act.modname, box_cmid)))
             owners.append([])
         i = per_activity[box_cmid]
         calls[i][1]["grades"].append({"studentid": userid, "grade": d.write_down})

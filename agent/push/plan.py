@@ -250,9 +250,7 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
             # call, or follows it in the next call.
             call = grade_calls.get(cmid)
             if call is None or len(call.events) >= batch_size:
-                call = Call(UPDATE_GRADES,
-                            {"source": "moodle-sync-agent", "courseid": course_id, "component": f"mod_{modname}",
-                             "activityid": cmid, "itemnumber": 0, "grades": []}, [], "grades", count=0)
+                call = Call(UPDATE_GRADES, update_grades_args(course_id, modname, cmid), [], "grades", count=0)
                 grade_calls[cmid] = call
                 plan.calls.append(call)
             entry: dict[str, Any] = {"studentid": uid, "grade": e.data["grade"]}
@@ -263,6 +261,13 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
             call.students.append(uid)
             call.count = len(call.args["grades"])
     return plan
+
+
+def update_grades_args(courseid: int, modname: str, cmid: int) -> dict[str, Any]:
+    """core_grades_update_grades for one activity's grade item (the push's, under the server's ids, and
+    the way down's, under the box's)."""
+    return {"source": "moodle-sync-agent", "courseid": courseid, "component": f"mod_{modname}",
+            "activityid": cmid, "itemnumber": 0, "grades": []}
 
 
 def assign_grade_args(assignmentid: int) -> dict[str, Any]:
