@@ -31,10 +31,10 @@ from .box.collect import collect_for_sync
 from .course_check import check_courses, map_box_activities
 from .down.pull import pull_down, record_pushed
 from .config import Config
-from .kinds import down_counters, push_counters, server_functions
+from .kinds import down_counters, push_counters
 from .store.db import Event, Run, database
 from .store.runkinds import SYNC
-from .moodle import BATCH_FUNCTION, MoodleClient, Unreachable
+from .moodle import MoodleClient, Unreachable
 from .push.pusher import push_events
 from .store.queue import correct_event_times
 from .store.queue import count_by_status
@@ -42,11 +42,6 @@ from .runs import recorded_run, unreachable_reason
 from .push.session import Session
 
 log = logging.getLogger(__name__)
-
-# What `check` lists (agent/kinds.py: the functions each kind needs).
-REQUIRED_FUNCTIONS = server_functions(down=False)
-OPTIONAL_FUNCTIONS = [BATCH_FUNCTION]
-
 
 def connect(config: Config, stop: threading.Event | None = None) -> MoodleClient:
     """The server's connection for one run."""

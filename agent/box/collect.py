@@ -97,10 +97,6 @@ class Collector:
     unreachable: str | None = None
     named: dict[str, tuple[list[str], int]] = field(default_factory=dict)  # bad record -> courses, line
 
-    @property
-    def batch_size(self) -> int:
-        return self.client.batch_size
-
     # -- reading ---------------------------------------------------------------
 
     def read(self, calls: Sequence[tuple[str, dict[str, Any]]]) -> list[CallResult]:

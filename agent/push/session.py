@@ -17,7 +17,7 @@ import peewee as pw
 
 from ..store import known
 from ..config import Config
-from ..kinds import LOOKUP, PARTICIPANTS, PROFILES
+from ..kinds import LOOKUP, PROFILES
 from ..mapping import Mappings
 from ..store.db import Event, Secret, database, iso, utcnow
 from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
@@ -28,11 +28,6 @@ from ..rights import OPTIONAL_RIGHTS, off_refused
 log = logging.getLogger(__name__)
 
 LOOKUP_CHUNK = 100
-# The enrolment check: one learner's profile in one course, with their roles
-# there (PROFILES); it costs what the box's learners cost, whatever the course
-# holds. A service set up for an older agent may lack it: the check then
-# reads the course's participants (ids only), which grows with the course.
-ENROLLED = PARTICIPANTS
 
 
 @dataclass
