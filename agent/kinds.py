@@ -99,6 +99,12 @@ STAGES = ("users", "enrolments", "learning")
 # An account's profile, as both Moodles keep it and as it travels (usernames never change).
 PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
 
+
+def profile_of(values: dict) -> dict[str, str]:
+    """A learner's profile fields (PROFILE_FIELDS), each a string, empty when missing."""
+    return {k: str(values.get(k) or "") for k in PROFILE_FIELDS}
+
+
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("completion", frozenset({"course_id", "user", "cmid", "completed"}), True, True,
          "agent.store.queue:check_completion", up="learning", pushed=("completions",), found="completions",

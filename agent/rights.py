@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
+from .kinds import UPDATE_USERS
+
 
 class SiteInfo(Protocol):
     """What the judgement reads of agent/moodle/connection.py's SiteInfo (not
@@ -43,7 +45,7 @@ class OptionalRight:
 
 
 OPTIONAL_RIGHTS: dict[str, OptionalRight] = {r.function: r for r in (
-    OptionalRight("core_user_update_users", "moodle/user:update",
+    OptionalRight(UPDATE_USERS, "moodle/user:update",
                   "updates of accounts that already exist on the server (names, e-mail addresses and "
                   "passwords changed on the box)"),
 )}

@@ -56,7 +56,7 @@ from ..config import BoxConfig, Config
 from ..store.db import BoxActivity, BoxCourse, Collected, Course, Run, database
 from ..store.status import box_answered
 from ..store.runkinds import BY_SYNC, CLI, COLLECT, COLLECT_KINDS
-from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, box_functions
+from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, PROFILE_FIELDS, box_functions
 from ..moodle import CallResult, MoodleClient, Unreachable
 from ..store.queue import enqueue
 from ..runs import Interrupted, Record, nested_run, recorded_run
@@ -71,7 +71,7 @@ BOX_FUNCTIONS = box_functions(down=False)
 READ_FUNCTIONS = BOX_FUNCTIONS[1:]
 # Only what a collection uses of each participant: the answer is a third of the size.
 PARTICIPANT_FIELDS = {"name": "userfields",
-                      "value": "username,firstname,lastname,email,idnumber,roles,lastcourseaccess"}
+                      "value": ",".join(("username", *PROFILE_FIELDS, "roles", "lastcourseaccess"))}
 # What an incremental collection asks of the learners it knows: whose access
 # moved (recording 103: a seventh of the full profiles' bytes).
 SLIM_FIELDS = {"name": "userfields", "value": "username,lastcourseaccess"}

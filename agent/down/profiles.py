@@ -25,8 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..box.profiles import FIELDS, profile_of
-from ..kinds import LOOKUP, UPDATE_USERS
+from ..kinds import LOOKUP, PROFILE_FIELDS, UPDATE_USERS, profile_of
 from ..moodle import MoodleClient, MoodleError
 from ..push.session import Session
 from ..store.db import ProfileState
@@ -69,7 +68,7 @@ def profiles_down(run: Session, box: MoodleClient) -> None:
             if isinstance(u, dict) and u.get("username") in learners:
                 # A field the token's user may not see is left out of the answer: it is not compared.
                 # (Moodle leaves out an empty idnumber too: that one reads as empty.)
-                server[str(u["username"])] = {k: str(u.get(k) or "") for k in FIELDS if k in u or k == "idnumber"}
+                server[str(u["username"])] = {k: str(u.get(k) or "") for k in PROFILE_FIELDS if k in u or k == "idnumber"}
     found = sorted(server)
     states = {}
     for start in range(0, len(found), 500):  # SQLite's variable limit on old builds
