@@ -44,6 +44,11 @@ class OptionalRight:
     off: str  # what the agent leaves out without it
 
 
+# The settings (agent/store/settings.py) holding what check found of each side's token's
+# rights, for the page; and the optional functions the server refused at a run.
+RIGHTS_KEY = {"server": "server_rights", "box": "box_rights"}
+REFUSED_KEY = "rights_refused"
+
 OPTIONAL_RIGHTS: dict[str, OptionalRight] = {r.function: r for r in (
     OptionalRight(UPDATE_USERS, "moodle/user:update",
                   "updates of accounts that already exist on the server (names, e-mail addresses and "

@@ -23,7 +23,7 @@ from ..store.db import Event, Secret, database, iso, utcnow
 from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from .plan import Call, Knowledge, Plan, grade_problem, warnings_problem
 from ..runs import Interrupted, Record
-from ..rights import OPTIONAL_RIGHTS, off_refused
+from ..rights import OPTIONAL_RIGHTS, REFUSED_KEY, off_refused
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +218,9 @@ class Session:
 
         if not granted:
             self.name_skipped(off_refused(OPTIONAL_RIGHTS[function]))
-        refused = set(settings.get(self.config, "rights_refused") or [])
+        refused = set(settings.get(self.config, REFUSED_KEY) or [])
         if granted == (function in refused):
-            settings.put(rights_refused=sorted(refused ^ {function}))
+            settings.put(**{REFUSED_KEY: sorted(refused ^ {function})})
 
     # -- what the server knows ----------------------------------------------
 
