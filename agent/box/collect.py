@@ -50,7 +50,7 @@ from .. import courses as courses_mod
 from . import check
 from .profiles import profile_events
 from .diff import COMPLETION, GRADE, Learner, completion_changes, grade_changes, grade_idnumbers, to_read
-from .page import CHUNK, Known, Page, change_event, holders, known_learners, lacks_instances, mark_conflicts, \
+from .page import CHUNK, Known, Page, change_event, holders, known_learners, mark_conflicts, \
     new_keys, newcomer_events, save_page, store_box_course
 from ..config import BoxConfig, Config
 from ..store.db import BoxActivity, BoxCourse, Collected, Course, Run, database
@@ -172,7 +172,7 @@ class Collector:
                                                    "outcome": "not on the box's Moodle"}
                     continue
             if mine is None or mine.id != theirs.id or (mine.timemodified, mine.cacherev) != (
-                    theirs.timemodified, theirs.cacherev) or lacks_instances(mine.id):
+                    theirs.timemodified, theirs.cacherev):
                 mine = store_box_course(course.id, theirs, courses_mod.fetch_contents(self.client, theirs.id))
             pairs.append((course, mine))
         return pairs
