@@ -191,6 +191,8 @@ class Collector:
         ``first``: its first page, already asked with the other courses'."""
         size, start, after = self.page_size, 0, 0
         found: Counter = Counter()
+        # Read once for all the course's pages (box_courses stored them before any page).
+        activities = {a.cmid: a for a in BoxActivity.select().where(BoxActivity.box_course == box.id)}
         while True:
             if self.stop.is_set():
                 raise Interrupted()
@@ -205,7 +207,7 @@ class Collector:
             page = self.read_page(course, box, entries, start, after, last, single=last and start == 0)
             if page is None:
                 return
-            self.store(page, found, last)
+            self.store(page, found, last, activities)
             if last:
                 return
             after = page.upto if page.upto is not None else after
@@ -333,8 +335,9 @@ class Collector:
         self.rec.courses.setdefault(course.id, {"id": course.id, "shortname": course.shortname,
                                                 "outcome": "not collected"})
 
-    def store(self, page: Page, found: Counter, last: bool) -> None:
-        """One page's events, its new collected state and the run's counts: one commit."""
+    def store(self, page: Page, found: Counter, last: bool, activities: dict[int, BoxActivity]) -> None:
+        """One page's events, its new collected state and the run's counts: one commit.
+        ``activities``: the course's, by the box's cmid."""
         if self.stop.is_set():
             raise Interrupted()
         box_name = self.config.agent.box_name
@@ -356,7 +359,6 @@ class Collector:
         for u in page.reading:
             if u.userid in page.statuses:
                 changes += completion_changes(u.username, page.statuses[u.userid], previous[COMPLETION])
-        activities = {a.cmid: a for a in BoxActivity.select().where(BoxActivity.box_course == page.box.id)}
         changed = [(c, change_event(box_name, page, c, activities)) for c in changes]
         events = [*newcomer_events(box_name, page), *(e for _, e in changed)]
         idnumbers = grade_idnumbers(page.usergrades)
