@@ -63,6 +63,9 @@ class Session:
     secrets_erased: bool = False
     direction: str = "up"  # [sync] direction / the page's setting, read once when the run starts
     skipped_now: set[str] = field(default_factory=set)  # the optional features this run named as off
+    # The optional functions the server refused (the rights_refused setting), read at the first answer
+    # about one and kept for the run: only this run writes it meanwhile.
+    refused_rights: set[str] | None = None
 
     def __post_init__(self) -> None:
         self.client.stop = self.stop  # a wait for Retry-After ends with the run
@@ -218,9 +221,11 @@ class Session:
 
         if not granted:
             self.name_skipped(off_refused(OPTIONAL_RIGHTS[function]))
-        refused = set(settings.get(self.config, REFUSED_KEY) or [])
-        if granted == (function in refused):
-            settings.put(**{REFUSED_KEY: sorted(refused ^ {function})})
+        if self.refused_rights is None:
+            self.refused_rights = set(settings.get(self.config, REFUSED_KEY) or [])
+        if granted == (function in self.refused_rights):
+            self.refused_rights ^= {function}
+            settings.put(**{REFUSED_KEY: sorted(self.refused_rights)})
 
     # -- what the server knows ----------------------------------------------
 
