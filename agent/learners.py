@@ -32,7 +32,7 @@ from .config import Config
 from .kinds import CREATE_USERS, ENROL, LOOKUP, PROFILE_FIELDS, UPDATE_USERS, profile_of
 from .roles import STUDENT_ROLE_ID
 from .moodle import MoodleClient, MoodleError, TokenRejected
-from .store.db import BoxAccount, PendingAccount
+from .store.db import BoxAccount, PendingAccount, erase_wal
 from .store.db import BoxCourse, Course, Event, KnownUser, Participant, Secret, ServerSeen, database, first_column, \
     iso, utcnow
 from .store.queue import EMAIL_RE, USERNAME_RE, NewEvent, enqueue
@@ -380,12 +380,6 @@ def is_pending(username: str) -> bool:
 def drop(username: str) -> None:
     with database.obj.atomic():
         PendingAccount.delete().where(PendingAccount.username == username).execute()
-
-
-def erase_wal() -> None:
-    """The WAL still holds the pages with a pending row's password: fold it
-    into the database file (whose freed pages secure_delete zeroed) and truncate it."""
-    database.obj.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def finish_pending(config: Config, box: MoodleClient, errors: list[str] | None = None) -> int:

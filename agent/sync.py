@@ -32,7 +32,7 @@ from .course_check import check_courses, map_box_activities
 from .down.pull import pull_down, record_pushed
 from .config import Config
 from .kinds import down_counters, push_counters
-from .store.db import Event, Run, database
+from .store.db import Event, Run, erase_wal
 from .store.runkinds import SYNC
 from .moodle import MoodleClient, Unreachable
 from .push.pusher import push_events
@@ -128,7 +128,5 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
             rec.status = execute(run)
         finally:
             if run.secrets_erased:
-                # The WAL still holds the pages with the passwords: fold it into
-                # the (zeroed) database file and truncate it.
-                database.obj.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                erase_wal()
     return rec.row
