@@ -36,6 +36,7 @@ from .store.db import BoxAccount, PendingAccount, erase_wal
 from .store.db import BoxCourse, Course, Event, KnownUser, Participant, Secret, ServerSeen, database, first_column, \
     iso, utcnow
 from .store.queue import EMAIL_RE, USERNAME_RE, NewEvent, enqueue
+from .text import warnings_words
 
 log = logging.getLogger(__name__)
 
@@ -312,11 +313,9 @@ def user_event(config: Config, username: str, profile: dict[str, str], password:
 
 def update_password(box: MoodleClient, userid: int, password: str) -> None:
     answer = call(box, UPDATE_USERS, {"users": [{"id": userid, "password": password}]})
-    warnings = (answer or {}).get("warnings") if isinstance(answer, dict) else None
-    if warnings:
-        w = warnings[0]
-        raise LearnerError(f"the box's Moodle refused the password: {w.get('message')} ({w.get('warningcode')})",
-                           "password")
+    words = warnings_words(answer)
+    if words is not None:
+        raise LearnerError(f"the box's Moodle refused the password: {words}", "password")
 
 
 def default_also_server(username: str) -> bool:

@@ -30,6 +30,7 @@ from ..moodle import MoodleClient, MoodleError
 from ..push.session import Session
 from ..store.db import ProfileState
 from ..store.db import Event, Participant, TwoWayConflict, database, iso, parse_iso, utcnow
+from ..text import warnings_words
 from .boxcalls import box_call
 
 LOOKUP_CHUNK = 100
@@ -110,10 +111,9 @@ def profiles_down(run: Session, box: MoodleClient) -> None:
             except MoodleError as exc:
                 run.rec.errors.append(f"learner {username}: the box's Moodle refused the server's profile: {exc}")
                 continue
-            if isinstance(answer, dict) and answer.get("warnings"):
-                w = answer["warnings"][0]
-                run.rec.errors.append(f"learner {username}: the box's Moodle refused the server's profile: "
-                                      f"{w.get('message')} ({w.get('warningcode')})")
+            words = warnings_words(answer)
+            if words is not None:
+                run.rec.errors.append(f"learner {username}: the box's Moodle refused the server's profile: {words}")
                 continue
         if write or conflicts or settled or username not in states:
             save(run, state, theirs, write, conflicts, settled, waiting.get(username, {}), now)

@@ -14,6 +14,7 @@ from typing import Any, Collection, Literal, Mapping
 from ..kinds import (CREATE_USERS, ENROL, OVERRIDE, PROFILE_FIELDS, SAVE_ASSIGN_GRADES, UPDATE_GRADES, UPDATE_USERS,
                      completion_state, grade_value, kind_of)
 from ..roles import ROLES
+from ..text import warnings_words
 
 
 
@@ -318,12 +319,8 @@ def warnings_problem(call: Call, data: object) -> str | None:
     """core_user_update_users answers its refusals as warnings (a password
     against the policy, an e-mail in use ...): nothing was changed, so the
     event is a conflict in Moodle's words, not sent."""
-    warnings = data.get("warnings") if call.function == UPDATE_USERS and isinstance(data, dict) else None
-    if not warnings or not isinstance(warnings, list):
-        return None
-    words = "; ".join(f"{w.get('message') or 'warning'} ({w.get('warningcode') or '?'})" if isinstance(w, dict)
-                      else str(w) for w in warnings)
-    return f"the server did not update the account: {words}"[:1000]
+    words = warnings_words(data) if call.function == UPDATE_USERS else None
+    return None if words is None else f"the server did not update the account: {words}"[:1000]
 
 
 def grade_problem(call: Call, data: object) -> str | None:
