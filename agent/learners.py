@@ -32,6 +32,7 @@ from .config import Config
 from .kinds import CREATE_USERS, ENROL, LOOKUP, PROFILE_FIELDS, UPDATE_USERS, profile_of
 from .roles import STUDENT_ROLE_ID
 from .moodle import MoodleClient, MoodleError, TokenRejected
+from .moodle.clients import connect_to
 from .store.db import BoxAccount, PendingAccount, erase_wal
 from .store.db import BoxCourse, Course, Event, KnownUser, Participant, Secret, ServerSeen, database, first_column, \
     iso, utcnow
@@ -84,7 +85,7 @@ def refusal(exc: MoodleError) -> str:
 def box_client(config: Config) -> MoodleClient:
     if config.box is None:
         raise LearnerError(f"{config.path}: [box] url is not set: there is no box's Moodle to write into")
-    return MoodleClient(config.box)
+    return connect_to(config.box, config)
 
 
 def call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:

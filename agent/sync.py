@@ -35,6 +35,7 @@ from .kinds import down_counters, push_counters
 from .store.db import Event, Run, erase_wal
 from .store.runkinds import SYNC
 from .moodle import MoodleClient, Unreachable
+from .moodle.clients import connect, connect_box
 from .push.pusher import push_events
 from .store.queue import correct_event_times
 from .store.queue import count_by_status
@@ -42,18 +43,6 @@ from .runs import recorded_run, unreachable_reason
 from .push.session import Session
 
 log = logging.getLogger(__name__)
-
-def connect(config: Config, stop: threading.Event | None = None) -> MoodleClient:
-    """The server's connection for one run."""
-    return MoodleClient(config.moodle, max_batch=config.agent.batch_size, stop=stop)
-
-
-def connect_box(config: Config, stop: threading.Event | None = None) -> MoodleClient | None:
-    """The box's Moodle's connection for one run; None without [box]."""
-    if config.box is None:
-        return None
-    return MoodleClient(config.box, max_batch=config.agent.batch_size, stop=stop)
-
 
 def check_connection(run: Session) -> bool:
     """The online check; notes the clock offset, the service's functions and the site."""

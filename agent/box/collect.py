@@ -58,6 +58,7 @@ from ..store.status import box_answered
 from ..store.runkinds import BY_SYNC, CLI, COLLECT, COLLECT_KINDS
 from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, PROFILE_FIELDS, box_functions
 from ..moodle import CallResult, MoodleClient, Unreachable
+from ..moodle.clients import connect_to
 from ..store.queue import enqueue
 from ..runs import Interrupted, Record, nested_run, recorded_run
 from .outcome import CollectionRun, NoBox, box_failure, found_words  # noqa: F401 (NoBox: the CLI's)
@@ -396,7 +397,7 @@ def run_collect(config: Config, full: bool = False, *, trigger: str = CLI, stop:
     collectors: list[Collector] = []
     with recorded_run(config, COLLECT, trigger, COLLECT_KINDS, force=full, on_started=on_started,
                       describe=box_failure) as rec:
-        client = client or MoodleClient(box, max_batch=config.agent.batch_size)
+        client = client or connect_to(box, config)
         collectors.append(Collector(config, client, rec, full, stop or threading.Event()))
         collectors[0].run()
     return CollectionRun(rec.row, collectors[0].unreachable if collectors else None)
@@ -409,7 +410,7 @@ def collect_for_sync(config: Config, stop: threading.Event | None = None,
     connection of the sync (its way down uses it too)."""
     if config.box is None:
         return None
-    client = client or MoodleClient(config.box, max_batch=config.agent.batch_size)
+    client = client or connect_to(config.box, config)
     with nested_run(config, COLLECT, BY_SYNC, COLLECT_KINDS, force=True, describe=box_failure) as rec:
         Collector(config, client, rec, True, stop or threading.Event()).run()
     log.info("collection before the sync: %s", rec.row.status)
