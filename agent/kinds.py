@@ -20,7 +20,9 @@ from typing import Any, Callable, Literal
 # The run's own reads, whatever the kinds: the online check, the course check,
 # and the look-ups and enrolment checks every event waits for.
 SITE_INFO = "core_webservice_get_site_info"
-COURSE_READS = ("core_course_get_courses_by_field", "core_course_get_contents")
+COURSES_BY_FIELD = "core_course_get_courses_by_field"
+COURSE_CONTENTS = "core_course_get_contents"
+COURSE_READS = (COURSES_BY_FIELD, COURSE_CONTENTS)
 LOOKUP = "core_user_get_users_by_field"
 PROFILES = "core_user_get_course_user_profiles"
 PARTICIPANTS = "core_enrol_get_enrolled_users"

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .config import Config
-from .kinds import CREATE_USERS, ENROL, LOOKUP, PROFILE_FIELDS, UPDATE_USERS, profile_of
+from .kinds import COURSES_BY_FIELD, CREATE_USERS, ENROL, LOOKUP, PROFILE_FIELDS, UPDATE_USERS, profile_of
 from .roles import STUDENT_ROLE_ID
 from .moodle import MoodleClient, MoodleError, TokenRejected
 from .moodle.clients import connect_to
@@ -289,7 +289,7 @@ def box_course_id(config: Config, box: MoodleClient, course: Course) -> int:
     known = BoxCourse.get_or_none(BoxCourse.course_id == course.id)
     if known is not None:
         return int(known.id)
-    found = call(box, "core_course_get_courses_by_field", {"field": "shortname", "value": course.shortname})
+    found = call(box, COURSES_BY_FIELD, {"field": "shortname", "value": course.shortname})
     for c in (found or {}).get("courses") or []:
         if c.get("shortname") == course.shortname:
             return int(c["id"])
