@@ -9,13 +9,13 @@ from typing import Any
 
 from .check_local import local_report, print_local
 from .config import Config
+from .exits import EXIT_ERRORS, EXIT_OFFLINE, EXIT_OK
 from . import rights
 from .kinds import PARTICIPANTS, box_functions, preferred, server_functions, unique
 from .learners import BOX_FUNCTIONS as LEARNER_FUNCTIONS
 from .moodle import BATCH_FUNCTION, MoodleClient, TokenRejected, Unreachable
 from .store import settings
 
-EXIT_OK, EXIT_ERRORS, EXIT_OFFLINE = 0, 1, 3  # as agent/cli.py's
 
 
 def check_site(client: MoodleClient, url: str, required: list[str], optional: list[str],
@@ -80,10 +80,10 @@ def run_check(config: Config, as_json: bool, only: str | None = None) -> int:
         code, result = check_site(MoodleClient(config.moodle), config.moodle.url, server_functions(down),
                                   [BATCH_FUNCTION], server_functions(True) + [PARTICIPANTS]
                                   + [f for f, _, _ in preferred("server", True)], "server",
-                                  config.moodle.service, settings.get(config, "rights_refused") or [], wanted)
+                                  config.moodle.service, settings.get(config, rights.REFUSED_KEY) or [], wanted)
         if result.get("token_valid") is not None:  # for the page (webui/connect.py); offline: the last one stays
-            settings.put(server_rights={"site_name": result["site_name"], **result["rights"]}
-                         if result["token_valid"] else None)
+            settings.put(**{rights.RIGHTS_KEY["server"]: {"site_name": result["site_name"], **result["rights"]}
+                         if result["token_valid"] else None})
     box_code, box = EXIT_OK, None
     if config.box is not None and only != "server":
         # The Learners screen writes accounts and passwords into the box's Moodle whatever the direction.
@@ -94,7 +94,8 @@ def run_check(config: Config, as_json: bool, only: str | None = None) -> int:
         if box.get("token_valid") is False:
             box["error"] = "the box's Moodle rejected its token"
         if box.get("token_valid") is not None:
-            settings.put(box_rights={"site_name": box["site_name"], **box["rights"]} if box["token_valid"] else None)
+            settings.put(**{rights.RIGHTS_KEY["box"]: {"site_name": box["site_name"], **box["rights"]}
+                            if box["token_valid"] else None})
         result["box"] = box
     result.update(local_report(config))  # the database's real path, token files others can read
     if as_json:

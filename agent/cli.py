@@ -36,9 +36,8 @@ from .learners_cli import cmd_learners
 from .store.queue import EventError, conflict_dicts, enqueue, parse_events, read_input, set_conflicts, validate_events
 from .runs import AlreadyRunning, SyncDisabled
 from .store.diskspace import database_problem
+from .exits import EXIT_ERRORS, EXIT_OFFLINE, EXIT_OK, EXIT_RUNNING, EXIT_USAGE
 from .text import error_words, human_bytes
-
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_OFFLINE, EXIT_RUNNING = 0, 1, 2, 3, 4
 
 SYNC_EXIT = {
     Run.COMPLETED: EXIT_OK,

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import Config, ConfigError, load_config
+from .exits import EXIT_OFFLINE, EXIT_USAGE
+from .rights import RIGHTS_KEY
 from .moodle.login import Login, LoginRefused, request_token
 from .moodle import Unreachable
 from .store import settings
@@ -150,8 +152,6 @@ def _rewrite_in_place(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-RIGHTS_KEY = {"server": "server_rights", "box": "box_rights"}
-EXIT_OK, EXIT_USAGE, EXIT_OFFLINE = 0, 2, 3
 
 
 def command(config: Config, args: argparse.Namespace, check: Callable[[Config, argparse.Namespace], int]) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .kinds import COURSE_CONTENTS, COURSES_BY_FIELD
 from .store.db import Activity, Course, database, iso, utcnow
 from .moodle import MoodleClient, MoodleError
 
@@ -39,13 +40,13 @@ def fetch_by_ids(client: MoodleClient, ids: list[int]) -> dict[int, ServerCourse
     """All the given courses in one request, whatever their number."""
     if not ids:
         return {}
-    answer = client.call("core_course_get_courses_by_field",
+    answer = client.call(COURSES_BY_FIELD,
                          {"field": "ids", "value": ",".join(str(i) for i in sorted(set(ids)))})
     return {c.id: c for c in map(_server_course, answer.get("courses", []))}
 
 
 def fetch_by_shortname(client: MoodleClient, shortname: str) -> ServerCourse:
-    answer = client.call("core_course_get_courses_by_field", {"field": "shortname", "value": shortname})
+    answer = client.call(COURSES_BY_FIELD, {"field": "shortname", "value": shortname})
     courses = answer.get("courses", [])
     if not courses:
         raise CourseNotFound(f"no course with short name {shortname!r} on the server")
@@ -53,7 +54,7 @@ def fetch_by_shortname(client: MoodleClient, shortname: str) -> ServerCourse:
 
 
 def fetch_contents(client: MoodleClient, course_id: int) -> list:
-    return client.call("core_course_get_contents", {"courseid": course_id})
+    return client.call(COURSE_CONTENTS, {"courseid": course_id})
 
 
 def store(course: ServerCourse, contents: list) -> None:

@@ -13,13 +13,16 @@ checked, so that this module loads nothing of the queue.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 # The run's own reads, whatever the kinds: the online check, the course check,
 # and the look-ups and enrolment checks every event waits for.
 SITE_INFO = "core_webservice_get_site_info"
-COURSE_READS = ("core_course_get_courses_by_field", "core_course_get_contents")
+COURSES_BY_FIELD = "core_course_get_courses_by_field"
+COURSE_CONTENTS = "core_course_get_contents"
+COURSE_READS = (COURSES_BY_FIELD, COURSE_CONTENTS)
 LOOKUP = "core_user_get_users_by_field"
 PROFILES = "core_user_get_course_user_profiles"
 PARTICIPANTS = "core_enrol_get_enrolled_users"
@@ -97,6 +100,12 @@ class Kind:
 STAGES = ("users", "enrolments", "learning")
 # An account's profile, as both Moodles keep it and as it travels (usernames never change).
 PROFILE_FIELDS = ("firstname", "lastname", "email", "idnumber")
+
+
+def profile_of(values: dict) -> dict[str, str]:
+    """A learner's profile fields (PROFILE_FIELDS), each a string, empty when missing."""
+    return {k: str(values.get(k) or "") for k in PROFILE_FIELDS}
+
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("completion", frozenset({"course_id", "user", "cmid", "completed"}), True, True,
@@ -202,6 +211,17 @@ def completion_state(completed: bool) -> int:
 def is_complete(state: Any) -> bool:
     """A Moodle completion state read back: 1 complete, 2 passed, 3 failed: all complete."""
     return bool(state)
+
+
+def grade_value(raw: Any) -> float | None:
+    """A grade that is a finite number, as a float; None otherwise (NaN,
+    Infinity, true, a string, null). The one check of every grade the agent
+    takes: an event handed to the queue, one about to be pushed, one the
+    box's Moodle reports."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None
+    value = float(raw)
+    return value if math.isfinite(value) else None
 
 
 def value_of(event_type: str, data: Any) -> float | None:

@@ -29,13 +29,15 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .config import Config
-from .kinds import CREATE_USERS, ENROL, LOOKUP, PROFILE_FIELDS, UPDATE_USERS
+from .kinds import COURSES_BY_FIELD, CREATE_USERS, ENROL, LOOKUP, PROFILE_FIELDS, UPDATE_USERS, profile_of
 from .roles import STUDENT_ROLE_ID
 from .moodle import MoodleClient, MoodleError, TokenRejected
-from .store.db import BoxAccount, PendingAccount
+from .moodle.clients import connect_to
+from .store.db import BoxAccount, PendingAccount, erase_wal
 from .store.db import BoxCourse, Course, Event, KnownUser, Participant, Secret, ServerSeen, database, first_column, \
     iso, utcnow
 from .store.queue import EMAIL_RE, USERNAME_RE, NewEvent, enqueue
+from .text import warnings_words
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ def refusal(exc: MoodleError) -> str:
     if exc.errorcode.startswith("<div>"):
         rules = [html.unescape(r).strip() for r in re.split(r"</?div>", exc.errorcode) if r.strip()]
         return "the box's Moodle refused the password (its password policy): " + " ".join(rules)
-    if exc.errorcode == "invalidresponse" and exc.function == "core_user_update_users":
+    if exc.errorcode == "invalidresponse" and exc.function == UPDATE_USERS:
         return (f"the box's Moodle refused the password: {exc.message} ({exc.errorcode}); Moodle answers so "
                 "when a password breaks its password policy")
     return f"the box's Moodle refused {exc.function}: {exc.message} ({exc.errorcode})"
@@ -83,7 +85,7 @@ def refusal(exc: MoodleError) -> str:
 def box_client(config: Config) -> MoodleClient:
     if config.box is None:
         raise LearnerError(f"{config.path}: [box] url is not set: there is no box's Moodle to write into")
-    return MoodleClient(config.box)
+    return connect_to(config.box, config)
 
 
 def call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
@@ -96,7 +98,7 @@ def call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
 
 
 def box_user(box: MoodleClient, username: str) -> dict[str, Any] | None:
-    found = call(box, "core_user_get_users_by_field", {"field": "username", "values": [username]})
+    found = call(box, LOOKUP, {"field": "username", "values": [username]})
     return next((u for u in found or [] if isinstance(u, dict) and u.get("username") == username), None)
 
 
@@ -114,28 +116,28 @@ def list_learners(config: Config) -> list[dict[str, Any]]:
     for p in Participant.select().order_by(Participant.username):
         if "student" not in (p.roles or []):
             continue
-        row = rows.setdefault(p.username, {"username": p.username, "courses": [], **_profile(p.profile)})
+        row = rows.setdefault(p.username, {"username": p.username, "courses": [], **profile_of(p.profile)})
         course = shortnames.get(box_courses.get(p.box_course_id, 0))
         if course and course not in row["courses"]:
             row["courses"].append(course)
     made = {a.username: a for a in BoxAccount.select()}
     for username in set(made) - set(rows):  # not collected yet: as the agent queued them
-        rows[username] = {"username": username, "courses": [], **_profile({})}
+        rows[username] = {"username": username, "courses": [], **profile_of({})}
         for e in Event.select(Event.type, Event.data, Event.course_id).where(Event.username == username,
                                                                              Event.type.in_(["user", "enrolment"])):
             if e.type == "user" and e.data.get("firstname"):
-                rows[username].update(_profile(e.data))
+                rows[username].update(profile_of(e.data))
             elif e.type == "enrolment" and shortnames.get(e.course_id or 0) not in (None, *rows[username]["courses"]):
                 rows[username]["courses"].append(shortnames[e.course_id or 0])
     for pending in PendingAccount.select(PendingAccount.username, PendingAccount.data):
         rows.setdefault(pending.username, {"username": pending.username, "courses": [],
-                                           **_profile(pending.data.get("profile", {}))})
+                                           **profile_of(pending.data.get("profile", {}))})
     on_server = set(first_column(KnownUser.select(KnownUser.username).where(KnownUser.site == config.moodle.url)))
     seen: list[Any] = list(ServerSeen.select(ServerSeen.username, ServerSeen.course_id).where(
         ServerSeen.kind == "enrolment").tuples())
     for username, course_id in seen:  # learners of the server's courses (direction down or both)
         on_server.add(username)
-        row = rows.setdefault(username, {"username": username, "courses": [], **_profile({}), "server_only": True})
+        row = rows.setdefault(username, {"username": username, "courses": [], **profile_of({}), "server_only": True})
         if row.get("server_only") and shortnames.get(course_id) and shortnames[course_id] not in row["courses"]:
             row["courses"].append(shortnames[course_id])
     waiting = set(first_column(Event.select(Event.username).where(Event.status == Event.QUEUED,
@@ -157,10 +159,6 @@ def list_learners(config: Config) -> list[dict[str, Any]]:
                    needs_password=bool(a and a.origin == "down" and not a.password_set),
                    password_queued=username in waiting and _password_queued(username))
     return sorted(rows.values(), key=lambda r: r["username"])
-
-
-def _profile(profile: dict) -> dict[str, str]:
-    return {k: str(profile.get(k) or "") for k in PROFILE_FIELDS}
 
 
 def _password_queued(username: str) -> bool:
@@ -264,14 +262,14 @@ def _finish_add(config: Config, box: MoodleClient, pending: PendingAccount, firs
     box_ids = [box_course_id(config, box, c) for c in courses]  # before anything is made
     existing = None if first else box_user(box, username)
     if existing is None:
-        created = call(box, "core_user_create_users", {"users": [
+        created = call(box, CREATE_USERS, {"users": [
             {"username": username, "auth": "manual", "password": pending.password, **data["profile"]}]})
         userid = int(created[0]["id"])
     else:  # made before a kill: the password is set again, which changes nothing
         userid = int(existing["id"])
         update_password(box, userid, pending.password)
     if box_ids:
-        call(box, "enrol_manual_enrol_users", {"enrolments": [
+        call(box, ENROL, {"enrolments": [
             {"roleid": STUDENT_ROLE_ID, "userid": userid, "courseid": b} for b in box_ids]})
     events = [user_event(config, username, data["profile"], pending.password, fields=None)]
     # (The collection queues the same enrolments again once it sees the learner: checked, and settled without a call.)
@@ -291,7 +289,7 @@ def box_course_id(config: Config, box: MoodleClient, course: Course) -> int:
     known = BoxCourse.get_or_none(BoxCourse.course_id == course.id)
     if known is not None:
         return int(known.id)
-    found = call(box, "core_course_get_courses_by_field", {"field": "shortname", "value": course.shortname})
+    found = call(box, COURSES_BY_FIELD, {"field": "shortname", "value": course.shortname})
     for c in (found or {}).get("courses") or []:
         if c.get("shortname") == course.shortname:
             return int(c["id"])
@@ -315,12 +313,10 @@ def user_event(config: Config, username: str, profile: dict[str, str], password:
 
 
 def update_password(box: MoodleClient, userid: int, password: str) -> None:
-    answer = call(box, "core_user_update_users", {"users": [{"id": userid, "password": password}]})
-    warnings = (answer or {}).get("warnings") if isinstance(answer, dict) else None
-    if warnings:
-        w = warnings[0]
-        raise LearnerError(f"the box's Moodle refused the password: {w.get('message')} ({w.get('warningcode')})",
-                           "password")
+    answer = call(box, UPDATE_USERS, {"users": [{"id": userid, "password": password}]})
+    words = warnings_words(answer)
+    if words is not None:
+        raise LearnerError(f"the box's Moodle refused the password: {words}", "password")
 
 
 def default_also_server(username: str) -> bool:
@@ -354,7 +350,7 @@ def _finish_password(config: Config, box: MoodleClient, pending: PendingAccount)
     if found is None:
         raise LearnerError(f"{username!r} has no account on the box's Moodle", "username")
     update_password(box, int(found["id"]), pending.password)
-    profile = {k: str(found.get(k) or "") for k in PROFILE_FIELDS}
+    profile = profile_of(found)
     also_server = bool(pending.data.get("also_server"))
     with database.obj.atomic("IMMEDIATE"):
         if also_server:
@@ -384,12 +380,6 @@ def is_pending(username: str) -> bool:
 def drop(username: str) -> None:
     with database.obj.atomic():
         PendingAccount.delete().where(PendingAccount.username == username).execute()
-
-
-def erase_wal() -> None:
-    """The WAL still holds the pages with a pending row's password: fold it
-    into the database file (whose freed pages secure_delete zeroed) and truncate it."""
-    database.obj.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def finish_pending(config: Config, box: MoodleClient, errors: list[str] | None = None) -> int:

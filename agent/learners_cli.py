@@ -13,11 +13,10 @@ import sys
 from typing import Any
 
 from .config import Config
+from .exits import EXIT_OFFLINE, EXIT_OK, EXIT_USAGE
 from .learners import LearnerError, NewLearner, add_learner, generate_password, is_pending, list_learners, \
     set_password
 from .moodle import Unreachable
-
-EXIT_OK, EXIT_USAGE, EXIT_OFFLINE = 0, 2, 3
 
 
 def add_parser(sub: Any) -> None:

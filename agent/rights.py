@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
+from .kinds import UPDATE_USERS
+
 
 class SiteInfo(Protocol):
     """What the judgement reads of agent/moodle/connection.py's SiteInfo (not
@@ -42,8 +44,13 @@ class OptionalRight:
     off: str  # what the agent leaves out without it
 
 
+# The settings (agent/store/settings.py) holding what check found of each side's token's
+# rights, for the page; and the optional functions the server refused at a run.
+RIGHTS_KEY = {"server": "server_rights", "box": "box_rights"}
+REFUSED_KEY = "rights_refused"
+
 OPTIONAL_RIGHTS: dict[str, OptionalRight] = {r.function: r for r in (
-    OptionalRight("core_user_update_users", "moodle/user:update",
+    OptionalRight(UPDATE_USERS, "moodle/user:update",
                   "updates of accounts that already exist on the server (names, e-mail addresses and "
                   "passwords changed on the box)"),
 )}

@@ -31,10 +31,11 @@ from .box.collect import collect_for_sync
 from .course_check import check_courses, map_box_activities
 from .down.pull import pull_down, record_pushed
 from .config import Config
-from .kinds import down_counters, push_counters, server_functions
-from .store.db import Event, Run, database
+from .kinds import down_counters, push_counters
+from .store.db import Event, Run, erase_wal
 from .store.runkinds import SYNC
-from .moodle import BATCH_FUNCTION, MoodleClient, Unreachable
+from .moodle import MoodleClient, Unreachable
+from .moodle.clients import connect, connect_box
 from .push.pusher import push_events
 from .store.queue import correct_event_times
 from .store.queue import count_by_status
@@ -42,23 +43,6 @@ from .runs import recorded_run, unreachable_reason
 from .push.session import Session
 
 log = logging.getLogger(__name__)
-
-# What `check` lists (agent/kinds.py: the functions each kind needs).
-REQUIRED_FUNCTIONS = server_functions(down=False)
-OPTIONAL_FUNCTIONS = [BATCH_FUNCTION]
-
-
-def connect(config: Config, stop: threading.Event | None = None) -> MoodleClient:
-    """The server's connection for one run."""
-    return MoodleClient(config.moodle, max_batch=config.agent.batch_size, stop=stop)
-
-
-def connect_box(config: Config, stop: threading.Event | None = None) -> MoodleClient | None:
-    """The box's Moodle's connection for one run; None without [box]."""
-    if config.box is None:
-        return None
-    return MoodleClient(config.box, max_batch=config.agent.batch_size, stop=stop)
-
 
 def check_connection(run: Session) -> bool:
     """The online check; notes the clock offset, the service's functions and the site."""
@@ -133,7 +117,5 @@ def run_sync(config: Config, trigger: str = "cli", force: bool = False, *,
             rec.status = execute(run)
         finally:
             if run.secrets_erased:
-                # The WAL still holds the pages with the passwords: fold it into
-                # the (zeroed) database file and truncate it.
-                database.obj.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                erase_wal()
     return rec.row

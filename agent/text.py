@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 
+def warnings_words(answer: object) -> str | None:
+    """The warnings of a Moodle answer (core_user_update_users says its
+    refusals so: nothing was changed) in Moodle's words, "message (code)"
+    joined by "; "; None when it has none."""
+    warnings = answer.get("warnings") if isinstance(answer, dict) else None
+    if not warnings or not isinstance(warnings, list):
+        return None
+    return "; ".join(f"{w.get('message') or 'warning'} ({w.get('warningcode') or '?'})" if isinstance(w, dict)
+                     else str(w) for w in warnings)
+
+
 def error_words(exc: BaseException) -> str:
     """An exception in words, never empty nor "None": an OSError's file and
     reason, else its text, else its class (OSError() has neither)."""

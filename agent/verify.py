@@ -28,7 +28,8 @@ from .moodle import CallResult, MoodleClient
 from .push.plan import Call
 from .runs import recorded_run
 from .push.session import Session, fatal_error
-from .sync import check_connection, connect, connect_box
+from .moodle.clients import connect, connect_box
+from .sync import check_connection
 
 # What each kind of event is checked against, if it is (agent/kinds.py).
 READS = {k.name: k.verify_read for k in KINDS.values() if k.verify_read}

@@ -36,7 +36,7 @@ STORED_STATE = {"agent.store.db", "agent.store.queue", "agent.store.history", "a
 PURE = {"agent", "agent.box", "agent.box.diff", "agent.clock", "agent.check_local", "agent.config", "agent.config_docs", "agent.config_values", "agent.down",
         "agent.down.diff", "agent.logs", "agent.push", "agent.push.plan", "agent.roles", "agent.service",
         "agent.service.schedule", "agent.store", "agent.store.runkinds", "agent.text", "agent.interrupt", "agent.rights", "agent.box.check",
-        "agent.kinds"}
+        "agent.kinds", "agent.exits"}
 IMPURE = {"agent.store.db", "peewee", "psutil"} | WIRE
 TESTS = ROOT / "tests"
 

@@ -247,6 +247,23 @@ def test_a_name_changed_on_the_box_reaches_the_server_and_one_changed_on_the_ser
     assert conflicts_log(box) == []
 
 
+def test_the_boxs_moodle_rejecting_its_token_at_the_profiles_is_said_once_and_the_push_goes_on(
+        tmp_path, server, boxsim):
+    box = make_box(tmp_path, server, boxsim, "both")
+    sync(box)
+    rename(server, TOKEN, 3, lastname="Serverone")  # student1
+    rename(server, TOKEN, 4, lastname="Servertwo")  # student2
+    rename(boxsim, BOX_TOKEN, 23, firstname="Boxname")  # student1's, to push
+    boxsim.faults.set(fail_function={"core_user_update_users": "invalidtoken"})
+    result = box.cli("sync", "--json")
+    boxsim.faults.clear()
+    run = json.loads(result.stdout)
+    assert run["status"] == "completed_with_errors", (run, result.stderr[-3000:])
+    assert run["errors"] == ["direction down: the box's Moodle rejected its token ([box] token_file)"], run
+    assert MoodleReader(server.url, TOKEN).users("student1")[0]["firstname"] == "Boxname"  # pushed all the same
+    assert sync(box)["actions"]["profiles_down"] == 2  # brought down once the box's Moodle takes its token
+
+
 def test_a_name_changed_on_both_sides_the_later_wins_and_is_logged(tmp_path, server, boxsim):
     box = make_box(tmp_path, server, boxsim, "both")
     sync(box)

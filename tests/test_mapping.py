@@ -4,8 +4,9 @@ collection (agent/box/diff.py). No database, no server."""
 
 import pytest
 
+from agent.box.check import participant as learner
 from agent.box.diff import (GRADE, Learner, completion_changes, event_key, grade_changes, grade_idnumbers,
-                            learner, needs_recheck, to_read)
+                            needs_recheck, to_read)
 from agent.mapping import ActivityInfo, describe_activity, map_activities
 from agent.push.plan import Queued, plan_users
 

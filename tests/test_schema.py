@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.store import handoff, history
-from agent.store.db import SyncRequest, Run
+from agent.store.db import BoxActivity, BoxCourse, SyncRequest, Run
 from agent.store.schema import SCHEMA_VERSION, close_db, open_db
 
 V7 = Path(__file__).with_name("schema") / "v7.sql"
@@ -52,6 +52,30 @@ def test_a_version_7_database_upgrades_and_every_run_gets_its_kind(tmp_path):
     open_db(path)  # opened again: nothing more to change
     try:
         assert Run.select().where(Run.kind == "collect").count() == 1
+    finally:
+        close_db()
+
+
+def test_a_box_course_stored_before_the_assignments_instance_ids_is_read_again_once(tmp_path):
+    """Version 9 stores an assignment's instance id: the box's copies of its
+    courses made before are no longer the same as any course on the box's
+    Moodle, so the next collection reads their contents again; once."""
+    path = tmp_path / "agent.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V7.read_text())
+        conn.execute("INSERT INTO boxcourse VALUES (12, 2, 'C1', 1700000000, 5, '2026-01-01T00:00:00Z')")
+        conn.execute("INSERT INTO boxactivity VALUES (103, 12, 1, 'Essay', 'assign', NULL)")
+    open_db(path)
+    try:
+        course = BoxCourse.get_by_id(12)
+        assert (course.timemodified, course.cacherev) == (-1, None)
+        assert BoxActivity.get_by_id(103).instance is None
+        BoxCourse.update(timemodified=1700000000, cacherev=5).execute()  # the collection read it again
+    finally:
+        close_db()
+    open_db(path)  # opened again: nothing more to change
+    try:
+        assert (BoxCourse.get_by_id(12).timemodified, BoxCourse.get_by_id(12).cacherev) == (1700000000, 5)
     finally:
         close_db()
 

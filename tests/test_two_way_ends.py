@@ -151,3 +151,24 @@ def test_accounts_made_on_the_way_down_survive_a_sigkill_made_once_enrolled_once
     assert calls(simulator).get("core_user_create_users", 0) == before
     with sqlite3.connect(box.database) as conn:
         assert conn.execute("SELECT COUNT(*) FROM event WHERE type = 'user' AND status = 'conflict'").fetchone()[0] == 0
+
+
+def test_a_collection_that_failed_is_no_cut_off_sync_a_change_on_both_sides_is_still_a_conflict(
+        tmp_path, simulator, boxsim):  # noqa: F811
+    # The box's done then undone are queued; a collection then fails (its row's kind is collect, its trigger
+    # not). Only a cut-off sync may have pushed the box's queued values: the server's done is its own change.
+    box = make_box(tmp_path, simulator, boxsim, "both")
+    sync(box)
+    mark(boxsim, "student1", 1 + OFFSET_CM)
+    collect(box)
+    mark(boxsim, "student1", 1 + OFFSET_CM, done=False)
+    assert collect(box)["actions"]["completions"] == 1
+    boxsim.faults.set(reject_token=True)
+    code, failed, err = run_json(box, "collect")
+    boxsim.faults.clear()
+    assert failed["kind"] == "collect" and failed["status"] == "failed", (failed, err)
+    server_override(simulator, 3, 1, 1)
+    run = sync(box)
+    assert run["actions"]["two_way_conflicts"] == 1, run
+    [logged] = conflicts_log(box)
+    assert (logged["box_value"], logged["server_value"], logged["kept"]) == (0, 1, "server")

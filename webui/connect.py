@@ -37,7 +37,6 @@ bp = Blueprint("connect", __name__)
 # The page's texts for Moodle's refusals of login/token.php (agent/moodle/login.py says them in English).
 REFUSALS = {"invalidlogin": "connect_invalidlogin", "servicenotavailable": "connect_servicenotavailable",
             "cannotcreatetoken": "connect_cannotcreatetoken"}
-RIGHTS_KEY = {"server": "server_rights", "box": "box_rights"}
 # Where agent/ and webui/ are (the package's private directory): the command's modules.
 SOURCES = str(Path(__file__).resolve().parents[1])
 
@@ -83,7 +82,7 @@ def connect() -> Response:
     config: Config = current_app.config["AGENT"]
     side = request.form.get("side", "server")
     username = request.form.get("username", "").strip()
-    if side not in RIGHTS_KEY or (side == "box" and config.box is None):
+    if side not in rights.RIGHTS_KEY or (side == "box" and config.box is None):
         return refuse(400, "connect_bad_side", field="connect-side")
     if not username:
         return refuse(400, "connect_user_required", field="connect-user")
@@ -112,7 +111,7 @@ def connect() -> Response:
             return refuse(400, "connect_refused", field="connect-user", message=outcome.get("message", ""),
                           code=errorcode)
         return refuse(400 if code == 2 else 500, "connect_config", field="connect-side", problem=problem)
-    judged = settings.get(config, RIGHTS_KEY[side])
+    judged = settings.get(config, rights.RIGHTS_KEY[side])
     if not judged:
         return done(text("connected_unchecked", file=outcome.get("token_file", ""), user=username))
     account = text("account_admin" if judged.get("site_admin") else "account_not_admin", user=judged.get("username"))

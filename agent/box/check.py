@@ -13,13 +13,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .diff import Learner, grade_range, grade_value, shown
+from ..kinds import PROFILE_FIELDS, grade_value
+from .diff import Learner, grade_range, shown
 
 __all__ = ["Skipped", "grade_range", "grade_value", "participant", "participants", "shown", "unique_usernames"]
 
 # C0 and C1 control characters and DEL: never in a username or a name Moodle made.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-PROFILE = ("firstname", "lastname", "email", "idnumber")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def participant(entry: Any) -> Learner | Skipped:
     if CONTROL.search(username) or len(username) > 100:
         return Skipped(f"{who}: username has control characters or is too long: {shown(username)}")
     profile = {}
-    for key in PROFILE:
+    for key in PROFILE_FIELDS:
         if key not in entry:
             continue
         value = entry[key]

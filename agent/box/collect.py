@@ -50,14 +50,15 @@ from .. import courses as courses_mod
 from . import check
 from .profiles import profile_events
 from .diff import COMPLETION, GRADE, Learner, completion_changes, grade_changes, grade_idnumbers, to_read
-from .page import CHUNK, Known, Page, change_event, holders, known_learners, lacks_instances, mark_conflicts, \
+from .page import CHUNK, Known, Page, change_event, holders, known_learners, mark_conflicts, \
     new_keys, newcomer_events, save_page, store_box_course
 from ..config import BoxConfig, Config
 from ..store.db import BoxActivity, BoxCourse, Collected, Course, Run, database
 from ..store.status import box_answered
 from ..store.runkinds import BY_SYNC, CLI, COLLECT, COLLECT_KINDS
-from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, box_functions
+from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, PROFILE_FIELDS, box_functions
 from ..moodle import CallResult, MoodleClient, Unreachable
+from ..moodle.clients import connect_to
 from ..store.queue import enqueue
 from ..runs import Interrupted, Record, nested_run, recorded_run
 from .outcome import CollectionRun, NoBox, box_failure, found_words  # noqa: F401 (NoBox: the CLI's)
@@ -71,7 +72,7 @@ BOX_FUNCTIONS = box_functions(down=False)
 READ_FUNCTIONS = BOX_FUNCTIONS[1:]
 # Only what a collection uses of each participant: the answer is a third of the size.
 PARTICIPANT_FIELDS = {"name": "userfields",
-                      "value": "username,firstname,lastname,email,idnumber,roles,lastcourseaccess"}
+                      "value": ",".join(("username", *PROFILE_FIELDS, "roles", "lastcourseaccess"))}
 # What an incremental collection asks of the learners it knows: whose access
 # moved (recording 103: a seventh of the full profiles' bytes).
 SLIM_FIELDS = {"name": "userfields", "value": "username,lastcourseaccess"}
@@ -96,10 +97,6 @@ class Collector:
     functions: frozenset[str] = frozenset()
     unreachable: str | None = None
     named: dict[str, tuple[list[str], int]] = field(default_factory=dict)  # bad record -> courses, line
-
-    @property
-    def batch_size(self) -> int:
-        return self.client.batch_size
 
     # -- reading ---------------------------------------------------------------
 
@@ -176,7 +173,7 @@ class Collector:
                                                    "outcome": "not on the box's Moodle"}
                     continue
             if mine is None or mine.id != theirs.id or (mine.timemodified, mine.cacherev) != (
-                    theirs.timemodified, theirs.cacherev) or lacks_instances(mine.id):
+                    theirs.timemodified, theirs.cacherev):
                 mine = store_box_course(course.id, theirs, courses_mod.fetch_contents(self.client, theirs.id))
             pairs.append((course, mine))
         return pairs
@@ -195,6 +192,8 @@ class Collector:
         ``first``: its first page, already asked with the other courses'."""
         size, start, after = self.page_size, 0, 0
         found: Counter = Counter()
+        # Read once for all the course's pages (box_courses stored them before any page).
+        activities = {a.cmid: a for a in BoxActivity.select().where(BoxActivity.box_course == box.id)}
         while True:
             if self.stop.is_set():
                 raise Interrupted()
@@ -209,7 +208,7 @@ class Collector:
             page = self.read_page(course, box, entries, start, after, last, single=last and start == 0)
             if page is None:
                 return
-            self.store(page, found, last)
+            self.store(page, found, last, activities)
             if last:
                 return
             after = page.upto if page.upto is not None else after
@@ -337,8 +336,9 @@ class Collector:
         self.rec.courses.setdefault(course.id, {"id": course.id, "shortname": course.shortname,
                                                 "outcome": "not collected"})
 
-    def store(self, page: Page, found: Counter, last: bool) -> None:
-        """One page's events, its new collected state and the run's counts: one commit."""
+    def store(self, page: Page, found: Counter, last: bool, activities: dict[int, BoxActivity]) -> None:
+        """One page's events, its new collected state and the run's counts: one commit.
+        ``activities``: the course's, by the box's cmid."""
         if self.stop.is_set():
             raise Interrupted()
         box_name = self.config.agent.box_name
@@ -360,7 +360,6 @@ class Collector:
         for u in page.reading:
             if u.userid in page.statuses:
                 changes += completion_changes(u.username, page.statuses[u.userid], previous[COMPLETION])
-        activities = {a.cmid: a for a in BoxActivity.select().where(BoxActivity.box_course == page.box.id)}
         changed = [(c, change_event(box_name, page, c, activities)) for c in changes]
         events = [*newcomer_events(box_name, page), *(e for _, e in changed)]
         idnumbers = grade_idnumbers(page.usergrades)
@@ -398,7 +397,7 @@ def run_collect(config: Config, full: bool = False, *, trigger: str = CLI, stop:
     collectors: list[Collector] = []
     with recorded_run(config, COLLECT, trigger, COLLECT_KINDS, force=full, on_started=on_started,
                       describe=box_failure) as rec:
-        client = client or MoodleClient(box, max_batch=config.agent.batch_size)
+        client = client or connect_to(box, config)
         collectors.append(Collector(config, client, rec, full, stop or threading.Event()))
         collectors[0].run()
     return CollectionRun(rec.row, collectors[0].unreachable if collectors else None)
@@ -411,7 +410,7 @@ def collect_for_sync(config: Config, stop: threading.Event | None = None,
     connection of the sync (its way down uses it too)."""
     if config.box is None:
         return None
-    client = client or MoodleClient(config.box, max_batch=config.agent.batch_size)
+    client = client or connect_to(config.box, config)
     with nested_run(config, COLLECT, BY_SYNC, COLLECT_KINDS, force=True, describe=box_failure) as rec:
         Collector(config, client, rec, True, stop or threading.Event()).run()
     log.info("collection before the sync: %s", rec.row.status)

@@ -12,9 +12,10 @@ queue stores once.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Mapping
+
+from ..kinds import grade_value
 
 
 COMPLETION, GRADE = "completion", "grade"
@@ -51,14 +52,6 @@ class Change:
     version: str  # when Moodle set it (timecompleted, the date graded)
     time: int  # Unix time of the state, 0 if unknown
     problem: str | None = None  # why it is a conflict from the start (agent/box/check.py), if it is one
-
-
-def learner(user: Mapping[str, Any]) -> Learner:
-    """An entry of core_enrol_get_enrolled_users."""
-    roles = tuple(str(r.get("shortname", "")) for r in user.get("roles") or [] if isinstance(r, dict))
-    profile = {k: str(user[k]) for k in ("firstname", "lastname", "email", "idnumber") if user.get(k)}
-    return Learner(userid=int(user["id"]), username=str(user["username"]), profile=profile,
-                   roles=tuple(r for r in roles if r), lastcourseaccess=int(user.get("lastcourseaccess") or 0))
 
 
 def to_read(learners: Iterable[Learner], last_access: Mapping[int, int], full: bool,
@@ -107,15 +100,6 @@ def shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def grade_value(raw: Any) -> float | None:
-    """A graderaw that is a finite number, as a float; None otherwise
-    (NaN, Infinity, true, a string): never queued."""
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        return None
-    value = float(raw)
-    return value if math.isfinite(value) else None
-
-
 def grade_range(item: Mapping[str, Any]) -> tuple[float, float] | None:
     """The activity's grade range (grademin, grademax), when the grade item gives a sound one."""
     low, high = grade_value(item.get("grademin")), grade_value(item.get("grademax"))
@@ -128,7 +112,7 @@ def grade_changes(usergrades: Iterable[Mapping[str, Any]], usernames: Mapping[in
                   previous: Mapping[tuple[str, int], float | None]) -> tuple[list[Change], list[str]]:
     """The learners' activity grades (gradereport_user_get_grade_items)
     against the last collected ones, and the grades never queued, in words
-    (a value that is not a finite number: :func:`grade_value`). A grade
+    (a value that is not a finite number: agent/kinds.py grade_value). A grade
     outside the activity's range, or one taken away on the box (graderaw
     null where a grade was collected), is a change whose ``problem`` makes
     it a conflict of its own: never sent as it is, never silently dropped."""

@@ -187,9 +187,3 @@ def store_box_course(course_id: int, course: courses_mod.ServerCourse, contents:
         for start in range(0, len(activities), 200):
             BoxActivity.insert_many(activities[start:start + 200]).execute()
     return BoxCourse.get_by_id(course.id)
-
-
-def lacks_instances(box_course: int) -> bool:
-    """Assignments stored before their instance ids were (schema 8): the contents are read again once."""
-    return BoxActivity.select().where(BoxActivity.box_course == box_course, BoxActivity.modname == "assign",
-                                      BoxActivity.instance.is_null()).exists()

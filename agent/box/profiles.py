@@ -15,18 +15,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..kinds import PROFILE_FIELDS
+from ..kinds import PROFILE_FIELDS, profile_of
 from ..store.db import ProfileState
 from ..store.db import iso, utcnow
 from ..store.queue import NewEvent
 from .diff import Learner, event_key
-
-FIELDS = PROFILE_FIELDS
-
-
-def profile_of(values: dict) -> dict[str, str]:
-    return {k: str(values.get(k) or "") for k in FIELDS}
-
 
 def profile_events(box_name: str, learners: Iterable[Learner]) -> list[NewEvent]:
     """The box's profile changes since the last collection, as events; the
@@ -53,13 +46,13 @@ def profile_events(box_name: str, learners: Iterable[Learner]) -> list[NewEvent]
             state.save()
             continue
         old = profile_of(state.box)
-        changed = [k for k in FIELDS if new[k] != old[k] and (new[k] or k == "idnumber")]
+        changed = [k for k in PROFILE_FIELDS if new[k] != old[k] and (new[k] or k == "idnumber")]
         if not changed:
             continue
         state.box_version += 1
         data = {**{k: v for k, v in new.items() if v or k == "idnumber"}, "update": changed}
         events.append(NewEvent(key=event_key(box_name, "", username, "", "profile", state.box_version,
-                                             "|".join(new[k] for k in FIELDS)),
+                                             "|".join(new[k] for k in PROFILE_FIELDS)),
                                type="user", username=username, data=data, event_time=now))
         state.box = new
         state.save()

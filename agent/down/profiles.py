@@ -25,10 +25,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..box.profiles import FIELDS, profile_of
+from ..kinds import LOOKUP, PROFILE_FIELDS, UPDATE_USERS, profile_of
 from ..moodle import MoodleClient, MoodleError
+from ..push.session import Session
 from ..store.db import ProfileState
 from ..store.db import Event, Participant, TwoWayConflict, database, iso, parse_iso, utcnow
+from ..text import warnings_words
+from .boxcalls import box_call
 
 LOOKUP_CHUNK = 100
 
@@ -50,8 +53,9 @@ def waiting_changes(usernames: set[str]) -> dict[str, dict[str, tuple[str, float
     return found
 
 
-def profiles_down(run: Any, box: MoodleClient) -> None:
-    """``run`` is the push's Session (agent/push/session.py)."""
+def profiles_down(run: Session, box: MoodleClient) -> None:
+    """The box's token rejected or the box's Moodle gone raise BoxTokenRejected or BoxUnreachable
+    (agent/down/boxcalls.py) at the first learner: pull_down says so once."""
     learners = {p.username: p.userid for p in Participant.select(Participant.username, Participant.userid,
                                                                  Participant.roles)
                 if "student" in (p.roles or [])}
@@ -60,13 +64,12 @@ def profiles_down(run: Any, box: MoodleClient) -> None:
     names = sorted(learners)
     server: dict[str, dict[str, str]] = {}
     for start in range(0, len(names), LOOKUP_CHUNK):
-        answer = run.client.call("core_user_get_users_by_field",
-                                 {"field": "username", "values": names[start:start + LOOKUP_CHUNK]})
+        answer = run.client.call(LOOKUP, {"field": "username", "values": names[start:start + LOOKUP_CHUNK]})
         for u in answer or []:
             if isinstance(u, dict) and u.get("username") in learners:
                 # A field the token's user may not see is left out of the answer: it is not compared.
                 # (Moodle leaves out an empty idnumber too: that one reads as empty.)
-                server[str(u["username"])] = {k: str(u.get(k) or "") for k in FIELDS if k in u or k == "idnumber"}
+                server[str(u["username"])] = {k: str(u.get(k) or "") for k in PROFILE_FIELDS if k in u or k == "idnumber"}
     found = sorted(server)
     states = {}
     for start in range(0, len(found), 500):  # SQLite's variable limit on old builds
@@ -104,14 +107,13 @@ def profiles_down(run: Any, box: MoodleClient) -> None:
                 settled[k] = f"changed on both sides: box {box_value!r}, server {theirs[k]!r}; the server's kept ({rule})"
         if write:
             try:
-                answer = box.call("core_user_update_users", {"users": [{"id": learners[username], **write}]})
+                answer = box_call(box, UPDATE_USERS, {"users": [{"id": learners[username], **write}]})
             except MoodleError as exc:
                 run.rec.errors.append(f"learner {username}: the box's Moodle refused the server's profile: {exc}")
                 continue
-            if isinstance(answer, dict) and answer.get("warnings"):
-                w = answer["warnings"][0]
-                run.rec.errors.append(f"learner {username}: the box's Moodle refused the server's profile: "
-                                      f"{w.get('message')} ({w.get('warningcode')})")
+            words = warnings_words(answer)
+            if words is not None:
+                run.rec.errors.append(f"learner {username}: the box's Moodle refused the server's profile: {words}")
                 continue
         if write or conflicts or settled or username not in states:
             save(run, state, theirs, write, conflicts, settled, waiting.get(username, {}), now)
@@ -134,7 +136,7 @@ def save_quiet(quiet: list[tuple[ProfileState, dict[str, str]]], now: str | None
                     ProfileState.username == state.username).execute()
 
 
-def save(run: Any, state: ProfileState, theirs: dict[str, str], write: dict[str, str], conflicts: list[dict],
+def save(run: Session, state: ProfileState, theirs: dict[str, str], write: dict[str, str], conflicts: list[dict],
          settled: dict[str, str | None], waiting: dict[str, tuple[str, float, list[Event]]], now: str | None) -> None:
     """One learner's outcome, one commit: the server's profile as now known,
     the box's as written, the conflicts, the box's changes no longer to send."""

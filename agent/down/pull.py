@@ -34,7 +34,7 @@ from typing import Any, Collection
 
 from peewee import fn
 
-from ..box.diff import learner
+from ..box.check import participants
 from ..box.collect import PARTICIPANT_FIELDS
 from ..kinds import COMPLETION_STATES, CREATE_USERS, ENROL, GRADE_ITEMS, KINDS, LOOKUP, OVERRIDE, PARTICIPANTS, \
     SAVE_ASSIGN_GRADES, UPDATE_GRADES, brought_down, completion_state, value_of
@@ -42,12 +42,13 @@ from ..mapping import ActivityInfo
 from ..roles import STUDENT_ROLE_ID
 from ..store.db import BoxCourse, Collected, Course, Event, Participant, ServerSeen, Run, TwoWayConflict, \
     database, first_column, iso, utcnow
-from ..store.history import COLLECT
+from ..store.history import IS_SYNC
 from .diff import COMPLETION, GRADE, Decision, Reported, decide, normal, server_completions, server_grades
 from ..moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
-from ..push.plan import assign_grade, assign_grade_args
+from ..push.plan import assign_grade, assign_grade_args, update_grades_args
 from ..push.session import Session
 from ..learners import mark_made_down
+from .boxcalls import BoxTokenRejected, BoxUnreachable, box_call, box_read_all
 from .profiles import profiles_down
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def pull_down(run: Session, pushable: list[Course]) -> None:
                               "nothing was brought down")
         return
     run.rec.save(phase="syncing_down")
+    cut = last_cut_off(run.rec.row.id)
     for course in pushable:
         run.check_stop()
         bc = BoxCourse.get_or_none(BoxCourse.course_id == course.id)
@@ -97,7 +99,7 @@ def pull_down(run: Session, pushable: list[Course]) -> None:
             continue
         try:
             enrolled = accounts_down(run, course, bc, box)
-            down_course(run, course, bc, box, enrolled)
+            down_course(run, course, bc, box, enrolled, cut)
         except BoxTokenRejected:
             run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
             return
@@ -114,27 +116,8 @@ def pull_down(run: Session, pushable: list[Course]) -> None:
         profiles_down(run, box)  # issue 19: the server's profile changes
     except BoxTokenRejected:
         run.rec.errors.append("direction down: the box's Moodle rejected its token ([box] token_file)")
-
-
-class BoxTokenRejected(Exception):
-    """The box's Moodle rejected its token (not the server's: that ends the run)."""
-
-
-class BoxUnreachable(Exception):
-    """The box's Moodle stopped answering (not the server: that ends the run)."""
-
-    def __init__(self, reason: str):
-        self.reason = reason
-        super().__init__(reason)
-
-
-def box_call(box: MoodleClient, function: str, args: dict[str, Any]) -> Any:
-    try:
-        return box.call(function, args)
-    except TokenRejected:
-        raise BoxTokenRejected() from None
-    except Unreachable as exc:
-        raise BoxUnreachable(exc.reason) from None
+    except BoxUnreachable as exc:
+        run.rec.errors.append(f"direction down: the box's Moodle stopped answering: {exc.reason}")
 
 
 def accounts_down(run: Session, course: Course, bc: BoxCourse, box: MoodleClient) -> dict[str, int]:
@@ -147,8 +130,11 @@ def accounts_down(run: Session, course: Course, bc: BoxCourse, box: MoodleClient
     the box was unenrolled there: unenrolments are never copied, so neither
     is the enrolment again. A repeat after a kill finds the account made."""
     people = run.client.call(PARTICIPANTS, {"courseid": course.id, "options": [PARTICIPANT_FIELDS]})
-    learners = [u for u in (learner(p) for p in people or [] if isinstance(p, dict) and p.get("username"))
-                if u.role is not None]
+    # Checked as the collection checks the box's (agent/box/check.py): a bad record is left out and named.
+    found, problems, _ = participants(people if isinstance(people, list) else [])
+    for problem in problems:
+        run.rec.errors.append(f"course {course.shortname}: the server's {problem}: left out of the way down")
+    learners = [u for u in found if u.role is not None]
     seen = set(first_column(ServerSeen.select(ServerSeen.username).where(
         ServerSeen.course_id == course.id, ServerSeen.kind == ENROLMENT)))
     on_box = set(first_column(Participant.select(Participant.username).where(Participant.box_course == bc.id)))
@@ -198,19 +184,25 @@ def _waiting(course_id: int) -> dict[Key, tuple[list[int], Reported]]:
     return found
 
 
-def maybe_pushed(course_id: int, this_run: str) -> dict[Key, set[float]]:
-    """The values of the box's changes still queued that a sync cut off
-    after they were queued (killed, or its connection lost) may have pushed
-    without hearing the server's answer. The server holding one of them has
-    not changed on its own: a later change on the box is then no conflict."""
-    # When the last cut-off sync ended (or was found dead by the next run, before anything else was queued).
+def last_cut_off(this_run: str) -> str | None:
+    """When the last sync cut off (killed, or its connection lost) ended, or
+    was found dead by the next run, before anything else was queued. Its
+    ``kind``, not its trigger: a collection that failed pushed nothing."""
     cut = first_column(Run.select(fn.MAX(Run.completed_at)).where(
-        Run.trigger != COLLECT, Run.id != this_run, Run.status.in_([Run.FAILED, Run.INTERRUPTED])))
+        IS_SYNC, Run.id != this_run, Run.status.in_([Run.FAILED, Run.INTERRUPTED])))
+    return cut[0] if cut else None
+
+
+def maybe_pushed(course_id: int, cut: str | None) -> dict[Key, set[float]]:
+    """The values of the box's changes still queued that a sync cut off
+    (``cut``: last_cut_off) after they were queued may have pushed without
+    hearing the server's answer. The server holding one of them has not
+    changed on its own: a later change on the box is then no conflict."""
     found: dict[Key, set[float]] = {}
-    if not cut or cut[0] is None:
+    if cut is None:
         return found
     for e in (Event.select(Event.type, Event.username, Event.cmid, Event.data)
-              .where(Event.status == Event.QUEUED, Event.course_id == course_id, Event.queued_at < cut[0],
+              .where(Event.status == Event.QUEUED, Event.course_id == course_id, Event.queued_at < cut,
                      Event.type.in_(brought_down("learning")), Event.cmid.is_null(False))):
         value = value_of(e.type, e.data)
         if value is not None:
@@ -219,8 +211,9 @@ def maybe_pushed(course_id: int, this_run: str) -> dict[Key, set[float]]:
 
 
 def down_course(run: Session, course: Course, bc: BoxCourse, box: MoodleClient,
-                enrolled: dict[str, int] | None = None) -> None:
-    """``enrolled``: learners just enrolled on the box (accounts_down), not collected yet."""
+                enrolled: dict[str, int] | None = None, cut: str | None = None) -> None:
+    """``enrolled``: learners just enrolled on the box (accounts_down), not collected yet;
+    ``cut``: when the last cut-off sync ended (last_cut_off)."""
     learners = {p.username: p.userid for p in Participant.select().where(Participant.box_course == bc.id)
                 if "student" in (p.roles or [])} | (enrolled or {})
     run.resolve_users(set(learners))
@@ -257,7 +250,7 @@ def down_course(run: Session, course: Course, bc: BoxCourse, box: MoodleClient,
                for c in Collected.select().where(Collected.box_course == bc.id) if c.box_cmid in mapping.mapped}
     waiting = _waiting(course.id)
     keys = {k for k in {*server, *waiting} if k[0] in on_server and k[1] in to_box}
-    pushed = maybe_pushed(course.id, run.rec.row.id)
+    pushed = maybe_pushed(course.id, cut)
     for k in pushed.keys() & server.keys():
         if normal(k[2], server[k].value) in pushed[k]:
             seen[k] = normal(k[2], server[k].value)  # the box's own push, not confirmed: not the server's change
@@ -266,12 +259,7 @@ def down_course(run: Session, course: Course, bc: BoxCourse, box: MoodleClient,
 
     writes = [(k, d) for k, d in decisions.items() if d.write_down is not None]
     calls, owners = box_calls(writes, bc.id, learners, to_box, mapping.on_box, box.site_info().functions)
-    try:
-        results = box.read_all(calls) if calls else []
-    except TokenRejected:
-        raise BoxTokenRejected() from None
-    except Unreachable as exc:
-        raise BoxUnreachable(exc.reason) from None
+    results = box_read_all(box, calls) if calls else []
     failed: set[Key] = set()
     for (function, _), result, keys_of in zip(calls, results, owners):
         problem: object = None
@@ -315,10 +303,7 @@ def box_calls(writes: list[tuple[Key, Decision]], box_course: int, learners: dic
             continue
         if box_cmid not in per_activity:
             per_activity[box_cmid] = len(calls)
-            calls.append((UPDATE_GRADES,
-                          {"source": "moodle-sync-agent", "courseid": box_course,
-                           "component": f"mod_{box_acts[box_cmid].modname}", "activityid": box_cmid,
-                           "itemnumber": 0, "grades": []}))
+            calls.append((UPDATE_GRADES, update_grades_args(box_course, act.modname, box_cmid)))
             owners.append([])
         i = per_activity[box_cmid]
         calls[i][1]["grades"].append({"studentid": userid, "grade": d.write_down})

@@ -8,13 +8,13 @@ events in one transaction per chunk, then sends the calls.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Collection, Literal, Mapping
 
 from ..kinds import (CREATE_USERS, ENROL, OVERRIDE, PROFILE_FIELDS, SAVE_ASSIGN_GRADES, UPDATE_GRADES, UPDATE_USERS,
-                     completion_state, kind_of)
+                     completion_state, grade_value, kind_of)
 from ..roles import ROLES
+from ..text import warnings_words
 
 
 
@@ -251,9 +251,7 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
             # call, or follows it in the next call.
             call = grade_calls.get(cmid)
             if call is None or len(call.events) >= batch_size:
-                call = Call(UPDATE_GRADES,
-                            {"source": "moodle-sync-agent", "courseid": course_id, "component": f"mod_{modname}",
-                             "activityid": cmid, "itemnumber": 0, "grades": []}, [], "grades", count=0)
+                call = Call(UPDATE_GRADES, update_grades_args(course_id, modname, cmid), [], "grades", count=0)
                 grade_calls[cmid] = call
                 plan.calls.append(call)
             entry: dict[str, Any] = {"studentid": uid, "grade": e.data["grade"]}
@@ -264,6 +262,13 @@ def plan_learning(rows: list[Queued], course_id: int, shortname: str, known: Map
             call.students.append(uid)
             call.count = len(call.args["grades"])
     return plan
+
+
+def update_grades_args(courseid: int, modname: str, cmid: int) -> dict[str, Any]:
+    """core_grades_update_grades for one activity's grade item (the push's, under the server's ids, and
+    the way down's, under the box's)."""
+    return {"source": "moodle-sync-agent", "courseid": courseid, "component": f"mod_{modname}",
+            "activityid": cmid, "itemnumber": 0, "grades": []}
 
 
 def assign_grade_args(assignmentid: int) -> dict[str, Any]:
@@ -305,7 +310,7 @@ def unsendable_grade(data: Mapping[str, Any]) -> str | None:
     grade = data.get("grade")
     if data.get("removed"):
         return "the grade was removed on the box's Moodle; web services cannot remove the server's grade"
-    if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not math.isfinite(grade):
+    if grade_value(grade) is None:
         return f"the grade is not a number: {grade!r}"
     return None
 
@@ -314,12 +319,8 @@ def warnings_problem(call: Call, data: object) -> str | None:
     """core_user_update_users answers its refusals as warnings (a password
     against the policy, an e-mail in use ...): nothing was changed, so the
     event is a conflict in Moodle's words, not sent."""
-    warnings = data.get("warnings") if call.function == UPDATE_USERS and isinstance(data, dict) else None
-    if not warnings or not isinstance(warnings, list):
-        return None
-    words = "; ".join(f"{w.get('message') or 'warning'} ({w.get('warningcode') or '?'})" if isinstance(w, dict)
-                      else str(w) for w in warnings)
-    return f"the server did not update the account: {words}"[:1000]
+    words = warnings_words(data) if call.function == UPDATE_USERS else None
+    return None if words is None else f"the server did not update the account: {words}"[:1000]
 
 
 def grade_problem(call: Call, data: object) -> str | None:

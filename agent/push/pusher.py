@@ -10,13 +10,13 @@ from typing import Any
 
 import peewee as pw
 
-from ..kinds import KINDS, LOOKUP, PROFILES, STAGES, UPDATE_USERS, kind_of, of_stage
+from ..kinds import KINDS, LOOKUP, PARTICIPANTS, PROFILES, STAGES, UPDATE_USERS, kind_of, of_stage
 from ..moodle import CallResult
 from ..rights import OPTIONAL_RIGHTS, off_missing
 from ..store.db import Activity, Course, Event, Secret, database
 from .plan import READY, Busy, Call, Knowledge, Plan, Queued, Want, plan_enrolments, plan_learning, plan_users, \
     wants
-from .session import ENROLLED, LOOKUP_CHUNK, Session, Settlement, fatal_error, lookup_args
+from .session import LOOKUP_CHUNK, Session, Settlement, fatal_error, lookup_args
 
 READ_AHEAD = 1000  # (kind, course, user) rows read ahead, at most: a few batches' worth of look-ups
 
@@ -302,8 +302,11 @@ def profiles_query(pairs: list[tuple[int, int, str]]) -> Query:
 
 
 def participants_query(course_id: int, pairs: list[tuple[int, int, str]]) -> Query:
+    """The enrolment check when the service lacks PROFILES (one set up for an older agent): the
+    course's participants, ids only, which grows with the course; PROFILES costs what the box's
+    learners cost, whatever the course holds."""
     args = {"courseid": course_id, "options": [{"name": "userfields", "value": "id"}]}
-    return Query(Call(ENROLLED, args, [], "check"), check_asks(pairs), pairs=pairs, course_id=course_id)
+    return Query(Call(PARTICIPANTS, args, [], "check"), check_asks(pairs), pairs=pairs, course_id=course_id)
 
 
 def course_activities(course_id: int) -> dict[int, str]:

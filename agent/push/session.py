@@ -17,22 +17,17 @@ import peewee as pw
 
 from ..store import known
 from ..config import Config
-from ..kinds import LOOKUP, PARTICIPANTS, PROFILES
+from ..kinds import LOOKUP, PROFILES
 from ..mapping import Mappings
 from ..store.db import Event, Secret, database, iso, utcnow
 from ..moodle import CallResult, MoodleClient, MoodleError, TokenRejected, Unreachable
 from .plan import Call, Knowledge, Plan, grade_problem, warnings_problem
 from ..runs import Interrupted, Record
-from ..rights import OPTIONAL_RIGHTS, off_refused
+from ..rights import OPTIONAL_RIGHTS, REFUSED_KEY, off_refused
 
 log = logging.getLogger(__name__)
 
 LOOKUP_CHUNK = 100
-# The enrolment check: one learner's profile in one course, with their roles
-# there (PROFILES); it costs what the box's learners cost, whatever the course
-# holds. A service set up for an older agent may lack it: the check then
-# reads the course's participants (ids only), which grows with the course.
-ENROLLED = PARTICIPANTS
 
 
 @dataclass
@@ -68,6 +63,9 @@ class Session:
     secrets_erased: bool = False
     direction: str = "up"  # [sync] direction / the page's setting, read once when the run starts
     skipped_now: set[str] = field(default_factory=set)  # the optional features this run named as off
+    # The optional functions the server refused (the rights_refused setting), read at the first answer
+    # about one and kept for the run: only this run writes it meanwhile.
+    refused_rights: set[str] | None = None
 
     def __post_init__(self) -> None:
         self.client.stop = self.stop  # a wait for Retry-After ends with the run
@@ -223,9 +221,11 @@ class Session:
 
         if not granted:
             self.name_skipped(off_refused(OPTIONAL_RIGHTS[function]))
-        refused = set(settings.get(self.config, "rights_refused") or [])
-        if granted == (function in refused):
-            settings.put(rights_refused=sorted(refused ^ {function}))
+        if self.refused_rights is None:
+            self.refused_rights = set(settings.get(self.config, REFUSED_KEY) or [])
+        if granted == (function in self.refused_rights):
+            self.refused_rights ^= {function}
+            settings.put(**{REFUSED_KEY: sorted(self.refused_rights)})
 
     # -- what the server knows ----------------------------------------------
 

@@ -35,7 +35,8 @@ from ..store.runkinds import SCHEDULE, VERIFY
 from ..logs import configure_logging
 from ..moodle import MoodleError, Unreachable
 from ..runs import AlreadyRunning, SyncDisabled
-from ..sync import connect, run_sync
+from ..moodle.clients import connect
+from ..sync import run_sync
 from ..verify import run_verify
 
 log = logging.getLogger("agent.service.worker")  # not "__main__" under -m

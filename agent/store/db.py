@@ -46,6 +46,13 @@ def first_column(query: Any) -> list[Any]:
     return [row[0] for row in query.tuples()]
 
 
+def erase_wal() -> None:
+    """After a password was erased (a pending account's row, a sent event's
+    Secret): the WAL still holds the pages with it. Fold it into the database
+    file, whose freed pages secure_delete zeroed, and truncate it."""
+    database.obj.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 class JSONField(pw.TextField):
     def db_value(self, value):
         return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)

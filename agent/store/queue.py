@@ -8,7 +8,6 @@ is stored once.
 from __future__ import annotations
 
 import json
-import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 from ..clock import clock_is_sane
 from ..config import AgentConfig, Config
 from .db import Course, Event, Secret, database, first_column, iso, parse_iso, utcnow
-from ..kinds import COMMON_FIELDS, KINDS
+from ..kinds import COMMON_FIELDS, KINDS, grade_value
 from ..roles import ROLES
 from .diskspace import DiskSpace, probed_disk_space
 
@@ -214,9 +213,10 @@ def check_completion(item: dict, index: int, event: NewEvent) -> None:
 
 def check_grade(item: dict, index: int, event: NewEvent) -> None:
     grade = item.get("grade")
-    if isinstance(grade, bool) or not isinstance(grade, (int, float)):
+    value = grade_value(grade)
+    if value is None and not isinstance(grade, float):  # NaN and Infinity are out of range
         raise EventError("must be a number", index, "grade")
-    if not math.isfinite(grade) or not 0 <= grade <= 1_000_000:
+    if value is None or not 0 <= value <= 1_000_000:
         raise EventError(f"must be a number from 0 to 1000000, got {grade}", index, "grade")
     event.data = {"grade": grade}
     feedback = _str(item, "feedback", index, 10_000, required=False)

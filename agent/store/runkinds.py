@@ -21,8 +21,8 @@ PAGE = "page"  # a button on the page (a request the daemon served)
 CLI = "cli"  # the command line, or a request from ``sync --via-agent``
 SCHEDULE = "schedule"  # the daemon's daily sync, or its collection every few minutes
 BY_SYNC = "sync"  # the collection a sync starts with
-UNKNOWN = "unknown"  # a verify or a collection recorded before the kind had its own column
-TRIGGERS = (PAGE, CLI, SCHEDULE, BY_SYNC, UNKNOWN)
+# (A verify or a collection recorded before the kind had its own column has
+# the trigger "unknown": agent/store/schema.py's upgrade to version 8.)
 
 # What a run's ``actions`` count: a sync's server actions (each kind's, from
 # agent/kinds.py, then the course check's), a verify's checks.

@@ -85,6 +85,11 @@ def _add_missing_columns(db: pw.SqliteDatabase) -> None:
         present = {c.name for c in db.get_columns(table)}
         if column.column_name not in present:
             db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column.column_name}" {kind}')
+            if column is BoxActivity.instance:
+                # The assignments stored before their instance ids were (version 9): the next
+                # collection reads every course's contents again, once (no course on the box's
+                # Moodle has a timemodified of -1, so none is the same as the box's copy).
+                db.execute_sql('UPDATE "boxcourse" SET "timemodified" = -1, "cacherev" = NULL')
 
 
 # Version 8 gave the kind of run its own column: the trigger said both who
