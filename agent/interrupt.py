@@ -18,14 +18,17 @@ class Interrupted(Exception):
 def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
     """SIGTERM and SIGINT set ``stop`` while the block runs (in the main
     thread): the run ends after its current request, and its history row
-    says interrupted at once, not at the next run. Only a flag is set in the
-    handler: what the run is writing is never cut in half."""
+    says interrupted at once, not at the next run. Only the event is set:
+    what the run is writing is never cut in half. It is set from a thread of
+    its own, as the worker's main thread does (agent/service/worker.py): the
+    handler runs in the run's thread, which may hold the event's lock at
+    that moment (inside stop.wait()), and would wait for itself."""
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     for sig in before:
-        signal.signal(sig, lambda _signum, _frame: stop.set())
+        signal.signal(sig, lambda _signum, _frame: threading.Thread(target=stop.set, daemon=True).start())
     try:
         yield stop
     finally:
