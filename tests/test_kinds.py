@@ -66,7 +66,7 @@ def test_the_history_records_and_the_page_shows_the_tables_counters(tmp_path):
     app = create_app(load_config(Box(tmp_path, "http://127.0.0.1:9").config))
     try:
         with app.test_request_context("/"):
-            shown: dict = {}
+            shown: dict = dict(app.jinja_env.globals)
             app.update_template_context(shown)
     finally:
         close_db()
