@@ -9,6 +9,7 @@ is equality, never "greater than".
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .kinds import COURSE_CONTENTS, COURSES_BY_FIELD
 from .store.db import Activity, Course, database, iso, utcnow
@@ -36,13 +37,19 @@ def _server_course(c: dict) -> ServerCourse:
     )
 
 
+def by_ids(ids: list[int]) -> tuple[str, dict[str, Any]]:
+    """The call asking all the given courses at once, whatever their number
+    (for a caller that sends it in a batch with others; ``courses_of`` reads its answer)."""
+    return COURSES_BY_FIELD, {"field": "ids", "value": ",".join(str(i) for i in sorted(set(ids)))}
+
+
+def courses_of(answer: Any) -> dict[int, ServerCourse]:
+    return {c.id: c for c in map(_server_course, answer.get("courses", []))}
+
+
 def fetch_by_ids(client: MoodleClient, ids: list[int]) -> dict[int, ServerCourse]:
     """All the given courses in one request, whatever their number."""
-    if not ids:
-        return {}
-    answer = client.call(COURSES_BY_FIELD,
-                         {"field": "ids", "value": ",".join(str(i) for i in sorted(set(ids)))})
-    return {c.id: c for c in map(_server_course, answer.get("courses", []))}
+    return courses_of(client.call(*by_ids(ids))) if ids else {}
 
 
 def fetch_by_shortname(client: MoodleClient, shortname: str) -> ServerCourse:

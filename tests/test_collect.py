@@ -397,3 +397,20 @@ def test_an_idle_collection_receives_at_most_a_tenth_of_a_full_ones_bytes_asking
                 assert {"name": "userfields", "value": "username,lastcourseaccess"} in params["options"], params
         del boxsim.ws.call  # the class's method again
     assert received["idle"] <= 0.10 * received["full"], received
+
+
+def test_the_reads_of_small_courses_share_requests(box, boxsim):
+    # C1 and C2, one page each: their first pages ride with the courses' call,
+    # and their learners' completion states and grades go in one batch.
+    baseline(box)
+    mark(boxsim, "student1", 1 + OFFSET_CM)
+    mark(boxsim, "student2", 4 + OFFSET_CM)
+    for args, reads, completions in (((), 2, 2), (("--full",), 10, 0)):
+        boxsim.stats.reset()
+        code, run, err = run_json(box, "collect", *args)
+        assert code == 0 and run["status"] == "completed", (run, err)
+        stats = boxsim.stats.snapshot()
+        assert stats["calls"]["core_completion_get_activities_completion_status"] == reads
+        assert run["actions"]["completions"] == completions and run["actions"]["learners_read"] == reads
+        # The site's information; the courses with their first pages; the reads of both.
+        assert stats["requests"] == 3, stats

@@ -6,7 +6,10 @@ name, the same on both sides), through the box's web services and the same
 client as the school's, the participants are read in pages
 (core_enrol_get_enrolled_users with limitfrom/limitnumber, by id), and each
 page is read, diffed and committed before the next, so that memory stays
-bounded whatever the course (agent/box/page.py):
+bounded whatever the course (agent/box/page.py). Small courses share
+requests: the first pages of the first few ride with the courses' own
+call, and the reads of courses of one page go in the same batches
+(agent/box/progress.py), each course still committed on its own:
 - a full collection (before every sync, so that a teacher's override or
   grade, which moves no learner's access, is not missed) asks the profiles
   and roles, and reads every learner's completion states
@@ -47,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from .. import courses as courses_mod
-from . import check
+from . import check, progress
 from .profiles import profile_events
 from .diff import COMPLETION, GRADE, Learner, completion_changes, grade_changes, grade_idnumbers, to_read
 from .page import CHUNK, Known, Page, change_event, holders, known_learners, mark_conflicts, \
@@ -56,7 +59,7 @@ from ..config import BoxConfig, Config
 from ..store.db import BoxActivity, BoxCourse, Collected, Course, Run, database
 from ..store.status import box_answered
 from ..store.runkinds import BY_SYNC, CLI, COLLECT, COLLECT_KINDS
-from ..kinds import COMPLETION_STATES, GRADE_ITEMS, KINDS, PARTICIPANTS, PROFILE_FIELDS, box_functions
+from ..kinds import KINDS, PARTICIPANTS, PROFILE_FIELDS, box_functions
 from ..moodle import CallResult, MoodleClient, Unreachable
 from ..moodle.clients import connect_to
 from ..store.queue import enqueue
@@ -76,13 +79,22 @@ PARTICIPANT_FIELDS = {"name": "userfields",
 # What an incremental collection asks of the learners it knows: whose access
 # moved (recording 103: a seventh of the full profiles' bytes).
 SLIM_FIELDS = {"name": "userfields", "value": "username,lastcourseaccess"}
-# Courses whose first pages are asked together (agent/box/collect.py first_pages).
+# Courses whose first pages are asked together (Collector.first_pages); the
+# first few ride with the courses' own call.
 PREFETCH_COURSES = 10
-# What is kept of each completion state and grade item read (the rest of the answer is dropped at once).
-STATUS_KEYS = ("cmid", "state", "timecompleted", "overrideby")
-ITEM_KEYS = ("cmid", "graderaw", "grademin", "grademax", "gradedategraded", "idnumber")
 # The counts a sync's row keeps of the collection before it: each kind's (agent/kinds.py).
 EVENT_KIND = {k.name: k.found for k in KINDS.values()}
+
+
+@dataclass
+class Pending:
+    """A page whose completion states and grades are still to read (Collector.settle)."""
+
+    page: Page
+    found: Counter  # its course's counts so far
+    activities: dict[int, BoxActivity]  # its course's, by the box's cmid
+    last: bool  # the course's last page
+    single: bool  # the course's only page
 
 
 @dataclass
@@ -137,30 +149,52 @@ class Collector:
             self.rec.errors.append(f"the service of the box's Moodle token lacks {', '.join(missing)}: "
                                    "nothing was collected")
             return Run.FAILED
-        pairs = self.box_courses()
+        pairs, firsts = self.box_courses()
         self.rec.save(phase="collecting", courses_total=len(pairs), courses_done=0)
         for at in range(0, len(pairs), PREFETCH_COURSES):
             group = pairs[at:at + PREFETCH_COURSES]
-            for (course, box), first in zip(group, self.first_pages(group)):
-                self.collect_course(course, box, first)
+            firsts.update(self.first_pages([box.id for _, box in group if box.id not in firsts]))
+            pending: list[Pending] = []
+            for course, box in group:
+                self.collect_course(course, box, firsts.pop(box.id, None), pending)
+            self.settle(pending)
         return self.rec.final_status()
 
-    def first_pages(self, pairs: list[tuple[Course, BoxCourse]]) -> list[CallResult | None]:
+    @property
+    def fields(self) -> dict[str, str]:
+        """What a first page asks of each participant (read_page asks a page with a newcomer again)."""
+        return PARTICIPANT_FIELDS if self.full else SLIM_FIELDS
+
+    def first_pages(self, box_ids: list[int]) -> dict[int, CallResult]:
         """The first page of participants of a few courses asked in one batch,
         as everything else is: a box of many small courses is read in a few
         requests, not one a course; a few courses at a time (PREFETCH_COURSES)
         keep memory bounded when their pages are full ones."""
-        if len(pairs) < 2:
-            return [None] * len(pairs)
-        fields = PARTICIPANT_FIELDS if self.full else SLIM_FIELDS
-        return list(self.read([(PARTICIPANTS, self.page_args(box, 0, self.page_size, fields)) for _, box in pairs]))
+        calls = [(PARTICIPANTS, self.page_args(box_id, 0, self.page_size, self.fields)) for box_id in box_ids]
+        return dict(zip(box_ids, self.read(calls)))
 
-    def box_courses(self) -> list[tuple[Course, BoxCourse]]:
+    def box_courses(self) -> tuple[list[tuple[Course, BoxCourse]], dict[int, CallResult]]:
         """Each kept course's counterpart on the box's Moodle, its contents
-        read again when it changed there (timemodified or cacherev)."""
+        read again when it changed there (timemodified or cacherev); and the
+        first pages of the first few courses known, asked in the same
+        request as the courses (a box's id never changes but for a course
+        made again: a page of an id no longer kept is left unused)."""
         kept = list(Course.select().order_by(Course.id))
         known = {b.course_id: b for b in BoxCourse.select()}
-        on_box = courses_mod.fetch_by_ids(self.client, [known[c.id].id for c in kept if c.id in known])
+        known_ids = [known[c.id].id for c in kept if c.id in known]
+        ahead = known_ids[:PREFETCH_COURSES]
+        on_box: dict[int, courses_mod.ServerCourse] = {}
+        firsts: dict[int, CallResult] = {}
+        if known_ids:
+            calls = [courses_mod.by_ids(known_ids)]
+            calls += [(PARTICIPANTS, self.page_args(box_id, 0, self.page_size, self.fields)) for box_id in ahead]
+            answered = self.client.answers(calls)
+            results = next(answered)
+            if not results[0].ok:  # as client.call would: the collection cannot go on
+                assert results[0].error is not None
+                raise results[0].error
+            on_box = courses_mod.courses_of(results[0].data)
+            firsts = dict(zip(ahead, [*results[1:], *(r for more in answered for r in more)]))
         pairs = []
         for course in kept:
             mine = known.get(course.id)
@@ -176,7 +210,7 @@ class Collector:
                     theirs.timemodified, theirs.cacherev):
                 mine = store_box_course(course.id, theirs, courses_mod.fetch_contents(self.client, theirs.id))
             pairs.append((course, mine))
-        return pairs
+        return pairs, firsts
 
     # -- one course, page by page ------------------------------------------------
 
@@ -186,10 +220,13 @@ class Collector:
         the default batch_size), so that memory stays bounded whatever the course."""
         return max(1, self.config.agent.batch_size) * 20
 
-    def collect_course(self, course: Course, box: BoxCourse, first: CallResult | None = None) -> None:
+    def collect_course(self, course: Course, box: BoxCourse, first: CallResult | None,
+                       pending: list[Pending]) -> None:
         """A course's participants page by page (by id, as Moodle sorts them
         by default), each page read, diffed and committed before the next.
-        ``first``: its first page, already asked with the other courses'."""
+        ``first``: its first page, already asked with the other courses'.
+        A course of one page waits in ``pending``: the completion states and
+        grades of several small courses are read in the same requests."""
         size, start, after = self.page_size, 0, 0
         found: Counter = Counter()
         # Read once for all the course's pages (box_courses stored them before any page).
@@ -200,28 +237,32 @@ class Collector:
             if first is not None and start == 0:
                 entries = self.participants_of(course, first)
             else:
-                entries = self.participants(course, box, start, size,
-                                            PARTICIPANT_FIELDS if self.full else SLIM_FIELDS)
+                entries = self.participants(course, box, start, size, self.fields)
             if entries is None:
                 return
             last = len(entries) < size
-            page = self.read_page(course, box, entries, start, after, last, single=last and start == 0)
+            page = self.read_page(course, box, entries, start, after, last)
             if page is None:
                 return
-            self.store(page, found, last, activities)
+            if last and start == 0:
+                pending.append(Pending(page, found, activities, last=True, single=True))
+                if sum(len(progress.calls(p.page, self.whole(p))) for p in pending) >= size:
+                    self.settle(pending)  # a page's worth of reads, as a big course's page
+                return
+            self.settle([Pending(page, found, activities, last, single=False)])
             if last:
                 return
             after = page.upto if page.upto is not None else after
             start += size
 
     @staticmethod
-    def page_args(box: BoxCourse, start: int, size: int, fields: dict[str, str]) -> dict[str, Any]:
-        return {"courseid": box.id, "options": [fields, {"name": "limitfrom", "value": str(start)},
+    def page_args(box_id: int, start: int, size: int, fields: dict[str, str]) -> dict[str, Any]:
+        return {"courseid": box_id, "options": [fields, {"name": "limitfrom", "value": str(start)},
                                                 {"name": "limitnumber", "value": str(size)}]}
 
     def participants(self, course: Course, box: BoxCourse, start: int, size: int,
                      fields: dict[str, str]) -> list | None:
-        [result] = self.read([(PARTICIPANTS, self.page_args(box, start, size, fields))])
+        [result] = self.read([(PARTICIPANTS, self.page_args(box.id, start, size, fields))])
         return self.participants_of(course, result)
 
     def participants_of(self, course: Course, result: CallResult) -> list | None:
@@ -236,10 +277,10 @@ class Collector:
             return None
         return result.data
 
-    def read_page(self, course: Course, box: BoxCourse, entries: list, start: int, after: int, last: bool,
-                  single: bool) -> Page | None:
-        """A page of participants checked (agent/box/check.py), then the
-        completion states and grades of those to read. An incremental
+    def read_page(self, course: Course, box: BoxCourse, entries: list, start: int, after: int,
+                  last: bool) -> Page | None:
+        """A page of participants checked (agent/box/check.py), and who of
+        them to read the completion states and grades of. An incremental
         collection asks only ids, usernames and access times; a page with a
         newcomer is asked again with the profiles."""
         learners, problems, skipped = check.participants(entries)
@@ -264,55 +305,24 @@ class Collector:
         access = {uid: p.lastcourseaccess for uid, p in known.items()}
         recheck = {uid for uid, p in known.items() if isinstance(p, Known) and p.recheck}
         reading = to_read(learners, access, self.full, recheck)
-        page = Page(course, box, learners, access, reading, self.box_now(), after,
+        return Page(course, box, learners, access, reading, self.box_now(), after,
                     None if last else max(ids, default=after), seen=set(ids), known=known)
-        self.read_progress(page, single)
-        return page
 
-    def read_progress(self, page: Page, single: bool) -> None:
-        """The completion states and grades of the page's learners to read:
-        a course of one page in a full collection has its grades in one call
-        (userid=0); otherwise each learner's with their completion states."""
-        box_id = page.box.id
-        calls: list[tuple[str, dict[str, Any]]] = []
-        whole = self.full and single
-        if whole:
-            calls.append((GRADE_ITEMS, {"courseid": box_id, "userid": 0}))
-        for u in page.reading:
-            calls.append((COMPLETION_STATES, {"courseid": box_id, "userid": u.userid}))
-            if not whole:
-                calls.append((GRADE_ITEMS, {"courseid": box_id, "userid": u.userid}))
-        # Request after request, each answer kept only in the few fields used:
-        # a page's reads never sit in memory whole.
+    def whole(self, pending: Pending) -> bool:
+        """A course of one page in a full collection has its grades read in one call."""
+        return self.full and pending.single
+
+    def settle(self, pending: list[Pending]) -> None:
+        """The pages' reads sent together, request after request, each answer
+        kept only in the few fields used, and each page stored (one commit)
+        as soon as its own answers are in: reads never sit in memory whole."""
+        calls = [call for p in pending for call in progress.calls(p.page, self.whole(p))]
         results = (result for answered in self.client.answers(calls) for result in answered)
-        if whole:
-            self.take_grades(page, next(results), None)
-        for u in page.reading:
-            result = next(results)
-            if result.ok:
-                statuses = (result.data or {}).get("statuses") if isinstance(result.data, dict) else None
-                page.statuses[u.userid] = [{k: s.get(k) for k in STATUS_KEYS} for s in statuses or []
-                                           if isinstance(s, dict)]
-            else:
-                assert result.error is not None
-                self.course_error(page.course, f"the completion states of {u.username} could not be read: "
-                                               f"{result.error.message} ({result.error.errorcode})")
-            if not whole:
-                self.take_grades(page, next(results), u)
-
-    def take_grades(self, page: Page, result: CallResult, u: Learner | None) -> None:
-        if result.ok:
-            reports = (result.data or {}).get("usergrades") if isinstance(result.data, dict) else None
-            page.usergrades += [{"userid": r.get("userid"), "gradeitems": [
-                {k: i.get(k) for k in ITEM_KEYS} for i in r.get("gradeitems") or [] if isinstance(i, dict)]}
-                for r in reports or [] if isinstance(r, dict)]
-            return
-        assert result.error is not None
-        whose = f"of {u.username} " if u is not None else ""
-        self.course_error(page.course, f"the grades {whose}could not be read: {result.error.message} "
-                                       f"({result.error.errorcode})")
-        if u is not None:
-            page.statuses.pop(u.userid, None)  # read again next time, grades with it
+        for p in pending:
+            for problem in progress.take(p.page, self.whole(p), results):
+                self.course_error(p.page.course, problem)
+            self.store(p.page, p.found, p.last, p.activities)
+        pending.clear()
 
     def name_once(self, course: Course, problem: str) -> None:
         """A bad record, named once in the collection's row: met again in
