@@ -120,7 +120,8 @@ def list_learners(config: Config) -> list[dict[str, Any]]:
         course = shortnames.get(box_courses.get(p.box_course_id, 0))
         if course and course not in row["courses"]:
             row["courses"].append(course)
-    made = {a.username: a for a in BoxAccount.select()}
+    # An account marked before the way down made it is listed once its box id is known.
+    made = {a.username: a for a in BoxAccount.select().where(BoxAccount.box_userid != 0)}
     for username in set(made) - set(rows):  # not collected yet: as the agent queued them
         rows[username] = {"username": username, "courses": [], **profile_of({})}
         for e in Event.select(Event.type, Event.data, Event.course_id).where(Event.username == username,
@@ -402,10 +403,24 @@ def finish_pending(config: Config, box: MoodleClient, errors: list[str] | None =
     return done
 
 
-def mark_made_down(made: dict[str, int]) -> None:
-    """Accounts the way down made on the box's Moodle with createpassword
-    (agent/down/pull.py): no password works there until one is set here."""
+def mark_made_down(usernames: list[str]) -> None:
+    """Accounts the way down is about to make on the box's Moodle with
+    createpassword (agent/down/pull.py): no password works there until one
+    is set here. Marked before Moodle makes them, without their box id yet
+    (0, and not listed), so that a kill just after it did leaves them
+    marked; :func:`made_down_ids` fills the id in."""
     now = iso(utcnow())
-    for username, userid in made.items():
-        BoxAccount.insert(username=username, box_userid=userid, origin="down", password_set=False,
-                          made_at=now).on_conflict_ignore().execute()
+    with database.obj.atomic():
+        for username in usernames:
+            BoxAccount.insert(username=username, box_userid=0, origin="down", password_set=False,
+                              made_at=now).on_conflict_ignore().execute()
+
+
+def made_down_ids(ids: dict[str, int]) -> None:
+    """The box's ids of accounts marked by :func:`mark_made_down`, as Moodle
+    answered their making or, after a kill, the look-up found them."""
+    with database.obj.atomic():
+        for username, userid in ids.items():
+            BoxAccount.update(box_userid=userid).where(BoxAccount.username == username,
+                                                       BoxAccount.origin == "down",
+                                                       BoxAccount.box_userid == 0).execute()

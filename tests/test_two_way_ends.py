@@ -6,9 +6,12 @@ is user 23 there and 3 on the server)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import time
+
+import pytest
 
 from tests.helpers import (BOX_C1, BOX_TOKEN, C1, C2, OFFSET_CM, TOKEN, Box, MoodleReader, box_section, calls,
                            conflicts_log, control, grade, make_box, mark, queued_rows, run_json, server_override, writes)
@@ -113,9 +116,12 @@ def test_after_a_kill_between_a_push_and_its_confirmation_a_later_change_on_the_
     assert MoodleReader(boxsim.url, BOX_TOKEN).completion(BOX_C1, 23, 1 + OFFSET_CM) == 0
 
 
-def test_accounts_made_on_the_way_down_survive_a_sigkill_made_once_enrolled_once(tmp_path, simulator,
-                                                                                  boxsim):  # noqa: F811
-    # batch_size 1: a request per call to the box's Moodle, so that the kill falls between two of them.
+@pytest.mark.parametrize("slow", [{"latency_ms": 400}, {"request_cost_ms": 800}], ids=["enrolling", "answering"])
+def test_accounts_made_on_the_way_down_survive_a_sigkill_made_once_enrolled_once(tmp_path, simulator, boxsim,
+                                                                                  slow):  # noqa: F811
+    # batch_size 1: a request per call to the box's Moodle, so that the kill falls between two of them:
+    # "enrolling", after the box's Moodle answered the accounts' making; "answering" (its cost is paid
+    # after the work), after it made them, before its answer came.
     box = Box(tmp_path, simulator.url, batch_size=1,
               extra=box_section(tmp_path, boxsim) + "\n[sync]\ndirection = both\n")
     assert box.cli("courses", "add", "C1", "C2").returncode == 0
@@ -128,7 +134,7 @@ def test_accounts_made_on_the_way_down_survive_a_sigkill_made_once_enrolled_once
             control(simulator, "edit", {"op": "enrol_user", "username": kid, "courseid": course, "roleid": 5})
     create = "core_user_create_users"
     start = calls(boxsim).get(create, 0)
-    boxsim.faults.set(latency_ms=400)
+    boxsim.faults.set(**slow)
     proc = box.popen("sync")
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and calls(boxsim).get(create, 0) == start:
@@ -136,13 +142,19 @@ def test_accounts_made_on_the_way_down_survive_a_sigkill_made_once_enrolled_once
     time.sleep(0.2)  # the accounts are made on the box; their enrolment is in flight or not sent
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    boxsim.faults.set(latency_ms=0)
+    boxsim.faults.set(**dict.fromkeys(slow, 0))
     on_box = MoodleReader(boxsim.url, BOX_TOKEN)
     assert len(on_box.users(*kids)) == len(kids), "the kill fell before the accounts were made"
     for _ in range(2):
         sync(box)
     assert calls(boxsim)[create] - start == 1  # made once, found by the look-up after the kill
     assert sorted(u["username"] for u in on_box.users(*kids)) == kids
+    # Made with createpassword, whatever the moment of the kill: each needs a password set on the page.
+    listed = {r["username"]: r for r in json.loads(box.cli("learners", "list", "--json").stdout)}
+    assert all(listed[kid]["needs_password"] and listed[kid]["made_by_agent"] == "down" for kid in kids), listed
+    with sqlite3.connect(box.database) as conn:
+        marked = dict(conn.execute("SELECT username, box_userid FROM boxaccount WHERE origin = 'down'").fetchall())
+    assert marked == {u["username"]: u["id"] for u in on_box.users(*kids)}
     for course in (BOX_C1, BOX_C1 + 1):
         assert set(kids) <= set(on_box.enrolled(course))
     # Nothing of theirs echoed back up as new accounts.

@@ -47,7 +47,7 @@ from .diff import COMPLETION, GRADE, Decision, Reported, decide, normal, server_
 from ..moodle import MoodleClient, MoodleError, TokenRejected, Unreachable
 from ..push.plan import assign_grade, assign_grade_args, update_grades_args
 from ..push.session import Session
-from ..learners import mark_made_down
+from ..learners import made_down_ids, mark_made_down
 from .boxcalls import BoxTokenRejected, BoxUnreachable, box_call, box_read_all
 from .profiles import profiles_down
 
@@ -147,12 +147,15 @@ def accounts_down(run: Session, course: Course, bc: BoxCourse, box: MoodleClient
         new = [u for u in missing if u.username not in ids and all(u.profile.get(k) for k in
                                                                    ("firstname", "lastname", "email"))]
         if new and run.config.sync.accounts_down:
+            # No password works on the box until one is set on the page (issue 19): marked before
+            # Moodle makes them, so that a kill after it did leaves them marked.
+            mark_made_down([u.username for u in new])
             created = box_call(box, CREATE_USERS, {"users": [
                 {"username": u.username, **u.profile, "createpassword": 1} for u in new]})
             made = {str(u["username"]): int(u["id"]) for u in created or []}
             ids |= made
             run.rec.actions["accounts_down"] += len(made)
-            mark_made_down(made)  # no password works on the box until one is set on the page (issue 19)
+        made_down_ids(ids)  # made now, or found by the look-up after a kill
         enrol = [u for u in missing if u.username in ids]
         if enrol:
             box_call(box, ENROL, {"enrolments": [
