@@ -5,6 +5,7 @@ Moodle, with [sync] direction. Two simulators on loopback, the box's
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -295,3 +296,25 @@ def test_check_names_the_write_functions_the_boxs_service_lacks_when_syncing_dow
             assert result["missing_functions"] == []
     finally:
         lacking.stop()
+
+
+def test_the_way_down_reads_the_grades_of_the_boxs_learners_not_of_the_whole_server_course(
+        tmp_path, simulator, boxsim):  # noqa: F811
+    # A server course holds the learners of every box: 2,000 of other boxes join C1 there. The way down
+    # asks the grades of this box's learners only, never the whole course's report (userid=0). (The
+    # participant list it reads for the accounts still grows with the course: the README says so.)
+    box = make_box(tmp_path, simulator, boxsim, "down", "accounts_down = no\n")
+    sync(box)
+
+    def received_by_a_sync() -> int:
+        simulator.stats.reset()
+        sync(box)
+        return simulator.stats.snapshot()["bytes_out"]
+
+    alone = received_by_a_sync()
+    simulator.state.add_participants(C1, 2000, prefix="otherbox")
+    sync(box)  # the first sync after them: their profiles are read once
+    crowded = received_by_a_sync()
+    whole = json.dumps(MoodleReader(simulator.url, TOKEN).call("gradereport_user_get_grade_items",
+                                                                courseid=C1, userid=0))
+    assert crowded - alone < len(whole) / 2, (alone, crowded, len(whole))

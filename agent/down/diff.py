@@ -95,7 +95,7 @@ def server_completions(statuses: Iterable[Mapping[str, Any]]) -> dict[int, Repor
 
 def server_grades(usergrades: Iterable[Mapping[str, Any]], usernames: Mapping[int, str]
                   ) -> dict[tuple[str, int], Reported]:
-    """gradereport_user_get_grade_items (userid=0): (username, cmid) -> raw grade, for the learners named."""
+    """gradereport_user_get_grade_items: (username, cmid) -> raw grade, for the learners named."""
     found = {}
     for report in usergrades:
         username = usernames.get(int(report.get("userid") or 0))

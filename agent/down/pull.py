@@ -6,8 +6,9 @@ For every course kept on the box, after the course check and the mapping of
 the box's activities (agent/course_check.py), before anything is pushed (so that a
 change made on both sides is decided, not overwritten):
 - read from the server, for the learners of the box's course known on both
-  sides, their completion states (one call per learner) and every grade
-  (one gradereport_user_get_grade_items call with userid=0);
+  sides, their completion states and grades (two calls per learner,
+  batched; never the whole course's grades, userid=0: a server course holds
+  the learners of every box);
 - decide per learner and activity (agent/down/diff.py) against the last
   state known of the server (ServerSeen), the box's current state (as
   collected: Collected) and the box's change waiting to be pushed;
@@ -228,24 +229,24 @@ def down_course(run: Session, course: Course, bc: BoxCourse, box: MoodleClient,
         return
     to_box = mapping.to_box
     names = sorted(on_server)
+    # Each of this box's learners' completion states and grades, never the
+    # whole course's (userid=0): a server course holds the learners of every box.
     reads = run.client.read_all([
-        *((COMPLETION_STATES, {"courseid": course.id, "userid": on_server[u]}) for u in names),
-        (GRADE_ITEMS, {"courseid": course.id, "userid": 0})])
+        (function, {"courseid": course.id, "userid": on_server[u]}) for u in names
+        for function in (COMPLETION_STATES, GRADE_ITEMS)])
     server: dict[Key, Reported] = {}
-    for username, result in zip(names, reads):
-        if not result.ok:
-            run.rec.errors.append(f"course {course.shortname}: the server's completion states of {username} "
-                                  f"could not be read: {result.error}")
-            return
-        for cmid, reported in server_completions((result.data or {}).get("statuses") or []).items():
-            server[(username, cmid, COMPLETION)] = reported
-    grades = reads[-1]
-    if not grades.ok:
-        run.rec.errors.append(f"course {course.shortname}: the server's grades could not be read: {grades.error}")
-        return
     by_id = {uid: u for u, uid in on_server.items()}
-    for (username, cmid), reported in server_grades((grades.data or {}).get("usergrades") or [], by_id).items():
-        server[(username, cmid, GRADE)] = reported
+    for username, states, grades in zip(names, reads[0::2], reads[1::2]):
+        for result, what in ((states, "completion states"), (grades, "grades")):
+            if not result.ok:
+                run.rec.errors.append(f"course {course.shortname}: the server's {what} of {username} "
+                                      f"could not be read: {result.error}")
+                return
+        for cmid, reported in server_completions((states.data or {}).get("statuses") or []).items():
+            server[(username, cmid, COMPLETION)] = reported
+        for (whose, cmid), reported in server_grades((grades.data or {}).get("usergrades") or [], by_id).items():
+            if whose == username:  # the report asked for, not another's
+                server[(username, cmid, GRADE)] = reported
 
     seen = {(s.username, s.cmid, s.kind): s.value for s in ServerSeen.select().where(
         ServerSeen.course_id == course.id, ServerSeen.kind != ENROLMENT)}
