@@ -318,3 +318,23 @@ def test_the_way_down_reads_the_grades_of_the_boxs_learners_not_of_the_whole_ser
     whole = json.dumps(MoodleReader(simulator.url, TOKEN).call("gradereport_user_get_grade_items",
                                                                 courseid=C1, userid=0))
     assert crowded - alone < len(whole) / 2, (alone, crowded, len(whole))
+
+
+def test_a_bad_grade_from_the_server_is_named_and_never_written_into_the_box(tmp_path, simulator, boxsim):
+    # What the server answers is checked as strictly as the box's: its NaN is left out and named,
+    # and the rest of the way down goes on.
+    box = make_box(tmp_path, simulator, boxsim, "down")
+    on_box = MoodleReader(boxsim.url, BOX_TOKEN)
+    sync(box)
+    server_override(simulator, 3, 1, 1)  # student1, the server's ids
+    grade(simulator, TOKEN, C1, 3, 4, 66)  # student2's grade, answered as NaN from now on
+    simulator.faults.set(hostile_grade={"cmid": 3, "userid": 4, "value": float("nan")})
+    code, run, err = run_json(box, "sync")
+    assert (code, run["status"]) == (1, "completed_with_errors"), (run, err)  # as a NaN from the box's Moodle
+    assert "course C1: the server's grade nan of student2 in activity 3 is not a finite number: left out of " \
+           "the way down" in run["errors"], run["errors"]
+    assert on_box.completion(BOX_C1, 23, 1 + OFFSET_CM) == 1
+    assert on_box.grade(BOX_C1, 24, 3 + OFFSET_CM)[0] is None
+    simulator.faults.set(hostile_grade=None)
+    assert sync(box)["actions"]["grades_down"] == 1
+    assert on_box.grade(BOX_C1, 24, 3 + OFFSET_CM)[0] == 66

@@ -53,8 +53,30 @@ def test_conflict_grade_the_later_wins_and_a_tie_keeps_the_servers():
 
 
 def test_server_answers_are_read_into_values():
-    assert server_completions([{"cmid": 4, "state": 2, "timecompleted": 7}]) == {4: Reported(2, 7)}
+    assert server_completions([{"cmid": 4, "state": 2, "timecompleted": 7}]) == ({4: Reported(2, 7)}, [])
     grades = server_grades([{"userid": 3, "gradeitems": [{"cmid": 4, "graderaw": 55.5, "gradedategraded": 9},
                                                           {"cmid": 5, "graderaw": None}, {"graderaw": 1}]},
                             {"userid": 99, "gradeitems": [{"cmid": 4, "graderaw": 1}]}], {3: "student1"})
-    assert grades == {("student1", 4): Reported(55.5, 9)}
+    assert grades == ({("student1", 4): Reported(55.5, 9)}, [])
+
+
+def test_what_the_server_answers_is_checked_as_strictly_as_the_box():
+    # A bad entry is left out and named; the good ones beside it are kept; nothing raises.
+    found, problems = server_completions([{"cmid": "abc", "state": 1}, {"cmid": 4, "state": 7},
+                                          {"cmid": 5, "state": True}, {"cmid": 6, "state": 1, "timecompleted": "x"},
+                                          "junk", {"cmid": 8, "state": 1, "timecompleted": None}])
+    assert found == {8: Reported(1, 0)} and len(problems) == 5
+    assert problems[0] == "completion state {'cmid': 'abc', 'state': 1} is not Moodle's (cmid, state 0-3, " \
+                          "timecompleted)"
+    items = [{"cmid": 1, "graderaw": float("nan")}, {"cmid": 2, "graderaw": float("inf")}, {"cmid": 3, "graderaw": "9"},
+             {"cmid": 4, "graderaw": True}, {"cmid": 5, "graderaw": 5, "gradedategraded": "soon"},
+             {"cmid": "6", "graderaw": 6}, {"cmid": 7, "graderaw": 7}]
+    found, problems = server_grades([{"userid": 3, "gradeitems": items}, {"userid": "3", "gradeitems": items},
+                                     {"userid": 3, "gradeitems": "none"}], {3: "student1"})
+    assert found == {("student1", 7): Reported(7.0, 0)}
+    assert problems == ["grade nan of student1 in activity 1 is not a finite number",
+                        "grade inf of student1 in activity 2 is not a finite number",
+                        "grade '9' of student1 in activity 3 is not a finite number",
+                        "grade True of student1 in activity 4 is not a finite number",
+                        "grade of student1 in activity 5 has a gradedategraded 'soon' that is not a time"]
+    assert server_grades(None, {}) == ({}, []) and server_completions({"statuses": 1}) == ({}, [])

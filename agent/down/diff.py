@@ -12,9 +12,9 @@ one known for it: the server's against the last read or pushed there
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
-from ..kinds import completion_state, is_complete
+from ..kinds import completion_state, grade_value, is_complete
 
 COMPLETION, GRADE = "completion", "grade"
 BOX, SERVER = "box", "server"
@@ -87,22 +87,57 @@ def decide(kind: str, server: Reported | None, seen: float | None, box_now: floa
     return Decision(None if box_now == server_value else server_value, False, server_value)
 
 
-def server_completions(statuses: Iterable[Mapping[str, Any]]) -> dict[int, Reported]:
-    """core_completion_get_activities_completion_status's statuses: cmid -> state."""
-    return {int(s["cmid"]): Reported(float(s.get("state") or 0), int(s.get("timecompleted") or 0))
-            for s in statuses}
+def _whole(value: Any) -> int | None:
+    """A whole number as Moodle's JSON gives one; None for anything else (a string, true, 1.5)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def server_grades(usergrades: Iterable[Mapping[str, Any]], usernames: Mapping[int, str]
-                  ) -> dict[tuple[str, int], Reported]:
-    """gradereport_user_get_grade_items: (username, cmid) -> raw grade, for the learners named."""
-    found = {}
-    for report in usergrades:
-        username = usernames.get(int(report.get("userid") or 0))
+def server_completions(statuses: Any) -> tuple[dict[int, Reported], list[str]]:
+    """core_completion_get_activities_completion_status's statuses: cmid ->
+    state; and the entries left out, named (checked as strictly as the
+    box's: a string id or a state outside 0-3 is never written down)."""
+    found: dict[int, Reported] = {}
+    problems: list[str] = []
+    for s in statuses if isinstance(statuses, list) else []:
+        cmid = _whole(s.get("cmid")) if isinstance(s, dict) else None
+        state = _whole(s.get("state")) if isinstance(s, dict) else None
+        when = s.get("timecompleted") if isinstance(s, dict) else None
+        if cmid is None or state not in (0, 1, 2, 3) or (when is not None and _whole(when) is None):
+            problems.append(f"completion state {_shown(s)} is not Moodle's (cmid, state 0-3, timecompleted)")
+            continue
+        found[cmid] = Reported(float(state), when or 0)
+    return found, problems
+
+
+def server_grades(usergrades: Any, usernames: Mapping[int, str]) -> tuple[dict[tuple[str, int], Reported], list[str]]:
+    """gradereport_user_get_grade_items: (username, cmid) -> raw grade, for
+    the learners named; and the items left out, named (a grade that is not
+    a finite number, a string id)."""
+    found: dict[tuple[str, int], Reported] = {}
+    problems: list[str] = []
+    for report in usergrades if isinstance(usergrades, list) else []:
+        username = usernames.get(_whole(report.get("userid")) or 0) if isinstance(report, dict) else None
         if username is None:
             continue
-        for item in report.get("gradeitems") or []:
-            if item.get("cmid") is not None and item.get("graderaw") is not None:
-                found[(username, int(item["cmid"]))] = Reported(float(item["graderaw"]),
-                                                                int(item.get("gradedategraded") or 0))
-    return found
+        items = report.get("gradeitems")
+        for item in items if isinstance(items, list) else []:
+            cmid = _whole(item.get("cmid")) if isinstance(item, dict) else None
+            if cmid is None or item.get("graderaw") is None:
+                continue  # the course's total, a category, or no grade yet
+            value, when = grade_value(item["graderaw"]), item.get("gradedategraded")
+            if value is None:
+                problems.append(f"grade {_shown(item['graderaw'])} of {username} in activity {cmid} "
+                                "is not a finite number")
+                continue
+            if when is not None and _whole(when) is None:
+                problems.append(f"grade of {username} in activity {cmid} has a gradedategraded "
+                                f"{_shown(when)} that is not a time")
+                continue
+            found[(username, cmid)] = Reported(value, when or 0)
+    return found, problems
+
+
+def _shown(value: Any) -> str:
+    """A value from an answer, as a line of the history can show it."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

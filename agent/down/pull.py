@@ -242,11 +242,18 @@ def down_course(run: Session, course: Course, bc: BoxCourse, box: MoodleClient,
                 run.rec.errors.append(f"course {course.shortname}: the server's {what} of {username} "
                                       f"could not be read: {result.error}")
                 return
-        for cmid, reported in server_completions((states.data or {}).get("statuses") or []).items():
+        # Checked as the box's answers are: a bad entry is left out of the way down and named.
+        completions, problems = server_completions(states.data.get("statuses") if isinstance(states.data, dict)
+                                                   else None)
+        for cmid, reported in completions.items():
             server[(username, cmid, COMPLETION)] = reported
-        for (whose, cmid), reported in server_grades((grades.data or {}).get("usergrades") or [], by_id).items():
+        found, refused = server_grades(grades.data.get("usergrades") if isinstance(grades.data, dict) else None,
+                                       by_id)
+        for (whose, cmid), reported in found.items():
             if whose == username:  # the report asked for, not another's
                 server[(username, cmid, GRADE)] = reported
+        run.rec.errors += [f"course {course.shortname}: the server's {p}: left out of the way down"
+                           for p in problems + refused]
 
     seen = {(s.username, s.cmid, s.kind): s.value for s in ServerSeen.select().where(
         ServerSeen.course_id == course.id, ServerSeen.kind != ENROLMENT)}
