@@ -21,6 +21,7 @@ import peewee as pw
 
 from .awards import compare_courses
 from .config import Config
+from .down.diff import grade_items, server_completions
 from .kinds import COMPLETION_STATES, KINDS, is_complete
 from .store.db import Course, Event, Run, database, iso, utcnow
 from .store.runkinds import CLI, VERIFY, VERIFY_KINDS
@@ -52,12 +53,21 @@ def latest_sent(config: Config, course_id: int | None = None, now: datetime | No
 
 
 def server_values(function: str, data: object) -> dict[int, float | None]:
-    """cmid -> completion state, or cmid -> raw grade, from a read's answer."""
+    """cmid -> completion state, or cmid -> raw grade, from a read's answer,
+    checked as the way down checks it (agent/down/diff.py): an entry that is
+    not Moodle's (a NaN grade, a string id) is as good as missing, so the
+    event is sent again."""
     data = data if isinstance(data, dict) else {}
     if function == COMPLETION_STATES:
-        return {int(s["cmid"]): s.get("state") for s in data.get("statuses") or [] if "cmid" in s}
-    items = [i for ug in data.get("usergrades") or [] for i in ug.get("gradeitems") or []]
-    return {int(i["cmid"]): i.get("graderaw") for i in items if i.get("cmid") is not None}
+        states, _ = server_completions(data.get("statuses"))
+        return {cmid: reported.value for cmid, reported in states.items()}
+    reports = data.get("usergrades")
+    items = [i for ug in reports if isinstance(ug, dict) for i in ug.get("gradeitems") or []] \
+        if isinstance(reports, list) else []
+    grades, _ = grade_items(items, "")
+    ungraded = {i.get("cmid") for i in items if isinstance(i, dict) and i.get("graderaw") is None}
+    return {**{c: None for c in ungraded if isinstance(c, int) and not isinstance(c, bool)},
+            **{cmid: reported.value for cmid, reported in grades.items()}}
 
 
 def mismatch(event: Event, server: dict[int, float | None]) -> str | None:

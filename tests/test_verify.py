@@ -96,6 +96,16 @@ def test_lost_events_are_queued_again_and_the_next_sync_restores_them(box, simul
     assert run["actions"] == {"checked": 15, "matching": 15, "requeued": 0, "not_checked": 0}
 
 
+def test_a_grade_the_server_answers_as_nan_or_text_is_no_match(box, simulator):
+    # NaN compares unequal to everything, so a tolerance test called it a match; a text grade raised.
+    simulator.faults.set(hostile_grade=[{"cmid": 3, "userid": STUDENTS["student1"], "value": float("nan")},
+                                        {"cmid": 6, "userid": STUDENTS["student2"], "value": "abc"}])
+    code, run, err = verify(box)
+    assert code == 0 and run["status"] == "completed", (run, err)
+    assert run["actions"] == {"checked": 15, "matching": 13, "requeued": 2, "not_checked": 0}
+    assert queued_keys(box) == {"student1-g3", "student2-g6"}
+
+
 def test_only_the_latest_event_per_user_and_activity_counts(box, moodle):
     assert box.enqueue([{"type": "completion", "id": "undo", "course_id": C1, "user": "student1",
                          "cmid": 1, "completed": False}]).returncode == 0

@@ -119,21 +119,30 @@ def server_grades(usergrades: Any, usernames: Mapping[int, str]) -> tuple[dict[t
         username = usernames.get(_whole(report.get("userid")) or 0) if isinstance(report, dict) else None
         if username is None:
             continue
-        items = report.get("gradeitems")
-        for item in items if isinstance(items, list) else []:
-            cmid = _whole(item.get("cmid")) if isinstance(item, dict) else None
-            if cmid is None or item.get("graderaw") is None:
-                continue  # the course's total, a category, or no grade yet
-            value, when = grade_value(item["graderaw"]), item.get("gradedategraded")
-            if value is None:
-                problems.append(f"grade {_shown(item['graderaw'])} of {username} in activity {cmid} "
-                                "is not a finite number")
-                continue
-            if when is not None and _whole(when) is None:
-                problems.append(f"grade of {username} in activity {cmid} has a gradedategraded "
-                                f"{_shown(when)} that is not a time")
-                continue
-            found[(username, cmid)] = Reported(value, when or 0)
+        grades, refused = grade_items(report.get("gradeitems"), username)
+        found |= {(username, cmid): reported for cmid, reported in grades.items()}
+        problems += refused
+    return found, problems
+
+
+def grade_items(items: Any, username: str) -> tuple[dict[int, Reported], list[str]]:
+    """One learner's grade items: cmid -> raw grade; and the items left out, named."""
+    found: dict[int, Reported] = {}
+    problems: list[str] = []
+    for item in items if isinstance(items, list) else []:
+        cmid = _whole(item.get("cmid")) if isinstance(item, dict) else None
+        if cmid is None or item.get("graderaw") is None:
+            continue  # the course's total, a category, or no grade yet
+        value, when = grade_value(item["graderaw"]), item.get("gradedategraded")
+        if value is None:
+            problems.append(f"grade {_shown(item['graderaw'])} of {username} in activity {cmid} "
+                            "is not a finite number")
+            continue
+        if when is not None and _whole(when) is None:
+            problems.append(f"grade of {username} in activity {cmid} has a gradedategraded "
+                            f"{_shown(when)} that is not a time")
+            continue
+        found[cmid] = Reported(value, when or 0)
     return found, problems
 
 
