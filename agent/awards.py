@@ -37,11 +37,33 @@ class Side:
     unread: dict[str, str] = field(default_factory=dict)  # username -> why it could not be read
 
 
-def criterion(entry: Any) -> str:
+def criterion(entry: dict) -> str:
     """One criterion in words: its title and what it names (an activity's link: its name)."""
-    details = entry.get("details") or {}
+    details = _dict(entry.get("details"))
     what = _TAGS.sub("", str(details.get("criteria") or "")).strip()
     return f"{entry.get('title') or entry.get('type')}: {what}" if what else str(entry.get("title") or "")
+
+
+# What either Moodle answers is checked like any input: a shape that is not Moodle's reads as empty,
+# and "completed" is Moodle's JSON true, not any truthy value.
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def course_completion(data: Any) -> tuple[bool, list[str]]:
+    """core_completion_get_course_completion_status: completed, and its criteria in words."""
+    status = _dict(_dict(data).get("completionstatus"))
+    return status.get("completed") is True, sorted(criterion(c) for c in _list(status.get("completions"))
+                                                     if isinstance(c, dict))
+
+
+def badge_names(data: Any) -> set[str]:
+    """core_badges_get_user_badges: the names of the badges issued."""
+    return {str(b.get("name")) for b in _list(_dict(data).get("badges")) if isinstance(b, dict)}
 
 
 def read_side(client: MoodleClient, course_id: int, ids: dict[str, int]) -> Side:
@@ -53,17 +75,14 @@ def read_side(client: MoodleClient, course_id: int, ids: dict[str, int]) -> Side
     side = Side()
     for username, result in zip(names, results[:len(names)]):
         if result.ok:
-            status = (result.data or {}).get("completionstatus") or {}
-            side.completed[username] = bool(status.get("completed"))
-            side.criteria = sorted(criterion(c) for c in status.get("completions") or [])
+            side.completed[username], side.criteria = course_completion(result.data)
         elif result.error is not None and result.error.errorcode == "nocriteriaset":
             side.completed[username] = False
         else:
             side.unread[username] = f"{result.error}"
     for username, result in zip(names, results[len(names):]):
         if result.ok:
-            side.badges[username] = {str(b.get("name")) for b in (result.data or {}).get("badges") or []
-                                     if isinstance(b, dict)}
+            side.badges[username] = badge_names(result.data)
         else:
             side.unread.setdefault(username, f"{result.error}")
     return side

@@ -9,11 +9,12 @@ CLI (as tests/test_collect.py and tests/test_down.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import requests
 
-from agent.awards import Side, compare
+from agent.awards import Side, badge_names, compare, course_completion
 from tests.helpers import (BOX_C1, BOX_TOKEN, C1, OFFSET_CM, TOKEN, Box, MoodleReader, box_section, calls, make_box,
                            mark, run_json, writes)
 from tests.helpers import synced as sync
@@ -191,6 +192,17 @@ def test_a_badge_on_one_side_only_is_named_as_the_cause():
     assert compare(box, same_criteria).startswith(
         "course completion differs for s1 (completed on the box only); likely cause: the same criteria")
     assert compare(server, server) == "course completion and badges: the same on both sides for 2 learner(s)"
+
+
+def test_the_awards_answers_are_read_as_recorded_and_a_shape_that_is_not_moodles_reads_as_empty():
+    recorded = json.loads((Path(__file__).parent / "recordings" / "98_core_completion_get_course_completion_status_completed.json")
+                          .read_text())["response"]
+    assert course_completion(recorded) == (True, ["Activity completion: Page C3", "Activity completion: URL C3"])
+    for data in (None, [], "x", {"completionstatus": []}, {"completionstatus": {"completed": "false"}},
+                 {"completionstatus": {"completed": 1, "completions": [1, "a", None]}}):
+        assert course_completion(data) == (False, []), data
+    assert badge_names({"badges": [{"name": "C1 badge"}, "junk", {"name": 5}]}) == {"C1 badge", "5"}
+    assert badge_names({"badges": "all"}) == badge_names([]) == set()
 
 
 @pytest.mark.parametrize("lacking", [["core_badges_get_user_badges"]])
