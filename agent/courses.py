@@ -29,12 +29,25 @@ class ServerCourse:
     cacherev: int | None
 
 
-def _server_course(c: dict) -> ServerCourse:
-    return ServerCourse(
-        id=int(c["id"]), shortname=str(c.get("shortname", "")), fullname=str(c.get("fullname", "")),
-        timemodified=int(c.get("timemodified") or 0),
-        cacherev=int(c["cacherev"]) if c.get("cacherev") is not None else None,
-    )
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _server_course(c: Any) -> ServerCourse | None:
+    """A course as either Moodle answers it; None when it is not Moodle's
+    (what a Moodle answers is checked like any input: a string id, say)."""
+    if not isinstance(c, dict) or _whole(c.get("id")) is None:
+        return None
+    timemodified, cacherev = c.get("timemodified") or 0, c.get("cacherev")
+    if _whole(timemodified) is None or (cacherev is not None and _whole(cacherev) is None):
+        return None
+    return ServerCourse(id=c["id"], shortname=str(c.get("shortname", "")), fullname=str(c.get("fullname", "")),
+                        timemodified=timemodified, cacherev=cacherev)
+
+
+def _courses(answer: Any) -> list[ServerCourse]:
+    found = answer.get("courses") if isinstance(answer, dict) else None
+    return [c for c in map(_server_course, found if isinstance(found, list) else []) if c is not None]
 
 
 def by_ids(ids: list[int]) -> tuple[str, dict[str, Any]]:
@@ -44,7 +57,7 @@ def by_ids(ids: list[int]) -> tuple[str, dict[str, Any]]:
 
 
 def courses_of(answer: Any) -> dict[int, ServerCourse]:
-    return {c.id: c for c in map(_server_course, answer.get("courses", []))}
+    return {c.id: c for c in _courses(answer)}
 
 
 def fetch_by_ids(client: MoodleClient, ids: list[int]) -> dict[int, ServerCourse]:
@@ -54,10 +67,10 @@ def fetch_by_ids(client: MoodleClient, ids: list[int]) -> dict[int, ServerCourse
 
 def fetch_by_shortname(client: MoodleClient, shortname: str) -> ServerCourse:
     answer = client.call(COURSES_BY_FIELD, {"field": "shortname", "value": shortname})
-    courses = answer.get("courses", [])
+    courses = _courses(answer)
     if not courses:
         raise CourseNotFound(f"no course with short name {shortname!r} on the server")
-    return _server_course(courses[0])
+    return courses[0]
 
 
 def fetch_contents(client: MoodleClient, course_id: int) -> list:
