@@ -240,58 +240,38 @@ def test_a_collection_stopped_with_sigterm_ends_its_row_as_interrupted_at_once(t
 
 # -- the sync: one refused grade never takes the others down ---------------------------------------
 
-def test_one_grade_refused_by_the_server_does_not_take_the_others_of_its_call_down(box, boxsim, simulator,
-                                                                                  server):  # noqa: F811
-    baseline(box)
-    grade_on_box(boxsim, student1=40, student2=50, student3=60)
-    student2 = server.user_id("student2")
-    # C1's graded activity is an assignment: its grades go through mod_assign_save_grades (issue 22).
-    simulator.faults.set(fail_function={"mod_assign_save_grades": {
-        "errorcode": "invalidparameter", "message": "Invalid parameter value detected", "when": {
-            "userid": student2}}})
-    before = calls(simulator).get("mod_assign_save_grades", 0)
-    code, run, err = run_json(box, "sync")
-    assert code == 0, err
-    # The call of three refused, then one call per student.
-    assert calls(simulator)["mod_assign_save_grades"] - before == 1 + 3
-    assert run["actions"]["grades"] == 2
-    assert server.grade(C1, server.user_id("student1"), ASSIGN)[0] == 40
-    assert server.grade(C1, server.user_id("student3"), ASSIGN)[0] == 60
-    assert server.grade(C1, student2, ASSIGN)[0] is None
-    [conflict] = conflicts(box)
-    assert conflict["username"] == "student2"
-    assert conflict["last_error"] == ("the server refused mod_assign_save_grades: Invalid parameter value "
-                                      "detected (invalidparameter)")
-
-
-def test_one_grade_refused_through_the_gradebook_does_not_take_the_others_of_its_call_down(tmp_path, boxsim):
-    # A server whose service lacks mod_assign_save_grades: the assignment's grades go through
-    # core_grades_update_grades (issue 22), one call for the activity's three students.
+@pytest.mark.parametrize("function, key, lacking", [
+    ("mod_assign_save_grades", "userid", []),  # C1's graded activity is an assignment (issue 22)
+    # A server whose service lacks mod_assign_save_grades: the gradebook's call carries them.
+    ("core_grades_update_grades", "studentid", ["mod_assign_save_grades"]),
+], ids=["assignment", "gradebook"])
+def test_one_grade_refused_by_the_server_does_not_take_the_others_of_its_call_down(tmp_path, boxsim, function, key,
+                                                                                  lacking):  # noqa: F811
     from moodle_simulator import start_simulator
 
-    with start_simulator(token=TOKEN, without_functions=["mod_assign_save_grades"]) as sim:
+    with start_simulator(token=TOKEN, without_functions=lacking) as sim:
         box = Box(tmp_path, sim.url, extra=box_section(tmp_path, boxsim))
         assert box.cli("courses", "add", "C1", "C2").returncode == 0
         server = MoodleReader(sim.url)
         baseline(box)
         grade_on_box(boxsim, student1=40, student2=50, student3=60)
         student2 = server.user_id("student2")
-        sim.faults.set(fail_function={"core_grades_update_grades": {
+        sim.faults.set(fail_function={function: {
             "errorcode": "invalidparameter", "message": "Invalid parameter value detected", "when": {
-                "studentid": student2}}})
-        before = calls(sim).get("core_grades_update_grades", 0)
+                key: student2}}})
+        before = calls(sim).get(function, 0)
         code, run, err = run_json(box, "sync")
         assert code == 0, err
         # The call of three refused, then one call per student.
-        assert calls(sim)["core_grades_update_grades"] - before == 1 + 3
-        assert "mod_assign_save_grades" not in calls(sim)
+        assert calls(sim)[function] - before == 1 + 3
+        assert all(f not in calls(sim) for f in lacking)
         assert run["actions"]["grades"] == 2
         assert server.grade(C1, server.user_id("student1"), ASSIGN)[0] == 40
         assert server.grade(C1, server.user_id("student3"), ASSIGN)[0] == 60
         assert server.grade(C1, student2, ASSIGN)[0] is None
         [conflict] = conflicts(box)
         assert conflict["username"] == "student2" and conflict["type"] == "grade"
-        assert conflict["last_error"] == ("the server refused core_grades_update_grades: Invalid parameter value "
+        assert conflict["last_error"] == (f"the server refused {function}: Invalid parameter value "
                                           "detected (invalidparameter)")
 
 
