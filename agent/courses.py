@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .kinds import COURSE_CONTENTS, COURSES_BY_FIELD
+from .kinds import COURSE_CONTENTS, COURSES_BY_FIELD, whole_number
 from .store.db import Activity, Course, database, iso, utcnow
 from .moodle import MoodleClient, MoodleError
 
@@ -29,17 +29,13 @@ class ServerCourse:
     cacherev: int | None
 
 
-def _whole(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _server_course(c: Any) -> ServerCourse | None:
     """A course as either Moodle answers it; None when it is not Moodle's
     (what a Moodle answers is checked like any input: a string id, say)."""
-    if not isinstance(c, dict) or _whole(c.get("id")) is None:
+    if not isinstance(c, dict) or whole_number(c.get("id")) is None:
         return None
     timemodified, cacherev = c.get("timemodified") or 0, c.get("cacherev")
-    if _whole(timemodified) is None or (cacherev is not None and _whole(cacherev) is None):
+    if whole_number(timemodified) is None or (cacherev is not None and whole_number(cacherev) is None):
         return None
     return ServerCourse(id=c["id"], shortname=str(c.get("shortname", "")), fullname=str(c.get("fullname", "")),
                         timemodified=timemodified, cacherev=cacherev)

@@ -213,6 +213,12 @@ def is_complete(state: Any) -> bool:
     return bool(state)
 
 
+def whole_number(value: Any) -> int | None:
+    """A whole number as Moodle's JSON gives one; None for anything else
+    (a string, true, 1.5): the one check of an id or a time either Moodle answers."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def grade_value(raw: Any) -> float | None:
     """A grade that is a finite number, as a float; None otherwise (NaN,
     Infinity, true, a string, null). The one check of every grade the agent

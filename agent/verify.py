@@ -22,7 +22,7 @@ import peewee as pw
 from .awards import compare_courses
 from .config import Config
 from .down.diff import grade_items, server_completions
-from .kinds import COMPLETION_STATES, KINDS, is_complete
+from .kinds import COMPLETION_STATES, KINDS, is_complete, whole_number
 from .store.db import Course, Event, Run, database, iso, utcnow
 from .store.runkinds import CLI, VERIFY, VERIFY_KINDS
 from .moodle import CallResult, MoodleClient
@@ -65,8 +65,8 @@ def server_values(function: str, data: object) -> dict[int, float | None]:
     items = [i for ug in reports if isinstance(ug, dict) for i in ug.get("gradeitems") or []] \
         if isinstance(reports, list) else []
     grades, _ = grade_items(items, "")
-    ungraded = {i.get("cmid") for i in items if isinstance(i, dict) and i.get("graderaw") is None}
-    return {**{c: None for c in ungraded if isinstance(c, int) and not isinstance(c, bool)},
+    ungraded = {whole_number(i.get("cmid")) for i in items if isinstance(i, dict) and i.get("graderaw") is None}
+    return {**{c: None for c in ungraded if c is not None},
             **{cmid: reported.value for cmid, reported in grades.items()}}
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..kinds import completion_state, grade_value, is_complete
+from ..box.diff import shown
+from ..kinds import completion_state, grade_value, is_complete, whole_number
 
 COMPLETION, GRADE = "completion", "grade"
 BOX, SERVER = "box", "server"
@@ -87,11 +88,6 @@ def decide(kind: str, server: Reported | None, seen: float | None, box_now: floa
     return Decision(None if box_now == server_value else server_value, False, server_value)
 
 
-def _whole(value: Any) -> int | None:
-    """A whole number as Moodle's JSON gives one; None for anything else (a string, true, 1.5)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def server_completions(statuses: Any) -> tuple[dict[int, Reported], list[str]]:
     """core_completion_get_activities_completion_status's statuses: cmid ->
     state; and the entries left out, named (checked as strictly as the
@@ -99,11 +95,11 @@ def server_completions(statuses: Any) -> tuple[dict[int, Reported], list[str]]:
     found: dict[int, Reported] = {}
     problems: list[str] = []
     for s in statuses if isinstance(statuses, list) else []:
-        cmid = _whole(s.get("cmid")) if isinstance(s, dict) else None
-        state = _whole(s.get("state")) if isinstance(s, dict) else None
+        cmid = whole_number(s.get("cmid")) if isinstance(s, dict) else None
+        state = whole_number(s.get("state")) if isinstance(s, dict) else None
         when = s.get("timecompleted") if isinstance(s, dict) else None
-        if cmid is None or state not in (0, 1, 2, 3) or (when is not None and _whole(when) is None):
-            problems.append(f"completion state {_shown(s)} is not Moodle's (cmid, state 0-3, timecompleted)")
+        if cmid is None or state not in (0, 1, 2, 3) or (when is not None and whole_number(when) is None):
+            problems.append(f"completion state {shown(s)} is not Moodle's (cmid, state 0-3, timecompleted)")
             continue
         found[cmid] = Reported(float(state), when or 0)
     return found, problems
@@ -116,7 +112,7 @@ def server_grades(usergrades: Any, usernames: Mapping[int, str]) -> tuple[dict[t
     found: dict[tuple[str, int], Reported] = {}
     problems: list[str] = []
     for report in usergrades if isinstance(usergrades, list) else []:
-        username = usernames.get(_whole(report.get("userid")) or 0) if isinstance(report, dict) else None
+        username = usernames.get(whole_number(report.get("userid")) or 0) if isinstance(report, dict) else None
         if username is None:
             continue
         grades, refused = grade_items(report.get("gradeitems"), username)
@@ -130,23 +126,17 @@ def grade_items(items: Any, username: str) -> tuple[dict[int, Reported], list[st
     found: dict[int, Reported] = {}
     problems: list[str] = []
     for item in items if isinstance(items, list) else []:
-        cmid = _whole(item.get("cmid")) if isinstance(item, dict) else None
+        cmid = whole_number(item.get("cmid")) if isinstance(item, dict) else None
         if cmid is None or item.get("graderaw") is None:
             continue  # the course's total, a category, or no grade yet
         value, when = grade_value(item["graderaw"]), item.get("gradedategraded")
         if value is None:
-            problems.append(f"grade {_shown(item['graderaw'])} of {username} in activity {cmid} "
+            problems.append(f"grade {shown(item['graderaw'])} of {username} in activity {cmid} "
                             "is not a finite number")
             continue
-        if when is not None and _whole(when) is None:
+        if when is not None and whole_number(when) is None:
             problems.append(f"grade of {username} in activity {cmid} has a gradedategraded "
-                            f"{_shown(when)} that is not a time")
+                            f"{shown(when)} that is not a time")
             continue
         found[cmid] = Reported(value, when or 0)
     return found, problems
-
-
-def _shown(value: Any) -> str:
-    """A value from an answer, as a line of the history can show it."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
