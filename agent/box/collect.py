@@ -94,7 +94,11 @@ class Pending:
     found: Counter  # its course's counts so far
     activities: dict[int, BoxActivity]  # its course's, by the box's cmid
     last: bool  # the course's last page
-    single: bool  # the course's only page
+    whole: bool  # the course's grades in one call (its only page, in a full collection)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # progress.calls, made once
+
+    def __post_init__(self) -> None:
+        self.calls = progress.calls(self.page, self.whole)
 
 
 @dataclass
@@ -170,8 +174,10 @@ class Collector:
         as everything else is: a box of many small courses is read in a few
         requests, not one a course; a few courses at a time (PREFETCH_COURSES)
         keep memory bounded when their pages are full ones."""
-        calls = [(PARTICIPANTS, self.page_args(box_id, 0, self.page_size, self.fields)) for box_id in box_ids]
-        return dict(zip(box_ids, self.read(calls)))
+        return dict(zip(box_ids, self.read([self.first_page(box_id) for box_id in box_ids])))
+
+    def first_page(self, box_id: int) -> tuple[str, dict[str, Any]]:
+        return PARTICIPANTS, self.page_args(box_id, 0, self.page_size, self.fields)
 
     def box_courses(self) -> tuple[list[tuple[Course, BoxCourse]], dict[int, CallResult]]:
         """Each kept course's counterpart on the box's Moodle, its contents
@@ -187,7 +193,7 @@ class Collector:
         firsts: dict[int, CallResult] = {}
         if known_ids:
             calls = [courses_mod.by_ids(known_ids)]
-            calls += [(PARTICIPANTS, self.page_args(box_id, 0, self.page_size, self.fields)) for box_id in ahead]
+            calls += [self.first_page(box_id) for box_id in ahead]
             answered = self.client.answers(calls)
             results = next(answered)
             if not results[0].ok:  # as client.call would: the collection cannot go on
@@ -245,11 +251,11 @@ class Collector:
             if page is None:
                 return
             if last and start == 0:
-                pending.append(Pending(page, found, activities, last=True, single=True))
-                if sum(len(progress.calls(p.page, self.whole(p))) for p in pending) >= size:
+                pending.append(Pending(page, found, activities, last=True, whole=self.full))
+                if sum(len(p.calls) for p in pending) >= size:
                     self.settle(pending)  # a page's worth of reads, as a big course's page
                 return
-            self.settle([Pending(page, found, activities, last, single=False)])
+            self.settle([Pending(page, found, activities, last, whole=False)])
             if last:
                 return
             after = page.upto if page.upto is not None else after
@@ -308,18 +314,14 @@ class Collector:
         return Page(course, box, learners, access, reading, self.box_now(), after,
                     None if last else max(ids, default=after), seen=set(ids), known=known)
 
-    def whole(self, pending: Pending) -> bool:
-        """A course of one page in a full collection has its grades read in one call."""
-        return self.full and pending.single
-
     def settle(self, pending: list[Pending]) -> None:
         """The pages' reads sent together, request after request, each answer
         kept only in the few fields used, and each page stored (one commit)
         as soon as its own answers are in: reads never sit in memory whole."""
-        calls = [call for p in pending for call in progress.calls(p.page, self.whole(p))]
+        calls = [call for p in pending for call in p.calls]
         results = (result for answered in self.client.answers(calls) for result in answered)
         for p in pending:
-            for problem in progress.take(p.page, self.whole(p), results):
+            for problem in progress.take(p.page, p.whole, results):
                 self.course_error(p.page.course, problem)
             self.store(p.page, p.found, p.last, p.activities)
         pending.clear()
